@@ -1,0 +1,186 @@
+//! The command line (SPEC §7): `referral-sync [--config FILE] <command>`; no command serves.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SystemClock;
+use crate::config::{ConfigSources, Settings};
+use crate::startup::{cancel_on_signal, Application};
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "referral-sync", version, about = "Write-once referral attribution and rewards, synced to HubSpot and Salesforce.")]
+pub struct Cli {
+    /// A TOML file overlaid on config/default.toml (and config/$REFERRAL_SYNC_ENV.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server and background workers (the default).
+    Serve {
+        /// Don't apply database migrations at start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration and print it with secrets redacted.
+    CheckConfig,
+    /// CRM administration.
+    Crm {
+        #[command(subcommand)]
+        action: CrmCommand,
+    },
+    /// Re-queue dead CRM deliveries or failed/unmapped inbox events.
+    Replay,
+    /// Print the referral funnel.
+    Report {
+        /// table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Print signature headers for a body, to test a setup with curl.
+    Sign,
+    /// Play the whole story against a built-in CRM sandbox and print what happened.
+    Demo,
+    /// Exit 0 if the local server answers /readyz (for Docker HEALTHCHECK).
+    Healthcheck {
+        /// Base URL to check; defaults to http://<server.bind>.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrmCommand {
+    /// Create the HubSpot properties (idempotent) and check the Salesforce fields exist.
+    Setup,
+}
+
+/// Parse the arguments and run the chosen command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sources = ConfigSources {
+        file: cli.config.clone(),
+        ..Default::default()
+    };
+    let command = cli.command.unwrap_or(Command::Serve { no_migrate: false });
+    if let Command::CheckConfig = command {
+        return check_config(&sources);
+    }
+    let settings = match Settings::load(&sources) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("referral-sync: invalid configuration");
+            for problem in e.problems() {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&settings.telemetry);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("referral-sync: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Serve { no_migrate } => serve(settings, !no_migrate).await,
+            Command::Migrate => migrate(settings).await,
+            Command::Healthcheck { url } => healthcheck(&settings, url).await,
+            Command::CheckConfig => unreachable!("handled before loading"),
+            other => Err(anyhow::anyhow!(
+                "`{}` is not implemented yet",
+                command_name(&other)
+            )),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("referral-sync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Serve { .. } => "serve",
+        Command::Migrate => "migrate",
+        Command::CheckConfig => "check-config",
+        Command::Crm { .. } => "crm setup",
+        Command::Replay => "replay",
+        Command::Report { .. } => "report",
+        Command::Sign => "sign",
+        Command::Demo => "demo",
+        Command::Healthcheck { .. } => "healthcheck",
+    }
+}
+
+fn check_config(sources: &ConfigSources) -> ExitCode {
+    match Settings::load(sources) {
+        Ok(settings) => {
+            println!("# configuration is valid; effective settings (secrets redacted):\n");
+            print!("{}", settings.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for problem in e.problems() {
+                eprintln!("{problem}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(settings: Settings, run_migrations: bool) -> anyhow::Result<()> {
+    let store = Store::connect(&settings.database).await?;
+    if run_migrations {
+        store.migrate().await?;
+    }
+    let app = Application::build(settings, store, Arc::new(SystemClock)).await?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    tracing::info!(port = app.port(), "referral-sync listening");
+    app.run_until_stopped(shutdown).await
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let store = Store::connect(&settings.database).await?;
+    store.migrate().await?;
+    println!("migrations applied to {}", store.display_url());
+    store.close().await;
+    Ok(())
+}
+
+async fn healthcheck(settings: &Settings, url: Option<String>) -> anyhow::Result<()> {
+    let base = url.unwrap_or_else(|| {
+        // A wildcard bind address is not something to connect to: use loopback on that port.
+        let bind = settings.server.bind.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+        format!("http://{bind}")
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let url = format!("{}/readyz", base.trim_end_matches('/'));
+    let response = client.get(&url).send().await?;
+    if response.status().is_success() {
+        println!("ready");
+        Ok(())
+    } else {
+        anyhow::bail!("{url} answered {}", response.status())
+    }
+}

@@ -1,0 +1,13 @@
+//! referral-sync: keeps a write-once referral source on CRM contacts and deals, decides referral
+//! rewards, and writes both back to HubSpot or Salesforce. See README.md for the module map.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,26 @@
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database answers and
+//! every migration this binary knows is applied).
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+use crate::store::Readiness;
+
+pub async fn get_healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+pub async fn get_readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.store.readiness().await {
+        Ok(Readiness::Ready) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
+        Ok(Readiness::MigrationsPending(versions)) => Err(ApiError::Unavailable(format!(
+            "database migrations pending: {versions:?}; run `referral-sync migrate`"
+        ))),
+        Err(e) => {
+            tracing::warn!(error = ?e, "readiness check failed");
+            Err(ApiError::Unavailable("database unreachable".into()))
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Wiring: builds the HTTP server and the background workers from settings, runs them until the
+//! shutdown token fires, then drains in-flight requests and workers within the grace period.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, Service};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, App, HttpMessage, HttpServer};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::{RequestId, TracingLogger};
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::routes;
+use crate::store::Store;
+
+/// Shared, read-only state handed to every handler.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub clock: SharedClock,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Bind the listener (port 0 picks a free one) and build the server; nothing runs until
+    /// [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings, store: Store, clock: SharedClock) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("could not listen on {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+        let settings = Arc::new(settings);
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            store,
+            clock,
+        });
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(routes::configure)
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))
+                }))
+                .wrap_fn(|req, srv| {
+                    let request_id = req.extensions().get::<RequestId>().copied();
+                    let response = srv.call(req);
+                    async move {
+                        let mut response = response.await?;
+                        if let Some(id) = request_id {
+                            if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+                                response
+                                    .headers_mut()
+                                    .insert(HeaderName::from_static("x-request-id"), value);
+                            }
+                        }
+                        Ok(response)
+                    }
+                })
+                .wrap(TracingLogger::default())
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_grace_secs)
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serve until `shutdown` is cancelled (or the server fails), then stop gracefully.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let grace = Duration::from_secs(self.state.settings.server.shutdown_grace_secs);
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let stopper = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tracing::info!("shutting down: draining in-flight requests");
+                handle.stop(true).await;
+            })
+        };
+        let result = server.await.context("HTTP server task panicked")?;
+        shutdown.cancel();
+        let _ = tokio::time::timeout(grace, stopper).await;
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        result.context("HTTP server failed")
+    }
+}
+
+/// Cancel `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("signal received");
+        token.cancel();
+    });
+}

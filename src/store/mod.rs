@@ -1,0 +1,207 @@
+//! Durable state. [`Store`] is the only code that speaks SQL; it runs on SQLite (embedded, the
+//! default) or PostgreSQL (scale-out), chosen by the URL scheme. Both backends share one SQL text per
+//! operation wherever the dialects agree (`$N` placeholders work on both); dialect-specific statements
+//! are matched explicitly. Every public method is one transaction. Correctness lives in constraints
+//! (unique keys for dedupe, one reward per deal and beneficiary), not in process memory, so several
+//! replicas can share one PostgreSQL.
+
+mod inbox;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::{redact_url, sqlite_path, DatabaseSettings};
+
+pub use inbox::{InboxEvent, InboxStatus, Ingested, NewInboxEvent};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has. The body is compiled once per
+/// backend, so generic sqlx calls type-check against each driver.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            crate::store::Backend::Sqlite($pool) => $body,
+            crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// The durable store. Cheap to clone (pools are shared).
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    display_url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.display_url).finish()
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Connected, but these migration versions are not applied yet.
+    MigrationsPending(Vec<i64>),
+}
+
+impl Store {
+    /// Connect (creating the SQLite file and its folder when missing). Does not migrate.
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        let url = settings.url.expose();
+        let display_url = redact_url(url);
+        let acquire = Duration::from_secs(settings.acquire_timeout_secs.max(1));
+        let backend = if url.starts_with("sqlite:") {
+            if let Some(parent) = sqlite_path(url).and_then(|p| p.parent()) {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!("could not create the database folder {}", parent.display())
+                    })?;
+                }
+            }
+            let options = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("database.url {display_url} is not a valid SQLite URL"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // Full durability: an acknowledged webhook survives power loss, not just a crash.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(options)
+                .await
+                .with_context(|| format!("could not open {display_url}"))?;
+            Backend::Sqlite(pool)
+        } else {
+            let options = PgConnectOptions::from_str(url)
+                .with_context(|| format!("database.url {display_url} is not a valid PostgreSQL URL"))?
+                .application_name("referral-sync");
+            let pool = PgPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(options)
+                .await
+                .with_context(|| format!("could not connect to {display_url}"))?;
+            Backend::Postgres(pool)
+        };
+        Ok(Store {
+            backend,
+            display_url,
+        })
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The database URL with any password removed.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Backend::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Apply every pending migration. Safe to run from several replicas at once (sqlx takes an
+    /// advisory lock on PostgreSQL; SQLite serialises writers).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        on_pool!(self, |pool| self.migrator().run(pool).await?);
+        Ok(())
+    }
+
+    /// Database reachable and every migration this binary knows applied.
+    pub async fn readiness(&self) -> Result<Readiness, StoreError> {
+        let applied: Vec<(i64,)> = on_pool!(self, |pool| {
+            let exists: Option<(i64,)> = sqlx::query_as(match self.kind() {
+                BackendKind::Sqlite => {
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+                }
+                BackendKind::Postgres => {
+                    "SELECT 1::BIGINT FROM information_schema.tables WHERE table_name = '_sqlx_migrations' AND table_schema = current_schema()"
+                }
+            })
+            .fetch_optional(pool)
+            .await?;
+            if exists.is_none() {
+                Vec::new()
+            } else {
+                sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                    .fetch_all(pool)
+                    .await?
+            }
+        });
+        let pending: Vec<i64> = self
+            .migrator()
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.iter().any(|(a,)| a == v))
+            .collect();
+        Ok(if pending.is_empty() {
+            Readiness::Ready
+        } else {
+            Readiness::MigrationsPending(pending)
+        })
+    }
+
+    /// Close the pools, waiting for connections to return.
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+}
+
+/// Turn a unique-constraint violation into [`StoreError::Conflict`], in one place.
+pub(crate) fn conflict_or(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_string())
+        }
+        _ => StoreError::Database(err),
+    }
+}
