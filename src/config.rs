@@ -38,7 +38,11 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_empty() { "\"\"" } else { "[redacted]" })
+        f.write_str(if self.is_empty() {
+            "\"\""
+        } else {
+            "[redacted]"
+        })
     }
 }
 
@@ -94,6 +98,8 @@ pub struct IngestSettings {
     pub writers_sqlite: usize,
     pub writers_postgres: usize,
     pub timestamp_tolerance_secs: u64,
+    /// Benchmark ceiling only: answer after verification without storing.
+    pub discard_after_verify: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -198,14 +204,18 @@ fn default_block_on() -> Vec<String> {
     vec!["self_referral".into()]
 }
 fn default_tiers() -> Vec<TierSettings> {
-    [("bronze", 1, "1.0"), ("silver", 3, "1.5"), ("gold", 5, "2.0")]
-        .into_iter()
-        .map(|(name, min, mult)| TierSettings {
-            name: name.into(),
-            min_successful: min,
-            multiplier: mult.parse().expect("literal decimal"),
-        })
-        .collect()
+    [
+        ("bronze", 1, "1.0"),
+        ("silver", 3, "1.5"),
+        ("gold", 5, "2.0"),
+    ]
+    .into_iter()
+    .map(|(name, min, mult)| TierSettings {
+        name: name.into(),
+        min_successful: min,
+        multiplier: mult.parse().expect("literal decimal"),
+    })
+    .collect()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -452,7 +462,7 @@ impl Settings {
             p.push("salesforce.outbound_token: use at least 16 random characters".into());
         }
         for (i, s) in sf.callout_secrets.iter().enumerate() {
-            if !standard_secret_ok(s.expose()) {
+            if crate::ingest::signature::parse_standard_secret(s.expose()).is_err() {
                 p.push(format!(
                     "salesforce.callout_secrets[{i}]: not a whsec_ base64 secret"
                 ));
@@ -491,15 +501,15 @@ impl Settings {
                 ));
             }
             if src.secrets.is_empty() || src.secrets.iter().any(Secret::is_empty) {
-                p.push(format!("{key}.secrets: at least one non-empty secret is required"));
+                p.push(format!(
+                    "{key}.secrets: at least one non-empty secret is required"
+                ));
             }
             match src.scheme.as_str() {
                 "standard-webhooks" => {
                     for (i, s) in src.secrets.iter().enumerate() {
-                        if !standard_secret_ok(s.expose()) {
-                            p.push(format!(
-                                "{key}.secrets[{i}]: not a whsec_ base64 secret"
-                            ));
+                        if crate::ingest::signature::parse_standard_secret(s.expose()).is_err() {
+                            p.push(format!("{key}.secrets[{i}]: not a whsec_ base64 secret"));
                         }
                     }
                 }
@@ -644,15 +654,9 @@ fn serialize_redacted_url<S: Serializer>(url: &Secret, s: S) -> Result<S::Ok, S:
 
 /// The SQLite file path of a `sqlite:` URL, if it names a file.
 pub fn sqlite_path(url: &str) -> Option<&Path> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
-}
-
-// PENDING-SIGNATURE-MODULE: replaced by signature::parse_standard_secret once it lands.
-fn standard_secret_ok(s: &str) -> bool {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s.strip_prefix("whsec_").unwrap_or(s))
-        .is_ok_and(|k| !k.is_empty())
 }

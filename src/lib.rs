@@ -7,6 +7,8 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod ingest;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -15,6 +15,7 @@ use tracing_actix_web::{RequestId, TracingLogger};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::ingest::InboxWriter;
 use crate::routes;
 use crate::store::Store;
 
@@ -23,26 +24,39 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub clock: SharedClock,
+    pub inbox: InboxWriter,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    inbox_writers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
     /// Bind the listener (port 0 picks a free one) and build the server; nothing runs until
     /// [`Application::run_until_stopped`].
-    pub async fn build(settings: Settings, store: Store, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn build(
+        settings: Settings,
+        store: Store,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.server.bind)
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let settings = Arc::new(settings);
+        if settings.ingest.discard_after_verify {
+            tracing::warn!("ingest.discard_after_verify is on: webhooks are verified and DISCARDED (benchmark ceiling mode)");
+        }
+        let (inbox, inbox_writers) = InboxWriter::start(store.clone(), &settings.ingest);
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             store,
             clock,
+            inbox,
+            metrics: crate::metrics::handle(),
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -82,6 +96,7 @@ impl Application {
             port,
             server,
             state,
+            inbox_writers,
         })
     }
 
@@ -109,7 +124,15 @@ impl Application {
         let result = server.await.context("HTTP server task panicked")?;
         shutdown.cancel();
         let _ = tokio::time::timeout(grace, stopper).await;
-        self.state.store.close().await;
+        // The server's workers have dropped their state; dropping ours closes the inbox channel, so
+        // the writers store what is queued and exit.
+        let store = self.state.store.clone();
+        drop(self.state);
+        let writers = futures_util::future::join_all(self.inbox_writers);
+        if tokio::time::timeout(grace, writers).await.is_err() {
+            tracing::warn!("inbox writers did not finish within the grace period");
+        }
+        store.close().await;
         tracing::info!("stopped");
         result.context("HTTP server failed")
     }
@@ -121,8 +144,9 @@ pub fn cancel_on_signal(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("install SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},

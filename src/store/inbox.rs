@@ -148,14 +148,19 @@ impl Store {
                         .push_bind(&e.meta)
                         .push_bind(&e.payload);
                 });
-                q.push(" ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id, source, dedupe_key");
+                q.push(
+                    " ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id, source, dedupe_key",
+                );
                 let inserted: Vec<(i64, String, String)> =
                     q.build_query_as().fetch_all(&mut *tx).await?;
                 // RETURNING order is not guaranteed: match rows back by their key. Within a chunk a
                 // key can repeat; only its first occurrence is the new row.
                 for (id, source, key) in inserted {
                     let base = chunk_no * ROWS_PER_STATEMENT;
-                    if let Some(pos) = chunk.iter().position(|e| e.source == source && e.dedupe_key == key) {
+                    if let Some(pos) = chunk
+                        .iter()
+                        .position(|e| e.source == source && e.dedupe_key == key)
+                    {
                         outcome[base + pos] = Ingested::New(id);
                     }
                 }

@@ -70,7 +70,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("url", &self.display_url).finish()
+        f.debug_struct("Store")
+            .field("url", &self.display_url)
+            .finish()
     }
 }
 
@@ -114,7 +116,9 @@ impl Store {
             Backend::Sqlite(pool)
         } else {
             let options = PgConnectOptions::from_str(url)
-                .with_context(|| format!("database.url {display_url} is not a valid PostgreSQL URL"))?
+                .with_context(|| {
+                    format!("database.url {display_url} is not a valid PostgreSQL URL")
+                })?
                 .application_name("referral-sync");
             let pool = PgPoolOptions::new()
                 .max_connections(settings.max_connections)
@@ -193,15 +197,5 @@ impl Store {
     /// Close the pools, waiting for connections to return.
     pub async fn close(&self) {
         on_pool!(self, |pool| pool.close().await)
-    }
-}
-
-/// Turn a unique-constraint violation into [`StoreError::Conflict`], in one place.
-pub(crate) fn conflict_or(err: sqlx::Error) -> StoreError {
-    match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_string())
-        }
-        _ => StoreError::Database(err),
     }
 }

@@ -1,5 +1,7 @@
 //! The command line (SPEC §7): `referral-sync [--config FILE] <command>`; no command serves.
 
+mod sign;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +16,11 @@ use crate::startup::{cancel_on_signal, Application};
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "referral-sync", version, about = "Write-once referral attribution and rewards, synced to HubSpot and Salesforce.")]
+#[command(
+    name = "referral-sync",
+    version,
+    about = "Write-once referral attribution and rewards, synced to HubSpot and Salesforce."
+)]
 pub struct Cli {
     /// A TOML file overlaid on config/default.toml (and config/$REFERRAL_SYNC_ENV.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -49,7 +55,7 @@ pub enum Command {
         format: String,
     },
     /// Print signature headers for a body, to test a setup with curl.
-    Sign,
+    Sign(sign::SignArgs),
     /// Play the whole story against a built-in CRM sandbox and print what happened.
     Demo,
     /// Exit 0 if the local server answers /readyz (for Docker HEALTHCHECK).
@@ -77,6 +83,21 @@ pub fn main() -> ExitCode {
     if let Command::CheckConfig = command {
         return check_config(&sources);
     }
+    if let Command::Sign(args) = command {
+        return match Settings::load(&sources)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|s| sign::run(&s, args, crate::clock::Clock::now(&SystemClock)))
+        {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("referral-sync sign: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match Settings::load(&sources) {
         Ok(s) => s,
         Err(e) => {
@@ -88,7 +109,10 @@ pub fn main() -> ExitCode {
         }
     };
     crate::telemetry::init(&settings.telemetry);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("referral-sync: could not start the async runtime: {e}");
@@ -124,7 +148,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Crm { .. } => "crm setup",
         Command::Replay => "replay",
         Command::Report { .. } => "report",
-        Command::Sign => "sign",
+        Command::Sign(_) => "sign",
         Command::Demo => "demo",
         Command::Healthcheck { .. } => "healthcheck",
     }
@@ -169,7 +193,11 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
 async fn healthcheck(settings: &Settings, url: Option<String>) -> anyhow::Result<()> {
     let base = url.unwrap_or_else(|| {
         // A wildcard bind address is not something to connect to: use loopback on that port.
-        let bind = settings.server.bind.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+        let bind = settings
+            .server
+            .bind
+            .replace("0.0.0.0", "127.0.0.1")
+            .replace("[::]", "[::1]");
         format!("http://{bind}")
     });
     let client = reqwest::Client::builder()

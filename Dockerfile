@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t referral-sync .
+# Run:   docker run -p 8080:8080 -v referral-data:/data referral-sync
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /app
+# Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock change.
+COPY Cargo.toml Cargo.lock ./
+COPY migrations migrations
+RUN mkdir -p src config benches \
+ && echo 'fn main() {}' > src/main.rs && cp src/main.rs benches/ingest.rs && touch src/lib.rs config/default.toml \
+ && cargo build --release --locked --bin referral-sync \
+ && rm -rf src config target/release/.fingerprint/referral-sync-*
+COPY config config
+COPY src src
+RUN cargo build --release --locked --bin referral-sync
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin referral-sync \
+ && mkdir -p /data && chown referral-sync /data
+WORKDIR /app
+COPY --from=build /app/target/release/referral-sync /usr/local/bin/referral-sync
+COPY config config
+ENV REFERRAL_SYNC__SERVER__BIND=0.0.0.0:8080 \
+    REFERRAL_SYNC__TELEMETRY__FORMAT=json \
+    DATABASE_URL=sqlite:///data/referral-sync.db
+VOLUME /data
+EXPOSE 8080
+USER referral-sync
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 CMD ["referral-sync", "healthcheck"]
+ENTRYPOINT ["referral-sync"]
+CMD ["serve"]

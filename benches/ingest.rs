@@ -1,0 +1,268 @@
+//! Ingest benchmark (SPEC §10): the real `referral-sync` binary under signed HubSpot load, measured
+//! in one run against its own ceiling.
+//!
+//! For each backend (SQLite, and PostgreSQL when available) and each workload (1-event and
+//! 100-event HubSpot v3 requests) it runs the server twice:
+//!   ceiling  — `ingest.discard_after_verify = true`: verify + parse, answer, store nothing;
+//!   durable  — the normal path: group commit, SQLite `synchronous=FULL` / PostgreSQL
+//!              `synchronous_commit=on`, answer after commit.
+//! and prints one JSON object per run plus the durable/ceiling ratios. Every request carries unique
+//! events, so durable runs really insert. Peak RSS is the server's VmHWM from /proc.
+//!
+//! Run: `cargo bench --bench ingest` (env: BENCH_SECONDS=5, BENCH_CONNECTIONS=64,
+//! BENCH_BATCH_CONNECTIONS=16, BENCH_BACKENDS=sqlite,postgres).
+
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use referral_sync::ingest::signature::{sign_hubspot, HubSpotVersion};
+use serde_json::json;
+
+const SECRET: &str = "bench-hubspot-secret";
+const PUBLIC_BASE: &str = "https://hooks.bench.local";
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(database_url: Option<String>, discard: bool) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let url =
+            database_url.unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
+        let child = Command::new(env!("CARGO_BIN_EXE_referral-sync"))
+            .arg("serve")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("DATABASE_URL", url)
+            .env("REFERRAL_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("REFERRAL_SYNC__SERVER__PUBLIC_BASE_URL", PUBLIC_BASE)
+            .env("REFERRAL_SYNC__HUBSPOT__CLIENT_SECRETS", SECRET)
+            .env(
+                "REFERRAL_SYNC__INGEST__DISCARD_AFTER_VERIFY",
+                discard.to_string(),
+            )
+            .env("REFERRAL_SYNC__TELEMETRY__LEVEL", "error")
+            .env_remove("REFERRAL_SYNC_ENV")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start referral-sync");
+        let server = Server {
+            child,
+            port,
+            _dir: dir,
+        };
+        let ready = format!("http://127.0.0.1:{port}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if reqwest::blocking::get(&ready).is_ok_and(|r| r.status().is_success()) {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not become ready");
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A HubSpot batch whose events are unique across the whole run.
+fn batch_body(events: usize, counter: &AtomicU64, now_ms: i64) -> String {
+    let first = counter.fetch_add(events as u64, Ordering::Relaxed);
+    let items: Vec<serde_json::Value> = (0..events as u64)
+        .map(|i| {
+            json!({"objectId": 100_000 + first + i, "propertyName": "dealstage", "propertyValue": "closedwon",
+                   "changeSource": "CRM_UI", "eventId": first + i, "subscriptionId": 92894, "portalId": 5799819,
+                   "appId": 186886, "occurredAt": now_ms, "subscriptionType": "deal.propertyChange", "attemptNumber": 0})
+        })
+        .collect();
+    serde_json::to_string(&items).expect("json")
+}
+
+struct RunResult {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+async fn drive(
+    port: u16,
+    events_per_request: usize,
+    connections: usize,
+    seconds: f64,
+) -> RunResult {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .expect("client");
+    let counter = Arc::new(AtomicU64::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as u64
+            * 1000,
+    ));
+    let url = format!("http://127.0.0.1:{port}/webhooks/hubspot");
+    let signed_url = format!("{PUBLIC_BASE}/webhooks/hubspot");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, counter, url, signed_url, errors) = (
+            client.clone(),
+            counter.clone(),
+            url.clone(),
+            signed_url.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            while Instant::now() < deadline {
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let body = batch_body(events_per_request, &counter, now_ms);
+                let headers = sign_hubspot(
+                    HubSpotVersion::V3,
+                    SECRET,
+                    "POST",
+                    &signed_url,
+                    body.as_bytes(),
+                    now_ms,
+                );
+                let mut req = client.post(&url).header("content-type", "application/json");
+                for (k, v) in headers {
+                    req = req.header(k, v);
+                }
+                let sent = Instant::now();
+                match req.body(body).send().await {
+                    Ok(r) if r.status().as_u16() == 204 => {
+                        latencies.push(sent.elapsed().as_micros() as u64)
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await.expect("load task"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies_us.sort_unstable();
+    RunResult {
+        requests: latencies_us.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        latencies_us,
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+fn main() {
+    let seconds: f64 = env_or("BENCH_SECONDS", 5.0);
+    let single_connections: usize = env_or("BENCH_CONNECTIONS", 64);
+    let batch_connections: usize = env_or("BENCH_BATCH_CONNECTIONS", 16);
+    let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let mut summary = Vec::new();
+    for backend in backends.split(',') {
+        let (database_url, _pg) = match backend {
+            "sqlite" => (None, None),
+            "postgres" => match postgres::test_database() {
+                postgres::Availability::Available(db) => (Some(db.url.clone()), Some(db)),
+                postgres::Availability::Unavailable(why) => {
+                    eprintln!("postgres skipped: {why}");
+                    continue;
+                }
+            },
+            other => panic!("unknown backend {other}"),
+        };
+        for (workload, events, connections) in [
+            ("single_event", 1usize, single_connections),
+            ("batch_100", 100usize, batch_connections),
+        ] {
+            let mut rates = [0.0f64; 2];
+            for (i, mode) in ["ceiling", "durable"].into_iter().enumerate() {
+                let server = Server::start(database_url.clone(), mode == "ceiling");
+                // Warm up connections and caches, then measure.
+                runtime.block_on(drive(server.port, events, connections, 0.5));
+                let r = runtime.block_on(drive(server.port, events, connections, seconds));
+                let rss_kib = server.peak_rss_kib();
+                drop(server);
+                let rps = r.requests as f64 / r.seconds;
+                rates[i] = rps;
+                let line = json!({
+                    "backend": backend, "workload": workload, "mode": mode,
+                    "connections": connections, "seconds": (r.seconds * 100.0).round() / 100.0,
+                    "requests": r.requests, "errors": r.errors,
+                    "requests_per_s": rps.round(), "events_per_s": (rps * events as f64).round(),
+                    "p50_ms": percentile(&r.latencies_us, 0.50), "p99_ms": percentile(&r.latencies_us, 0.99),
+                    "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
+                });
+                println!("{line}");
+            }
+            let ratio = if rates[0] > 0.0 {
+                rates[1] / rates[0]
+            } else {
+                0.0
+            };
+            summary.push(json!({"backend": backend, "workload": workload,
+                                "durable_over_ceiling": (ratio * 1000.0).round() / 1000.0}));
+        }
+    }
+    println!("{}", json!({"summary": summary}));
+}

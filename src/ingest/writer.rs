@@ -1,0 +1,147 @@
+//! Group commit for the inbox. Request handlers hand their verified events to [`InboxWriter`]; writer
+//! tasks take every request already waiting (up to a maximum) and store them in ONE transaction, then
+//! answer each request. Full durability (an fsync per commit) is paid once per group instead of once
+//! per request, and no request is acknowledged before its events are committed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::config::IngestSettings;
+use crate::store::{BackendKind, Ingested, NewInboxEvent, Store, StoreError};
+
+/// Requests waiting for a writer; beyond this, handlers wait (backpressure) rather than queue more.
+const QUEUE_DEPTH: usize = 8192;
+
+struct Job {
+    events: Vec<NewInboxEvent>,
+    reply: oneshot::Sender<Result<Vec<Ingested>, Arc<StoreError>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the inbox is not accepting events (shutting down)")]
+    Closed,
+    #[error("the inbox could not store the events")]
+    Store(#[source] Arc<StoreError>),
+}
+
+/// Handle used by request handlers; cheap to clone.
+#[derive(Clone)]
+pub struct InboxWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl InboxWriter {
+    /// Start the writer tasks. They run until every `InboxWriter` clone is dropped, after storing
+    /// whatever was already queued.
+    pub fn start(store: Store, settings: &IngestSettings) -> (InboxWriter, Vec<JoinHandle<()>>) {
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let queue = Arc::new(Mutex::new(queue));
+        let writers = match store.kind() {
+            BackendKind::Sqlite => settings.writers_sqlite,
+            BackendKind::Postgres => settings.writers_postgres,
+        }
+        .max(1);
+        let limits = GroupLimits {
+            max_events: settings.max_batch_events.max(1),
+            max_wait: Duration::from_micros(settings.max_wait_micros),
+        };
+        let handles = (0..writers)
+            .map(|_| tokio::spawn(write_groups(store.clone(), queue.clone(), limits)))
+            .collect();
+        (InboxWriter { jobs }, handles)
+    }
+
+    /// Store `events` durably; returns per event whether it was new or a duplicate.
+    pub async fn append(&self, events: Vec<NewInboxEvent>) -> Result<Vec<Ingested>, AppendError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { events, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer
+            .await
+            .map_err(|_| AppendError::Closed)?
+            .map_err(AppendError::Store)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct GroupLimits {
+    max_events: usize,
+    max_wait: Duration,
+}
+
+async fn write_groups(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, limits: GroupLimits) {
+    loop {
+        // Holding the queue lock only while gathering lets another writer gather the next group
+        // while this one commits.
+        let group = {
+            let mut queue = queue.lock().await;
+            match gather(&mut queue, limits).await {
+                Some(group) => group,
+                None => return,
+            }
+        };
+        commit(&store, group).await;
+    }
+}
+
+/// Wait for one job, then take every job already queued (and, with `max_wait`, those arriving
+/// shortly after) until the group holds `max_events`. `None` once the channel is closed and empty.
+async fn gather(queue: &mut mpsc::Receiver<Job>, limits: GroupLimits) -> Option<Vec<Job>> {
+    let first = queue.recv().await?;
+    let mut events = first.events.len();
+    let mut group = vec![first];
+    let deadline = Instant::now() + limits.max_wait;
+    while events < limits.max_events {
+        let next = match queue.try_recv() {
+            Ok(job) => job,
+            Err(_) if limits.max_wait.is_zero() => break,
+            Err(_) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, queue.recv()).await {
+                    Ok(Some(job)) => job,
+                    _ => break,
+                }
+            }
+        };
+        events += next.events.len();
+        group.push(next);
+    }
+    Some(group)
+}
+
+async fn commit(store: &Store, group: Vec<Job>) {
+    let started = Instant::now();
+    let all: Vec<NewInboxEvent> = group
+        .iter()
+        .flat_map(|j| j.events.iter().cloned())
+        .collect();
+    let result = store.append_inbox(&all).await;
+    metrics::histogram!("inbox_group_commit_events").record(all.len() as f64);
+    metrics::histogram!("inbox_group_commit_seconds").record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcomes) => {
+            let mut rest = outcomes.as_slice();
+            for job in group {
+                let (mine, tail) = rest.split_at(job.events.len());
+                rest = tail;
+                let _ = job.reply.send(Ok(mine.to_vec()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = ?e, events = all.len(), "inbox commit failed; requests answered 503");
+            let e = Arc::new(e);
+            for job in group {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! Webhook endpoints (SPEC §3). Each request is verified against its raw bytes before anything is
+//! parsed, split into events, stored through the group-commit inbox writer, and only then answered.
+//! A duplicate gets the same answer as the original. Nothing from the body or any secret is logged.
+
+use std::time::Instant;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::StatusCode;
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use futures_util::StreamExt;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::ingest::signature::{self, HeaderSource, SignatureError};
+use crate::ingest::{hubspot, product, salesforce, AppendError};
+use crate::startup::AppState;
+use crate::store::{Ingested, NewInboxEvent};
+
+/// actix's header map, for the signature module (lookups are case-insensitive).
+struct Headers<'a>(&'a HeaderMap);
+
+impl HeaderSource for Headers<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Why a request was turned away; becomes a metric label and the answer.
+struct Rejection {
+    reason: &'static str,
+    error: ApiError,
+}
+
+impl Rejection {
+    fn new(reason: &'static str, error: ApiError) -> Self {
+        Self { reason, error }
+    }
+    fn signature(scheme: &str, e: SignatureError) -> Self {
+        Self::new(
+            e.reason_code(),
+            ApiError::Unauthorized(format!("{scheme} signature rejected: {e}")),
+        )
+    }
+}
+
+fn record_rejection(source: &str, r: &Rejection) {
+    metrics::counter!("webhooks_rejected_total", "source" => source.to_string(), "reason" => r.reason)
+        .increment(1);
+    tracing::warn!(source, reason = r.reason, error = %r.error, "webhook rejected");
+}
+
+/// Read the body, refusing more than `limit` bytes (by Content-Length up front, or while streaming).
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, Rejection> {
+    let too_large = || Rejection::new("too_large", ApiError::PayloadTooLarge(limit));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            Rejection::new(
+                "unreadable",
+                ApiError::BadRequest(format!("could not read the body: {e}")),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Store events; `Ok(true)` when at least one was new.
+async fn store_events(
+    state: &AppState,
+    source: &str,
+    events: Vec<NewInboxEvent>,
+) -> Result<bool, Rejection> {
+    let count = events.len();
+    if state.settings.ingest.discard_after_verify {
+        return Ok(true);
+    }
+    let outcomes = state.inbox.append(events).await.map_err(|e| {
+        let reason = match e {
+            AppendError::Closed => "shutting_down",
+            AppendError::Store(_) => "storage_unavailable",
+        };
+        tracing::error!(source, error = ?e, "could not store webhook events");
+        Rejection::new(
+            reason,
+            ApiError::Unavailable("events could not be stored; retry later".into()),
+        )
+    })?;
+    let new = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ingested::New(_)))
+        .count();
+    metrics::counter!("inbox_events_total", "source" => source.to_string(), "outcome" => "new")
+        .increment(new as u64);
+    metrics::counter!("inbox_events_total", "source" => source.to_string(), "outcome" => "duplicate")
+        .increment((count - new) as u64);
+    Ok(new > 0 || count == 0)
+}
+
+fn meta(pairs: &[(&str, serde_json::Value)]) -> String {
+    serde_json::Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// Runs one webhook request through `handle`, recording the received/rejected metrics and latency.
+async fn instrumented<F>(source: &str, handle: F) -> HttpResponse
+where
+    F: std::future::Future<Output = Result<HttpResponse, Rejection>>,
+{
+    let started = Instant::now();
+    metrics::counter!("webhooks_received_total", "source" => source.to_string()).increment(1);
+    let response = match handle.await {
+        Ok(response) => {
+            metrics::counter!("webhooks_accepted_total", "source" => source.to_string())
+                .increment(1);
+            response
+        }
+        Err(rejection) => {
+            record_rejection(source, &rejection);
+            actix_web::ResponseError::error_response(&rejection.error)
+        }
+    };
+    metrics::histogram!("webhook_ingest_seconds", "source" => source.to_string())
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// HubSpot
+
+/// The URL HubSpot called: `server.public_base_url` + the path and query as received. Behind a proxy
+/// the socket's view differs from HubSpot's, and v2/v3 signatures cover the full URL.
+fn public_url(req: &HttpRequest, base: &str) -> String {
+    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if base.is_empty() {
+        let info = req.connection_info();
+        format!("{}://{}{}", info.scheme(), info.host(), path_and_query)
+    } else {
+        format!("{}{}", base.trim_end_matches('/'), path_and_query)
+    }
+}
+
+pub async fn post_hubspot(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    instrumented("hubspot", receive_hubspot(req, payload, state)).await
+}
+
+async fn receive_hubspot(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Rejection> {
+    let settings = &state.settings;
+    let body = read_body(&req, payload, settings.server.body_limit_bytes).await?;
+    let secrets: Vec<&str> = settings
+        .hubspot
+        .client_secrets
+        .iter()
+        .map(|s| s.expose())
+        .collect();
+    let versions: Vec<signature::HubSpotVersion> = settings
+        .hubspot
+        .signature_versions
+        .iter()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let url = public_url(&req, &settings.server.public_base_url);
+    let now = state.clock.now();
+    let version = signature::verify_hubspot(
+        &signature::HubSpotRequest {
+            method: req.method().as_str(),
+            uri: &url,
+            body: &body,
+            headers: &Headers(req.headers()),
+        },
+        &secrets,
+        &versions,
+        settings.ingest.timestamp_tolerance_secs as i64 * 1000,
+        now,
+    )
+    .map_err(|e| Rejection::signature("hubspot", e))?;
+
+    let parsed = hubspot::parse_body(&body)
+        .map_err(|e| Rejection::new("malformed", ApiError::BadRequest(e.to_string())))?;
+    let meta = meta(&[("signature", json!(version.as_str()))]);
+    let events = parsed
+        .into_iter()
+        .map(|e| NewInboxEvent {
+            source: "hubspot".into(),
+            object_key: match (&e.object_type, &e.object_id) {
+                (Some(t), Some(id)) => Some(format!("hubspot:{t}:{id}")),
+                _ => None,
+            },
+            dedupe_key: e.dedupe_key,
+            event_type: e.event_type,
+            occurred_at: e.occurred_at_ms,
+            received_at: now,
+            meta: meta.clone(),
+            payload: e.raw,
+        })
+        .collect();
+    store_events(&state, "hubspot", events).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Salesforce
+
+pub async fn post_salesforce(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        return instrumented(
+            "salesforce-callout",
+            receive_salesforce_callout(req, payload, state),
+        )
+        .await;
+    }
+    let started = Instant::now();
+    metrics::counter!("webhooks_received_total", "source" => "salesforce").increment(1);
+    let response = match receive_outbound_message(req, payload, state).await {
+        Ok(response) => {
+            metrics::counter!("webhooks_accepted_total", "source" => "salesforce").increment(1);
+            response
+        }
+        Err(rejection) => {
+            record_rejection("salesforce", &rejection);
+            soap_fault(&rejection.error)
+        }
+    };
+    metrics::histogram!("webhook_ingest_seconds", "source" => "salesforce")
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Outbound Messages expect SOAP in both directions, errors included.
+fn soap_fault(error: &ApiError) -> HttpResponse {
+    let status = actix_web::ResponseError::status_code(error);
+    let code = if status.is_client_error() {
+        salesforce::FaultCode::Client
+    } else {
+        salesforce::FaultCode::Server
+    };
+    HttpResponse::build(status)
+        .content_type("text/xml; charset=utf-8")
+        .body(salesforce::fault_response(code, &error.to_string()))
+}
+
+/// The Outbound Message secret: `?token=` in the endpoint URL or the HTTP Basic password.
+fn outbound_credential(req: &HttpRequest) -> Option<String> {
+    let from_query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("token").cloned());
+    from_query.or_else(|| {
+        let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+        let encoded = auth
+            .strip_prefix("Basic ")
+            .or_else(|| auth.strip_prefix("basic "))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        decoded
+            .split_once(':')
+            .map(|(_, password)| password.to_string())
+    })
+}
+
+async fn receive_outbound_message(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Rejection> {
+    let settings = &state.settings;
+    let expected = settings.salesforce.outbound_token.expose();
+    if expected.is_empty() {
+        return Err(Rejection::new(
+            "not_configured",
+            ApiError::Unauthorized(
+                "salesforce outbound messages are not enabled (salesforce.outbound_token is empty)"
+                    .into(),
+            ),
+        ));
+    }
+    let presented = outbound_credential(&req).ok_or_else(|| {
+        Rejection::new(
+            "missing_credential",
+            ApiError::Unauthorized("missing ?token= or HTTP Basic credentials".into()),
+        )
+    })?;
+    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(Rejection::new(
+            "bad_credential",
+            ApiError::Unauthorized("the outbound message token does not match".into()),
+        ));
+    }
+    let body = read_body(&req, payload, settings.server.body_limit_bytes).await?;
+    let message = salesforce::parse_outbound_message(&body)
+        .map_err(|e| Rejection::new("malformed", ApiError::BadRequest(e.to_string())))?;
+    if !settings
+        .salesforce
+        .organization_ids
+        .iter()
+        .any(|allowed| salesforce::org_id_matches(allowed, &message.organization_id))
+    {
+        return Err(Rejection::new(
+            "org_not_allowed",
+            ApiError::Forbidden(format!(
+                "organization {} is not in salesforce.organization_ids",
+                message.organization_id
+            )),
+        ));
+    }
+    let now = state.clock.now();
+    let meta = meta(&[("auth", json!("outbound_token"))]);
+    let events = message
+        .notifications
+        .iter()
+        .map(|n| {
+            let record_id = n.fields.get("Id").cloned().flatten();
+            NewInboxEvent {
+                source: "salesforce".into(),
+                dedupe_key: n.id.clone(),
+                event_type: format!("salesforce.{}", n.sobject_type),
+                object_key: record_id.map(|id| format!("salesforce:{}:{id}", n.sobject_type)),
+                occurred_at: salesforce_modified_at(n),
+                received_at: now,
+                meta: meta.clone(),
+                payload: n.to_json(&message.organization_id, message.action_id.as_deref()),
+            }
+        })
+        .collect();
+    store_events(&state, "salesforce", events).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/xml; charset=utf-8")
+        .body(salesforce::ack_response()))
+}
+
+/// Outbound Messages carry no event time; the record's modification stamp is the best order key
+/// when the message definition includes it.
+fn salesforce_modified_at(n: &salesforce::Notification) -> Option<i64> {
+    ["SystemModstamp", "LastModifiedDate"]
+        .iter()
+        .find_map(|field| {
+            let value = n.fields.get(*field)?.as_deref()?;
+            chrono::DateTime::parse_from_rfc3339(value)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        })
+}
+
+async fn receive_salesforce_callout(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Rejection> {
+    let settings = &state.settings;
+    let body = read_body(&req, payload, settings.server.body_limit_bytes).await?;
+    let secrets: Vec<&str> = settings
+        .salesforce
+        .callout_secrets
+        .iter()
+        .map(|s| s.expose())
+        .collect();
+    let now = state.clock.now();
+    let webhook_id = signature::verify_standard_webhooks(
+        &Headers(req.headers()),
+        &body,
+        &secrets,
+        settings.ingest.timestamp_tolerance_secs as i64,
+        now / 1000,
+    )
+    .map_err(|e| Rejection::signature("standard-webhooks", e))?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        Rejection::new(
+            "malformed",
+            ApiError::BadRequest(format!("body is not valid JSON: {e}")),
+        )
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(Rejection::new(
+            "malformed",
+            ApiError::BadRequest("body must be a JSON object".into()),
+        ));
+    };
+    let event_type = object
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("salesforce.callout");
+    let event = NewInboxEvent {
+        source: "salesforce-callout".into(),
+        dedupe_key: webhook_id,
+        event_type: event_type.to_string(),
+        object_key: None,
+        occurred_at: None,
+        received_at: now,
+        meta: meta(&[("signature", json!("standard-webhooks"))]),
+        payload: String::from_utf8_lossy(&body).into_owned(),
+    };
+    store_events(&state, "salesforce-callout", vec![event]).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Product events
+
+pub async fn post_signup(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let name = path.into_inner();
+    let label = if state.settings.sources.contains_key(&name) {
+        format!("signup:{name}")
+    } else {
+        "signup:unknown".to_string()
+    };
+    instrumented(&label.clone(), receive_signup(req, name, payload, state)).await
+}
+
+async fn receive_signup(
+    req: HttpRequest,
+    name: String,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Rejection> {
+    let settings = &state.settings;
+    let Some(source) = settings.sources.get(&name) else {
+        return Err(Rejection::new(
+            "unknown_source",
+            ApiError::NotFound(format!(
+                "no product source named `{name}` is configured (sources.{name})"
+            )),
+        ));
+    };
+    let body = read_body(&req, payload, settings.server.body_limit_bytes).await?;
+    let secrets: Vec<&str> = source.secrets.iter().map(|s| s.expose()).collect();
+    let headers = Headers(req.headers());
+    let now = state.clock.now();
+    let tolerance = settings.ingest.timestamp_tolerance_secs as i64;
+    let webhook_id = match source.scheme.as_str() {
+        "standard-webhooks" => Some(
+            signature::verify_standard_webhooks(&headers, &body, &secrets, tolerance, now / 1000)
+                .map_err(|e| Rejection::signature("standard-webhooks", e))?,
+        ),
+        "stripe" => {
+            signature::verify_stripe(&headers, &body, &secrets, tolerance, now / 1000)
+                .map_err(|e| Rejection::signature("stripe", e))?;
+            None
+        }
+        _ => {
+            let header_name = source
+                .header
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let encoding = match source.encoding.as_deref() {
+                Some("base64") => signature::HmacEncoding::Base64,
+                _ => signature::HmacEncoding::Hex,
+            };
+            signature::verify_hmac_sha256(&headers, &header_name, &body, &secrets, encoding)
+                .map_err(|e| Rejection::signature("hmac-sha256", e))?;
+            None
+        }
+    };
+    let event = product::parse_product_event(&body).map_err(|e| {
+        if e.is_malformed() {
+            Rejection::new("malformed", ApiError::BadRequest(e.to_string()))
+        } else {
+            Rejection::new("invalid", ApiError::Unprocessable(e.to_string()))
+        }
+    })?;
+    let source_label = format!("signup:{name}");
+    let stored = NewInboxEvent {
+        source: source_label.clone(),
+        dedupe_key: webhook_id.unwrap_or_else(|| event.id.clone()),
+        event_type: event.event_type.clone(),
+        object_key: None,
+        occurred_at: Some(event.occurred_at_ms),
+        received_at: now,
+        meta: meta(&[
+            ("signature", json!(source.scheme)),
+            ("event_id", json!(event.id)),
+        ]),
+        payload: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let new = store_events(&state, &source_label, vec![stored]).await?;
+    Ok(HttpResponse::build(StatusCode::ACCEPTED)
+        .json(json!({"id": event.id, "status": "accepted", "duplicate": !new})))
+}

@@ -1,0 +1,201 @@
+//! Configuration layering (SPEC §8), validation that names every bad key, and secret redaction.
+
+use std::collections::BTreeMap;
+
+use referral_sync::config::{ConfigSources, Settings};
+
+use crate::support::repo_dir;
+
+fn load(env: &[(&str, &str)], file: Option<&str>) -> Result<Settings, Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let file_path = file.map(|body| {
+        let p = dir.path().join("override.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    });
+    Settings::load(&ConfigSources {
+        file: file_path,
+        dir: Some(repo_dir().join("config")),
+        env: Some(
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+    })
+    .map_err(|e| e.problems())
+}
+
+#[test]
+fn the_shipped_defaults_are_valid_and_use_embedded_sqlite() {
+    let s = load(&[], None).unwrap();
+
+    assert_eq!(s.server.bind, "127.0.0.1:8080");
+    assert_eq!(s.database.url.expose(), "sqlite://./data/referral-sync.db");
+    assert!(
+        s.programs.is_empty(),
+        "no rewards until a program is configured"
+    );
+    assert_eq!(s.hubspot.pipelines["default"]["closedwon"], "won");
+    assert_eq!(s.salesforce.stages["Closed Won"], "won");
+}
+
+#[test]
+fn later_layers_win_file_then_environment_then_database_url() {
+    let s = load(
+        &[
+            ("REFERRAL_SYNC__SERVER__BIND", "0.0.0.0:9000"),
+            ("REFERRAL_SYNC__HUBSPOT__CLIENT_SECRETS", "current-secret,old-secret"),
+            ("REFERRAL_SYNC__HUBSPOT__SIGNATURE_VERSIONS", "v3,v1"),
+            ("DATABASE_URL", "postgres://rs:pw@db.internal:5432/rs"),
+            ("UNRELATED_VARIABLE", "ignored"),
+        ],
+        Some("[server]\nbind = \"127.0.0.1:7000\"\npublic_base_url = \"https://hooks.example.com\"\n"),
+    )
+    .unwrap();
+
+    assert_eq!(s.server.bind, "0.0.0.0:9000", "environment beats the file");
+    assert_eq!(
+        s.server.public_base_url, "https://hooks.example.com",
+        "file beats defaults"
+    );
+    let secrets: Vec<&str> = s
+        .hubspot
+        .client_secrets
+        .iter()
+        .map(|s| s.expose())
+        .collect();
+    assert_eq!(
+        secrets,
+        ["current-secret", "old-secret"],
+        "lists split on commas"
+    );
+    assert_eq!(s.hubspot.signature_versions, ["v3", "v1"]);
+    assert_eq!(
+        s.database.url.expose(),
+        "postgres://rs:pw@db.internal:5432/rs"
+    );
+}
+
+#[test]
+fn the_environment_overlay_file_is_applied_when_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_dir().join("config/default.toml"),
+        dir.path().join("default.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("staging.toml"),
+        "[telemetry]\nformat = \"json\"\n",
+    )
+    .unwrap();
+    let sources = |env: &str| ConfigSources {
+        file: None,
+        dir: Some(dir.path().to_path_buf()),
+        env: Some([("REFERRAL_SYNC_ENV".to_string(), env.to_string())].into()),
+    };
+
+    let staging = Settings::load(&sources("staging")).unwrap();
+    let missing = Settings::load(&sources("prod")).unwrap_err().problems();
+
+    assert_eq!(staging.telemetry.format, "json");
+    assert!(missing[0].contains("prod.toml"), "{missing:?}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_each_naming_its_key() {
+    let problems = load(
+        &[("REFERRAL_SYNC__TELEMETRY__FORMAT", "xml")],
+        Some(
+            r#"
+[server]
+bind = "nowhere"
+[database]
+url = "mysql://x"
+[hubspot]
+signature_versions = ["v9"]
+[hubspot.pipelines.default]
+closedwon = "victory"
+[sources.app]
+scheme = "rot13"
+secrets = []
+[misspelled]
+key = 1
+"#,
+        ),
+    )
+    .unwrap_err();
+
+    for key in [
+        "server.bind",
+        "database.url",
+        "telemetry.format",
+        "hubspot.signature_versions",
+        "hubspot.pipelines.default.closedwon",
+        "sources.app.scheme",
+        "sources.app.secrets",
+        "misspelled",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "no problem names {key}: {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_debug_or_the_printed_config() {
+    let s = load(
+        &[(
+            "REFERRAL_SYNC__HUBSPOT__ACCESS_TOKEN",
+            "pat-na1-very-secret-token",
+        )],
+        Some(
+            r#"
+[database]
+url = "postgres://rs:db-password-123@db:5432/rs"
+[hubspot]
+client_secrets = ["hubspot-client-secret-xyz"]
+[sources.app]
+scheme = "stripe"
+secrets = ["whsec_product_secret_abc"]
+"#,
+        ),
+    )
+    .unwrap();
+
+    let printed = s.to_redacted_toml();
+    let debugged = format!("{s:?}");
+    for secret in [
+        "pat-na1-very-secret-token",
+        "db-password-123",
+        "hubspot-client-secret-xyz",
+        "whsec_product_secret_abc",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed");
+        assert!(!debugged.contains(secret), "{secret} in Debug");
+    }
+    assert!(
+        printed.contains("postgres://rs:[redacted]@db:5432/rs"),
+        "URL shown without password"
+    );
+    assert!(printed.contains("[redacted]"));
+}
+
+#[test]
+fn the_two_market_example_is_valid() {
+    let text = std::fs::read_to_string(repo_dir().join("config/example.toml")).unwrap();
+
+    let s = load(&[], Some(&text)).unwrap();
+
+    assert_eq!(s.programs["US"].currency, "USD");
+    assert_eq!(s.programs["RU"].tiers[2].name, "ambassador");
+    assert_eq!(
+        s.programs["RU"].hold_days, 30,
+        "omitted keys take the defaults"
+    );
+    assert_eq!(
+        s.salesforce.stages["Id. Decision Makers"], "demo",
+        "dotted stage names survive"
+    );
+}

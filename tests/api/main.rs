@@ -1,0 +1,10 @@
+//! Integration tests: one binary, so the throwaway PostgreSQL cluster starts once per run.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod config;
+mod health;
+mod store_contract;
+mod webhooks;
