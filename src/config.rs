@@ -108,8 +108,30 @@ pub struct HubSpotSettings {
     pub signature_versions: Vec<String>,
     pub access_token: Secret,
     pub api_base_url: String,
+    pub properties: CrmFieldNames,
     #[serde(default)]
     pub pipelines: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Names of the referral properties (HubSpot) or fields (Salesforce) the service writes (SPEC §5).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CrmFieldNames {
+    /// HubSpot only: the property group.
+    #[serde(default)]
+    pub group: Option<String>,
+    pub referral_source: String,
+    pub referral_code: String,
+    pub referred_by: String,
+    pub referrer_tier: String,
+    pub referral_market: String,
+    pub referral_first_touch_at: String,
+    pub reward_status: String,
+    pub reward_amount: String,
+    pub reward_currency: String,
+    pub reward_hold_until: String,
+    /// Salesforce only: the Platform Event published when a reward becomes eligible.
+    #[serde(default)]
+    pub reward_event: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -121,6 +143,7 @@ pub struct SalesforceSettings {
     pub client_id: String,
     pub client_secret: Secret,
     pub api_version: String,
+    pub fields: CrmFieldNames,
     #[serde(default)]
     pub stages: BTreeMap<String, String>,
 }

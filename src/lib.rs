@@ -2,6 +2,7 @@
 //! rewards, and writes both back to HubSpot or Salesforce. See README.md for the module map.
 #![forbid(unsafe_code)]
 
+pub mod attribution;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::{RequestId, TracingLogger};
 
+use crate::attribution::InboxProcessor;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub store: Store,
     pub clock: SharedClock,
     pub inbox: InboxWriter,
+    /// Woken after each inbox commit so processing starts at once.
+    pub inbox_wake: Arc<tokio::sync::Notify>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -33,6 +36,8 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     inbox_writers: Vec<tokio::task::JoinHandle<()>>,
+    processor: InboxProcessor,
+    run_workers: bool,
 }
 
 impl Application {
@@ -43,6 +48,17 @@ impl Application {
         store: Store,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
+        Self::build_with(settings, store, clock, true).await
+    }
+
+    /// Like [`Application::build`]; with `run_workers = false` the background workers do not run
+    /// and tests drive them step by step through [`Application::processor`].
+    pub async fn build_with(
+        settings: Settings,
+        store: Store,
+        clock: SharedClock,
+        run_workers: bool,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.server.bind)
             .with_context(|| format!("could not listen on {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
@@ -50,12 +66,21 @@ impl Application {
         if settings.ingest.discard_after_verify {
             tracing::warn!("ingest.discard_after_verify is on: webhooks are verified and DISCARDED (benchmark ceiling mode)");
         }
-        let (inbox, inbox_writers) = InboxWriter::start(store.clone(), &settings.ingest);
+        let inbox_wake = Arc::new(tokio::sync::Notify::new());
+        let (inbox, inbox_writers) =
+            InboxWriter::start(store.clone(), &settings.ingest, inbox_wake.clone());
+        let processor = InboxProcessor::new(
+            store.clone(),
+            settings.clone(),
+            clock.clone(),
+            inbox_wake.clone(),
+        );
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             store,
             clock,
             inbox,
+            inbox_wake,
             metrics: crate::metrics::handle(),
         });
         let workers = match settings.server.workers {
@@ -97,7 +122,14 @@ impl Application {
             server,
             state,
             inbox_writers,
+            processor,
+            run_workers,
         })
+    }
+
+    /// The inbox processor, for driving it by hand (tests, `replay`).
+    pub fn processor(&self) -> InboxProcessor {
+        self.processor.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -113,6 +145,10 @@ impl Application {
         let grace = Duration::from_secs(self.state.settings.server.shutdown_grace_secs);
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
+        let workers_stop = CancellationToken::new();
+        let processor = self
+            .run_workers
+            .then(|| tokio::spawn(self.processor.clone().run(workers_stop.clone())));
         let stopper = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -131,6 +167,12 @@ impl Application {
         let writers = futures_util::future::join_all(self.inbox_writers);
         if tokio::time::timeout(grace, writers).await.is_err() {
             tracing::warn!("inbox writers did not finish within the grace period");
+        }
+        workers_stop.cancel();
+        if let Some(processor) = processor {
+            if tokio::time::timeout(grace, processor).await.is_err() {
+                tracing::warn!("inbox processor did not stop within the grace period");
+            }
         }
         store.close().await;
         tracing::info!("stopped");

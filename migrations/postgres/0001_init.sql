@@ -97,6 +97,7 @@ CREATE TABLE crm_records (
     stage_occurred_at BIGINT,
     amount            TEXT,
     currency          TEXT,
+    parent_id         TEXT,                        -- Salesforce Contact.AccountId
     merged_into       TEXT,
     deleted_at        BIGINT,
     crm_created_at    BIGINT,

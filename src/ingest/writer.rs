@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::IngestSettings;
@@ -37,7 +37,11 @@ pub struct InboxWriter {
 impl InboxWriter {
     /// Start the writer tasks. They run until every `InboxWriter` clone is dropped, after storing
     /// whatever was already queued.
-    pub fn start(store: Store, settings: &IngestSettings) -> (InboxWriter, Vec<JoinHandle<()>>) {
+    pub fn start(
+        store: Store,
+        settings: &IngestSettings,
+        stored: Arc<Notify>,
+    ) -> (InboxWriter, Vec<JoinHandle<()>>) {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let queue = Arc::new(Mutex::new(queue));
         let writers = match store.kind() {
@@ -50,7 +54,14 @@ impl InboxWriter {
             max_wait: Duration::from_micros(settings.max_wait_micros),
         };
         let handles = (0..writers)
-            .map(|_| tokio::spawn(write_groups(store.clone(), queue.clone(), limits)))
+            .map(|_| {
+                tokio::spawn(write_groups(
+                    store.clone(),
+                    queue.clone(),
+                    limits,
+                    stored.clone(),
+                ))
+            })
             .collect();
         (InboxWriter { jobs }, handles)
     }
@@ -78,7 +89,12 @@ struct GroupLimits {
     max_wait: Duration,
 }
 
-async fn write_groups(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, limits: GroupLimits) {
+async fn write_groups(
+    store: Store,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    limits: GroupLimits,
+    stored: Arc<Notify>,
+) {
     loop {
         // Holding the queue lock only while gathering lets another writer gather the next group
         // while this one commits.
@@ -89,7 +105,9 @@ async fn write_groups(store: Store, queue: Arc<Mutex<mpsc::Receiver<Job>>>, limi
                 None => return,
             }
         };
-        commit(&store, group).await;
+        if commit(&store, group).await {
+            stored.notify_one();
+        }
     }
 }
 
@@ -118,30 +136,35 @@ async fn gather(queue: &mut mpsc::Receiver<Job>, limits: GroupLimits) -> Option<
     Some(group)
 }
 
-async fn commit(store: &Store, group: Vec<Job>) {
+/// Store one group and answer every request in it; returns whether the commit succeeded.
+async fn commit(store: &Store, group: Vec<Job>) -> bool {
     let started = Instant::now();
-    let all: Vec<NewInboxEvent> = group
-        .iter()
-        .flat_map(|j| j.events.iter().cloned())
-        .collect();
+    let mut all = Vec::with_capacity(group.iter().map(|j| j.events.len()).sum());
+    let mut replies = Vec::with_capacity(group.len());
+    for job in group {
+        replies.push((job.events.len(), job.reply));
+        all.extend(job.events);
+    }
     let result = store.append_inbox(&all).await;
     metrics::histogram!("inbox_group_commit_events").record(all.len() as f64);
     metrics::histogram!("inbox_group_commit_seconds").record(started.elapsed().as_secs_f64());
     match result {
         Ok(outcomes) => {
             let mut rest = outcomes.as_slice();
-            for job in group {
-                let (mine, tail) = rest.split_at(job.events.len());
+            for (count, reply) in replies {
+                let (mine, tail) = rest.split_at(count);
                 rest = tail;
-                let _ = job.reply.send(Ok(mine.to_vec()));
+                let _ = reply.send(Ok(mine.to_vec()));
             }
+            true
         }
         Err(e) => {
             tracing::error!(error = ?e, events = all.len(), "inbox commit failed; requests answered 503");
             let e = Arc::new(e);
-            for job in group {
-                let _ = job.reply.send(Err(e.clone()));
+            for (_, reply) in replies {
+                let _ = reply.send(Err(e.clone()));
             }
+            false
         }
     }
 }

@@ -78,7 +78,7 @@ pub struct InboxEvent {
 }
 
 #[derive(sqlx::FromRow)]
-struct InboxRow {
+pub(crate) struct InboxRow {
     id: i64,
     source: String,
     dedupe_key: String,
@@ -113,7 +113,8 @@ impl TryFrom<InboxRow> for InboxEvent {
     }
 }
 
-const INBOX_COLUMNS: &str = "id, source, dedupe_key, event_type, object_key, occurred_at, \
+pub(crate) const INBOX_COLUMNS: &str =
+    "id, source, dedupe_key, event_type, object_key, occurred_at, \
      received_at, meta, payload, status, status_reason, attempts";
 
 /// Rows per INSERT statement: keeps bind parameters far below either engine's limit.

@@ -6,6 +6,8 @@
 //! replicas can share one PostgreSQL.
 
 mod inbox;
+mod ledger;
+mod tx;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,6 +20,11 @@ use sqlx::{PgPool, SqlitePool};
 use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 
 pub use inbox::{InboxEvent, InboxStatus, Ingested, NewInboxEvent};
+pub use ledger::{
+    Attribution, AuditEntry, CrmRecord, Milestone, NewAudit, NewOutbox, OutboxRow, RecordKey,
+    RefereeDetails, Referral, Referrer, ReferrerFacts, StageChange, Touch,
+};
+pub use tx::Tx;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");

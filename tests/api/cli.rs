@@ -148,3 +148,74 @@ fn unimplemented_commands_say_so_and_fail() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_prints_headers_the_server_accepts_for_each_scheme() {
+    use referral_sync::config::{Secret, SourceSettings};
+    let app = crate::support::spawn_app_with(Backend::Sqlite, Default::default(), |s| {
+        s.hubspot.client_secrets = vec![Secret::new("cli-hubspot-secret")];
+        s.sources.insert(
+            "app".into(),
+            SourceSettings {
+                scheme: "standard-webhooks".into(),
+                secrets: vec![Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+                header: None,
+                encoding: None,
+            },
+        );
+    })
+    .await
+    .unwrap();
+    // The CLI signs with the real time; the server's fake clock must agree.
+    app.clock.set(chrono::Utc::now().timestamp_millis());
+    let dir = tempfile::tempdir().unwrap();
+    let hubspot_body = dir.path().join("hubspot.json");
+    std::fs::write(&hubspot_body, r#"[{"objectId":1,"eventId":1,"subscriptionId":1,"portalId":1,"occurredAt":1,"subscriptionType":"contact.creation"}]"#).unwrap();
+    let signup_body = dir.path().join("signup.json");
+    std::fs::write(&signup_body, r#"{"id":"evt_cli","type":"signup.created","occurred_at":"2026-11-20T10:00:00Z","data":{"email":"ana@northwind.io","referral_code":"ACME-7"}}"#).unwrap();
+    let config = dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        "[hubspot]\nclient_secrets = [\"cli-hubspot-secret\"]\n[sources.app]\nscheme = \"standard-webhooks\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n",
+    )
+    .unwrap();
+
+    for (source, body, path, expected) in [
+        ("hubspot", &hubspot_body, "/webhooks/hubspot", 204),
+        ("app", &signup_body, "/webhooks/signup/app", 202),
+    ] {
+        let url = app.url(path);
+        let args = [
+            "--config",
+            config.to_str().unwrap(),
+            "sign",
+            "--source",
+            source,
+            "--url",
+            &url,
+            "--body",
+            body.to_str().unwrap(),
+        ];
+        let out = binary().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut request = app.client.post(&url).body(std::fs::read(body).unwrap());
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let (name, value) = line.split_once(": ").expect("header line");
+            request = request.header(name, value);
+        }
+
+        let response = request.send().await.unwrap();
+
+        assert_eq!(
+            response.status(),
+            expected,
+            "{source}: {}",
+            response.text().await.unwrap()
+        );
+    }
+    assert_eq!(app.store.count_inbox(None).await.unwrap(), 2);
+}

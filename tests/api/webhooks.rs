@@ -1,61 +1,13 @@
 //! Webhook ingest end to end (SPEC §3): every scheme accepted and stored once per event; every
 //! forged, stale or malformed request refused with a clear error and nothing stored.
 
-use referral_sync::config::{Secret, Settings, SourceSettings};
 use referral_sync::ingest::signature::{self, HmacEncoding, HubSpotVersion};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::both_backends;
+use crate::support::senders::*;
 use crate::support::{spawn_app_with, Backend, SpawnOptions, TestApp, T0};
-
-const HUBSPOT_SECRET: &str = "hubspot-current-secret";
-const HUBSPOT_OLD_SECRET: &str = "hubspot-previous-secret";
-const PUBLIC_BASE: &str = "https://hooks.example.com";
-const SF_ORG: &str = "00D7F00000107XsUAI";
-const SF_TOKEN: &str = "sf-outbound-token-0123456789";
-const APP_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const CALLOUT_SECRET: &str = "whsec_dGVzdC1jYWxsb3V0LXNlY3JldC0xMjM0NTY3OA==";
-const STRIPE_SECRET: &str = "whsec_stripe_style_secret";
-const HMAC_SECRET: &str = "plain-hmac-secret";
-
-fn configure(s: &mut Settings) {
-    s.server.public_base_url = PUBLIC_BASE.into();
-    s.server.body_limit_bytes = 64 * 1024;
-    s.hubspot.client_secrets = vec![Secret::new(HUBSPOT_SECRET), Secret::new(HUBSPOT_OLD_SECRET)];
-    s.hubspot.signature_versions = vec!["v3".into(), "v1".into()];
-    s.salesforce.organization_ids = vec![SF_ORG.into()];
-    s.salesforce.outbound_token = Secret::new(SF_TOKEN);
-    s.salesforce.callout_secrets = vec![Secret::new(CALLOUT_SECRET)];
-    let source =
-        |scheme: &str, secret: &str, header: Option<&str>, encoding: Option<&str>| SourceSettings {
-            scheme: scheme.into(),
-            secrets: vec![Secret::new(secret)],
-            header: header.map(Into::into),
-            encoding: encoding.map(Into::into),
-        };
-    s.sources.insert(
-        "app".into(),
-        source("standard-webhooks", APP_SECRET, None, None),
-    );
-    s.sources.insert(
-        "billing".into(),
-        source("stripe", STRIPE_SECRET, None, None),
-    );
-    s.sources.insert(
-        "legacy".into(),
-        source("hmac-sha256", HMAC_SECRET, Some("X-Signature"), Some("hex")),
-    );
-    s.sources.insert(
-        "partner-portal".into(),
-        source(
-            "hmac-sha256",
-            HMAC_SECRET,
-            Some("X-Partner-Sig"),
-            Some("base64"),
-        ),
-    );
-}
 
 async fn app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, SpawnOptions::default(), configure).await
@@ -74,30 +26,6 @@ fn hubspot_batch(n: usize, first_event_id: u64) -> String {
         })
         .collect();
     serde_json::to_string(&events).unwrap()
-}
-
-/// POST to /webhooks/hubspot signed as HubSpot would sign it for `signed_url`.
-async fn post_hubspot(
-    app: &TestApp,
-    body: &str,
-    version: HubSpotVersion,
-    secret: &str,
-    signed_url: &str,
-    ts: i64,
-) -> reqwest::Response {
-    let headers = signature::sign_hubspot(version, secret, "POST", signed_url, body.as_bytes(), ts);
-    let mut req = app
-        .client
-        .post(app.url("/webhooks/hubspot"))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    req.body(body.to_string()).send().await.unwrap()
-}
-
-fn hubspot_url() -> String {
-    format!("{PUBLIC_BASE}/webhooks/hubspot")
 }
 
 async fn error_of(response: reqwest::Response) -> (StatusCode, String, String) {
@@ -135,24 +63,24 @@ async fn hubspot_batches_are_split_into_one_row_per_event_and_stored_once(backen
     };
     let body = hubspot_batch(3, 1);
 
-    let first = post_hubspot(
-        &app,
-        &body,
-        HubSpotVersion::V3,
-        HUBSPOT_SECRET,
-        &hubspot_url(),
-        T0,
-    )
-    .await;
-    let again = post_hubspot(
-        &app,
-        &body,
-        HubSpotVersion::V3,
-        HUBSPOT_OLD_SECRET,
-        &hubspot_url(),
-        T0,
-    )
-    .await;
+    let first = app
+        .post_hubspot_signed(
+            &body,
+            HubSpotVersion::V3,
+            HUBSPOT_SECRET,
+            &hubspot_url(),
+            T0,
+        )
+        .await;
+    let again = app
+        .post_hubspot_signed(
+            &body,
+            HubSpotVersion::V3,
+            HUBSPOT_OLD_SECRET,
+            &hubspot_url(),
+            T0,
+        )
+        .await;
 
     assert_eq!(first.status(), 204);
     assert_eq!(
@@ -178,33 +106,33 @@ async fn hubspot_workflow_and_v1_requests_are_accepted_where_configured(backend:
     let workflow = r#"{"objectId": 512, "properties": {"dealstage": "closedwon"}}"#;
     let v1_batch = hubspot_batch(2, 50);
 
-    let wf = post_hubspot(
-        &app,
-        workflow,
-        HubSpotVersion::V3,
-        HUBSPOT_SECRET,
-        &hubspot_url(),
-        T0,
-    )
-    .await;
-    let v1 = post_hubspot(
-        &app,
-        &v1_batch,
-        HubSpotVersion::V1,
-        HUBSPOT_SECRET,
-        &hubspot_url(),
-        0,
-    )
-    .await;
-    let v2 = post_hubspot(
-        &app,
-        &hubspot_batch(1, 90),
-        HubSpotVersion::V2,
-        HUBSPOT_SECRET,
-        &hubspot_url(),
-        0,
-    )
-    .await;
+    let wf = app
+        .post_hubspot_signed(
+            workflow,
+            HubSpotVersion::V3,
+            HUBSPOT_SECRET,
+            &hubspot_url(),
+            T0,
+        )
+        .await;
+    let v1 = app
+        .post_hubspot_signed(
+            &v1_batch,
+            HubSpotVersion::V1,
+            HUBSPOT_SECRET,
+            &hubspot_url(),
+            0,
+        )
+        .await;
+    let v2 = app
+        .post_hubspot_signed(
+            &hubspot_batch(1, 90),
+            HubSpotVersion::V2,
+            HUBSPOT_SECRET,
+            &hubspot_url(),
+            0,
+        )
+        .await;
 
     assert_eq!(wf.status(), 204);
     assert_eq!(v1.status(), 204);
@@ -226,12 +154,12 @@ async fn forged_stale_or_unsigned_hubspot_requests_get_401_and_store_nothing(bac
     let cases: Vec<(&str, reqwest::Response)> = vec![
         (
             "wrong secret",
-            post_hubspot(&app, &body, HubSpotVersion::V3, "not-the-secret", &url, T0).await,
+            app.post_hubspot_signed(&body, HubSpotVersion::V3, "not-the-secret", &url, T0)
+                .await,
         ),
         (
             "stale timestamp",
-            post_hubspot(
-                &app,
+            app.post_hubspot_signed(
                 &body,
                 HubSpotVersion::V3,
                 HUBSPOT_SECRET,
@@ -242,8 +170,7 @@ async fn forged_stale_or_unsigned_hubspot_requests_get_401_and_store_nothing(bac
         ),
         (
             "future timestamp",
-            post_hubspot(
-                &app,
+            app.post_hubspot_signed(
                 &body,
                 HubSpotVersion::V3,
                 HUBSPOT_SECRET,
@@ -254,8 +181,7 @@ async fn forged_stale_or_unsigned_hubspot_requests_get_401_and_store_nothing(bac
         ),
         (
             "tampered URL",
-            post_hubspot(
-                &app,
+            app.post_hubspot_signed(
                 &body,
                 HubSpotVersion::V3,
                 HUBSPOT_SECRET,
@@ -266,8 +192,7 @@ async fn forged_stale_or_unsigned_hubspot_requests_get_401_and_store_nothing(bac
         ),
         (
             "socket URL instead of the public one",
-            post_hubspot(
-                &app,
+            app.post_hubspot_signed(
                 &body,
                 HubSpotVersion::V3,
                 HUBSPOT_SECRET,
@@ -335,42 +260,36 @@ async fn malformed_and_oversized_hubspot_requests_get_400_and_413(backend: Backe
         vec![r#"{"x":"yyyyyyyyyyyyyyyyyyyy"}"#; 4000].join(",")
     );
 
-    let bad_json = post_hubspot(
-        &app,
-        "[{\"objectId\": 1,",
-        HubSpotVersion::V3,
-        HUBSPOT_SECRET,
-        &url,
-        T0,
-    )
-    .await;
-    let missing_type = post_hubspot(
-        &app,
-        r#"[{"objectId": 1, "eventId": 2}]"#,
-        HubSpotVersion::V3,
-        HUBSPOT_SECRET,
-        &url,
-        T0,
-    )
-    .await;
-    let too_many = post_hubspot(
-        &app,
-        &hubspot_batch(101, 1),
-        HubSpotVersion::V3,
-        HUBSPOT_SECRET,
-        &url,
-        T0,
-    )
-    .await;
-    let too_large = post_hubspot(
-        &app,
-        &oversized,
-        HubSpotVersion::V3,
-        HUBSPOT_SECRET,
-        &url,
-        T0,
-    )
-    .await;
+    let bad_json = app
+        .post_hubspot_signed(
+            "[{\"objectId\": 1,",
+            HubSpotVersion::V3,
+            HUBSPOT_SECRET,
+            &url,
+            T0,
+        )
+        .await;
+    let missing_type = app
+        .post_hubspot_signed(
+            r#"[{"objectId": 1, "eventId": 2}]"#,
+            HubSpotVersion::V3,
+            HUBSPOT_SECRET,
+            &url,
+            T0,
+        )
+        .await;
+    let too_many = app
+        .post_hubspot_signed(
+            &hubspot_batch(101, 1),
+            HubSpotVersion::V3,
+            HUBSPOT_SECRET,
+            &url,
+            T0,
+        )
+        .await;
+    let too_large = app
+        .post_hubspot_signed(&oversized, HubSpotVersion::V3, HUBSPOT_SECRET, &url, T0)
+        .await;
 
     let (status, code, _) = error_of(bad_json).await;
     assert_eq!((status.as_u16(), code.as_str()), (400, "bad_request"));
@@ -384,42 +303,33 @@ async fn malformed_and_oversized_hubspot_requests_get_400_and_413(backend: Backe
     assert_eq!(app.store.count_inbox(None).await.unwrap(), 0);
 }
 
-fn outbound_message(org: &str, notifications: &[(&str, &str, &str)]) -> String {
-    let items: String = notifications
+/// Notifications `(id, sObject type, record id)` with a fixed set of fields.
+fn standard_message(org: &str, items: &[(&str, &str, &str)]) -> String {
+    let fields: Vec<Vec<(&str, Option<&str>)>> = items
         .iter()
-        .map(|(id, kind, record)| {
-            format!(
-                r#"<Notification><Id>{id}</Id><sObject xsi:type="sf:{kind}" xmlns:sf="urn:sobject.enterprise.soap.sforce.com"><sf:Id>{record}</sf:Id><sf:StageName>Closed Won</sf:StageName><sf:Referral_Source__c>ACME-7</sf:Referral_Source__c><sf:Amount xsi:nil="true"/><sf:SystemModstamp>2026-11-20T09:59:00.000Z</sf:SystemModstamp></sObject></Notification>"#
-            )
+        .map(|(_, _, record)| {
+            vec![
+                ("Id", Some(*record)),
+                ("StageName", Some("Closed Won")),
+                ("Referral_Source__c", Some("ACME-7")),
+                ("Amount", None),
+                ("SystemModstamp", Some("2026-11-20T09:59:00.000Z")),
+            ]
         })
         .collect();
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><notifications xmlns="http://soap.sforce.com/2005/09/outbound"><OrganizationId>{org}</OrganizationId><ActionId>04k7F0000008V3hQAE</ActionId><SessionId xsi:nil="true"/><EnterpriseUrl>https://ap5.salesforce.com/services/Soap/c/47.0/00D7F00000107Xs</EnterpriseUrl><PartnerUrl>https://ap5.salesforce.com/services/Soap/u/47.0/00D7F00000107Xs</PartnerUrl>{items}</notifications></soapenv:Body></soapenv:Envelope>"#
-    )
-}
-
-async fn post_soap(
-    app: &TestApp,
-    query: &str,
-    basic: Option<(&str, &str)>,
-    body: String,
-) -> reqwest::Response {
-    let mut req = app
-        .client
-        .post(app.url(&format!("/webhooks/salesforce{query}")))
-        .header("content-type", "text/xml; charset=utf-8")
-        .header("SOAPAction", "\"\"");
-    if let Some((user, password)) = basic {
-        req = req.basic_auth(user, Some(password));
-    }
-    req.body(body).send().await.unwrap()
+    let notes: Vec<(&str, &str, &[(&str, Option<&str>)])> = items
+        .iter()
+        .zip(&fields)
+        .map(|((id, kind, _), f)| (*id, *kind, f.as_slice()))
+        .collect();
+    outbound_message(org, &notes)
 }
 
 async fn salesforce_outbound_messages_are_acknowledged_after_storage(backend: Backend) {
     let Some(app) = app(backend).await else {
         return;
     };
-    let message = outbound_message(
+    let message = standard_message(
         SF_ORG,
         &[
             ("04l7F000008aeAyQAI", "Opportunity", "0067F000003pmdWQAQ"),
@@ -427,8 +337,12 @@ async fn salesforce_outbound_messages_are_acknowledged_after_storage(backend: Ba
         ],
     );
 
-    let by_query = post_soap(&app, &format!("?token={SF_TOKEN}"), None, message.clone()).await;
-    let by_basic = post_soap(&app, "", Some(("salesforce", SF_TOKEN)), message).await;
+    let by_query = app
+        .post_outbound_message(&format!("?token={SF_TOKEN}"), None, message.clone())
+        .await;
+    let by_basic = app
+        .post_outbound_message("", Some(("salesforce", SF_TOKEN)), message)
+        .await;
 
     for response in [by_query, by_basic] {
         assert_eq!(response.status(), 200);
@@ -457,28 +371,30 @@ async fn salesforce_requests_with_a_wrong_token_org_or_body_are_refused(backend:
     let Some(app) = app(backend).await else {
         return;
     };
-    let good = outbound_message(
+    let good = standard_message(
         SF_ORG,
         &[("04l7F000008aeB0QAI", "Opportunity", "0067F000003pmdWQAQ")],
     );
     let query = format!("?token={SF_TOKEN}");
 
-    let wrong_token = post_soap(&app, "?token=guess", None, good.clone()).await;
-    let no_token = post_soap(&app, "", None, good.clone()).await;
-    let other_org = post_soap(
-        &app,
-        &query,
-        None,
-        outbound_message(
-            "00D000000000001AAA",
-            &[("04l7F000008aeB1QAI", "Lead", "00Q7F00000AbcdeQAI")],
-        ),
-    )
-    .await;
-    let truncated = post_soap(&app, &query, None, good[..good.len() / 2].to_string()).await;
-    let billion_laughs = post_soap(
-        &app,
-        &query,
+    let wrong_token = app
+        .post_outbound_message("?token=guess", None, good.clone())
+        .await;
+    let no_token = app.post_outbound_message("", None, good.clone()).await;
+    let other_org = app
+        .post_outbound_message(
+            &query,
+            None,
+            standard_message(
+                "00D000000000001AAA",
+                &[("04l7F000008aeB1QAI", "Lead", "00Q7F00000AbcdeQAI")],
+            ),
+        )
+        .await;
+    let truncated = app
+        .post_outbound_message(&query, None, good[..good.len() / 2].to_string())
+        .await;
+    let billion_laughs = app.post_outbound_message(&query,
         None,
         r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>&lol2;</soapenv:Body></soapenv:Envelope>"#.into(),
     )
@@ -550,21 +466,6 @@ fn signup_body(id: &str, kind: &str) -> String {
     .to_string()
 }
 
-async fn post_signup(
-    app: &TestApp,
-    source: &str,
-    body: &str,
-    headers: Vec<(String, String)>,
-) -> reqwest::Response {
-    let mut req = app
-        .client
-        .post(app.url(&format!("/webhooks/signup/{source}")))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    req.body(body.to_string()).send().await.unwrap()
-}
 
 async fn product_events_are_accepted_under_every_scheme(backend: Backend) {
     let Some(app) = app(backend).await else {
@@ -576,31 +477,27 @@ async fn product_events_are_accepted_under_every_scheme(backend: Backend) {
     let b64 = signup_body("evt_4", "partner.unknown_future_type");
 
     let responses = [
-        post_signup(
-            &app,
+        app.post_signup_raw(
             "app",
             &standard,
             signature::sign_standard_webhooks(APP_SECRET, "msg_1", now_secs(), standard.as_bytes())
                 .unwrap(),
         )
         .await,
-        post_signup(
-            &app,
+        app.post_signup_raw(
             "app",
             &standard,
             signature::sign_standard_webhooks(APP_SECRET, "msg_1", now_secs(), standard.as_bytes())
                 .unwrap(),
         )
         .await,
-        post_signup(
-            &app,
+        app.post_signup_raw(
             "billing",
             &stripe,
             signature::sign_stripe(STRIPE_SECRET, now_secs(), stripe.as_bytes()),
         )
         .await,
-        post_signup(
-            &app,
+        app.post_signup_raw(
             "legacy",
             &hex,
             signature::sign_hmac_sha256(
@@ -611,8 +508,7 @@ async fn product_events_are_accepted_under_every_scheme(backend: Backend) {
             ),
         )
         .await,
-        post_signup(
-            &app,
+        app.post_signup_raw(
             "partner-portal",
             &b64,
             signature::sign_hmac_sha256(
@@ -663,38 +559,40 @@ async fn product_events_with_bad_signatures_or_fields_are_refused(backend: Backe
         signature::sign_standard_webhooks(APP_SECRET, "msg_x", now_secs(), b.as_bytes()).unwrap()
     };
 
-    let wrong_secret = post_signup(
-        &app,
-        "app",
-        &body,
-        signature::sign_standard_webhooks(
-            "whsec_c2VjcmV0LXRoYXQtaXMtd3Jvbmc=",
-            "m",
-            now_secs(),
-            body.as_bytes(),
-        )
-        .unwrap(),
-    )
-    .await;
-    let stale = post_signup(
-        &app,
-        "app",
-        &body,
-        signature::sign_standard_webhooks(APP_SECRET, "m", now_secs() - 301, body.as_bytes())
+    let wrong_secret = app
+        .post_signup_raw(
+            "app",
+            &body,
+            signature::sign_standard_webhooks(
+                "whsec_c2VjcmV0LXRoYXQtaXMtd3Jvbmc=",
+                "m",
+                now_secs(),
+                body.as_bytes(),
+            )
             .unwrap(),
-    )
-    .await;
-    let future = post_signup(
-        &app,
-        "billing",
-        &body,
-        signature::sign_stripe(STRIPE_SECRET, now_secs() + 301, body.as_bytes()),
-    )
-    .await;
-    let unsigned = post_signup(&app, "legacy", &body, vec![]).await;
-    let missing_field = post_signup(&app, "app", &no_email, sign(&no_email)).await;
-    let bad_json = post_signup(&app, "app", "{\"id\": ", sign("{\"id\": ")).await;
-    let unknown_source = post_signup(&app, "nope", &body, sign(&body)).await;
+        )
+        .await;
+    let stale = app
+        .post_signup_raw(
+            "app",
+            &body,
+            signature::sign_standard_webhooks(APP_SECRET, "m", now_secs() - 301, body.as_bytes())
+                .unwrap(),
+        )
+        .await;
+    let future = app
+        .post_signup_raw(
+            "billing",
+            &body,
+            signature::sign_stripe(STRIPE_SECRET, now_secs() + 301, body.as_bytes()),
+        )
+        .await;
+    let unsigned = app.post_signup_raw("legacy", &body, vec![]).await;
+    let missing_field = app.post_signup_raw("app", &no_email, sign(&no_email)).await;
+    let bad_json = app
+        .post_signup_raw("app", "{\"id\": ", sign("{\"id\": "))
+        .await;
+    let unknown_source = app.post_signup_raw("nope", &body, sign(&body)).await;
 
     let (status, _, message) = error_of(wrong_secret).await;
     assert_eq!(status, 401);
@@ -719,8 +617,7 @@ async fn metrics_count_received_accepted_and_rejected_webhooks(backend: Backend)
         return;
     };
     let body = hubspot_batch(2, 500);
-    post_hubspot(
-        &app,
+    app.post_hubspot_signed(
         &body,
         HubSpotVersion::V3,
         HUBSPOT_SECRET,
@@ -728,15 +625,8 @@ async fn metrics_count_received_accepted_and_rejected_webhooks(backend: Backend)
         T0,
     )
     .await;
-    post_hubspot(
-        &app,
-        &body,
-        HubSpotVersion::V3,
-        "forged",
-        &hubspot_url(),
-        T0,
-    )
-    .await;
+    app.post_hubspot_signed(&body, HubSpotVersion::V3, "forged", &hubspot_url(), T0)
+        .await;
 
     let text = app.get("/metrics").await.text().await.unwrap();
 

@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod senders;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use referral_sync::attribution::InboxProcessor;
 use referral_sync::clock::FakeClock;
 use referral_sync::config::{ConfigSources, Secret, Settings};
 use referral_sync::startup::Application;
@@ -80,6 +82,7 @@ pub struct TestApp {
     pub clock: Arc<FakeClock>,
     pub client: reqwest::Client,
     pub settings: Settings,
+    pub processor: InboxProcessor,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: TestDb,
@@ -88,6 +91,11 @@ pub struct TestApp {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// Run the inbox processor until nothing is pending (no background worker in tests).
+    pub async fn process(&self) -> usize {
+        self.processor.drain().await.expect("inbox processing")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -149,10 +157,11 @@ pub async fn spawn_app_with(
         store.migrate().await.expect("migrate");
     }
     let clock = FakeClock::new(T0);
-    let app = Application::build(settings.clone(), store.clone(), clock.clone())
+    let app = Application::build_with(settings.clone(), store.clone(), clock.clone(), false)
         .await
         .expect("build app");
     let port = app.port();
+    let processor = app.processor();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     Some(TestApp {
@@ -162,6 +171,7 @@ pub async fn spawn_app_with(
         clock,
         client: reqwest::Client::new(),
         settings,
+        processor,
         shutdown,
         server: Some(server),
         _db: db,
