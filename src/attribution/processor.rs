@@ -425,7 +425,12 @@ impl InboxProcessor {
         let Some(referral) = tx.referral_by_email(&email.to_lowercase()).await? else {
             return Ok(());
         };
-        if person.referral_id.as_deref() != Some(referral.id.as_str()) {
+        // A person already carrying an earlier first touch (e.g. from a merge) keeps it.
+        let keeps_earlier = person.referral_id.is_some()
+            && person
+                .first_touch_at
+                .is_some_and(|t| t <= referral.first_touch_at);
+        if person.referral_id.as_deref() != Some(referral.id.as_str()) && !keeps_earlier {
             let attribution = referral.attribution();
             tx.link_record(&person.key(), &referral.id, &attribution, now)
                 .await?;
@@ -551,6 +556,11 @@ impl InboxProcessor {
             .upsert_record(&k, &deal.account, None, None, None, now)
             .await?;
         let pipeline = pipeline.or(stored.pipeline.clone());
+        // Snapshots (Salesforce messages, API reads) repeat the current stage: only a change
+        // from the stage in force at that time is history.
+        if tx.stage_at(&k.crm, &k.object_id, at).await?.as_deref() == Some(stage_id) {
+            return Ok(Outcome::processed());
+        }
         let mapped = self.map_stage(deal.crm, pipeline.as_deref(), stage_id, is_won, is_closed);
         let stage_name = mapped.map(|s| s.as_str());
         tx.record_stage_change(

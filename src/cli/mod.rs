@@ -1,5 +1,6 @@
 //! The command line (SPEC §7): `referral-sync [--config FILE] <command>`; no command serves.
 
+mod partners;
 mod sign;
 
 use std::path::PathBuf;
@@ -46,8 +47,13 @@ pub enum Command {
         #[command(subcommand)]
         action: CrmCommand,
     },
-    /// Re-queue dead CRM deliveries or failed/unmapped inbox events.
+    /// Re-queue failed and unmapped inbox events (after fixing their cause) and process them.
     Replay,
+    /// Referrer administration.
+    Partners {
+        #[command(subcommand)]
+        action: PartnersCommand,
+    },
     /// Print the referral funnel.
     Report {
         /// table, csv or json.
@@ -63,6 +69,15 @@ pub enum Command {
         /// Base URL to check; defaults to http://<server.bind>.
         #[arg(long)]
         url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartnersCommand {
+    /// Import referrers from a CSV file with the header code,name,email,company_domain,market,kind.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
     },
 }
 
@@ -124,6 +139,16 @@ pub fn main() -> ExitCode {
             Command::Serve { no_migrate } => serve(settings, !no_migrate).await,
             Command::Migrate => migrate(settings).await,
             Command::Healthcheck { url } => healthcheck(&settings, url).await,
+            Command::Replay => replay(settings).await,
+            Command::Partners {
+                action: PartnersCommand::Import { file },
+            } => {
+                let store = Store::connect(&settings.database).await?;
+                store.migrate().await?;
+                let n = partners::import(&store, &file).await?;
+                println!("imported {n} referrer(s) from {}", file.display());
+                Ok(())
+            }
             Command::CheckConfig => unreachable!("handled before loading"),
             other => Err(anyhow::anyhow!(
                 "`{}` is not implemented yet",
@@ -147,6 +172,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::CheckConfig => "check-config",
         Command::Crm { .. } => "crm setup",
         Command::Replay => "replay",
+        Command::Partners { .. } => "partners import",
         Command::Report { .. } => "report",
         Command::Sign(_) => "sign",
         Command::Demo => "demo",
@@ -186,6 +212,28 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let store = Store::connect(&settings.database).await?;
     store.migrate().await?;
     println!("migrations applied to {}", store.display_url());
+    store.close().await;
+    Ok(())
+}
+
+async fn replay(settings: Settings) -> anyhow::Result<()> {
+    let store = Store::connect(&settings.database).await?;
+    store.migrate().await?;
+    let requeued = store.requeue_inbox().await?;
+    let processor = crate::attribution::InboxProcessor::new(
+        store.clone(),
+        Arc::new(settings),
+        Arc::new(SystemClock),
+        Default::default(),
+    );
+    let processed = processor.drain().await?;
+    let still = store.inbox_status_counts().await?;
+    println!("re-queued {requeued} inbox event(s); processed {processed}");
+    for (status, n) in still {
+        if status == "failed" || status == "unmapped" {
+            println!("  still {status}: {n} (see status_reason; fix the cause and replay again)");
+        }
+    }
     store.close().await;
     Ok(())
 }

@@ -191,6 +191,17 @@ impl Store {
         rows.into_iter().map(InboxEvent::try_from).collect()
     }
 
+    /// How many inbox events are in each status.
+    pub async fn inbox_status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT status, COUNT(*) FROM inbox_events GROUP BY status ORDER BY status",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Count of stored events, optionally of one source.
     pub async fn count_inbox(&self, source: Option<&str>) -> Result<i64, StoreError> {
         let (n,): (i64,) = on_pool!(self, |pool| {

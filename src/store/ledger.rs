@@ -692,6 +692,27 @@ impl Tx {
         Ok(())
     }
 
+    /// The stage id in force for a deal at time `at` (the latest change not after it).
+    pub async fn stage_at(
+        &mut self,
+        crm: &str,
+        deal_id: &str,
+        at: Millis,
+    ) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = on_tx!(self, |c| {
+            sqlx::query_as(
+            "SELECT stage_id FROM stage_history WHERE crm = $1 AND deal_id = $2 AND occurred_at <= $3 \
+             AND stage IS NOT NULL ORDER BY occurred_at DESC, id DESC LIMIT 1"
+        )
+        .bind(crm)
+        .bind(deal_id)
+        .bind(at)
+        .fetch_optional(c)
+        .await?
+        });
+        Ok(row.map(|(s,)| s))
+    }
+
     pub async fn mark_deleted(
         &mut self,
         key: &RecordKey,

@@ -219,3 +219,144 @@ async fn sign_prints_headers_the_server_accepts_for_each_scheme() {
     }
     assert_eq!(app.store.count_inbox(None).await.unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_processes_parked_events_once_the_mapping_is_fixed() {
+    let app = crate::support::spawn_app_with(
+        Backend::Sqlite,
+        Default::default(),
+        crate::support::senders::configure,
+    )
+    .await
+    .unwrap();
+    let fields: &[(&str, Option<&str>)] = &[
+        ("Id", Some("0067F00000QqqqqQAA")),
+        ("StageName", Some("Value Proposition")),
+    ];
+    app.salesforce(&[("04l0000000000QQAAA", "Opportunity", fields)])
+        .await;
+    app.process().await;
+    assert_eq!(
+        app.store.list_inbox(None, 1).await.unwrap()[0]
+            .status
+            .as_str(),
+        "unmapped"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = dir.path().join("fixed.toml");
+    std::fs::write(
+        &fixed,
+        "[salesforce.stages]\n\"Value Proposition\" = \"demo\"\n",
+    )
+    .unwrap();
+    let url = app.settings.database.url.expose().to_string();
+
+    let out = tokio::task::spawn_blocking(move || {
+        binary()
+            .arg("--config")
+            .arg(&fixed)
+            .arg("replay")
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("re-queued 1 inbox event(s); processed 1")
+    );
+    let key = referral_sync::store::RecordKey {
+        crm: "salesforce".into(),
+        object_type: "Opportunity".into(),
+        object_id: "0067F00000QqqqqQAA".into(),
+    };
+    assert_eq!(
+        app.store
+            .crm_record(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .stage
+            .as_deref(),
+        Some("demo")
+    );
+}
+
+#[test]
+fn partners_import_loads_a_csv_and_refuses_bad_rows_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/p.db", dir.path().display());
+    let good = dir.path().join("partners.csv");
+    std::fs::write(
+        &good,
+        "code,name,email,company_domain,market,kind\nACME-7,\"Acme, Inc.\",Partners@Acme.com,ACME.com,us,partner\nZED-1,Zed,,,RU,creator\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "code,name,kind\nOK-1,Ok,partner\nBAD-2,Bad,reseller\n",
+    )
+    .unwrap();
+
+    let ok = binary()
+        .args(["partners", "import"])
+        .arg(&good)
+        .env("DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    let again = binary()
+        .args(["partners", "import"])
+        .arg(&good)
+        .env("DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    let refused = binary()
+        .args(["partners", "import"])
+        .arg(&bad)
+        .env("DATABASE_URL", &db)
+        .output()
+        .unwrap();
+
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(again.status.success(), "importing twice is harmless");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("line 3") && stderr.contains("reseller"),
+        "{stderr}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut settings = crate::support::default_settings();
+        settings.database.url = referral_sync::config::Secret::new(db.clone());
+        let store = referral_sync::store::Store::connect(&settings.database)
+            .await
+            .unwrap();
+        let acme = store.referrer_by_code("ACME-7").await.unwrap().unwrap();
+        assert_eq!(acme.name.as_deref(), Some("Acme, Inc."));
+        assert_eq!(acme.email.as_deref(), Some("partners@acme.com"));
+        assert_eq!(
+            (acme.company_domain.as_deref(), acme.market.as_deref()),
+            (Some("acme.com"), Some("US"))
+        );
+        assert_eq!(
+            store.referrer_by_code("ZED-1").await.unwrap().unwrap().kind,
+            "creator"
+        );
+        assert!(
+            store.referrer_by_code("OK-1").await.unwrap().is_none(),
+            "a bad file imports nothing"
+        );
+    });
+}

@@ -317,7 +317,7 @@ fn standard_message(org: &str, items: &[(&str, &str, &str)]) -> String {
             ]
         })
         .collect();
-    let notes: Vec<(&str, &str, &[(&str, Option<&str>)])> = items
+    let notes: Vec<Notification<'_>> = items
         .iter()
         .zip(&fields)
         .map(|((id, kind, _), f)| (*id, *kind, f.as_slice()))
@@ -465,7 +465,6 @@ fn signup_body(id: &str, kind: &str) -> String {
                     "utm": {"source": "partner", "campaign": "q4"}, "ip": "203.0.113.7"}})
     .to_string()
 }
-
 
 async fn product_events_are_accepted_under_every_scheme(backend: Backend) {
     let Some(app) = app(backend).await else {

@@ -7,6 +7,9 @@ use serde_json::Value;
 
 use super::TestApp;
 
+/// A Salesforce notification: `(notification id, sObject type, fields)`; `None` is `xsi:nil`.
+pub type Notification<'a> = (&'a str, &'a str, &'a [(&'a str, Option<&'a str>)]);
+
 pub const HUBSPOT_SECRET: &str = "hubspot-current-secret";
 pub const HUBSPOT_OLD_SECRET: &str = "hubspot-previous-secret";
 pub const PUBLIC_BASE: &str = "https://hooks.example.com";
@@ -155,7 +158,7 @@ impl TestApp {
     }
 
     /// Send Salesforce notifications `(notification id, sObject type, fields)`; expects the Ack.
-    pub async fn salesforce(&self, notifications: &[(&str, &str, &[(&str, Option<&str>)])]) {
+    pub async fn salesforce(&self, notifications: &[Notification<'_>]) {
         let body = outbound_message(SF_ORG, notifications);
         let r = self
             .post_outbound_message(&format!("?token={SF_TOKEN}"), None, body)
@@ -183,10 +186,7 @@ impl TestApp {
 }
 
 /// A SOAP Outbound Message; a `None` field value is sent as `xsi:nil`.
-pub fn outbound_message(
-    org: &str,
-    notifications: &[(&str, &str, &[(&str, Option<&str>)])],
-) -> String {
+pub fn outbound_message(org: &str, notifications: &[Notification<'_>]) -> String {
     let items: String = notifications
         .iter()
         .map(|(id, kind, fields)| {
