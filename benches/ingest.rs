@@ -10,7 +10,8 @@
 //! events, so durable runs really insert. Peak RSS is the server's VmHWM from /proc.
 //!
 //! Run: `cargo bench --bench ingest` (env: BENCH_SECONDS=5, BENCH_CONNECTIONS=64,
-//! BENCH_BATCH_CONNECTIONS=16, BENCH_BACKENDS=sqlite,postgres).
+//! BENCH_BATCH_CONNECTIONS=16, BENCH_BACKENDS=sqlite,postgres, BENCH_WORKLOADS=single_event,batch_100,
+//! BENCH_MODES=ceiling,durable).
 
 #[path = "../tests/support/postgres.rs"]
 #[allow(dead_code)]
@@ -61,6 +62,8 @@ impl Server {
                 discard.to_string(),
             )
             .env("REFERRAL_SYNC__TELEMETRY__LEVEL", "error")
+            // Measure ingest alone, as an API-only replica; processing is benchmarked separately.
+            .env("REFERRAL_SYNC__WORKERS__ENABLED", "false")
             .env_remove("REFERRAL_SYNC_ENV")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -80,6 +83,40 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("server did not become ready");
+    }
+
+    /// CPU seconds (user + system) the server has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Sum and count of a Prometheus histogram on the server's /metrics.
+    fn histogram(&self, name: &str) -> (f64, f64) {
+        let text = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        let value = |suffix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name}_{suffix}")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (value("sum"), value("count"))
     }
 
     fn peak_rss_kib(&self) -> u64 {
@@ -212,6 +249,8 @@ fn main() {
     let single_connections: usize = env_or("BENCH_CONNECTIONS", 64);
     let batch_connections: usize = env_or("BENCH_BATCH_CONNECTIONS", 16);
     let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
+    let workloads: String = env_or("BENCH_WORKLOADS", "single_event,batch_100".to_string());
+    let modes: String = env_or("BENCH_MODES", "ceiling,durable".to_string());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -235,12 +274,25 @@ fn main() {
             ("single_event", 1usize, single_connections),
             ("batch_100", 100usize, batch_connections),
         ] {
+            if !workloads.split(',').any(|w| w == workload) {
+                continue;
+            }
             let mut rates = [0.0f64; 2];
             for (i, mode) in ["ceiling", "durable"].into_iter().enumerate() {
+                if !modes.split(',').any(|m| m == mode) {
+                    continue;
+                }
                 let server = Server::start(database_url.clone(), mode == "ceiling");
                 // Warm up connections and caches, then measure.
                 runtime.block_on(drive(server.port, events, connections, 0.5));
+                let cpu_before = server.cpu_seconds();
+                let (commit_s0, commits0) = server.histogram("inbox_group_commit_seconds");
+                let (events0, _) = server.histogram("inbox_group_commit_events");
                 let r = runtime.block_on(drive(server.port, events, connections, seconds));
+                let cpu = server.cpu_seconds() - cpu_before;
+                let (commit_s1, commits1) = server.histogram("inbox_group_commit_seconds");
+                let (events1, _) = server.histogram("inbox_group_commit_events");
+                let commits = commits1 - commits0;
                 let rss_kib = server.peak_rss_kib();
                 drop(server);
                 let rps = r.requests as f64 / r.seconds;
@@ -252,6 +304,10 @@ fn main() {
                     "requests_per_s": rps.round(), "events_per_s": (rps * events as f64).round(),
                     "p50_ms": percentile(&r.latencies_us, 0.50), "p99_ms": percentile(&r.latencies_us, 0.99),
                     "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
+                    "server_cpu_us_per_event": (cpu * 1e6 / (r.requests as f64 * events as f64)).round(),
+                    "group_commits": commits,
+                    "avg_group_events": if commits > 0.0 { ((events1 - events0) / commits).round() } else { 0.0 },
+                    "avg_commit_ms": if commits > 0.0 { ((commit_s1 - commit_s0) / commits * 1e5).round() / 100.0 } else { 0.0 },
                 });
                 println!("{line}");
             }

@@ -55,6 +55,7 @@ impl Serialize for Secret {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub workers: WorkerSettings,
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub ingest: IngestSettings,
@@ -63,6 +64,7 @@ pub struct Settings {
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
     pub rewards: RewardSettings,
+    pub fraud: FraudSettings,
     #[serde(default)]
     pub programs: BTreeMap<String, ProgramSettings>,
     pub admin: AdminSettings,
@@ -75,6 +77,12 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     pub workers: usize,
     pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WorkerSettings {
+    /// Run background workers in this process (false: an API-only replica).
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -163,6 +171,17 @@ pub struct SourceSettings {
 pub struct RewardSettings {
     pub program_by: String,
     pub default_market: String,
+}
+
+/// Fraud-check parameters (SPEC §4); which flags block is per program (`block_on`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FraudSettings {
+    pub free_mail_domains: Vec<String>,
+    pub disposable_domains: Vec<String>,
+    pub shared_ip_min_others: u32,
+    pub shared_ip_window_days: u32,
+    pub velocity_max_referrals: u32,
+    pub velocity_window_days: u32,
 }
 
 /// One market's reward program, in the shape RevOps writes (SPEC §8). Amounts are decimal strings.

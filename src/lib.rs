@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod rewards;
 pub mod routes;
 pub mod startup;
 pub mod store;

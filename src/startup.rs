@@ -122,8 +122,8 @@ impl Application {
             server,
             state,
             inbox_writers,
+            run_workers: run_workers && settings.workers.enabled,
             processor,
-            run_workers,
         })
     }
 

@@ -19,8 +19,8 @@ CREATE TABLE inbox_events (
     processed_at  BIGINT,
     UNIQUE (source, dedupe_key)
 );
-CREATE INDEX inbox_events_by_status ON inbox_events (status, id);
-CREATE INDEX inbox_events_by_object ON inbox_events (object_key, occurred_at);
+-- Only the work queue is indexed by status: settled events cost nothing here.
+CREATE INDEX inbox_events_pending ON inbox_events (id) WHERE status = 'pending';
 
 -- People and companies who refer (partners, customers, creators).
 CREATE TABLE referrers (

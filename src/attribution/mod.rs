@@ -3,7 +3,9 @@
 //! each change causes.
 
 pub mod decode;
+pub mod overrides;
 pub mod processor;
 pub mod writeback;
 
+pub use overrides::{override_attribution, AttributionChange, OverrideError};
 pub use processor::InboxProcessor;

@@ -1,11 +1,11 @@
 //! The inbox: every verified webhook event, appended before it is acknowledged and deduplicated by
 //! the unique key `(source, dedupe_key)`.
 
-use serde::Serialize;
-use sqlx::QueryBuilder;
+use std::collections::HashMap;
 
-use super::{on_pool, Store, StoreError};
+use super::{on_pool, Backend, Store, StoreError};
 use crate::clock::Millis;
+use serde::Serialize;
 
 /// One verified event, ready to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,57 +117,102 @@ pub(crate) const INBOX_COLUMNS: &str =
     "id, source, dedupe_key, event_type, object_key, occurred_at, \
      received_at, meta, payload, status, status_reason, attempts";
 
-/// Rows per INSERT statement: keeps bind parameters far below either engine's limit.
-const ROWS_PER_STATEMENT: usize = 200;
-
 impl Store {
     /// Append events in ONE transaction (group commit): after this returns `Ok`, every event is
     /// durable. The answer lists, in input order, the new row id or `Duplicate` for an event whose
     /// `(source, dedupe_key)` was already stored (or repeated earlier in the same batch).
+    ///
+    /// One statement of fixed shape per group, whatever its size: SQLite reads the rows from one
+    /// JSON array (`json_each`, parsed in C), PostgreSQL from eight arrays (`UNNEST`). Binding
+    /// eight parameters per row instead costs several times more CPU per event.
     pub async fn append_inbox(
         &self,
         events: &[NewInboxEvent],
     ) -> Result<Vec<Ingested>, StoreError> {
-        let mut outcome = vec![Ingested::Duplicate; events.len()];
         if events.is_empty() {
-            return Ok(outcome);
+            return Ok(Vec::new());
         }
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            for (chunk_no, chunk) in events.chunks(ROWS_PER_STATEMENT).enumerate() {
-                let mut q = QueryBuilder::new(
+        let inserted: Vec<(i64, String, String)> = match &self.backend {
+            Backend::Sqlite(pool) => {
+                // Borrowed tuples serialise as JSON arrays without copying any string.
+                let rows: Vec<_> = events
+                    .iter()
+                    .map(|e| {
+                        (
+                            &e.source,
+                            &e.dedupe_key,
+                            &e.event_type,
+                            &e.object_key,
+                            e.occurred_at,
+                            e.received_at,
+                            &e.meta,
+                            &e.payload,
+                        )
+                    })
+                    .collect();
+                let rows =
+                    serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let mut tx = pool.begin().await?;
+                let inserted = sqlx::query_as(
                     "INSERT INTO inbox_events (source, dedupe_key, event_type, object_key, \
-                     occurred_at, received_at, meta, payload) ",
-                );
-                q.push_values(chunk, |mut row, e| {
-                    row.push_bind(&e.source)
-                        .push_bind(&e.dedupe_key)
-                        .push_bind(&e.event_type)
-                        .push_bind(&e.object_key)
-                        .push_bind(e.occurred_at)
-                        .push_bind(e.received_at)
-                        .push_bind(&e.meta)
-                        .push_bind(&e.payload);
-                });
-                q.push(
-                    " ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id, source, dedupe_key",
-                );
-                let inserted: Vec<(i64, String, String)> =
-                    q.build_query_as().fetch_all(&mut *tx).await?;
-                // RETURNING order is not guaranteed: match rows back by their key. Within a chunk a
-                // key can repeat; only its first occurrence is the new row.
-                for (id, source, key) in inserted {
-                    let base = chunk_no * ROWS_PER_STATEMENT;
-                    if let Some(pos) = chunk
-                        .iter()
-                        .position(|e| e.source == source && e.dedupe_key == key)
-                    {
-                        outcome[base + pos] = Ingested::New(id);
-                    }
-                }
+                         occurred_at, received_at, meta, payload) \
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                         value ->> 5, value ->> 6, value ->> 7 \
+                     FROM json_each($1) WHERE true \
+                     ON CONFLICT (source, dedupe_key) DO NOTHING \
+                     RETURNING id, source, dedupe_key",
+                )
+                .bind(rows)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                inserted
             }
-            tx.commit().await?;
-        });
+            Backend::Postgres(pool) => {
+                let column =
+                    |f: fn(&NewInboxEvent) -> &str| events.iter().map(f).collect::<Vec<_>>();
+                let mut tx = pool.begin().await?;
+                let inserted = sqlx::query_as(
+                    "INSERT INTO inbox_events (source, dedupe_key, event_type, object_key, \
+                         occurred_at, received_at, meta, payload) \
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                         $5::bigint[], $6::bigint[], $7::text[], $8::text[]) \
+                     ON CONFLICT (source, dedupe_key) DO NOTHING \
+                     RETURNING id, source, dedupe_key",
+                )
+                .bind(column(|e| &e.source))
+                .bind(column(|e| &e.dedupe_key))
+                .bind(column(|e| &e.event_type))
+                .bind(
+                    events
+                        .iter()
+                        .map(|e| e.object_key.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+                .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+                .bind(column(|e| &e.meta))
+                .bind(column(|e| &e.payload))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                inserted
+            }
+        };
+        // RETURNING order is not guaranteed: match rows back by key. A key repeated within the
+        // group is new only at its first occurrence.
+        let mut first_at: HashMap<(&str, &str), usize> = HashMap::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            first_at
+                .entry((e.source.as_str(), e.dedupe_key.as_str()))
+                .or_insert(i);
+        }
+        let mut outcome = vec![Ingested::Duplicate; events.len()];
+        for (id, source, key) in &inserted {
+            if let Some(pos) = first_at.get(&(source.as_str(), key.as_str())) {
+                outcome[*pos] = Ingested::New(*id);
+            }
+        }
         Ok(outcome)
     }
 

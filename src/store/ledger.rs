@@ -394,6 +394,43 @@ impl Tx {
         Ok(())
     }
 
+    /// Replace the attribution (admin override only; the caller audits it).
+    pub async fn set_attribution(
+        &mut self,
+        referral_id: &str,
+        a: &Attribution,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        on_tx!(self, |c| {
+            sqlx::query(
+            "UPDATE referrals SET referrer_code = $2, source = $3, market = $4, updated_at = $5 WHERE id = $1"
+        )
+        .bind(referral_id)
+        .bind(&a.referrer_code)
+        .bind(&a.source)
+        .bind(&a.market)
+        .bind(now)
+        .execute(c)
+        .await?
+        .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Every CRM record linked to a referral.
+    pub async fn records_linked_to(
+        &mut self,
+        referral_id: &str,
+    ) -> Result<Vec<CrmRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM crm_records WHERE referral_id = $1 ORDER BY crm, object_type, object_id"
+        );
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(referral_id)
+            .fetch_all(c)
+            .await?))
+    }
+
     /// Set a milestone (`activated_at`, `qualified_at`, `won_at`) if it is not set yet.
     pub async fn set_referral_milestone(
         &mut self,

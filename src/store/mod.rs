@@ -7,6 +7,7 @@
 
 mod inbox;
 mod ledger;
+mod rewards;
 mod tx;
 
 use std::str::FromStr;
@@ -24,6 +25,7 @@ pub use ledger::{
     Attribution, AuditEntry, CrmRecord, Milestone, NewAudit, NewOutbox, OutboxRow, RecordKey,
     RefereeDetails, Referral, Referrer, ReferrerFacts, StageChange, Touch,
 };
+pub use rewards::{NewReward, Reward};
 pub use tx::Tx;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -115,6 +117,8 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
             let pool = SqlitePoolOptions::new()
+                // An embedded file cannot drop a connection: skip the ping on every checkout.
+                .test_before_acquire(false)
                 .max_connections(settings.max_connections)
                 .acquire_timeout(acquire)
                 .connect_with(options)

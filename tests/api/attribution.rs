@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use referral_sync::attribution::InboxProcessor;
+use referral_sync::attribution::{
+    override_attribution, AttributionChange, InboxProcessor, OverrideError,
+};
 use referral_sync::clock::{DAY, MINUTE};
 use referral_sync::store::{OutboxRow, RecordKey};
 use serde_json::{json, Value};
@@ -20,6 +22,7 @@ both_backends!(
     a_deal_with_several_contacts_takes_the_earliest_first_touch,
     merged_contacts_keep_the_earliest_first_touch,
     product_events_without_a_referral_are_ignored_not_failed,
+    an_admin_override_changes_the_attribution_everywhere_and_is_audited,
 );
 
 async fn app(backend: Backend) -> Option<TestApp> {
@@ -746,4 +749,150 @@ async fn product_events_without_a_referral_are_ignored_not_failed(backend: Backe
         .await
         .unwrap()
         .is_none());
+}
+
+async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    signup(&app, "evt_s", "dee@northwind.io", "WRONG-1", "link", T0).await;
+    app.hubspot(json!([
+        hs_event(
+            1,
+            "contact.propertyChange",
+            31,
+            T0,
+            json!({"propertyName": "email", "propertyValue": "dee@northwind.io"})
+        ),
+        hs_event(
+            2,
+            "contact.associationChange",
+            31,
+            T0,
+            json!({"associationType": "CONTACT_TO_DEAL", "fromObjectId": 31, "toObjectId": 41})
+        ),
+    ]))
+    .await;
+    app.process().await;
+    let referral = app
+        .store
+        .referral_by_email("dee@northwind.io")
+        .await
+        .unwrap()
+        .unwrap();
+    let change = AttributionChange {
+        referrer_code: Some("ACME-7".into()),
+        source: Some("intro".into()),
+        market: None,
+    };
+
+    let refused = override_attribution(
+        &app.store,
+        &app.settings,
+        &referral.id,
+        &change,
+        "ops@acme.com",
+        " ",
+        T0 + DAY,
+    )
+    .await;
+    let bad_source = override_attribution(
+        &app.store,
+        &app.settings,
+        &referral.id,
+        &AttributionChange {
+            source: Some("tv".into()),
+            ..Default::default()
+        },
+        "ops@acme.com",
+        "typo",
+        T0 + DAY,
+    )
+    .await;
+    let after = override_attribution(
+        &app.store,
+        &app.settings,
+        &referral.id,
+        &change,
+        "ops@acme.com",
+        "partner proved the intro",
+        T0 + DAY,
+    )
+    .await
+    .unwrap();
+
+    assert!(matches!(refused, Err(OverrideError::Invalid(m)) if m.contains("reason")));
+    assert!(matches!(bad_source, Err(OverrideError::Invalid(m)) if m.contains("source")));
+    assert_eq!(
+        (
+            after.referrer_code.as_deref(),
+            after.source.as_deref(),
+            after.first_touch_at
+        ),
+        (Some("ACME-7"), Some("intro"), T0)
+    );
+    let audit = app
+        .store
+        .audit_entries("referral", &referral.id)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].actor.as_str(),
+            audit[0].action.as_str(),
+            audit[0].reason.as_deref()
+        ),
+        (
+            "ops@acme.com",
+            "attribution_override",
+            Some("partner proved the intro")
+        )
+    );
+    assert!(audit[0].old_value.as_deref().unwrap().contains("WRONG-1"));
+    assert!(audit[0].new_value.as_deref().unwrap().contains("ACME-7"));
+    for record in [
+        key("hubspot", "contact", "31"),
+        key("hubspot", "deal", "41"),
+    ] {
+        assert_eq!(
+            app.store
+                .crm_record(&record)
+                .await
+                .unwrap()
+                .unwrap()
+                .referrer_code
+                .as_deref(),
+            Some("ACME-7")
+        );
+        let rows = writes(
+            &app.store.outbox_rows(Some(&record)).await.unwrap(),
+            "update_properties",
+        );
+        assert_eq!(
+            props(rows.last().unwrap())["referral_code"],
+            "ACME-7",
+            "the CRM is told"
+        );
+    }
+    let touches = app.store.touches(&referral.id).await.unwrap();
+    assert_eq!(touches.last().unwrap().outcome, "override");
+    // A later tamper check guards the new value, not the old one.
+    app.hubspot(json!([hs_event(
+        3,
+        "contact.propertyChange",
+        31,
+        T0 + 2 * DAY,
+        json!({"propertyName": "referral_source", "propertyValue": "intro"})
+    )]))
+    .await;
+    app.process().await;
+    assert_eq!(
+        app.store
+            .audit_entries("crm_record", "hubspot:contact:31")
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
 }

@@ -1,0 +1,111 @@
+//! The only way to change a recorded attribution: an explicit admin override with a reason. It
+//! changes the referral, records an `override` touch, audits who/when/old/new/why, refreshes the copy
+//! on every linked CRM record and queues the CRM writes — all in one transaction.
+
+use serde::Deserialize;
+
+use super::writeback;
+use crate::clock::Millis;
+use crate::config::Settings;
+use crate::store::{Attribution, NewAudit, Referral, Store, StoreError};
+
+/// The new attribution; omitted fields keep their value. The first-touch time never changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AttributionChange {
+    pub referrer_code: Option<String>,
+    pub source: Option<String>,
+    pub market: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideError {
+    #[error("referral {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub const SOURCES: &[&str] = &["link", "code", "intro", "pool"];
+
+pub async fn override_attribution(
+    store: &Store,
+    settings: &Settings,
+    referral_id: &str,
+    change: &AttributionChange,
+    actor: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<Referral, OverrideError> {
+    if reason.trim().is_empty() {
+        return Err(OverrideError::Invalid("reason is required".into()));
+    }
+    if let Some(source) = &change.source {
+        if !SOURCES.contains(&source.as_str()) {
+            return Err(OverrideError::Invalid(format!(
+                "source must be one of {}",
+                SOURCES.join(", ")
+            )));
+        }
+    }
+    let mut tx = store.begin().await?;
+    let before = tx
+        .referral(referral_id)
+        .await?
+        .ok_or_else(|| OverrideError::NotFound(referral_id.to_string()))?;
+    let old = before.attribution();
+    let new = Attribution {
+        referrer_code: change.referrer_code.clone().or(old.referrer_code.clone()),
+        source: change.source.clone().or(old.source.clone()),
+        market: change
+            .market
+            .as_ref()
+            .map(|m| m.to_uppercase())
+            .or(old.market.clone()),
+        first_touch_at: old.first_touch_at,
+    };
+    if new == old {
+        return Err(OverrideError::Invalid(
+            "the change is the attribution already recorded".into(),
+        ));
+    }
+    tx.set_attribution(referral_id, &new, now).await?;
+    tx.insert_touch(
+        referral_id,
+        None,
+        "admin_override",
+        &Attribution {
+            first_touch_at: now,
+            ..new.clone()
+        },
+        "override",
+        now,
+    )
+    .await?;
+    tx.audit(
+        &NewAudit {
+            actor,
+            action: "attribution_override",
+            entity_type: "referral",
+            entity_id: referral_id,
+            old_value: serde_json::to_string(&old).ok(),
+            new_value: serde_json::to_string(&new).ok(),
+            reason: Some(reason),
+        },
+        now,
+    )
+    .await?;
+    for record in tx.records_linked_to(referral_id).await? {
+        tx.link_record(&record.key(), referral_id, &new, now)
+            .await?;
+        let write = writeback::context_write(&mut tx, settings, &record, &new).await?;
+        tx.enqueue(&write, now).await?;
+    }
+    let after = tx
+        .referral(referral_id)
+        .await?
+        .ok_or_else(|| OverrideError::NotFound(referral_id.to_string()))?;
+    tx.commit().await?;
+    Ok(after)
+}
