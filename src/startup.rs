@@ -149,6 +149,14 @@ impl Application {
         let processor = self
             .run_workers
             .then(|| tokio::spawn(self.processor.clone().run(workers_stop.clone())));
+        let holds = self.run_workers.then(|| {
+            tokio::spawn(crate::rewards::engine::run_hold_timer(
+                self.state.store.clone(),
+                self.state.settings.clone(),
+                self.state.clock.clone(),
+                workers_stop.clone(),
+            ))
+        });
         let stopper = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -169,9 +177,11 @@ impl Application {
             tracing::warn!("inbox writers did not finish within the grace period");
         }
         workers_stop.cancel();
-        if let Some(processor) = processor {
-            if tokio::time::timeout(grace, processor).await.is_err() {
-                tracing::warn!("inbox processor did not stop within the grace period");
+        for (name, worker) in [("inbox processor", processor), ("hold timer", holds)] {
+            if let Some(worker) = worker {
+                if tokio::time::timeout(grace, worker).await.is_err() {
+                    tracing::warn!("{name} did not stop within the grace period");
+                }
             }
         }
         store.close().await;

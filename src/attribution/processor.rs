@@ -19,6 +19,7 @@ use crate::domain::stage::CanonicalStage;
 use crate::ingest::product::{
     PartnerData, ProductEvent, ProductPayload, ReferralData, ReferralSource,
 };
+use crate::rewards::engine as rewards;
 use crate::store::{
     Attribution, CrmRecord, InboxEvent, InboxStatus, Milestone, NewAudit, RecordKey,
     RefereeDetails, ReferrerFacts, Store, StoreError, Tx,
@@ -527,13 +528,20 @@ impl InboxProcessor {
             .await?;
         let write = writeback::context_write(tx, &self.settings, deal, &attribution).await?;
         tx.enqueue(&write, now).await?;
-        if deal.stage.as_deref() == Some("won") {
-            tx.set_referral_milestone(
-                &referral.id,
-                Milestone::Won,
-                deal.stage_occurred_at.unwrap_or(now),
-            )
-            .await?;
+        // A deal linked after it moved (e.g. associated late) still gets its milestones and reward.
+        if let Some(stage) = deal
+            .stage
+            .as_deref()
+            .and_then(|s| s.parse::<CanonicalStage>().ok())
+        {
+            let at = deal.stage_occurred_at.unwrap_or(now);
+            if stage == CanonicalStage::Won {
+                tx.set_referral_milestone(&referral.id, Milestone::Won, at)
+                    .await?;
+            }
+            if let Some(linked) = tx.record(&deal.key()).await? {
+                rewards::on_deal_stage(tx, &self.settings, &linked, stage, at, now).await?;
+            }
         }
         Ok(())
     }
@@ -598,6 +606,9 @@ impl InboxProcessor {
             if stage == CanonicalStage::Won {
                 tx.set_referral_milestone(referral_id, Milestone::Won, at)
                     .await?;
+            }
+            if let Some(deal) = tx.record(&k).await? {
+                rewards::on_deal_stage(tx, &self.settings, &deal, stage, at, now).await?;
             }
         }
         Ok(Outcome::processed())

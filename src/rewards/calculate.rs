@@ -646,9 +646,1364 @@ fn shares_ip(fraud: &FraudSettings, referee: &RefereeFacts, referrer: &ReferrerF
         .other_referee_ips
         .iter()
         .filter(|(other, at)| {
-            other.to_canonical() == ip && at.abs_diff(referee.first_touch_at) <= window
+            other.to_canonical() == ip && (window > 0 || at.abs_diff(referee.first_touch_at) <= window)
         })
         .count();
     // At least one other referee is always needed, even if the setting says 0.
     others >= fraud.shared_ip_min_others.max(1) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// First touch: 2023-11-14T22:13:20Z.
+    const T0: Millis = 1_700_000_000_000;
+    /// Won 120 days after the first touch.
+    const WON: Millis = T0 + 120 * DAY;
+    /// WON + 30 hold days.
+    const HOLD: Millis = WON + 30 * DAY;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().expect("decimal literal")
+    }
+
+    fn tiers(names: [&str; 3]) -> Vec<TierSettings> {
+        [
+            (names[0], 1, "1.0"),
+            (names[1], 3, "1.5"),
+            (names[2], 5, "2.0"),
+        ]
+        .into_iter()
+        .map(|(name, min, mult)| TierSettings {
+            name: name.into(),
+            min_successful: min,
+            multiplier: d(mult),
+        })
+        .collect()
+    }
+
+    /// `[programs.US]` of config/example.toml (checked by `fixtures_are_the_example_programs`).
+    fn us() -> ProgramSettings {
+        ProgramSettings {
+            currency: "USD".into(),
+            success_stage: "won".into(),
+            attribution_window_days: 365,
+            hold_days: 30,
+            min_deal_amount: Some(d("1000")),
+            approval_threshold: Some(d("10000")),
+            reward: RewardRule::PercentOfDeal {
+                percent: d("7.5"),
+                cap: Some(d("5000")),
+            },
+            referee_reward: Some(RewardRule::Credit { amount: d("500") }),
+            tiers: tiers(["bronze", "silver", "gold"]),
+            fx: BTreeMap::from([("EUR".to_string(), d("1.08"))]),
+            block_on: vec!["self_referral".into(), "shared_ip".into()],
+        }
+    }
+
+    /// `[programs.RU]` of config/example.toml, defaults filled in.
+    fn ru() -> ProgramSettings {
+        ProgramSettings {
+            currency: "RUB".into(),
+            success_stage: "won".into(),
+            attribution_window_days: 365,
+            hold_days: 30,
+            min_deal_amount: None,
+            approval_threshold: None,
+            reward: RewardRule::Flat { amount: d("50000") },
+            referee_reward: None,
+            tiers: tiers(["member", "insider", "ambassador"]),
+            fx: BTreeMap::new(),
+            block_on: vec!["self_referral".into()],
+        }
+    }
+
+    fn us_with(change: impl FnOnce(&mut ProgramSettings)) -> ProgramSettings {
+        let mut p = us();
+        change(&mut p);
+        p
+    }
+
+    /// The compiled-in defaults of `[fraud]`, with shorter domain lists.
+    fn fraud() -> FraudSettings {
+        FraudSettings {
+            free_mail_domains: vec!["gmail.com".into(), "yandex.ru".into()],
+            disposable_domains: vec!["mailinator.com".into()],
+            shared_ip_min_others: 1,
+            shared_ip_window_days: 30,
+            velocity_max_referrals: 20,
+            velocity_window_days: 7,
+        }
+    }
+
+    fn deal(amount: Option<&str>, currency: Option<&str>) -> DealFacts {
+        DealFacts {
+            amount: amount.map(d),
+            currency: currency.map(String::from),
+            won_at: WON,
+        }
+    }
+
+    fn usd(amount: &str) -> DealFacts {
+        deal(Some(amount), Some("USD"))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip literal")
+    }
+
+    fn referee() -> RefereeFacts {
+        RefereeFacts {
+            email: "bob@beta.io".into(),
+            first_touch_at: T0,
+            signup_ip: Some(ip("203.0.113.7")),
+            known_to_crm_before_first_touch: false,
+        }
+    }
+
+    fn referrer(successful: u32) -> ReferrerFacts {
+        ReferrerFacts {
+            code: "ALICE".into(),
+            email: Some("alice@acme.com".into()),
+            company_domain: Some("acme.com".into()),
+            successful_including_this: successful,
+            other_referee_ips: vec![],
+            referrals_in_velocity_window: 1,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Want {
+        beneficiary: Beneficiary,
+        kind: &'static str,
+        /// Compared as a string, so the scale (2 dp) is checked too.
+        amount: &'static str,
+        currency: &'static str,
+        tier: Option<&'static str>,
+        multiplier: &'static str,
+        fx_rate: Option<&'static str>,
+        /// `None`: not checked; `Some(None)`: must be unknown.
+        converted: Option<Option<&'static str>>,
+        status: InitialStatus,
+        reasons: Vec<&'static str>,
+        flags: Vec<&'static str>,
+    }
+
+    fn referrer_gets(
+        kind: &'static str,
+        amount: &'static str,
+        tier: Option<&'static str>,
+        multiplier: &'static str,
+    ) -> Want {
+        Want {
+            beneficiary: Beneficiary::Referrer,
+            kind,
+            amount,
+            currency: "USD",
+            tier,
+            multiplier,
+            fx_rate: None,
+            converted: None,
+            status: InitialStatus::Pending,
+            reasons: vec![],
+            flags: vec![],
+        }
+    }
+
+    fn referee_gets(kind: &'static str, amount: &'static str) -> Want {
+        Want {
+            beneficiary: Beneficiary::Referee,
+            tier: None,
+            multiplier: "1",
+            ..referrer_gets(kind, amount, None, "1")
+        }
+    }
+
+    /// The US referee's credit: 500 × 1 (no tier) = 500.00.
+    fn credit500() -> Want {
+        referee_gets("credit", "500.00")
+    }
+
+    impl Want {
+        fn currency(mut self, currency: &'static str) -> Self {
+            self.currency = currency;
+            self
+        }
+        fn fx(mut self, rate: &'static str, converted: &'static str) -> Self {
+            self.fx_rate = Some(rate);
+            self.converted = Some(Some(converted));
+            self
+        }
+        fn converted(mut self, converted: Option<&'static str>) -> Self {
+            self.converted = Some(converted);
+            self
+        }
+        fn review(mut self, reasons: &[&'static str]) -> Self {
+            self.status = InitialStatus::NeedsReview;
+            self.reasons = reasons.to_vec();
+            self
+        }
+        fn flags(mut self, flags: &[&'static str]) -> Self {
+            self.flags = flags.to_vec();
+            self
+        }
+    }
+
+    #[derive(Debug)]
+    enum Expect {
+        NotEligible(String),
+        Rewards(Vec<Want>),
+    }
+
+    fn rewards(wants: Vec<Want>) -> Expect {
+        Expect::Rewards(wants)
+    }
+
+    fn not_eligible(reason: &str) -> Expect {
+        Expect::NotEligible(reason.into())
+    }
+
+    struct Case {
+        name: &'static str,
+        program: ProgramSettings,
+        fraud: FraudSettings,
+        deal: DealFacts,
+        referee: RefereeFacts,
+        referrer: ReferrerFacts,
+        expect: Expect,
+    }
+
+    impl Case {
+        fn new(
+            name: &'static str,
+            program: ProgramSettings,
+            deal: DealFacts,
+            successful: u32,
+            expect: Expect,
+        ) -> Self {
+            Self {
+                name,
+                program,
+                fraud: fraud(),
+                deal,
+                referee: referee(),
+                referrer: referrer(successful),
+                expect,
+            }
+        }
+        fn referee(mut self, change: impl FnOnce(&mut RefereeFacts)) -> Self {
+            change(&mut self.referee);
+            self
+        }
+        fn referrer(mut self, change: impl FnOnce(&mut ReferrerFacts)) -> Self {
+            change(&mut self.referrer);
+            self
+        }
+        fn fraud(mut self, change: impl FnOnce(&mut FraudSettings)) -> Self {
+            change(&mut self.fraud);
+            self
+        }
+    }
+
+    const SELF_BLOCKS: &str = "fraud flag self_referral blocks automatic approval";
+    const SHARED_IP_BLOCKS: &str = "fraud flag shared_ip blocks automatic approval";
+    const NO_GBP_RATE: &str = "no FX rate for GBP → USD";
+    const MIN_UNCHECKED_GBP: &str =
+        "the program minimum 1000 USD could not be checked: no FX rate for GBP → USD";
+    const MIN_UNCHECKED_AMOUNT: &str =
+        "the program minimum 1000 USD could not be checked: deal amount unknown";
+
+    fn cases() -> Vec<Case> {
+        let pct = "percent_of_deal";
+        vec![
+            // ---- percent of deal, cap --------------------------------------------------------
+            Case::new(
+                "percent, cap binds",
+                us(),
+                usd("80000"),
+                1,
+                // 80000 × 7.5 / 100 = 6000 × 1.0 (bronze) = 6000 > cap 5000 → 5000.00
+                rewards(vec![
+                    referrer_gets(pct, "5000.00", Some("bronze"), "1.0").converted(Some("80000")),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "percent, cap does not bind",
+                us(),
+                usd("40000"),
+                3,
+                // 40000 × 7.5 / 100 = 3000 × 1.5 (silver) = 4500 ≤ cap 5000 → 4500.00
+                rewards(vec![
+                    referrer_gets(pct, "4500.00", Some("silver"), "1.5"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "percent, the cap bounds the reward after the multiplier",
+                us(),
+                usd("40000"),
+                5,
+                // 40000 × 7.5 / 100 = 3000 × 2.0 (gold) = 6000 > cap 5000 → 5000.00
+                // (capping before the multiplier would give min(3000, 5000) × 2 = 6000.00)
+                rewards(vec![
+                    referrer_gets(pct, "5000.00", Some("gold"), "2.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "percent without cap",
+                us_with(|p| {
+                    p.reward = RewardRule::PercentOfDeal {
+                        percent: d("7.5"),
+                        cap: None,
+                    }
+                }),
+                usd("80000"),
+                1,
+                // 80000 × 7.5 / 100 = 6000 × 1.0 = 6000.00 (no cap)
+                rewards(vec![
+                    referrer_gets(pct, "6000.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            ),
+            // ---- flat and credit -------------------------------------------------------------
+            Case::new(
+                "flat, times the tier multiplier",
+                us_with(|p| p.reward = RewardRule::Flat { amount: d("250") }),
+                usd("40000"),
+                3,
+                // 250 × 1.5 (silver) = 375.00; the deal amount plays no part
+                rewards(vec![
+                    referrer_gets("flat", "375.00", Some("silver"), "1.5"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "credit, times the tier multiplier",
+                us_with(|p| p.reward = RewardRule::Credit { amount: d("100") }),
+                usd("40000"),
+                5,
+                // 100 × 2.0 (gold) = 200.00
+                rewards(vec![
+                    referrer_gets("credit", "200.00", Some("gold"), "2.0"),
+                    credit500(),
+                ]),
+            ),
+            // ---- tiers (20000 × 7.5 / 100 = 1500 before the multiplier) ------------------------
+            Case::new(
+                "tier: 1st successful referral is bronze 1.0x",
+                us(),
+                usd("20000"),
+                1,
+                // 1500 × 1.0 = 1500.00
+                rewards(vec![
+                    referrer_gets(pct, "1500.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "tier: 2nd successful referral is still bronze",
+                us(),
+                usd("20000"),
+                2,
+                // 1500 × 1.0 = 1500.00
+                rewards(vec![
+                    referrer_gets(pct, "1500.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "tier: 3rd successful referral is silver 1.5x",
+                us(),
+                usd("20000"),
+                3,
+                // 1500 × 1.5 = 2250.00
+                rewards(vec![
+                    referrer_gets(pct, "2250.00", Some("silver"), "1.5"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "tier: 5th successful referral is gold 2.0x",
+                us(),
+                usd("20000"),
+                5,
+                // 1500 × 2.0 = 3000.00
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("gold"), "2.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "tier: 12th successful referral stays gold",
+                us(),
+                usd("20000"),
+                12,
+                // 1500 × 2.0 = 3000.00
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("gold"), "2.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "tier: a count below the first tier has no tier and multiplier 1",
+                us(),
+                usd("20000"),
+                0,
+                // 1500 × 1 = 1500.00
+                rewards(vec![referrer_gets(pct, "1500.00", None, "1"), credit500()]),
+            ),
+            // ---- the RU example program ------------------------------------------------------
+            Case::new(
+                "RU: flat 50000 RUB, 1st referral is member",
+                ru(),
+                deal(Some("2000000"), Some("RUB")),
+                1,
+                // 50000 × 1.0 = 50000.00; one-sided: no referee decision
+                rewards(vec![referrer_gets(
+                    "flat",
+                    "50000.00",
+                    Some("member"),
+                    "1.0",
+                )
+                .currency("RUB")
+                .converted(Some("2000000"))]),
+            ),
+            Case::new(
+                "RU: 3rd referral is insider",
+                ru(),
+                deal(Some("2000000"), None),
+                3,
+                // 50000 × 1.5 = 75000.00 (currency missing → RUB assumed)
+                rewards(vec![referrer_gets(
+                    "flat",
+                    "75000.00",
+                    Some("insider"),
+                    "1.5",
+                )
+                .currency("RUB")
+                .converted(Some("2000000"))]),
+            ),
+            Case::new(
+                "RU: 5th referral is ambassador",
+                ru(),
+                deal(Some("2000000"), Some("RUB")),
+                5,
+                // 50000 × 2.0 = 100000.00
+                rewards(vec![referrer_gets(
+                    "flat",
+                    "100000.00",
+                    Some("ambassador"),
+                    "2.0",
+                )
+                .currency("RUB")]),
+            ),
+            Case::new(
+                "RU: a USD deal has no rate, the flat reward stays computable but needs review",
+                ru(),
+                usd("30000"),
+                1,
+                // 50000 × 1.0 = 50000.00; RU has no minimum, so only the FX reason
+                rewards(vec![referrer_gets(
+                    "flat",
+                    "50000.00",
+                    Some("member"),
+                    "1.0",
+                )
+                .currency("RUB")
+                .converted(None)
+                .review(&["no FX rate for USD → RUB"])]),
+            ),
+            // ---- minimum deal amount ---------------------------------------------------------
+            Case::new(
+                "below the minimum amount",
+                us(),
+                usd("800"),
+                1,
+                not_eligible("deal amount 800.00 USD is below the program minimum 1000"),
+            ),
+            Case::new(
+                "exactly the minimum amount is eligible",
+                us(),
+                usd("1000"),
+                1,
+                // 1000 × 7.5 / 100 = 75 × 1.0 = 75.00
+                rewards(vec![
+                    referrer_gets(pct, "75.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "below the minimum after conversion",
+                us(),
+                deal(Some("900"), Some("EUR")),
+                1,
+                // 900 EUR × 1.08 = 972.00 USD < 1000
+                not_eligible("deal amount 972.00 USD is below the program minimum 1000"),
+            ),
+            Case::new(
+                "the minimum applies to the converted amount",
+                us(),
+                deal(Some("950"), Some("EUR")),
+                1,
+                // 950 EUR × 1.08 = 1026 USD ≥ 1000 (950 alone would be below);
+                // 1026 × 7.5 / 100 = 76.95 × 1.0 = 76.95
+                rewards(vec![
+                    referrer_gets(pct, "76.95", Some("bronze"), "1.0").fx("1.08", "1026"),
+                    credit500().fx("1.08", "1026"),
+                ]),
+            ),
+            Case::new(
+                "a negative deal amount is below the minimum",
+                us(),
+                usd("-500"),
+                1,
+                not_eligible("deal amount -500.00 USD is below the program minimum 1000"),
+            ),
+            Case::new(
+                "a negative deal amount without a minimum needs review",
+                us_with(|p| p.min_deal_amount = None),
+                usd("-500"),
+                1,
+                // a percent of a negative amount is never paid out: 0.00, review
+                rewards(vec![
+                    referrer_gets(pct, "0.00", Some("bronze"), "1.0")
+                        .review(&["deal amount -500.00 USD is negative"]),
+                    credit500(),
+                ]),
+            ),
+            // ---- attribution window ----------------------------------------------------------
+            Case::new(
+                "outside the attribution window",
+                us(),
+                DealFacts {
+                    won_at: T0 + 400 * DAY,
+                    ..usd("40000")
+                },
+                1,
+                not_eligible("won 400 days after the first touch, outside the 365-day window"),
+            ),
+            Case::new(
+                "one millisecond outside the attribution window",
+                us(),
+                DealFacts {
+                    won_at: T0 + 365 * DAY + 1,
+                    ..usd("40000")
+                },
+                1,
+                not_eligible(
+                    "won more than 365 days after the first touch, outside the 365-day window",
+                ),
+            ),
+            Case::new(
+                "exactly at the end of the attribution window is eligible",
+                us(),
+                DealFacts {
+                    won_at: T0 + 365 * DAY,
+                    ..usd("40000")
+                },
+                1,
+                // 40000 × 7.5 / 100 = 3000 × 1.0 = 3000.00
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "the window comes from the program",
+                us_with(|p| p.attribution_window_days = 90),
+                usd("40000"),
+                1,
+                not_eligible("won 120 days after the first touch, outside the 90-day window"),
+            ),
+            Case::new(
+                "won before the first touch",
+                us(),
+                DealFacts {
+                    won_at: T0 - DAY,
+                    ..usd("40000")
+                },
+                1,
+                not_eligible(&format!(
+                    "won before the first touch (won at {} ms, first touch at {T0} ms)",
+                    T0 - DAY
+                )),
+            ),
+            // ---- currency --------------------------------------------------------------------
+            Case::new(
+                "another currency with a rate",
+                us(),
+                deal(Some("40000"), Some("EUR")),
+                1,
+                // 40000 EUR × 1.08 = 43200 USD × 7.5 / 100 = 3240 × 1.0 = 3240.00
+                rewards(vec![
+                    referrer_gets(pct, "3240.00", Some("bronze"), "1.0").fx("1.08", "43200"),
+                    credit500().fx("1.08", "43200"),
+                ]),
+            ),
+            Case::new(
+                "the deal currency is matched case-insensitively",
+                us(),
+                deal(Some("40000"), Some(" eur ")),
+                1,
+                // as above: 40000 × 1.08 = 43200 × 7.5 / 100 = 3240.00
+                rewards(vec![
+                    referrer_gets(pct, "3240.00", Some("bronze"), "1.0").fx("1.08", "43200"),
+                    credit500().fx("1.08", "43200"),
+                ]),
+            ),
+            Case::new(
+                "a missing deal currency means the program currency",
+                us(),
+                deal(Some("40000"), None),
+                1,
+                // no conversion: 40000 × 7.5 / 100 = 3000.00, no rate recorded
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0").converted(Some("40000")),
+                    credit500().converted(Some("40000")),
+                ]),
+            ),
+            Case::new(
+                "another currency without a rate needs review",
+                us(),
+                deal(Some("40000"), Some("GBP")),
+                1,
+                // the percent reward cannot be computed (0.00); the credit can (500.00); both
+                // wait for a person, and the minimum could not be checked
+                rewards(vec![
+                    referrer_gets(pct, "0.00", Some("bronze"), "1.0")
+                        .converted(None)
+                        .review(&[NO_GBP_RATE, MIN_UNCHECKED_GBP]),
+                    credit500()
+                        .converted(None)
+                        .review(&[NO_GBP_RATE, MIN_UNCHECKED_GBP]),
+                ]),
+            ),
+            // ---- deal amount missing ---------------------------------------------------------
+            Case::new(
+                "deal amount missing: percent needs review, credit stays computable",
+                us(),
+                deal(None, Some("USD")),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "0.00", Some("bronze"), "1.0")
+                        .converted(None)
+                        .review(&["deal amount unknown", MIN_UNCHECKED_AMOUNT]),
+                    credit500().converted(None).review(&[MIN_UNCHECKED_AMOUNT]),
+                ]),
+            ),
+            Case::new(
+                "deal amount missing without a minimum: percent still needs review",
+                us_with(|p| p.min_deal_amount = None),
+                deal(None, Some("USD")),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "0.00", Some("bronze"), "1.0")
+                        .review(&["deal amount unknown"]),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "deal amount missing without a minimum: flat is unaffected",
+                us_with(|p| {
+                    p.min_deal_amount = None;
+                    p.reward = RewardRule::Flat { amount: d("250") };
+                }),
+                deal(None, Some("USD")),
+                3,
+                // 250 × 1.5 (silver) = 375.00
+                rewards(vec![
+                    referrer_gets("flat", "375.00", Some("silver"), "1.5").converted(None),
+                    credit500(),
+                ]),
+            ),
+            // ---- referee reward (two-sided) --------------------------------------------------
+            Case::new(
+                "referee credit gets no tier multiplier",
+                us(),
+                usd("40000"),
+                5,
+                // referrer: 3000 × 2.0 = 6000 → cap 5000.00; referee: 500 × 1 = 500.00
+                // (with the gold multiplier it would be 1000.00)
+                rewards(vec![
+                    referrer_gets(pct, "5000.00", Some("gold"), "2.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "referee percent reward gets no tier multiplier",
+                us_with(|p| {
+                    p.referee_reward = Some(RewardRule::PercentOfDeal {
+                        percent: d("1"),
+                        cap: None,
+                    })
+                }),
+                usd("40000"),
+                5,
+                // referee: 40000 × 1 / 100 = 400 × 1 = 400.00 (gold would make it 800.00)
+                rewards(vec![
+                    referrer_gets(pct, "5000.00", Some("gold"), "2.0"),
+                    referee_gets(pct, "400.00"),
+                ]),
+            ),
+            Case::new(
+                "referee percent reward has its own cap",
+                us_with(|p| {
+                    p.referee_reward = Some(RewardRule::PercentOfDeal {
+                        percent: d("1"),
+                        cap: Some(d("250")),
+                    })
+                }),
+                usd("40000"),
+                1,
+                // referrer: 3000.00; referee: 40000 × 1 / 100 = 400 > cap 250 → 250.00
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0"),
+                    referee_gets(pct, "250.00"),
+                ]),
+            ),
+            // ---- fraud: self_referral --------------------------------------------------------
+            Case::new(
+                "self_referral by the same email blocks",
+                us(),
+                usd("40000"),
+                1,
+                // gmail.com is free mail, so only the email equality can raise the flag
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["self_referral"])
+                        .review(&[SELF_BLOCKS]),
+                    credit500().flags(&["self_referral"]).review(&[SELF_BLOCKS]),
+                ]),
+            )
+            .referee(|r| r.email = "alice@gmail.com".into())
+            .referrer(|r| {
+                r.email = Some("Alice@GMAIL.com".into());
+                r.company_domain = None;
+            }),
+            Case::new(
+                "self_referral by the referrer's company domain",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["self_referral"])
+                        .review(&[SELF_BLOCKS]),
+                    credit500().flags(&["self_referral"]).review(&[SELF_BLOCKS]),
+                ]),
+            )
+            .referee(|r| r.email = "bob@acme.com".into())
+            .referrer(|r| {
+                r.email = Some("alice@gmail.com".into());
+                r.company_domain = Some("Acme.com".into());
+            }),
+            Case::new(
+                "self_referral by the referrer's email domain",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["self_referral"])
+                        .review(&[SELF_BLOCKS]),
+                    credit500().flags(&["self_referral"]).review(&[SELF_BLOCKS]),
+                ]),
+            )
+            .referee(|r| r.email = "bob@acme.com".into())
+            .referrer(|r| r.company_domain = None),
+            Case::new(
+                "no self_referral for a shared free-mail domain",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            )
+            .referee(|r| r.email = "bob@gmail.com".into())
+            .referrer(|r| {
+                r.email = Some("alice@gmail.com".into());
+                r.company_domain = Some("gmail.com".into());
+            }),
+            Case::new(
+                "self_referral does not block where the program does not block it",
+                us_with(|p| p.block_on = vec![]),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0").flags(&["self_referral"]),
+                    credit500().flags(&["self_referral"]),
+                ]),
+            )
+            .referee(|r| r.email = "bob@acme.com".into()),
+            // ---- fraud: shared_ip (default: at least 1 other within 30 days) -----------------
+            Case::new(
+                "shared_ip blocks in US",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["shared_ip"])
+                        .review(&[SHARED_IP_BLOCKS]),
+                    credit500()
+                        .flags(&["shared_ip"])
+                        .review(&[SHARED_IP_BLOCKS]),
+                ]),
+            )
+            .referrer(|r| r.other_referee_ips = vec![(ip("203.0.113.7"), T0 - 10 * DAY)]),
+            Case::new(
+                "shared_ip is recorded but does not block in RU",
+                ru(),
+                deal(Some("2000000"), Some("RUB")),
+                1,
+                rewards(vec![referrer_gets(
+                    "flat",
+                    "50000.00",
+                    Some("member"),
+                    "1.0",
+                )
+                .currency("RUB")
+                .flags(&["shared_ip"])]),
+            )
+            .referrer(|r| r.other_referee_ips = vec![(ip("203.0.113.7"), T0 + 29 * DAY)]),
+            Case::new(
+                "shared_ip matches an IPv4-mapped IPv6 address",
+                ru(),
+                deal(Some("2000000"), Some("RUB")),
+                1,
+                rewards(vec![referrer_gets(
+                    "flat",
+                    "50000.00",
+                    Some("member"),
+                    "1.0",
+                )
+                .currency("RUB")
+                .flags(&["shared_ip"])]),
+            )
+            .referrer(|r| r.other_referee_ips = vec![(ip("::ffff:203.0.113.7"), T0)]),
+            Case::new(
+                "no shared_ip when the other referee came outside the window",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            )
+            .referrer(|r| r.other_referee_ips = vec![(ip("203.0.113.7"), T0 - 31 * DAY)]),
+            Case::new(
+                "no shared_ip when the other referees used other IPs",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            )
+            .referrer(|r| {
+                r.other_referee_ips = vec![(ip("203.0.113.8"), T0), (ip("198.51.100.7"), T0)]
+            }),
+            Case::new(
+                "no shared_ip below shared_ip_min_others",
+                us(),
+                usd("40000"),
+                1,
+                // 1 other on the same IP, 2 required
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            )
+            .fraud(|f| f.shared_ip_min_others = 2)
+            .referrer(|r| {
+                r.other_referee_ips = vec![(ip("203.0.113.7"), T0), (ip("203.0.113.9"), T0)]
+            }),
+            Case::new(
+                "shared_ip at shared_ip_min_others",
+                us(),
+                usd("40000"),
+                1,
+                // 2 others on the same IP, 2 required
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["shared_ip"])
+                        .review(&[SHARED_IP_BLOCKS]),
+                    credit500()
+                        .flags(&["shared_ip"])
+                        .review(&[SHARED_IP_BLOCKS]),
+                ]),
+            )
+            .fraud(|f| f.shared_ip_min_others = 2)
+            .referrer(|r| {
+                r.other_referee_ips =
+                    vec![(ip("203.0.113.7"), T0 - DAY), (ip("203.0.113.7"), T0 + DAY)]
+            }),
+            // ---- fraud: existing_customer ----------------------------------------------------
+            Case::new(
+                "existing_customer is recorded but does not block in US",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["existing_customer"]),
+                    credit500().flags(&["existing_customer"]),
+                ]),
+            )
+            .referee(|r| r.known_to_crm_before_first_touch = true),
+            Case::new(
+                "existing_customer blocks where the program blocks it",
+                us_with(|p| p.block_on = vec!["existing_customer".into()]),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["existing_customer"])
+                        .review(&["fraud flag existing_customer blocks automatic approval"]),
+                    credit500()
+                        .flags(&["existing_customer"])
+                        .review(&["fraud flag existing_customer blocks automatic approval"]),
+                ]),
+            )
+            .referee(|r| r.known_to_crm_before_first_touch = true),
+            // ---- fraud: disposable_domain ----------------------------------------------------
+            Case::new(
+                "disposable_domain is recorded but does not block in US",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["disposable_domain"]),
+                    credit500().flags(&["disposable_domain"]),
+                ]),
+            )
+            .referee(|r| r.email = "bob@mailinator.com".into()),
+            Case::new(
+                "disposable_domain blocks where the program blocks it",
+                us_with(|p| p.block_on = vec!["disposable_domain".into()]),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["disposable_domain"])
+                        .review(&["fraud flag disposable_domain blocks automatic approval"]),
+                    credit500()
+                        .flags(&["disposable_domain"])
+                        .review(&["fraud flag disposable_domain blocks automatic approval"]),
+                ]),
+            )
+            .referee(|r| r.email = "bob@mailinator.com".into()),
+            // ---- fraud: velocity (more than 20 in the window) --------------------------------
+            Case::new(
+                "velocity is recorded but does not block in US",
+                us(),
+                usd("40000"),
+                1,
+                // 21 > 20
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0").flags(&["velocity"]),
+                    credit500().flags(&["velocity"]),
+                ]),
+            )
+            .referrer(|r| r.referrals_in_velocity_window = 21),
+            Case::new(
+                "no velocity at exactly the maximum",
+                us_with(|p| p.block_on = vec!["velocity".into()]),
+                usd("40000"),
+                1,
+                // 20 is not more than 20
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            )
+            .referrer(|r| r.referrals_in_velocity_window = 20),
+            Case::new(
+                "velocity blocks where the program blocks it",
+                us_with(|p| p.block_on = vec!["velocity".into()]),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["velocity"])
+                        .review(&["fraud flag velocity blocks automatic approval"]),
+                    credit500()
+                        .flags(&["velocity"])
+                        .review(&["fraud flag velocity blocks automatic approval"]),
+                ]),
+            )
+            .referrer(|r| r.referrals_in_velocity_window = 21),
+            Case::new(
+                "several flags: all recorded, only the blocking one is a reason",
+                us(),
+                usd("40000"),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .flags(&["self_referral", "existing_customer", "velocity"])
+                        .review(&[SELF_BLOCKS]),
+                    credit500()
+                        .flags(&["self_referral", "existing_customer", "velocity"])
+                        .review(&[SELF_BLOCKS]),
+                ]),
+            )
+            .referee(|r| {
+                r.email = "bob@acme.com".into();
+                r.known_to_crm_before_first_touch = true;
+            })
+            .referrer(|r| r.referrals_in_velocity_window = 25),
+            Case::new(
+                "review reasons accumulate: fraud block, FX, minimum",
+                us(),
+                deal(Some("40000"), Some("GBP")),
+                1,
+                rewards(vec![
+                    referrer_gets(pct, "0.00", Some("bronze"), "1.0")
+                        .flags(&["self_referral"])
+                        .review(&[SELF_BLOCKS, NO_GBP_RATE, MIN_UNCHECKED_GBP]),
+                    credit500().flags(&["self_referral"]).review(&[
+                        SELF_BLOCKS,
+                        NO_GBP_RATE,
+                        MIN_UNCHECKED_GBP,
+                    ]),
+                ]),
+            )
+            .referee(|r| r.email = "bob@acme.com".into()),
+            // ---- approval threshold ----------------------------------------------------------
+            Case::new(
+                "above the approval threshold needs review",
+                us_with(|p| p.approval_threshold = Some(d("4000"))),
+                usd("40000"),
+                5,
+                // 40000 × 7.5 / 100 = 3000 × 2.0 = 6000 → cap 5000.00 > 4000;
+                // the referee's 500.00 is not above it
+                rewards(vec![
+                    referrer_gets(pct, "5000.00", Some("gold"), "2.0")
+                        .review(&["reward 5000.00 USD is above the approval threshold 4000"]),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "exactly at the approval threshold is pending",
+                us_with(|p| p.approval_threshold = Some(d("4500"))),
+                usd("40000"),
+                3,
+                // 40000 × 7.5 / 100 = 3000 × 1.5 = 4500.00, not above 4500
+                rewards(vec![
+                    referrer_gets(pct, "4500.00", Some("silver"), "1.5"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "the approval threshold applies to the referee too",
+                us_with(|p| p.approval_threshold = Some(d("400"))),
+                usd("40000"),
+                1,
+                // referrer 3000.00 > 400; referee 500.00 > 400
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0")
+                        .review(&["reward 3000.00 USD is above the approval threshold 400"]),
+                    credit500().review(&["reward 500.00 USD is above the approval threshold 400"]),
+                ]),
+            ),
+            // ---- rounding ----------------------------------------------------------------------
+            Case::new(
+                "rounding: midpoint away from zero",
+                us(),
+                usd("1001.40"),
+                1,
+                // 1001.40 × 7.5 / 100 = 75.105 × 1.0 = 75.105 → 75.11 (banker's would give 75.10)
+                rewards(vec![
+                    referrer_gets(pct, "75.11", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            ),
+            Case::new(
+                "rounding: below the midpoint rounds down",
+                us(),
+                usd("1234.56"),
+                1,
+                // 1234.56 × 7.5 / 100 = 92.592 × 1.0 → 92.59
+                rewards(vec![
+                    referrer_gets(pct, "92.59", Some("bronze"), "1.0"),
+                    credit500(),
+                ]),
+            ),
+        ]
+    }
+
+    fn check(name: &str, won_at: Millis, got: &RewardDecision, want: &Want) {
+        let who = format!("{name} [{:?}]", want.beneficiary);
+        assert_eq!(got.beneficiary, want.beneficiary, "{who}: beneficiary");
+        assert_eq!(got.kind, want.kind, "{who}: kind");
+        assert_eq!(got.amount.to_string(), want.amount, "{who}: amount");
+        assert_eq!(got.currency, want.currency, "{who}: currency");
+        assert_eq!(got.tier.as_deref(), want.tier, "{who}: tier");
+        assert_eq!(got.multiplier, d(want.multiplier), "{who}: multiplier");
+        assert_eq!(got.fx_rate, want.fx_rate.map(d), "{who}: fx_rate");
+        if let Some(converted) = want.converted {
+            assert_eq!(
+                got.deal_amount_converted,
+                converted.map(d),
+                "{who}: deal_amount_converted"
+            );
+        }
+        assert_eq!(got.status, want.status, "{who}: status");
+        assert_eq!(got.review_reasons, want.reasons, "{who}: review_reasons");
+        assert_eq!(got.flags, want.flags, "{who}: flags");
+        // Both example programs hold for 30 days, review or not.
+        assert_eq!(got.hold_until, won_at + 30 * DAY, "{who}: hold_until");
+        assert_eq!(
+            got.calculation["final_amount"], want.amount,
+            "{who}: calculation.final_amount"
+        );
+    }
+
+    #[test]
+    fn table_of_reward_cases() {
+        let cases = cases();
+        let mut names = std::collections::BTreeSet::new();
+        for case in &cases {
+            assert!(names.insert(case.name), "duplicate case name {}", case.name);
+            let got = evaluate(
+                &case.program,
+                &case.fraud,
+                &case.deal,
+                &case.referee,
+                &case.referrer,
+            );
+            match (&case.expect, &got) {
+                (Expect::NotEligible(want), Evaluation::NotEligible { reason }) => {
+                    assert_eq!(reason, want, "{}: reason", case.name)
+                }
+                (Expect::Rewards(wants), Evaluation::Rewards(decisions)) => {
+                    assert_eq!(
+                        decisions.len(),
+                        wants.len(),
+                        "{}: number of decisions",
+                        case.name
+                    );
+                    for (got, want) in decisions.iter().zip(wants) {
+                        check(case.name, case.deal.won_at, got, want);
+                    }
+                }
+                (want, got) => panic!("{}: expected {want:?}, got {got:?}", case.name),
+            }
+        }
+        assert!(cases.len() >= 50, "the table shrank to {}", cases.len());
+    }
+
+    fn num(v: &Value) -> Decimal {
+        d(v.as_str()
+            .unwrap_or_else(|| panic!("{v} is not a decimal string")))
+    }
+
+    fn decisions(e: Evaluation) -> Vec<RewardDecision> {
+        match e {
+            Evaluation::Rewards(d) => d,
+            other => panic!("expected rewards, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fixtures_are_the_example_programs() {
+        #[derive(Deserialize)]
+        struct Example {
+            programs: BTreeMap<String, ProgramSettings>,
+        }
+        let example: Example = toml::from_str(include_str!("../../config/example.toml"))
+            .expect("config/example.toml parses");
+        for (market, fixture) in [("US", us()), ("RU", ru())] {
+            assert_eq!(
+                serde_json::to_value(&example.programs[market]).unwrap(),
+                serde_json::to_value(&fixture).unwrap(),
+                "programs.{market} of config/example.toml differs from the test fixture"
+            );
+        }
+    }
+
+    #[test]
+    fn calculation_explains_every_number() {
+        // 40000 EUR × 1.08 = 43200 USD; × 7.5 / 100 = 3240; × 1.5 (silver) = 4860 ≤ 5000 → 4860.00
+        let got = decisions(evaluate(
+            &us(),
+            &fraud(),
+            &deal(Some("40000"), Some("EUR")),
+            &referee(),
+            &referrer(3),
+        ));
+        let c = &got[0].calculation;
+        assert_eq!(c["beneficiary"], "referrer");
+        assert_eq!(c["program_currency"], "USD");
+        assert_eq!(num(&c["deal_amount"]), d("40000"));
+        assert_eq!(c["deal_currency"], "EUR");
+        assert_eq!(c["deal_currency_assumed"], false);
+        assert_eq!(num(&c["fx_rate"]), d("1.08"));
+        assert_eq!(num(&c["deal_amount_converted"]), d("43200"));
+        assert_eq!(c["rule"]["kind"], "percent_of_deal");
+        assert_eq!(num(&c["rule"]["percent"]), d("7.5"));
+        assert_eq!(num(&c["rule"]["cap"]), d("5000"));
+        assert_eq!(c["tier"], "silver");
+        assert_eq!(c["tier_min_successful"], 3);
+        assert_eq!(c["successful_including_this"], 3);
+        assert_eq!(num(&c["multiplier"]), d("1.5"));
+        assert_eq!(num(&c["base_amount"]), d("3240"));
+        assert_eq!(num(&c["pre_cap_amount"]), d("4860"));
+        assert_eq!(num(&c["cap"]), d("5000"));
+        assert_eq!(c["capped"], false);
+        assert_eq!(c["final_amount"], "4860.00");
+        assert_eq!(num(&c["min_deal_amount"]), d("1000"));
+        assert_eq!(num(&c["approval_threshold"]), d("10000"));
+        assert_eq!(c["attribution_window_days"], 365);
+        assert_eq!(c["first_touch_at"], T0);
+        assert_eq!(c["won_at"], WON);
+        assert_eq!(c["elapsed_ms"], 120 * DAY);
+        assert_eq!(num(&c["days_to_win"]), d("120"));
+        assert_eq!(c["hold_days"], 30);
+        assert_eq!(c["hold_until"], HOLD);
+        assert_eq!(
+            c["formula"],
+            "43200 USD × 7.5 / 100 = 3240; × 1.5 = 4860; cap 5000 not reached → 4860; rounded to 2 dp = 4860.00"
+        );
+        // A person can redo it from the record alone.
+        let redone = num(&c["deal_amount_converted"]) * num(&c["rule"]["percent"])
+            / Decimal::ONE_HUNDRED
+            * num(&c["multiplier"]);
+        assert_eq!(redone, num(&c["pre_cap_amount"]));
+        assert_eq!(got[0].hold_until, HOLD);
+
+        // The referee's credit: no tier, multiplier 1.
+        let c = &got[1].calculation;
+        assert_eq!(c["beneficiary"], "referee");
+        assert_eq!(c["rule"]["kind"], "credit");
+        assert_eq!(num(&c["rule"]["amount"]), d("500"));
+        assert_eq!(c["tier"], Value::Null);
+        assert_eq!(c["successful_including_this"], Value::Null);
+        assert_eq!(num(&c["multiplier"]), d("1"));
+        assert_eq!(c["final_amount"], "500.00");
+    }
+
+    #[test]
+    fn calculation_records_the_cap_and_unknown_values() {
+        // 80000 × 7.5 / 100 = 6000 × 1.0 = 6000 > cap 5000 → 5000.00
+        let got = decisions(evaluate(
+            &us(),
+            &fraud(),
+            &usd("80000"),
+            &referee(),
+            &referrer(1),
+        ));
+        let c = &got[0].calculation;
+        assert_eq!(num(&c["pre_cap_amount"]), d("6000"));
+        assert_eq!(c["capped"], true);
+        assert_eq!(c["final_amount"], "5000.00");
+        assert_eq!(c["fx_rate"], Value::Null);
+
+        // No amount: nothing to compute, and the record says so.
+        let got = decisions(evaluate(
+            &us(),
+            &fraud(),
+            &deal(None, None),
+            &referee(),
+            &referrer(1),
+        ));
+        let c = &got[0].calculation;
+        assert_eq!(c["deal_amount"], Value::Null);
+        assert_eq!(c["deal_currency"], "USD");
+        assert_eq!(c["deal_currency_assumed"], true);
+        assert_eq!(c["deal_amount_converted"], Value::Null);
+        assert_eq!(c["pre_cap_amount"], Value::Null);
+        assert_eq!(c["final_amount"], "0.00");
+        assert_eq!(c["formula"], "not computed: deal amount unknown");
+    }
+
+    #[test]
+    fn fraud_flags_come_in_a_fixed_order() {
+        let suspicious_referee = RefereeFacts {
+            email: "alice@mailinator.com".into(),
+            known_to_crm_before_first_touch: true,
+            ..referee()
+        };
+        let suspicious_referrer = ReferrerFacts {
+            email: Some("alice@mailinator.com".into()),
+            other_referee_ips: vec![(ip("203.0.113.7"), T0)],
+            referrals_in_velocity_window: 21,
+            ..referrer(1)
+        };
+        assert_eq!(
+            fraud_flags(&fraud(), &suspicious_referee, &suspicious_referrer),
+            [
+                "self_referral",
+                "shared_ip",
+                "existing_customer",
+                "disposable_domain",
+                "velocity"
+            ]
+        );
+        assert!(fraud_flags(&fraud(), &referee(), &referrer(1)).is_empty());
+    }
+
+    #[test]
+    fn shared_ip_needs_a_signup_ip_and_another_referee() {
+        let lenient = FraudSettings {
+            shared_ip_min_others: 0,
+            ..fraud()
+        };
+        // Even with a minimum of 0, no other referee on the IP is no shared IP.
+        assert!(fraud_flags(&lenient, &referee(), &referrer(1)).is_empty());
+        // Without a signup IP there is nothing to share.
+        let no_ip = RefereeFacts {
+            signup_ip: None,
+            ..referee()
+        };
+        let with_others = ReferrerFacts {
+            other_referee_ips: vec![(ip("203.0.113.7"), T0)],
+            ..referrer(1)
+        };
+        assert!(fraud_flags(&lenient, &no_ip, &with_others).is_empty());
+        assert_eq!(
+            fraud_flags(&lenient, &referee(), &with_others),
+            ["shared_ip"]
+        );
+    }
+
+    #[test]
+    fn tier_for_picks_the_highest_reached_tier_in_any_order() {
+        let mut shuffled = tiers(["bronze", "silver", "gold"]);
+        shuffled.reverse();
+        let name = |n| tier_for(&shuffled, n).map(|t| t.name.as_str());
+        assert_eq!(name(0), None);
+        assert_eq!(name(1), Some("bronze"));
+        assert_eq!(name(2), Some("bronze"));
+        assert_eq!(name(3), Some("silver"));
+        assert_eq!(name(4), Some("silver"));
+        assert_eq!(name(5), Some("gold"));
+        assert_eq!(name(u32::MAX), Some("gold"));
+        assert_eq!(tier_for(&[], 3), None);
+    }
+
+    #[test]
+    fn evaluation_is_deterministic() {
+        let run = || {
+            evaluate(
+                &us(),
+                &fraud(),
+                &deal(Some("40000"), Some("EUR")),
+                &referee(),
+                &referrer(3),
+            )
+        };
+        assert_eq!(run(), run());
+    }
 }

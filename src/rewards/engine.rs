@@ -12,7 +12,9 @@ use super::calculate::{self, DealFacts, Evaluation, InitialStatus, RefereeFacts,
 use crate::clock::{to_rfc3339, Millis, DAY};
 use crate::config::{ProgramSettings, Settings};
 use crate::domain::stage::CanonicalStage;
-use crate::store::{CrmRecord, NewAudit, NewOutbox, NewReward, Referral, Reward, Store, StoreError, Tx};
+use crate::store::{
+    CrmRecord, NewAudit, NewOutbox, NewReward, Referral, Reward, Store, StoreError, Tx,
+};
 
 pub const CREATE_NOTE: &str = "create_note";
 pub const PUBLISH_EVENT: &str = "publish_event";
@@ -24,8 +26,13 @@ pub fn program_for<'a>(
     referrer_market: Option<&str>,
 ) -> Option<(String, &'a ProgramSettings)> {
     let market = match settings.rewards.program_by.as_str() {
-        "referrer_market" => referrer_market.map(str::to_string).or(referral.market.clone()),
-        _ => referral.market.clone().or(referrer_market.map(str::to_string)),
+        "referrer_market" => referrer_market
+            .map(str::to_string)
+            .or(referral.market.clone()),
+        _ => referral
+            .market
+            .clone()
+            .or(referrer_market.map(str::to_string)),
     }
     .unwrap_or_else(|| settings.rewards.default_market.clone());
     settings.programs.get(&market).map(|p| (market, p))
@@ -40,33 +47,88 @@ pub async fn on_deal_stage(
     at: Millis,
     now: Millis,
 ) -> Result<(), StoreError> {
-    let Some(referral_id) = deal.referral_id.as_deref() else { return Ok(()) };
-    let Some(referral) = tx.referral(referral_id).await? else { return Ok(()) };
+    let Some(referral_id) = deal.referral_id.as_deref() else {
+        return Ok(());
+    };
+    let Some(referral) = tx.referral(referral_id).await? else {
+        return Ok(());
+    };
     let referrer = match &referral.referrer_code {
         Some(code) => tx.referrer(code).await?,
         None => None,
     };
-    let Some((market, program)) = program_for(settings, &referral, referrer.as_ref().and_then(|r| r.market.as_deref())) else {
+    let Some((market, program)) = program_for(
+        settings,
+        &referral,
+        referrer.as_ref().and_then(|r| r.market.as_deref()),
+    ) else {
         return Ok(());
     };
     let success: CanonicalStage = program.success_stage.parse().unwrap_or(CanonicalStage::Won);
     let existing = tx.deal_rewards(&deal.crm, &deal.object_id).await?;
     if stage == success {
         if existing.is_empty() {
-            evaluate(tx, settings, deal, &referral, referrer.as_ref(), &market, program, at, now).await?;
+            evaluate(
+                tx,
+                settings,
+                deal,
+                &referral,
+                referrer.as_ref(),
+                &market,
+                program,
+                at,
+                now,
+            )
+            .await?;
         }
         for r in existing.iter().filter(|r| r.status == "reversed") {
             let hold = at + i64::from(program.hold_days) * DAY;
-            if let Some(r) = tx.transition_reward(&r.id, &["reversed"], "pending", None, Some(hold), now).await? {
-                record(tx, settings, deal, &r, "reward_reinstated", "system", Some("the deal reached the success stage again"), now).await?;
+            if let Some(r) = tx
+                .transition_reward(&r.id, &["reversed"], "pending", None, Some(hold), now)
+                .await?
+            {
+                record(
+                    tx,
+                    settings,
+                    deal,
+                    &r,
+                    "reward_reinstated",
+                    "system",
+                    Some("the deal reached the success stage again"),
+                    now,
+                )
+                .await?;
             }
         }
     } else {
         // Left the success stage: a reward whose hold is still running (or awaiting review) is off.
-        for r in existing.iter().filter(|r| matches!(r.status.as_str(), "pending" | "needs_review")) {
-            if let Some(r) = tx.transition_reward(&r.id, &["pending", "needs_review"], "reversed", None, None, now).await? {
+        for r in existing
+            .iter()
+            .filter(|r| matches!(r.status.as_str(), "pending" | "needs_review"))
+        {
+            if let Some(r) = tx
+                .transition_reward(
+                    &r.id,
+                    &["pending", "needs_review"],
+                    "reversed",
+                    None,
+                    None,
+                    now,
+                )
+                .await?
+            {
                 let why = format!("the deal moved to {stage} during the hold");
-                record(tx, settings, deal, &r, "reward_reversed", "system", Some(&why), now).await?;
+                record(
+                    tx,
+                    settings,
+                    deal,
+                    &r,
+                    "reward_reversed",
+                    "system",
+                    Some(&why),
+                    now,
+                )
+                .await?;
             }
         }
     }
@@ -88,7 +150,10 @@ async fn evaluate(
     let code = referral.referrer_code.clone().unwrap_or_default();
     let fraud = &settings.fraud;
     let deal_facts = DealFacts {
-        amount: deal.amount.as_deref().and_then(|a| a.trim().parse::<Decimal>().ok()),
+        amount: deal
+            .amount
+            .as_deref()
+            .and_then(|a| a.trim().parse::<Decimal>().ok()),
         currency: deal.currency.clone(),
         won_at: at,
     };
@@ -96,7 +161,9 @@ async fn evaluate(
         email: referral.email.clone(),
         first_touch_at: referral.first_touch_at,
         signup_ip: referral.signup_ip.as_deref().and_then(|ip| ip.parse().ok()),
-        known_to_crm_before_first_touch: tx.person_known_before(&referral.email, referral.first_touch_at).await?,
+        known_to_crm_before_first_touch: tx
+            .person_known_before(&referral.email, referral.first_touch_at)
+            .await?,
     };
     let other_ips = tx
         .referee_ips(&code, &referral.id)
@@ -109,10 +176,17 @@ async fn evaluate(
         code: code.clone(),
         email: referrer.and_then(|r| r.email.clone()),
         company_domain: referrer.and_then(|r| r.company_domain.clone()),
-        successful_including_this: u32::try_from(tx.successful_referrals(&code).await?).unwrap_or(u32::MAX).max(1),
+        successful_including_this: u32::try_from(tx.successful_referrals(&code).await?)
+            .unwrap_or(u32::MAX)
+            .max(1),
         other_referee_ips: other_ips,
         referrals_in_velocity_window: u32::try_from(
-            tx.referrals_between(&code, referral.first_touch_at - window, referral.first_touch_at).await?,
+            tx.referrals_between(
+                &code,
+                referral.first_touch_at - window,
+                referral.first_touch_at,
+            )
+            .await?,
         )
         .unwrap_or(u32::MAX),
     };
@@ -141,7 +215,10 @@ async fn evaluate(
                 let new = NewReward {
                     crm: deal.crm.clone(),
                     deal_id: deal.object_id.clone(),
-                    beneficiary: serde_json::to_value(d.beneficiary).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    beneficiary: serde_json::to_value(d.beneficiary)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
                     referral_id: referral.id.clone(),
                     referrer_code: referral.referrer_code.clone(),
                     market: market.to_string(),
@@ -155,13 +232,24 @@ async fn evaluate(
                     fx_rate: d.fx_rate.map(|r| r.to_string()),
                     calculation: d.calculation.to_string(),
                     flags: serde_json::to_string(&d.flags).unwrap_or_else(|_| "[]".into()),
-                    review_reason: (!d.review_reasons.is_empty()).then(|| d.review_reasons.join("; ")),
+                    review_reason: (!d.review_reasons.is_empty())
+                        .then(|| d.review_reasons.join("; ")),
                     won_at: at,
                     hold_until: Some(d.hold_until),
                 };
                 if let Some(created) = tx.insert_reward(&new, now).await? {
                     let why = created.review_reason.clone();
-                    record(tx, settings, deal, &created, "reward_created", "system", why.as_deref(), now).await?;
+                    record(
+                        tx,
+                        settings,
+                        deal,
+                        &created,
+                        "reward_created",
+                        "system",
+                        why.as_deref(),
+                        now,
+                    )
+                    .await?;
                 }
             }
         }
@@ -171,19 +259,61 @@ async fn evaluate(
 
 /// Pending rewards whose hold has ended become eligible; the CRM hears about it (properties plus a
 /// note on HubSpot deals or a Platform Event in Salesforce). Returns how many were released.
-pub async fn release_holds(store: &Store, settings: &Settings, now: Millis) -> Result<usize, StoreError> {
+pub async fn release_holds(
+    store: &Store,
+    settings: &Settings,
+    now: Millis,
+) -> Result<usize, StoreError> {
     let mut tx = store.begin().await?;
     let due = tx.due_holds(now, 500).await?;
     let mut released = 0;
     for r in due {
-        let Some(r) = tx.transition_reward(&r.id, &["pending"], "eligible", None, None, now).await? else { continue };
+        let Some(r) = tx
+            .transition_reward(&r.id, &["pending"], "eligible", None, None, now)
+            .await?
+        else {
+            continue;
+        };
         released += 1;
         let deal = deal_record(&mut tx, &r).await?;
-        record(&mut tx, settings, &deal, &r, "reward_eligible", "system", Some("hold period ended"), now).await?;
-        tx.enqueue(&eligibility_announcement(settings, &deal, &r, now), now).await?;
+        record(
+            &mut tx,
+            settings,
+            &deal,
+            &r,
+            "reward_eligible",
+            "system",
+            Some("hold period ended"),
+            now,
+        )
+        .await?;
+        tx.enqueue(&eligibility_announcement(settings, &deal, &r, now), now)
+            .await?;
     }
     tx.commit().await?;
     Ok(released)
+}
+
+/// Release due holds every `HOLD_TICK` until shutdown. Holds are stored as due times, so nothing
+/// is lost across restarts: a hold that ended while the service was down is released at start.
+pub async fn run_hold_timer(
+    store: Store,
+    settings: std::sync::Arc<Settings>,
+    clock: crate::clock::SharedClock,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    const HOLD_TICK: std::time::Duration = std::time::Duration::from_secs(30);
+    loop {
+        match release_holds(&store, &settings, clock.now()).await {
+            Ok(n) if n > 0 => tracing::info!(released = n, "reward holds ended"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = ?e, "releasing reward holds failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(HOLD_TICK) => {},
+        }
+    }
 }
 
 /// What an admin may do to a reward.
@@ -198,7 +328,11 @@ impl Decision {
     fn transition(self) -> (&'static [&'static str], &'static str, &'static str) {
         match self {
             Self::Approve => (&["needs_review", "eligible"], "approved", "reward_approved"),
-            Self::Reject => (&["needs_review", "pending", "eligible"], "rejected", "reward_rejected"),
+            Self::Reject => (
+                &["needs_review", "pending", "eligible"],
+                "rejected",
+                "reward_rejected",
+            ),
             Self::Paid => (&["approved"], "paid", "reward_paid"),
         }
     }
@@ -209,7 +343,11 @@ pub enum DecisionError {
     #[error("reward {0} not found")]
     NotFound(String),
     #[error("reward is {status}; {action} needs one of: {allowed}")]
-    WrongState { status: String, action: &'static str, allowed: String },
+    WrongState {
+        status: String,
+        action: &'static str,
+        allowed: String,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -227,12 +365,20 @@ pub async fn decide(
     now: Millis,
 ) -> Result<Reward, DecisionError> {
     if decision == Decision::Reject && reason.is_none_or(|r| r.trim().is_empty()) {
-        return Err(DecisionError::Invalid("reason is required to reject a reward".into()));
+        return Err(DecisionError::Invalid(
+            "reason is required to reject a reward".into(),
+        ));
     }
     let (from, to, action) = decision.transition();
     let mut tx = store.begin().await?;
-    let current = tx.reward(reward_id).await?.ok_or_else(|| DecisionError::NotFound(reward_id.into()))?;
-    let Some(updated) = tx.transition_reward(reward_id, from, to, Some(actor), None, now).await? else {
+    let current = tx
+        .reward(reward_id)
+        .await?
+        .ok_or_else(|| DecisionError::NotFound(reward_id.into()))?;
+    let Some(updated) = tx
+        .transition_reward(reward_id, from, to, Some(actor), None, now)
+        .await?
+    else {
         return Err(DecisionError::WrongState {
             status: current.status,
             action: match decision {
@@ -244,18 +390,35 @@ pub async fn decide(
         });
     };
     let deal = deal_record(&mut tx, &updated).await?;
-    record(&mut tx, settings, &deal, &updated, action, actor, reason, now).await?;
+    record(
+        &mut tx, settings, &deal, &updated, action, actor, reason, now,
+    )
+    .await?;
     if decision == Decision::Approve && current.status == "needs_review" {
-        tx.enqueue(&eligibility_announcement(settings, &deal, &updated, now), now).await?;
+        tx.enqueue(
+            &eligibility_announcement(settings, &deal, &updated, now),
+            now,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(updated)
 }
 
 async fn deal_record(tx: &mut Tx, r: &Reward) -> Result<CrmRecord, StoreError> {
-    let object_type = if r.crm == "hubspot" { "deal" } else { "Opportunity" };
-    let key = crate::store::RecordKey { crm: r.crm.clone(), object_type: object_type.into(), object_id: r.deal_id.clone() };
-    tx.record(&key).await?.ok_or_else(|| StoreError::Corrupt(format!("reward {} has no deal record", r.id)))
+    let object_type = if r.crm == "hubspot" {
+        "deal"
+    } else {
+        "Opportunity"
+    };
+    let key = crate::store::RecordKey {
+        crm: r.crm.clone(),
+        object_type: object_type.into(),
+        object_id: r.deal_id.clone(),
+    };
+    tx.record(&key)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("reward {} has no deal record", r.id)))
 }
 
 /// Audit a reward change and, for the referrer's reward, put its state on the deal.
@@ -277,7 +440,9 @@ async fn record(
             entity_type: "reward",
             entity_id: &r.id,
             old_value: None,
-            new_value: Some(json!({"status": r.status, "amount": r.amount, "currency": r.currency}).to_string()),
+            new_value: Some(
+                json!({"status": r.status, "amount": r.amount, "currency": r.currency}).to_string(),
+            ),
             reason,
         },
         now,
@@ -285,7 +450,8 @@ async fn record(
     .await?;
     metrics::counter!("reward_transitions_total", "action" => action.to_string()).increment(1);
     if r.beneficiary == "referrer" {
-        tx.enqueue(&reward_properties(settings, deal, r), now).await?;
+        tx.enqueue(&reward_properties(settings, deal, r), now)
+            .await?;
     }
     Ok(())
 }
@@ -293,8 +459,21 @@ async fn record(
 /// SPEC §5 second row: reward status, amount, currency and hold end on the deal.
 pub fn reward_properties(settings: &Settings, deal: &CrmRecord, r: &Reward) -> NewOutbox {
     let hubspot = deal.crm == "hubspot";
-    let n = if hubspot { &settings.hubspot.properties } else { &settings.salesforce.fields };
-    let hold = r.hold_until.map(|h| if hubspot { h.to_string() } else { to_rfc3339(h) }).unwrap_or_default();
+    let n = if hubspot {
+        &settings.hubspot.properties
+    } else {
+        &settings.salesforce.fields
+    };
+    let hold = r
+        .hold_until
+        .map(|h| {
+            if hubspot {
+                h.to_string()
+            } else {
+                to_rfc3339(h)
+            }
+        })
+        .unwrap_or_default();
     let properties: BTreeMap<String, String> = [
         (n.reward_status.clone(), r.status.clone()),
         (n.reward_amount.clone(), r.amount.clone()),
@@ -307,20 +486,33 @@ pub fn reward_properties(settings: &Settings, deal: &CrmRecord, r: &Reward) -> N
 }
 
 /// SPEC §5 third row: a note on the HubSpot deal, or a Platform Event in Salesforce.
-fn eligibility_announcement(settings: &Settings, deal: &CrmRecord, r: &Reward, now: Millis) -> NewOutbox {
+fn eligibility_announcement(
+    settings: &Settings,
+    deal: &CrmRecord,
+    r: &Reward,
+    now: Millis,
+) -> NewOutbox {
     let summary = format!(
         "Referral reward eligible: {} {} for {} (referrer {}{}), deal {}.",
         r.amount,
         r.currency,
         r.beneficiary,
         r.referrer_code.as_deref().unwrap_or("unknown"),
-        r.tier.as_deref().map(|t| format!(", tier {t}")).unwrap_or_default(),
+        r.tier
+            .as_deref()
+            .map(|t| format!(", tier {t}"))
+            .unwrap_or_default(),
         r.deal_id
     );
     let (kind, payload) = if deal.crm == "hubspot" {
         (CREATE_NOTE, json!({"body": summary, "timestamp": now}))
     } else {
-        let event = settings.salesforce.fields.reward_event.clone().unwrap_or_else(|| "Referral_Reward__e".into());
+        let event = settings
+            .salesforce
+            .fields
+            .reward_event
+            .clone()
+            .unwrap_or_else(|| "Referral_Reward__e".into());
         (
             PUBLISH_EVENT,
             json!({"event": event, "fields": {

@@ -7,5 +7,6 @@ mod attribution;
 mod cli;
 mod config;
 mod health;
+mod rewards;
 mod store_contract;
 mod webhooks;

@@ -1,0 +1,505 @@
+//! The reward lifecycle (SPEC §2 steps 5–6, §4): a won deal earns a pending reward that becomes
+//! eligible when the hold ends (fake clock, no sleeps), is reversed if the deal leaves the success
+//! stage during the hold, is created once however often the win is replayed, and needs an admin's
+//! decision when flagged. On both backends.
+
+use std::collections::BTreeMap;
+
+use referral_sync::clock::DAY;
+use referral_sync::config::{ConfigSources, Settings};
+use referral_sync::rewards::engine::{decide, release_holds, Decision, DecisionError};
+use referral_sync::store::{OutboxRow, RecordKey};
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::support::{repo_dir, spawn_app_with, Backend, SpawnOptions, TestApp, T0};
+
+both_backends!(
+    a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_ends,
+    a_deal_reopened_or_lost_during_the_hold_is_reversed,
+    a_replayed_win_still_yields_one_reward_per_beneficiary,
+    flagged_rewards_wait_for_an_admin_to_approve_or_reject,
+    salesforce_wins_publish_a_platform_event_when_eligible,
+);
+
+/// Test settings plus the two-market programs of `config/example.toml`.
+fn configure(s: &mut Settings) {
+    crate::support::senders::configure(s);
+    let example = Settings::load(&ConfigSources {
+        file: Some(repo_dir().join("config/example.toml")),
+        dir: Some(repo_dir().join("config")),
+        env: Some(BTreeMap::new()),
+    })
+    .expect("example config");
+    s.programs = example.programs;
+    s.rewards = example.rewards;
+}
+
+async fn app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, SpawnOptions::default(), configure).await
+}
+
+fn iso(ms: i64) -> String {
+    referral_sync::clock::to_rfc3339(ms)
+}
+
+fn hs(event_id: u64, kind: &str, object_id: u64, at: i64, extra: Value) -> Value {
+    let mut e = json!({"eventId": event_id, "subscriptionId": 1, "portalId": 62515, "occurredAt": at,
+                       "subscriptionType": kind, "objectId": object_id});
+    for (k, v) in extra.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    e
+}
+
+fn prop(event_id: u64, deal: u64, name: &str, value: &str, at: i64) -> Value {
+    hs(
+        event_id,
+        "deal.propertyChange",
+        deal,
+        at,
+        json!({"propertyName": name, "propertyValue": value}),
+    )
+}
+
+/// Partner ACME-7 (US), a referee signed up with its code, a HubSpot contact and a deal of
+/// `amount` USD associated with it. Event ids are derived from `deal` so several deals can coexist.
+async fn referred_deal(app: &TestApp, email: &str, contact: u64, deal: u64, amount: &str) {
+    app.signup(json!({"id": "evt_partner", "type": "partner.joined", "occurred_at": iso(T0 - 60 * DAY),
+        "data": {"code": "ACME-7", "name": "Acme Partners", "email": "partners@acme.com", "company_domain": "acme.com", "market": "US"}}))
+        .await;
+    app.signup(json!({"id": format!("evt_signup_{deal}"), "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": email, "referral_code": "ACME-7", "source": "link", "market": "US", "ip": format!("198.51.100.{}", deal % 250)}}))
+        .await;
+    let base = deal * 100;
+    app.hubspot(json!([
+        hs(base + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": email})),
+        hs(base + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
+        prop(base + 3, deal, "amount", amount, T0),
+        prop(base + 4, deal, "deal_currency_code", "USD", T0),
+        prop(base + 5, deal, "dealstage", "qualifiedtobuy", T0 + DAY),
+    ]))
+    .await;
+    app.process().await;
+}
+
+async fn stage(app: &TestApp, event_id: u64, deal: u64, stage: &str, at: i64) {
+    app.hubspot(json!([prop(event_id, deal, "dealstage", stage, at)]))
+        .await;
+    app.process().await;
+}
+
+fn deal_key(id: u64) -> RecordKey {
+    RecordKey {
+        crm: "hubspot".into(),
+        object_type: "deal".into(),
+        object_id: id.to_string(),
+    }
+}
+
+async fn outbox_of(app: &TestApp, deal: u64, kind: &str) -> Vec<OutboxRow> {
+    app.store
+        .outbox_rows(Some(&deal_key(deal)))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == kind)
+        .collect()
+}
+
+fn payload(row: &OutboxRow) -> Value {
+    serde_json::from_str(&row.payload).unwrap()
+}
+
+async fn a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_ends(
+    backend: Backend,
+) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    referred_deal(&app, "ana@northwind.io", 101, 201, "40000").await;
+    let won_at = T0 + 10 * DAY;
+
+    stage(&app, 1, 201, "closedwon", won_at).await;
+
+    let rewards = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    assert_eq!(rewards.len(), 2, "two-sided: referrer and referee");
+    let referrer = rewards
+        .iter()
+        .find(|r| r.beneficiary == "referrer")
+        .unwrap();
+    let referee = rewards.iter().find(|r| r.beneficiary == "referee").unwrap();
+    // 7.5% of 40000 USD = 3000.00 × 1.0 (bronze, first success), under the 5000 cap.
+    assert_eq!(
+        (
+            referrer.status.as_str(),
+            referrer.amount.as_str(),
+            referrer.currency.as_str()
+        ),
+        ("pending", "3000.00", "USD")
+    );
+    assert_eq!(referrer.tier.as_deref(), Some("bronze"));
+    assert_eq!(referrer.hold_until, Some(won_at + 30 * DAY));
+    assert_eq!(
+        (referee.kind.as_str(), referee.amount.as_str()),
+        ("credit", "500.00")
+    );
+    let calculation: Value = serde_json::from_str(&referrer.calculation).unwrap();
+    assert!(
+        calculation.to_string().contains("7.5"),
+        "the calculation is explained: {calculation}"
+    );
+    let props = outbox_of(&app, 201, "update_properties").await;
+    let last = payload(props.last().unwrap())["properties"].clone();
+    assert_eq!(last["referral_reward_status"], "pending");
+    assert_eq!(last["referral_reward_amount"], "3000.00");
+    assert_eq!(
+        last["referral_reward_hold_until"],
+        (won_at + 30 * DAY).to_string()
+    );
+
+    // The hold runs on the injected clock: nothing a day early, both rewards when it ends.
+    assert_eq!(
+        release_holds(&app.store, &app.settings, won_at + 29 * DAY)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        release_holds(&app.store, &app.settings, won_at + 30 * DAY)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        release_holds(&app.store, &app.settings, won_at + 31 * DAY)
+            .await
+            .unwrap(),
+        0,
+        "released once"
+    );
+
+    let statuses: Vec<String> = app
+        .store
+        .rewards_of_deal("hubspot", "201")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        ["referrer", "referee"].map(|_| "eligible".to_string())
+    );
+    let notes = outbox_of(&app, 201, "create_note").await;
+    assert_eq!(notes.len(), 2, "one note per beneficiary's eligibility");
+    let body = payload(&notes[0])["body"].as_str().unwrap().to_string();
+    assert!(
+        body.contains("3000.00 USD") && body.contains("ACME-7"),
+        "{body}"
+    );
+    let props = outbox_of(&app, 201, "update_properties").await;
+    assert_eq!(
+        payload(props.last().unwrap())["properties"]["referral_reward_status"],
+        "eligible"
+    );
+    let audit = app
+        .store
+        .audit_entries("reward", &referrer.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+        ["reward_created", "reward_eligible"]
+    );
+}
+
+async fn a_deal_reopened_or_lost_during_the_hold_is_reversed(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    referred_deal(&app, "bo@contoso.com", 102, 202, "20000").await;
+    referred_deal(&app, "cy@fabrikam.com", 103, 203, "20000").await;
+    stage(&app, 1, 202, "closedwon", T0 + 10 * DAY).await;
+    stage(&app, 2, 203, "closedwon", T0 + 10 * DAY).await;
+
+    stage(&app, 3, 202, "contractsent", T0 + 12 * DAY).await; // reopened
+    stage(&app, 4, 203, "closedlost", T0 + 12 * DAY).await; // lost
+
+    for deal in ["202", "203"] {
+        let rewards = app.store.rewards_of_deal("hubspot", deal).await.unwrap();
+        assert_eq!(rewards.len(), 2);
+        assert!(
+            rewards.iter().all(|r| r.status == "reversed"),
+            "{deal}: {rewards:#?}"
+        );
+    }
+    assert_eq!(
+        release_holds(&app.store, &app.settings, T0 + 100 * DAY)
+            .await
+            .unwrap(),
+        0,
+        "reversed rewards never become eligible"
+    );
+    let props = outbox_of(&app, 202, "update_properties").await;
+    assert_eq!(
+        payload(props.last().unwrap())["properties"]["referral_reward_status"],
+        "reversed"
+    );
+    let referrer = app
+        .store
+        .rewards_of_deal("hubspot", "203")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.beneficiary == "referrer")
+        .unwrap();
+    let audit = app
+        .store
+        .audit_entries("reward", &referrer.id)
+        .await
+        .unwrap();
+    assert_eq!(audit.last().unwrap().action, "reward_reversed");
+    assert!(audit
+        .last()
+        .unwrap()
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("lost"));
+}
+
+async fn a_replayed_win_still_yields_one_reward_per_beneficiary(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    referred_deal(&app, "dee@northwind.io", 104, 204, "40000").await;
+    stage(&app, 1, 204, "closedwon", T0 + 10 * DAY).await;
+
+    // The same win again: redelivered (same event), re-sent (new event id), and replayed.
+    stage(&app, 1, 204, "closedwon", T0 + 10 * DAY).await;
+    stage(&app, 2, 204, "closedwon", T0 + 10 * DAY + 1).await;
+    // And a reopen then a second win: the reversed reward comes back, still the same rows.
+    stage(&app, 3, 204, "contractsent", T0 + 11 * DAY).await;
+    stage(&app, 4, 204, "closedwon", T0 + 12 * DAY).await;
+
+    let rewards = app.store.rewards_of_deal("hubspot", "204").await.unwrap();
+    assert_eq!(rewards.len(), 2, "{rewards:#?}");
+    let referrer = rewards
+        .iter()
+        .find(|r| r.beneficiary == "referrer")
+        .unwrap();
+    assert_eq!(referrer.status, "pending");
+    assert_eq!(
+        referrer.hold_until,
+        Some(T0 + 12 * DAY + 30 * DAY),
+        "the hold restarts with the new win"
+    );
+    let actions: Vec<String> = app
+        .store
+        .audit_entries("reward", &referrer.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["reward_created", "reward_reversed", "reward_reinstated"]
+    );
+    assert_eq!(app.store.rewards(None, 100).await.unwrap().len(), 2);
+}
+
+async fn flagged_rewards_wait_for_an_admin_to_approve_or_reject(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    // Referees at the partner's own company domain: a self-referral, which the US program blocks.
+    referred_deal(&app, "eve@acme.com", 105, 205, "40000").await;
+    referred_deal(&app, "fay@acme.com", 106, 206, "40000").await;
+    stage(&app, 1, 205, "closedwon", T0 + 10 * DAY).await;
+    stage(&app, 2, 206, "closedwon", T0 + 10 * DAY).await;
+    let find = |deal: &'static str| {
+        let store = app.store.clone();
+        async move {
+            store
+                .rewards_of_deal("hubspot", deal)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.beneficiary == "referrer")
+                .unwrap()
+        }
+    };
+    let first = find("205").await;
+    let second = find("206").await;
+    assert_eq!(first.status, "needs_review");
+    assert!(first.flags.contains("self_referral"), "{}", first.flags);
+    assert!(first
+        .review_reason
+        .as_deref()
+        .unwrap()
+        .contains("self_referral"));
+    assert_eq!(
+        release_holds(&app.store, &app.settings, T0 + 100 * DAY)
+            .await
+            .unwrap(),
+        0,
+        "review is not a hold"
+    );
+
+    let approved = decide(
+        &app.store,
+        &app.settings,
+        &first.id,
+        Decision::Approve,
+        "ops@acme.com",
+        Some("known intro"),
+        T0 + 11 * DAY,
+    )
+    .await
+    .unwrap();
+    let paid = decide(
+        &app.store,
+        &app.settings,
+        &first.id,
+        Decision::Paid,
+        "finance@acme.com",
+        None,
+        T0 + 40 * DAY,
+    )
+    .await
+    .unwrap();
+    let no_reason = decide(
+        &app.store,
+        &app.settings,
+        &second.id,
+        Decision::Reject,
+        "ops@acme.com",
+        None,
+        T0 + 11 * DAY,
+    )
+    .await;
+    let rejected = decide(
+        &app.store,
+        &app.settings,
+        &second.id,
+        Decision::Reject,
+        "ops@acme.com",
+        Some("employee referral"),
+        T0 + 11 * DAY,
+    )
+    .await
+    .unwrap();
+    let too_late = decide(
+        &app.store,
+        &app.settings,
+        &second.id,
+        Decision::Approve,
+        "ops@acme.com",
+        None,
+        T0 + 12 * DAY,
+    )
+    .await;
+
+    assert_eq!(
+        (approved.status.as_str(), approved.decided_by.as_deref()),
+        ("approved", Some("ops@acme.com"))
+    );
+    assert_eq!(paid.status, "paid");
+    assert!(matches!(no_reason, Err(DecisionError::Invalid(_))));
+    assert_eq!(rejected.status, "rejected");
+    assert!(
+        matches!(too_late, Err(DecisionError::WrongState { ref status, .. }) if status == "rejected")
+    );
+    let actions: Vec<(String, String)> = app
+        .store
+        .audit_entries("reward", &first.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.action, a.actor))
+        .collect();
+    assert_eq!(
+        actions[1..],
+        [
+            ("reward_approved".to_string(), "ops@acme.com".to_string()),
+            ("reward_paid".to_string(), "finance@acme.com".to_string())
+        ]
+    );
+    assert_eq!(
+        outbox_of(&app, 205, "create_note").await.len(),
+        1,
+        "approval of a reviewed reward announces it"
+    );
+}
+
+async fn salesforce_wins_publish_a_platform_event_when_eligible(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    app.signup(json!({"id": "evt_s", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "gus@initech.ru", "referral_code": "IVAN-1", "source": "code", "market": "RU"}}))
+        .await;
+    let contact: &[(&str, Option<&str>)] = &[
+        ("Id", Some("0037F00000RuRuRQAA")),
+        ("Email", Some("gus@initech.ru")),
+    ];
+    let won: &[(&str, Option<&str>)] = &[
+        ("Id", Some("0067F00000RuRuRQAA")),
+        ("ContactId", Some("0037F00000RuRuRQAA")),
+        ("StageName", Some("Closed Won")),
+        ("IsWon", Some("true")),
+        ("Amount", Some("900000")),
+        ("CurrencyIsoCode", Some("RUB")),
+        ("SystemModstamp", Some("2026-12-01T10:00:00.000Z")),
+    ];
+    app.salesforce(&[
+        ("04l0000000000R1AAA", "Contact", contact),
+        ("04l0000000000R2AAA", "Opportunity", won),
+    ])
+    .await;
+    app.process().await;
+
+    let reward = app
+        .store
+        .rewards_of_deal("salesforce", "0067F00000RuRuRQAA")
+        .await
+        .unwrap();
+    assert_eq!(reward.len(), 1, "RU has no referee reward");
+    // Flat 50000 RUB × 1.0 (member, first success).
+    assert_eq!(
+        (
+            reward[0].amount.as_str(),
+            reward[0].currency.as_str(),
+            reward[0].tier.as_deref()
+        ),
+        ("50000.00", "RUB", Some("member"))
+    );
+    release_holds(&app.store, &app.settings, reward[0].hold_until.unwrap())
+        .await
+        .unwrap();
+
+    let deal = RecordKey {
+        crm: "salesforce".into(),
+        object_type: "Opportunity".into(),
+        object_id: "0067F00000RuRuRQAA".into(),
+    };
+    let rows = app.store.outbox_rows(Some(&deal)).await.unwrap();
+    let event = rows
+        .iter()
+        .find(|r| r.kind == "publish_event")
+        .expect("platform event queued");
+    let event = payload(event);
+    assert_eq!(event["event"], "Referral_Reward__e");
+    assert_eq!(event["fields"]["Amount__c"], "50000.00");
+    assert_eq!(event["fields"]["Status__c"], "eligible");
+    let props = rows
+        .iter()
+        .rfind(|r| r.kind == "update_properties")
+        .unwrap();
+    assert_eq!(
+        payload(props)["properties"]["Referral_Reward_Status__c"],
+        "eligible"
+    );
+}
