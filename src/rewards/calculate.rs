@@ -646,7 +646,7 @@ fn shares_ip(fraud: &FraudSettings, referee: &RefereeFacts, referrer: &ReferrerF
         .other_referee_ips
         .iter()
         .filter(|(other, at)| {
-            other.to_canonical() == ip && (window > 0 || at.abs_diff(referee.first_touch_at) <= window)
+            other.to_canonical() == ip && at.abs_diff(referee.first_touch_at) <= window
         })
         .count();
     // At least one other referee is always needed, even if the setting says 0.
@@ -1258,6 +1258,17 @@ mod tests {
                 ]),
             ),
             Case::new(
+                "the program currency in lowercase is not a foreign currency",
+                us(),
+                deal(Some("40000"), Some("usd")),
+                1,
+                // no conversion: 40000 × 7.5 / 100 = 3000 × 1.0 = 3000.00
+                rewards(vec![
+                    referrer_gets(pct, "3000.00", Some("bronze"), "1.0").converted(Some("40000")),
+                    credit500().converted(Some("40000")),
+                ]),
+            ),
+            Case::new(
                 "a missing deal currency means the program currency",
                 us(),
                 deal(Some("40000"), None),
@@ -1489,6 +1500,22 @@ mod tests {
                 .flags(&["shared_ip"])]),
             )
             .referrer(|r| r.other_referee_ips = vec![(ip("::ffff:203.0.113.7"), T0)]),
+            Case::new(
+                "shared_ip matches when the referee's own IP is IPv4-mapped",
+                ru(),
+                deal(Some("2000000"), Some("RUB")),
+                1,
+                rewards(vec![referrer_gets(
+                    "flat",
+                    "50000.00",
+                    Some("member"),
+                    "1.0",
+                )
+                .currency("RUB")
+                .flags(&["shared_ip"])]),
+            )
+            .referee(|r| r.signup_ip = Some(ip("::ffff:203.0.113.7")))
+            .referrer(|r| r.other_referee_ips = vec![(ip("203.0.113.7"), T0)]),
             Case::new(
                 "no shared_ip when the other referee came outside the window",
                 us(),

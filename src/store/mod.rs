@@ -7,6 +7,7 @@
 
 mod inbox;
 mod ledger;
+mod outbox;
 mod rewards;
 mod tx;
 
@@ -25,6 +26,7 @@ pub use ledger::{
     Attribution, AuditEntry, CrmRecord, Milestone, NewAudit, NewOutbox, OutboxRow, RecordKey,
     RefereeDetails, Referral, Referrer, ReferrerFacts, StageChange, Touch,
 };
+pub use outbox::{ClaimedRecord, DeliveryResult};
 pub use rewards::{NewReward, Reward};
 pub use tx::Tx;
 

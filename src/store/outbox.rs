@@ -1,0 +1,257 @@
+//! The outbox's SQL: claiming CRM records by lease, and recording what a delivery attempt did.
+//!
+//! Per-record order: only a record's *head* (its oldest pending row) can be claimed, and the lease
+//! is taken on that row, so one record is never delivered by two workers at once and its writes go
+//! out in the order they were made. No transaction is held while the CRM is called: the lease is
+//! the lock, and every finish is fenced on still holding it.
+
+use super::ledger::OutboxRow;
+use super::tx::on_tx;
+use super::{on_pool, Backend, Store, StoreError};
+use crate::clock::Millis;
+
+const OUTBOX_COLUMNS: &str = "id, crm, account, object_type, object_id, kind, payload, status, \
+     attempts, next_attempt_at, last_status, last_error, created_at, delivered_at";
+
+/// A claimed record: its pending rows in order (the first one holds the lease).
+#[derive(Debug, Clone)]
+pub struct ClaimedRecord {
+    pub head_id: i64,
+    pub rows: Vec<OutboxRow>,
+}
+
+/// What happened to a delivery, for [`Store::finish_delivery`].
+#[derive(Debug, Clone)]
+pub enum DeliveryResult {
+    /// These rows reached the CRM.
+    Delivered { row_ids: Vec<i64> },
+    /// Try the record again at `retry_at` (the head row carries the attempt count).
+    Retry { status: Option<i64>, error: String, retry_at: Millis },
+    /// The CRM refused these rows for good; they wait for `replay`.
+    Dead { row_ids: Vec<i64>, status: Option<i64>, error: String },
+}
+
+impl Store {
+    /// Lease up to `limit` due records to `worker` until `lease_until`.
+    pub async fn claim_records(
+        &self,
+        worker: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+        rows_per_record: i64,
+    ) -> Result<Vec<ClaimedRecord>, StoreError> {
+        // A head is the oldest pending row of its record; it must be due and not leased by a live
+        // worker. PostgreSQL skips heads another worker is claiming right now.
+        let lock = match self.backend {
+            Backend::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite(_) => "",
+        };
+        let claim = format!(
+            "UPDATE outbox SET locked_by = $1, locked_until = $2 WHERE id IN ( \
+                 SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at <= $3 \
+                   AND (o.locked_until IS NULL OR o.locked_until < $3) \
+                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.status = 'pending' AND p.crm = o.crm \
+                       AND p.object_type = o.object_type AND p.object_id = o.object_id AND p.id < o.id) \
+                 ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock}) \
+             RETURNING id"
+        );
+        let rows_sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND crm = $1 \
+             AND object_type = $2 AND object_id = $3 ORDER BY id LIMIT $4"
+        );
+        let mut tx = self.begin().await?;
+        let mut heads: Vec<(i64,)> = on_tx!(tx, |c| sqlx::query_as(&claim)
+            .bind(worker)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(c)
+            .await?);
+        heads.sort_unstable();
+        let mut claimed = Vec::with_capacity(heads.len());
+        for (head_id,) in heads {
+            let head: OutboxRow = on_tx!(tx, |c| sqlx::query_as(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"
+            ))
+            .bind(head_id)
+            .fetch_one(c)
+            .await?);
+            let rows: Vec<OutboxRow> = on_tx!(tx, |c| sqlx::query_as(&rows_sql)
+                .bind(&head.crm)
+                .bind(&head.object_type)
+                .bind(&head.object_id)
+                .bind(rows_per_record)
+                .fetch_all(c)
+                .await?);
+            claimed.push(ClaimedRecord { head_id, rows });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Record a delivery attempt for a claimed record; a no-op (returns false) when `worker` no
+    /// longer holds the record's lease (it expired and someone else took over).
+    pub async fn finish_delivery(
+        &self,
+        worker: &str,
+        head_id: i64,
+        result: &DeliveryResult,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let fence = match self.backend {
+            Backend::Postgres(_) => "SELECT locked_by FROM outbox WHERE id = $1 FOR UPDATE",
+            Backend::Sqlite(_) => "SELECT locked_by FROM outbox WHERE id = $1",
+        };
+        let holder: Option<(Option<String>,)> =
+            on_tx!(tx, |c| sqlx::query_as(fence).bind(head_id).fetch_optional(c).await?);
+        if holder.and_then(|(h,)| h).as_deref() != Some(worker) {
+            return Ok(false);
+        }
+        match result {
+            DeliveryResult::Delivered { row_ids } => {
+                for id in row_ids {
+                    on_tx!(tx, |c| sqlx::query(
+                        "UPDATE outbox SET status = 'delivered', delivered_at = $2, attempts = attempts + 1, \
+                         locked_by = NULL, locked_until = NULL, last_error = NULL WHERE id = $1 AND status = 'pending'"
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .execute(c)
+                    .await?
+                    .rows_affected());
+                }
+            }
+            DeliveryResult::Retry { status, error, retry_at } => {
+                on_tx!(tx, |c| sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_status = $3, \
+                     last_error = $4, locked_by = NULL, locked_until = NULL WHERE id = $1"
+                )
+                .bind(head_id)
+                .bind(retry_at)
+                .bind(status)
+                .bind(error)
+                .execute(c)
+                .await?
+                .rows_affected());
+            }
+            DeliveryResult::Dead { row_ids, status, error } => {
+                for id in row_ids {
+                    on_tx!(tx, |c| sqlx::query(
+                        "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_status = $2, \
+                         last_error = $3, locked_by = NULL, locked_until = NULL WHERE id = $1 AND status = 'pending'"
+                    )
+                    .bind(id)
+                    .bind(status)
+                    .bind(error)
+                    .execute(c)
+                    .await?
+                    .rows_affected());
+                }
+            }
+        }
+        // Whatever happened, the head's lease ends here (it may not be among the finished rows).
+        on_tx!(tx, |c| sqlx::query(
+            "UPDATE outbox SET locked_by = NULL, locked_until = NULL WHERE id = $1 AND locked_by = $2"
+        )
+        .bind(head_id)
+        .bind(worker)
+        .execute(c)
+        .await?
+        .rows_affected());
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Queue depth and the age of the oldest pending write (for metrics).
+    pub async fn outbox_backlog(&self, now: Millis) -> Result<(i64, Millis), StoreError> {
+        let (n, oldest): (i64, Option<i64>) = on_pool!(self, |p| sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'"
+        )
+        .fetch_one(p)
+        .await?);
+        Ok((n, oldest.map_or(0, |t| (now - t).max(0))))
+    }
+
+    /// Dead deliveries, newest first (admin API).
+    pub async fn dead_deliveries(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(on_pool!(self, |p| sqlx::query_as(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'dead' ORDER BY id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(p)
+        .await?))
+    }
+
+    /// Put dead deliveries back in the queue: the given ids, or all dead since `since` when `ids`
+    /// is empty. A property an *later* write to the same record already set is dropped from the
+    /// replayed write, so a replay never puts an old value over a newer one. Returns how many were
+    /// re-queued.
+    pub async fn replay_dead(&self, ids: &[i64], since: Option<Millis>, now: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let dead: Vec<OutboxRow> = on_tx!(tx, |c| sqlx::query_as(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'dead' AND created_at >= $1 ORDER BY id"
+        ))
+        .bind(since.unwrap_or(0))
+        .fetch_all(c)
+        .await?);
+        let mut requeued = 0;
+        for row in dead.into_iter().filter(|r| ids.is_empty() || ids.contains(&r.id)) {
+            let mut payload = row.payload.clone();
+            if row.kind == "update_properties" {
+                let later: Vec<(String,)> = on_tx!(tx, |c| sqlx::query_as(
+                    "SELECT payload FROM outbox WHERE crm = $1 AND object_type = $2 AND object_id = $3 \
+                     AND id > $4 AND kind = 'update_properties' AND status IN ('pending', 'delivered')"
+                )
+                .bind(&row.crm)
+                .bind(&row.object_type)
+                .bind(&row.object_id)
+                .bind(row.id)
+                .fetch_all(c)
+                .await?);
+                let mut value: serde_json::Value =
+                    serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if let Some(props) = value.get_mut("properties").and_then(|p| p.as_object_mut()) {
+                    for (later_payload,) in &later {
+                        if let Ok(l) = serde_json::from_str::<serde_json::Value>(later_payload) {
+                            if let Some(newer) = l.get("properties").and_then(|p| p.as_object()) {
+                                props.retain(|k, _| !newer.contains_key(k));
+                            }
+                        }
+                    }
+                    if props.is_empty() {
+                        on_tx!(tx, |c| sqlx::query(
+                            "UPDATE outbox SET status = 'coalesced', last_error = 'superseded by a later write' WHERE id = $1"
+                        )
+                        .bind(row.id)
+                        .execute(c)
+                        .await?
+                        .rows_affected());
+                        continue;
+                    }
+                }
+                payload = value.to_string();
+            }
+            on_tx!(tx, |c| sqlx::query(
+                "UPDATE outbox SET status = 'pending', payload = $2, attempts = 0, next_attempt_at = $3, \
+                 locked_by = NULL, locked_until = NULL WHERE id = $1"
+            )
+            .bind(row.id)
+            .bind(&payload)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+            requeued += 1;
+        }
+        tx.commit().await?;
+        Ok(requeued)
+    }
+
+    /// Store the answer of a CRM read as an inbox event, so the processor applies it like any
+    /// other event; the read's outbox row is its dedupe key.
+    pub async fn record_read_result(&self, event: &super::NewInboxEvent) -> Result<(), StoreError> {
+        self.append_inbox(std::slice::from_ref(event)).await.map(|_| ())
+    }
+}
