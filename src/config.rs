@@ -59,6 +59,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub ingest: IngestSettings,
+    pub outbox: OutboxSettings,
     pub hubspot: HubSpotSettings,
     pub salesforce: SalesforceSettings,
     #[serde(default)]
@@ -108,6 +109,16 @@ pub struct IngestSettings {
     pub timestamp_tolerance_secs: u64,
     /// Benchmark ceiling only: answer after verification without storing.
     pub discard_after_verify: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct OutboxSettings {
+    pub batch_records: u32,
+    pub lease_secs: u64,
+    pub request_timeout_secs: u64,
+    pub retry_schedule_secs: Vec<u64>,
+    pub hubspot_requests_per_10s: u32,
+    pub salesforce_requests_per_10s: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -436,6 +447,19 @@ impl Settings {
         }
         if self.ingest.writers_sqlite == 0 || self.ingest.writers_postgres == 0 {
             p.push("ingest.writers_sqlite/writers_postgres: must be at least 1".into());
+        }
+        let o = &self.outbox;
+        if o.batch_records == 0 || o.batch_records > 200 {
+            p.push("outbox.batch_records: must be between 1 and 200".into());
+        }
+        if o.lease_secs <= o.request_timeout_secs {
+            p.push("outbox.lease_secs: must exceed outbox.request_timeout_secs, or a slow call outlives its lease".into());
+        }
+        if o.retry_schedule_secs.is_empty() {
+            p.push("outbox.retry_schedule_secs: needs at least one delay".into());
+        }
+        if o.hubspot_requests_per_10s == 0 || o.salesforce_requests_per_10s == 0 {
+            p.push("outbox.*_requests_per_10s: must be at least 1".into());
         }
         self.validate_hubspot(&mut p);
         self.validate_salesforce(&mut p);

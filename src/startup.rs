@@ -17,6 +17,7 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::ingest::InboxWriter;
+use crate::outbox::OutboxWorker;
 use crate::routes;
 use crate::store::Store;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub inbox: InboxWriter,
     /// Woken after each inbox commit so processing starts at once.
     pub inbox_wake: Arc<tokio::sync::Notify>,
+    /// Woken when processing queued CRM writes.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -37,6 +40,7 @@ pub struct Application {
     state: web::Data<AppState>,
     inbox_writers: Vec<tokio::task::JoinHandle<()>>,
     processor: InboxProcessor,
+    outbox: OutboxWorker,
     run_workers: bool,
 }
 
@@ -69,7 +73,15 @@ impl Application {
         let inbox_wake = Arc::new(tokio::sync::Notify::new());
         let (inbox, inbox_writers) =
             InboxWriter::start(store.clone(), &settings.ingest, inbox_wake.clone());
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let processor = InboxProcessor::new(
+            store.clone(),
+            settings.clone(),
+            clock.clone(),
+            inbox_wake.clone(),
+        )
+        .notify_outbox(outbox_wake.clone());
+        let outbox = OutboxWorker::new(
             store.clone(),
             settings.clone(),
             clock.clone(),
@@ -81,6 +93,7 @@ impl Application {
             clock,
             inbox,
             inbox_wake,
+            outbox_wake,
             metrics: crate::metrics::handle(),
         });
         let workers = match settings.server.workers {
@@ -124,12 +137,18 @@ impl Application {
             inbox_writers,
             run_workers: run_workers && settings.workers.enabled,
             processor,
+            outbox,
         })
     }
 
     /// The inbox processor, for driving it by hand (tests, `replay`).
     pub fn processor(&self) -> InboxProcessor {
         self.processor.clone()
+    }
+
+    /// The outbox worker, for driving it by hand (tests, `demo`).
+    pub fn outbox(&self) -> OutboxWorker {
+        self.outbox.clone()
     }
 
     pub fn port(&self) -> u16 {
@@ -149,6 +168,13 @@ impl Application {
         let processor = self
             .run_workers
             .then(|| tokio::spawn(self.processor.clone().run(workers_stop.clone())));
+        let outbox = self.run_workers.then(|| {
+            tokio::spawn(
+                self.outbox
+                    .clone()
+                    .run(workers_stop.clone(), self.state.outbox_wake.clone()),
+            )
+        });
         let holds = self.run_workers.then(|| {
             tokio::spawn(crate::rewards::engine::run_hold_timer(
                 self.state.store.clone(),
@@ -177,7 +203,11 @@ impl Application {
             tracing::warn!("inbox writers did not finish within the grace period");
         }
         workers_stop.cancel();
-        for (name, worker) in [("inbox processor", processor), ("hold timer", holds)] {
+        for (name, worker) in [
+            ("inbox processor", processor),
+            ("outbox worker", outbox),
+            ("hold timer", holds),
+        ] {
             if let Some(worker) = worker {
                 if tokio::time::timeout(grace, worker).await.is_err() {
                     tracing::warn!("{name} did not stop within the grace period");

@@ -65,6 +65,7 @@ pub struct InboxProcessor {
     clock: SharedClock,
     names: GuardedNames,
     wake: Arc<Notify>,
+    outbox_wake: Option<Arc<Notify>>,
 }
 
 impl InboxProcessor {
@@ -84,7 +85,14 @@ impl InboxProcessor {
             clock,
             names,
             wake,
+            outbox_wake: None,
         }
+    }
+
+    /// Wake the outbox worker after each batch that may have queued CRM writes.
+    pub fn notify_outbox(mut self, wake: Arc<Notify>) -> Self {
+        self.outbox_wake = Some(wake);
+        self
     }
 
     /// Process one batch; returns how many events it handled (0: nothing pending, or another
@@ -116,6 +124,11 @@ impl InboxProcessor {
             }
         }
         tx.commit().await?;
+        if !events.is_empty() {
+            if let Some(wake) = &self.outbox_wake {
+                wake.notify_one();
+            }
+        }
         Ok(events.len())
     }
 

@@ -1,5 +1,6 @@
 //! The command line (SPEC §7): `referral-sync [--config FILE] <command>`; no command serves.
 
+mod crm_setup;
 mod partners;
 mod sign;
 
@@ -47,8 +48,21 @@ pub enum Command {
         #[command(subcommand)]
         action: CrmCommand,
     },
-    /// Re-queue failed and unmapped inbox events (after fixing their cause) and process them.
-    Replay,
+    /// Re-queue dead CRM deliveries and failed/unmapped inbox events (after fixing their cause).
+    Replay {
+        /// Only these dead deliveries (comma-separated outbox ids).
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<i64>,
+        /// Only dead deliveries created at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only inbox events, not deliveries.
+        #[arg(long, conflicts_with = "deliveries_only")]
+        inbox_only: bool,
+        /// Only deliveries, not inbox events.
+        #[arg(long)]
+        deliveries_only: bool,
+    },
     /// Referrer administration.
     Partners {
         #[command(subcommand)]
@@ -139,7 +153,36 @@ pub fn main() -> ExitCode {
             Command::Serve { no_migrate } => serve(settings, !no_migrate).await,
             Command::Migrate => migrate(settings).await,
             Command::Healthcheck { url } => healthcheck(&settings, url).await,
-            Command::Replay => replay(settings).await,
+            Command::Replay {
+                ids,
+                since,
+                inbox_only,
+                deliveries_only,
+            } => {
+                replay(
+                    settings,
+                    ReplayScope {
+                        ids,
+                        since,
+                        inbox: !deliveries_only,
+                        deliveries: !inbox_only,
+                    },
+                )
+                .await
+            }
+            Command::Crm {
+                action: CrmCommand::Setup,
+            } => {
+                let (lines, ok) = crm_setup::run(&settings).await;
+                for line in lines {
+                    println!("{line}");
+                }
+                if ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("CRM setup is incomplete (see above)"))
+                }
+            }
             Command::Partners {
                 action: PartnersCommand::Import { file },
             } => {
@@ -171,7 +214,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Migrate => "migrate",
         Command::CheckConfig => "check-config",
         Command::Crm { .. } => "crm setup",
-        Command::Replay => "replay",
+        Command::Replay { .. } => "replay",
         Command::Partners { .. } => "partners import",
         Command::Report { .. } => "report",
         Command::Sign(_) => "sign",
@@ -216,9 +259,35 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn replay(settings: Settings) -> anyhow::Result<()> {
+/// What `replay` re-queues.
+struct ReplayScope {
+    ids: Vec<i64>,
+    since: Option<String>,
+    inbox: bool,
+    deliveries: bool,
+}
+
+async fn replay(settings: Settings, scope: ReplayScope) -> anyhow::Result<()> {
     let store = Store::connect(&settings.database).await?;
     store.migrate().await?;
+    if scope.deliveries {
+        let since = match &scope.since {
+            Some(s) => Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| anyhow::anyhow!("--since {s}: not an RFC 3339 time: {e}"))?
+                    .timestamp_millis(),
+            ),
+            None => None,
+        };
+        let n = store
+            .replay_dead(&scope.ids, since, crate::clock::Clock::now(&SystemClock))
+            .await?;
+        println!("re-queued {n} dead deliver(y/ies); the running service delivers them");
+    }
+    if !scope.inbox {
+        store.close().await;
+        return Ok(());
+    }
     let requeued = store.requeue_inbox().await?;
     let processor = crate::attribution::InboxProcessor::new(
         store.clone(),

@@ -26,9 +26,19 @@ pub enum DeliveryResult {
     /// These rows reached the CRM.
     Delivered { row_ids: Vec<i64> },
     /// Try the record again at `retry_at` (the head row carries the attempt count).
-    Retry { status: Option<i64>, error: String, retry_at: Millis },
+    Retry {
+        status: Option<i64>,
+        error: String,
+        retry_at: Millis,
+    },
+    /// Not attempted (rate limit, CRM not configured): look again at `retry_at`, no attempt counted.
+    Defer { retry_at: Millis },
     /// The CRM refused these rows for good; they wait for `replay`.
-    Dead { row_ids: Vec<i64>, status: Option<i64>, error: String },
+    Dead {
+        row_ids: Vec<i64>,
+        status: Option<i64>,
+        error: String,
+    },
 }
 
 impl Store {
@@ -104,15 +114,18 @@ impl Store {
             Backend::Postgres(_) => "SELECT locked_by FROM outbox WHERE id = $1 FOR UPDATE",
             Backend::Sqlite(_) => "SELECT locked_by FROM outbox WHERE id = $1",
         };
-        let holder: Option<(Option<String>,)> =
-            on_tx!(tx, |c| sqlx::query_as(fence).bind(head_id).fetch_optional(c).await?);
+        let holder: Option<(Option<String>,)> = on_tx!(tx, |c| sqlx::query_as(fence)
+            .bind(head_id)
+            .fetch_optional(c)
+            .await?);
         if holder.and_then(|(h,)| h).as_deref() != Some(worker) {
             return Ok(false);
         }
         match result {
             DeliveryResult::Delivered { row_ids } => {
                 for id in row_ids {
-                    on_tx!(tx, |c| sqlx::query(
+                    on_tx!(tx, |c| {
+                        sqlx::query(
                         "UPDATE outbox SET status = 'delivered', delivered_at = $2, attempts = attempts + 1, \
                          locked_by = NULL, locked_until = NULL, last_error = NULL WHERE id = $1 AND status = 'pending'"
                     )
@@ -120,11 +133,17 @@ impl Store {
                     .bind(now)
                     .execute(c)
                     .await?
-                    .rows_affected());
+                    .rows_affected()
+                    });
                 }
             }
-            DeliveryResult::Retry { status, error, retry_at } => {
-                on_tx!(tx, |c| sqlx::query(
+            DeliveryResult::Retry {
+                status,
+                error,
+                retry_at,
+            } => {
+                on_tx!(tx, |c| {
+                    sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_status = $3, \
                      last_error = $4, locked_by = NULL, locked_until = NULL WHERE id = $1"
                 )
@@ -134,11 +153,27 @@ impl Store {
                 .bind(error)
                 .execute(c)
                 .await?
+                .rows_affected()
+                });
+            }
+            DeliveryResult::Defer { retry_at } => {
+                on_tx!(tx, |c| sqlx::query(
+                    "UPDATE outbox SET next_attempt_at = $2 WHERE id = $1"
+                )
+                .bind(head_id)
+                .bind(retry_at)
+                .execute(c)
+                .await?
                 .rows_affected());
             }
-            DeliveryResult::Dead { row_ids, status, error } => {
+            DeliveryResult::Dead {
+                row_ids,
+                status,
+                error,
+            } => {
                 for id in row_ids {
-                    on_tx!(tx, |c| sqlx::query(
+                    on_tx!(tx, |c| {
+                        sqlx::query(
                         "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_status = $2, \
                          last_error = $3, locked_by = NULL, locked_until = NULL WHERE id = $1 AND status = 'pending'"
                     )
@@ -147,19 +182,22 @@ impl Store {
                     .bind(error)
                     .execute(c)
                     .await?
-                    .rows_affected());
+                    .rows_affected()
+                    });
                 }
             }
         }
         // Whatever happened, the head's lease ends here (it may not be among the finished rows).
-        on_tx!(tx, |c| sqlx::query(
+        on_tx!(tx, |c| {
+            sqlx::query(
             "UPDATE outbox SET locked_by = NULL, locked_until = NULL WHERE id = $1 AND locked_by = $2"
         )
         .bind(head_id)
         .bind(worker)
         .execute(c)
         .await?
-        .rows_affected());
+        .rows_affected()
+        });
         tx.commit().await?;
         Ok(true)
     }
@@ -188,19 +226,30 @@ impl Store {
     /// is empty. A property an *later* write to the same record already set is dropped from the
     /// replayed write, so a replay never puts an old value over a newer one. Returns how many were
     /// re-queued.
-    pub async fn replay_dead(&self, ids: &[i64], since: Option<Millis>, now: Millis) -> Result<u64, StoreError> {
+    pub async fn replay_dead(
+        &self,
+        ids: &[i64],
+        since: Option<Millis>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        let dead: Vec<OutboxRow> = on_tx!(tx, |c| sqlx::query_as(&format!(
+        let dead: Vec<OutboxRow> = on_tx!(tx, |c| {
+            sqlx::query_as(&format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'dead' AND created_at >= $1 ORDER BY id"
         ))
         .bind(since.unwrap_or(0))
         .fetch_all(c)
-        .await?);
+        .await?
+        });
         let mut requeued = 0;
-        for row in dead.into_iter().filter(|r| ids.is_empty() || ids.contains(&r.id)) {
+        for row in dead
+            .into_iter()
+            .filter(|r| ids.is_empty() || ids.contains(&r.id))
+        {
             let mut payload = row.payload.clone();
             if row.kind == "update_properties" {
-                let later: Vec<(String,)> = on_tx!(tx, |c| sqlx::query_as(
+                let later: Vec<(String,)> = on_tx!(tx, |c| {
+                    sqlx::query_as(
                     "SELECT payload FROM outbox WHERE crm = $1 AND object_type = $2 AND object_id = $3 \
                      AND id > $4 AND kind = 'update_properties' AND status IN ('pending', 'delivered')"
                 )
@@ -209,9 +258,10 @@ impl Store {
                 .bind(&row.object_id)
                 .bind(row.id)
                 .fetch_all(c)
-                .await?);
-                let mut value: serde_json::Value =
-                    serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                .await?
+                });
+                let mut value: serde_json::Value = serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 if let Some(props) = value.get_mut("properties").and_then(|p| p.as_object_mut()) {
                     for (later_payload,) in &later {
                         if let Ok(l) = serde_json::from_str::<serde_json::Value>(later_payload) {
@@ -221,19 +271,22 @@ impl Store {
                         }
                     }
                     if props.is_empty() {
-                        on_tx!(tx, |c| sqlx::query(
+                        on_tx!(tx, |c| {
+                            sqlx::query(
                             "UPDATE outbox SET status = 'coalesced', last_error = 'superseded by a later write' WHERE id = $1"
                         )
                         .bind(row.id)
                         .execute(c)
                         .await?
-                        .rows_affected());
+                        .rows_affected()
+                        });
                         continue;
                     }
                 }
                 payload = value.to_string();
             }
-            on_tx!(tx, |c| sqlx::query(
+            on_tx!(tx, |c| {
+                sqlx::query(
                 "UPDATE outbox SET status = 'pending', payload = $2, attempts = 0, next_attempt_at = $3, \
                  locked_by = NULL, locked_until = NULL WHERE id = $1"
             )
@@ -242,7 +295,8 @@ impl Store {
             .bind(now)
             .execute(c)
             .await?
-            .rows_affected());
+            .rows_affected()
+            });
             requeued += 1;
         }
         tx.commit().await?;
@@ -252,6 +306,8 @@ impl Store {
     /// Store the answer of a CRM read as an inbox event, so the processor applies it like any
     /// other event; the read's outbox row is its dedupe key.
     pub async fn record_read_result(&self, event: &super::NewInboxEvent) -> Result<(), StoreError> {
-        self.append_inbox(std::slice::from_ref(event)).await.map(|_| ())
+        self.append_inbox(std::slice::from_ref(event))
+            .await
+            .map(|_| ())
     }
 }

@@ -83,6 +83,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub settings: Settings,
     pub processor: InboxProcessor,
+    pub outbox: referral_sync::outbox::OutboxWorker,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: TestDb,
@@ -96,6 +97,11 @@ impl TestApp {
     /// Run the inbox processor until nothing is pending (no background worker in tests).
     pub async fn process(&self) -> usize {
         self.processor.drain().await.expect("inbox processing")
+    }
+
+    /// Run the outbox worker until nothing is claimable at the current (fake) time.
+    pub async fn deliver(&self) -> referral_sync::outbox::TickReport {
+        self.outbox.drain().await.expect("outbox delivery")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -162,6 +168,7 @@ pub async fn spawn_app_with(
         .expect("build app");
     let port = app.port();
     let processor = app.processor();
+    let outbox = app.outbox();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     Some(TestApp {
@@ -172,6 +179,7 @@ pub async fn spawn_app_with(
         client: reqwest::Client::new(),
         settings,
         processor,
+        outbox,
         shutdown,
         server: Some(server),
         _db: db,

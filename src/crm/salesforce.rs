@@ -1,0 +1,280 @@
+//! Salesforce REST client: OAuth client-credentials token (cached; on 401 `INVALID_SESSION_ID` a new
+//! token is fetched once and the call retried once), sObject updates (single and `composite/sobjects`
+//! ≤ 200), Platform Event publishing, and `describe` for `crm setup`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use super::{is_retryable, retry_after, truncate, CallError};
+use crate::config::Secret;
+
+/// Salesforce's documented sObject Collections limit.
+pub const BATCH_LIMIT: usize = 200;
+
+#[derive(Clone)]
+struct Token {
+    access: Secret,
+    instance_url: String,
+}
+
+pub struct SalesforceClient {
+    http: reqwest::Client,
+    login_url: String,
+    client_id: String,
+    client_secret: Secret,
+    api_version: String,
+    token: Mutex<Option<Token>>,
+}
+
+/// Fields for one record.
+pub type Fields = BTreeMap<String, String>;
+
+impl SalesforceClient {
+    pub fn new(
+        http: reqwest::Client,
+        login_url: &str,
+        client_id: &str,
+        client_secret: Secret,
+        api_version: &str,
+    ) -> Self {
+        Self {
+            http,
+            login_url: login_url.trim_end_matches('/').to_string(),
+            client_id: client_id.to_string(),
+            client_secret,
+            api_version: api_version.to_string(),
+            token: Mutex::new(None),
+        }
+    }
+
+    async fn token(&self) -> Result<Token, CallError> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            return Ok(t.clone());
+        }
+        let response = self
+            .http
+            .post(format!("{}/services/oauth2/token", self.login_url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.expose()),
+            ])
+            .send()
+            .await
+            .map_err(|e| CallError::transport(&e))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        metrics::counter!("crm_requests_total", "crm" => "salesforce", "status" => status.as_u16().to_string()).increment(1);
+        if !status.is_success() {
+            // {"error": "invalid_client", "error_description": "…"}: wrong credentials will not fix
+            // themselves; a server error might.
+            let message = format!(
+                "OAuth token request failed: HTTP {}: {} {}",
+                status.as_u16(),
+                body.get("error").and_then(Value::as_str).unwrap_or(""),
+                body.get("error_description")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            );
+            return Err(if is_retryable(status) {
+                CallError::Retry {
+                    status: Some(status.as_u16()),
+                    message,
+                    retry_after: None,
+                }
+            } else {
+                CallError::Permanent {
+                    status: Some(status.as_u16()),
+                    message,
+                }
+            });
+        }
+        let token = Token {
+            access: Secret::new(
+                body.get("access_token")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ),
+            instance_url: body
+                .get("instance_url")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.login_url)
+                .trim_end_matches('/')
+                .to_string(),
+        };
+        *cached = Some(token.clone());
+        Ok(token)
+    }
+
+    async fn forget(&self, stale: &Token) {
+        let mut cached = self.token.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|t| t.access.expose() == stale.access.expose())
+        {
+            *cached = None;
+        }
+    }
+
+    /// One API call; an expired session is renewed once.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), CallError> {
+        let mut renewed = false;
+        loop {
+            let token = self.token().await?;
+            let mut req = self
+                .http
+                .request(
+                    method.clone(),
+                    format!(
+                        "{}/services/data/{}{path}",
+                        token.instance_url, self.api_version
+                    ),
+                )
+                .bearer_auth(token.access.expose());
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let response = req.send().await.map_err(|e| CallError::transport(&e))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            metrics::counter!("crm_requests_total", "crm" => "salesforce", "status" => status.as_u16().to_string()).increment(1);
+            let text = response
+                .text()
+                .await
+                .map_err(|e| CallError::transport(&e))?;
+            if status.is_success() {
+                return Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
+            }
+            if status == StatusCode::UNAUTHORIZED && text.contains("INVALID_SESSION_ID") && !renewed
+            {
+                self.forget(&token).await;
+                renewed = true;
+                continue;
+            }
+            return Err(classify(status, &headers, &text));
+        }
+    }
+
+    /// `PATCH /sobjects/{type}/{id}`.
+    pub async fn update(&self, sobject: &str, id: &str, fields: &Fields) -> Result<(), CallError> {
+        self.call(
+            Method::PATCH,
+            &format!("/sobjects/{sobject}/{id}"),
+            Some(&json!(fields)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `PATCH /composite/sobjects` with `allOrNone: false` (≤ 200 records). Returns the per-record
+    /// errors by id; records not listed were saved.
+    pub async fn composite_update(
+        &self,
+        records: &[(String, String, Fields)],
+    ) -> Result<BTreeMap<String, CallError>, CallError> {
+        let body = json!({
+            "allOrNone": false,
+            "records": records.iter().map(|(sobject, id, fields)| {
+                let mut r = serde_json::Map::new();
+                r.insert("attributes".into(), json!({"type": sobject}));
+                r.insert("id".into(), json!(id));
+                for (k, v) in fields {
+                    r.insert(k.clone(), json!(v));
+                }
+                Value::Object(r)
+            }).collect::<Vec<_>>()
+        });
+        let (_, results) = self
+            .call(Method::PATCH, "/composite/sobjects", Some(&body))
+            .await?;
+        let mut failed = BTreeMap::new();
+        // Results come back in request order.
+        for (result, (_, id, _)) in results.as_array().into_iter().flatten().zip(records) {
+            if result.get("success").and_then(Value::as_bool) == Some(false) {
+                let message = result
+                    .get("errors")
+                    .and_then(Value::as_array)
+                    .map(|errs| errs.iter().map(error_text).collect::<Vec<_>>().join("; "))
+                    .unwrap_or_else(|| "save failed".into());
+                failed.insert(
+                    id.clone(),
+                    CallError::Permanent {
+                        status: Some(200),
+                        message,
+                    },
+                );
+            }
+        }
+        Ok(failed)
+    }
+
+    /// `POST /sobjects/{Event__e}/`.
+    pub async fn publish_event(&self, event: &str, fields: &Value) -> Result<(), CallError> {
+        self.call(Method::POST, &format!("/sobjects/{event}/"), Some(fields))
+            .await
+            .map(|_| ())
+    }
+
+    /// Field names of an sObject (`describe`).
+    pub async fn describe(&self, sobject: &str) -> Result<Vec<String>, CallError> {
+        let (_, body) = self
+            .call(Method::GET, &format!("/sobjects/{sobject}/describe"), None)
+            .await?;
+        Ok(body
+            .get("fields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.get("name").and_then(Value::as_str).map(String::from))
+            .collect())
+    }
+}
+
+/// Salesforce errors are arrays of `{"message","errorCode","fields"}` (`statusCode` in collections).
+fn error_text(e: &Value) -> String {
+    let code = e
+        .get("errorCode")
+        .or(e.get("statusCode"))
+        .and_then(Value::as_str)
+        .unwrap_or("ERROR");
+    let message = e.get("message").and_then(Value::as_str).unwrap_or("");
+    format!("{code}: {message}")
+}
+
+fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, text: &str) -> CallError {
+    let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let detail = match body.as_array() {
+        Some(errors) => errors.iter().map(error_text).collect::<Vec<_>>().join("; "),
+        None => truncate(text, 300),
+    };
+    let message = format!("HTTP {}: {detail}", status.as_u16());
+    // The org's 24-hour API allowance is spent: wait, don't dead-letter.
+    if status == StatusCode::FORBIDDEN && detail.contains("REQUEST_LIMIT_EXCEEDED") {
+        return CallError::Retry {
+            status: Some(403),
+            message,
+            retry_after: Some(Duration::from_secs(3600)),
+        };
+    }
+    if is_retryable(status) {
+        return CallError::Retry {
+            status: Some(status.as_u16()),
+            message,
+            retry_after: retry_after(headers),
+        };
+    }
+    CallError::Permanent {
+        status: Some(status.as_u16()),
+        message,
+    }
+}

@@ -1,0 +1,556 @@
+//! The delivery worker: claims due CRM records by lease, merges each record's pending property
+//! updates into one, sends them in batches (HubSpot ≤ 100, Salesforce ≤ 200 per call) under the
+//! per-account rate limit, and records each outcome — delivered, retry later, or dead with the
+//! CRM's error. No transaction is open during an HTTP call; a worker whose lease ran out cannot
+//! complete a record (the store fences every finish).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::limiter::RollingLimiter;
+use super::retry::next_delay;
+use crate::clock::{Millis, SharedClock};
+use crate::config::Settings;
+use crate::crm::hubspot::{self, HubSpotClient};
+use crate::crm::salesforce::{self, SalesforceClient};
+use crate::crm::{http_client, CallError};
+use crate::store::{ClaimedRecord, DeliveryResult, NewInboxEvent, OutboxRow, Store, StoreError};
+
+const ROWS_PER_RECORD: i64 = 100;
+/// When a CRM has no credentials configured, look again this much later.
+const NOT_CONFIGURED_RETRY: Millis = 3_600_000;
+
+/// What one round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// Records claimed this round.
+    pub records: usize,
+    /// CRM API calls made.
+    pub calls: usize,
+}
+
+#[derive(Clone)]
+pub struct OutboxWorker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    store: Store,
+    settings: Arc<Settings>,
+    clock: SharedClock,
+    hubspot: Option<HubSpotClient>,
+    salesforce: Option<SalesforceClient>,
+    hubspot_limit: Mutex<RollingLimiter>,
+    salesforce_limit: Mutex<RollingLimiter>,
+    /// Woken when a read result lands in the inbox.
+    inbox_wake: Arc<Notify>,
+}
+
+/// One thing to send for a claimed record: the record's first run of property updates (merged),
+/// or its first other write. Later rows wait for the next round, which keeps per-record order.
+struct Segment {
+    head_id: i64,
+    attempts: usize,
+    crm: String,
+    account: String,
+    object_type: String,
+    object_id: String,
+    kind: String,
+    payload: Value,
+    row_ids: Vec<i64>,
+}
+
+impl OutboxWorker {
+    pub fn new(
+        store: Store,
+        settings: Arc<Settings>,
+        clock: SharedClock,
+        inbox_wake: Arc<Notify>,
+    ) -> Self {
+        let http = http_client(Duration::from_secs(settings.outbox.request_timeout_secs));
+        let hubspot = (!settings.hubspot.access_token.is_empty()).then(|| {
+            HubSpotClient::new(
+                http.clone(),
+                &settings.hubspot.api_base_url,
+                settings.hubspot.access_token.clone(),
+            )
+        });
+        let sf = &settings.salesforce;
+        let salesforce = (!sf.login_url.is_empty() && !sf.client_id.is_empty()).then(|| {
+            SalesforceClient::new(
+                http,
+                &sf.login_url,
+                &sf.client_id,
+                sf.client_secret.clone(),
+                &sf.api_version,
+            )
+        });
+        let inner = Inner {
+            id: format!("outbox-{}", uuid::Uuid::new_v4().simple()),
+            hubspot_limit: Mutex::new(RollingLimiter::new(
+                settings.outbox.hubspot_requests_per_10s,
+                10_000,
+            )),
+            salesforce_limit: Mutex::new(RollingLimiter::new(
+                settings.outbox.salesforce_requests_per_10s,
+                10_000,
+            )),
+            store,
+            settings,
+            clock,
+            hubspot,
+            salesforce,
+            inbox_wake,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Deliver one round of due records.
+    pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        let me = &self.inner;
+        let now = me.clock.now();
+        let lease_until = now + me.settings.outbox.lease_secs as Millis * 1000;
+        let claimed = me
+            .store
+            .claim_records(
+                &me.id,
+                now,
+                lease_until,
+                i64::from(me.settings.outbox.batch_records),
+                ROWS_PER_RECORD,
+            )
+            .await?;
+        let mut report = TickReport {
+            records: claimed.len(),
+            calls: 0,
+        };
+        let (updates, singles) = segments(claimed);
+        for ((crm, account), group) in updates {
+            let limit = if crm == "hubspot" {
+                hubspot::BATCH_LIMIT
+            } else {
+                salesforce::BATCH_LIMIT
+            };
+            // HubSpot batches are per object type; Salesforce collections may mix types.
+            let mut by_call: BTreeMap<String, Vec<Segment>> = BTreeMap::new();
+            for s in group {
+                let key = if crm == "hubspot" {
+                    s.object_type.clone()
+                } else {
+                    String::new()
+                };
+                by_call.entry(key).or_default().push(s);
+            }
+            for (_, segs) in by_call {
+                let mut segs = segs.into_iter().peekable();
+                while segs.peek().is_some() {
+                    let chunk: Vec<Segment> = segs.by_ref().take(limit).collect();
+                    report.calls += self.send_updates(&crm, &account, chunk).await?;
+                }
+            }
+        }
+        for s in singles {
+            report.calls += self.send_single(s).await?;
+        }
+        self.update_gauges().await;
+        Ok(report)
+    }
+
+    /// Run rounds until nothing is claimable now (tests, demo).
+    pub async fn drain(&self) -> Result<TickReport, StoreError> {
+        let mut total = TickReport::default();
+        loop {
+            let r = self.tick().await?;
+            if r.records == 0 {
+                return Ok(total);
+            }
+            total.records += r.records;
+            total.calls += r.calls;
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken, wake: Arc<Notify>) {
+        loop {
+            let busy = match self.tick().await {
+                Ok(r) => r.records > 0,
+                Err(e) => {
+                    tracing::error!(error = ?e, "outbox round failed; retrying");
+                    false
+                }
+            };
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {},
+            }
+        }
+    }
+
+    fn acquire(&self, crm: &str, account: &str, now: Millis) -> Result<(), Millis> {
+        let limiter = if crm == "hubspot" {
+            &self.inner.hubspot_limit
+        } else {
+            &self.inner.salesforce_limit
+        };
+        limiter
+            .lock()
+            .expect("limiter lock")
+            .try_acquire(&format!("{crm}:{account}"), now)
+    }
+
+    /// Send merged property updates for up to one batch of records; returns API calls made.
+    async fn send_updates(
+        &self,
+        crm: &str,
+        account: &str,
+        chunk: Vec<Segment>,
+    ) -> Result<usize, StoreError> {
+        let now = self.inner.clock.now();
+        if let Err(free_at) = self.acquire(crm, account, now) {
+            return self.defer_all(chunk, free_at).await.map(|_| 0);
+        }
+        let result = match crm {
+            "hubspot" => match &self.inner.hubspot {
+                None => {
+                    return self
+                        .defer_all(chunk, now + NOT_CONFIGURED_RETRY)
+                        .await
+                        .map(|_| 0)
+                }
+                Some(client) => {
+                    let inputs: Vec<(String, hubspot::Properties)> = chunk
+                        .iter()
+                        .map(|s| (s.object_id.clone(), properties_of(&s.payload)))
+                        .collect();
+                    if inputs.len() == 1 {
+                        client
+                            .update(&chunk[0].object_type, &inputs[0].0, &inputs[0].1)
+                            .await
+                            .map(|_| BTreeMap::new())
+                    } else {
+                        client.batch_update(&chunk[0].object_type, &inputs).await
+                    }
+                }
+            },
+            _ => match &self.inner.salesforce {
+                None => {
+                    return self
+                        .defer_all(chunk, now + NOT_CONFIGURED_RETRY)
+                        .await
+                        .map(|_| 0)
+                }
+                Some(client) => {
+                    if chunk.len() == 1 {
+                        let s = &chunk[0];
+                        client
+                            .update(&s.object_type, &s.object_id, &properties_of(&s.payload))
+                            .await
+                            .map(|_| BTreeMap::new())
+                    } else {
+                        let records: Vec<(String, String, salesforce::Fields)> = chunk
+                            .iter()
+                            .map(|s| {
+                                (
+                                    s.object_type.clone(),
+                                    s.object_id.clone(),
+                                    properties_of(&s.payload),
+                                )
+                            })
+                            .collect();
+                        client.composite_update(&records).await
+                    }
+                }
+            },
+        };
+        match result {
+            Ok(failed) => {
+                for s in chunk {
+                    let outcome = failed.get(&s.object_id).cloned();
+                    self.finish(s, outcome).await?;
+                }
+                Ok(1)
+            }
+            // A batch refused as a whole may hide one bad record: send them one by one so only
+            // that record is dead-lettered.
+            Err(CallError::Permanent { .. }) if chunk.len() > 1 => {
+                let mut calls = 1;
+                for s in chunk {
+                    calls += Box::pin(self.send_updates(crm, account, vec![s])).await?;
+                }
+                Ok(calls)
+            }
+            Err(e) => {
+                for s in chunk {
+                    self.finish(s, Some(e.clone())).await?;
+                }
+                Ok(1)
+            }
+        }
+    }
+
+    /// A note, a Platform Event or a read: one call per row.
+    async fn send_single(&self, s: Segment) -> Result<usize, StoreError> {
+        let me = &self.inner;
+        let now = me.clock.now();
+        if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {
+            return self.defer_all(vec![s], free_at).await.map(|_| 0);
+        }
+        let outcome = match (s.crm.as_str(), s.kind.as_str(), &me.hubspot, &me.salesforce) {
+            ("hubspot", "create_note", Some(client), _) => {
+                let body = s
+                    .payload
+                    .get("body")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let ts = s
+                    .payload
+                    .get("timestamp")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(now);
+                client.create_note(&s.object_id, body, ts).await.err()
+            }
+            ("hubspot", "read_record", Some(client), _) => {
+                self.read_hubspot(client, &s, now).await.err()
+            }
+            ("salesforce", "publish_event", _, Some(client)) => {
+                let event = s
+                    .payload
+                    .get("event")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Referral_Reward__e");
+                client
+                    .publish_event(event, s.payload.get("fields").unwrap_or(&Value::Null))
+                    .await
+                    .err()
+            }
+            ("hubspot", _, None, _) | ("salesforce", _, _, None) => {
+                return self
+                    .defer_all(vec![s], now + NOT_CONFIGURED_RETRY)
+                    .await
+                    .map(|_| 0);
+            }
+            (crm, kind, _, _) => Some(CallError::Permanent {
+                status: None,
+                message: format!("no delivery for {kind} to {crm}"),
+            }),
+        };
+        self.finish(s, outcome).await?;
+        Ok(1)
+    }
+
+    /// Read a HubSpot record and hand the answer to the inbox processor as a snapshot event.
+    async fn read_hubspot(
+        &self,
+        client: &HubSpotClient,
+        s: &Segment,
+        now: Millis,
+    ) -> Result<(), CallError> {
+        let me = &self.inner;
+        let guarded = me.settings.hubspot.properties.referral_source.as_str();
+        let properties: Vec<&str> = match s.object_type.as_str() {
+            "deal" => vec![
+                "dealname",
+                "amount",
+                "deal_currency_code",
+                "pipeline",
+                "dealstage",
+                "createdate",
+                guarded,
+            ],
+            _ => vec!["email", "createdate", guarded],
+        };
+        let mut answer = client
+            .read(&s.object_type, &s.object_id, &properties)
+            .await?;
+        if let Some(obj) = answer.as_object_mut() {
+            obj.insert("portalId".into(), json!(s.account));
+        }
+        let event = NewInboxEvent {
+            source: "hubspot-api".into(),
+            dedupe_key: format!("read:{}", s.head_id),
+            event_type: format!("{}.snapshot", s.object_type),
+            object_key: Some(format!("hubspot:{}:{}", s.object_type, s.object_id)),
+            occurred_at: Some(now),
+            received_at: now,
+            meta: r#"{"via":"api_read"}"#.into(),
+            payload: answer.to_string(),
+        };
+        me.store
+            .record_read_result(&event)
+            .await
+            .map_err(|e| CallError::Retry {
+                status: None,
+                message: format!("could not store the read result: {e}"),
+                retry_after: None,
+            })?;
+        me.inbox_wake.notify_one();
+        Ok(())
+    }
+
+    async fn defer_all(&self, segments: Vec<Segment>, retry_at: Millis) -> Result<(), StoreError> {
+        for s in segments {
+            self.inner
+                .store
+                .finish_delivery(
+                    &self.inner.id,
+                    s.head_id,
+                    &DeliveryResult::Defer { retry_at },
+                    self.inner.clock.now(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, s: Segment, outcome: Option<CallError>) -> Result<(), StoreError> {
+        let me = &self.inner;
+        let now = me.clock.now();
+        let result = match outcome {
+            None => DeliveryResult::Delivered { row_ids: s.row_ids },
+            Some(CallError::Retry {
+                status,
+                message,
+                retry_after,
+            }) => {
+                let seed = u64::from_le_bytes(
+                    uuid::Uuid::new_v4().as_bytes()[..8]
+                        .try_into()
+                        .expect("8 bytes"),
+                );
+                match next_delay(
+                    &me.settings.outbox.retry_schedule_secs,
+                    s.attempts,
+                    retry_after,
+                    seed,
+                ) {
+                    Some(delay) => {
+                        metrics::counter!("outbox_retries_total", "crm" => s.crm.clone())
+                            .increment(1);
+                        DeliveryResult::Retry {
+                            status: status.map(i64::from),
+                            error: message,
+                            retry_at: now + delay,
+                        }
+                    }
+                    None => {
+                        metrics::counter!("outbox_dead_total", "crm" => s.crm.clone()).increment(1);
+                        DeliveryResult::Dead {
+                            row_ids: s.row_ids,
+                            status: status.map(i64::from),
+                            error: format!("gave up after {} attempts: {message}", s.attempts + 1),
+                        }
+                    }
+                }
+            }
+            Some(CallError::Permanent { status, message }) => {
+                metrics::counter!("outbox_dead_total", "crm" => s.crm.clone()).increment(1);
+                tracing::warn!(crm = %s.crm, object = %s.object_id, %message, "CRM refused a write; dead-lettered");
+                DeliveryResult::Dead {
+                    row_ids: s.row_ids,
+                    status: status.map(i64::from),
+                    error: message,
+                }
+            }
+        };
+        if !me
+            .store
+            .finish_delivery(&me.id, s.head_id, &result, now)
+            .await?
+        {
+            tracing::warn!(record = %s.object_id, "lease lost before finishing; another worker owns the record");
+        }
+        Ok(())
+    }
+
+    async fn update_gauges(&self) {
+        if let Ok((depth, oldest)) = self
+            .inner
+            .store
+            .outbox_backlog(self.inner.clock.now())
+            .await
+        {
+            metrics::gauge!("outbox_pending").set(depth as f64);
+            metrics::gauge!("outbox_oldest_pending_seconds").set(oldest as f64 / 1000.0);
+        }
+    }
+}
+
+/// Split claimed records into merged property updates (grouped by CRM account) and single writes.
+#[allow(clippy::type_complexity)]
+fn segments(
+    claimed: Vec<ClaimedRecord>,
+) -> (BTreeMap<(String, String), Vec<Segment>>, Vec<Segment>) {
+    let mut updates: BTreeMap<(String, String), Vec<Segment>> = BTreeMap::new();
+    let mut singles = Vec::new();
+    for record in claimed {
+        let Some(head) = record.rows.first() else {
+            continue;
+        };
+        let base = |row: &OutboxRow| Segment {
+            head_id: record.head_id,
+            attempts: usize::try_from(head.attempts).unwrap_or(0),
+            crm: row.crm.clone(),
+            account: row.account.clone(),
+            object_type: row.object_type.clone(),
+            object_id: row.object_id.clone(),
+            kind: row.kind.clone(),
+            payload: serde_json::from_str(&row.payload).unwrap_or(Value::Null),
+            row_ids: vec![row.id],
+        };
+        if head.kind != "update_properties" {
+            singles.push(base(head));
+            continue;
+        }
+        // Merge the run of consecutive property updates; later values win.
+        let mut merged = serde_json::Map::new();
+        let mut row_ids = Vec::new();
+        for row in record
+            .rows
+            .iter()
+            .take_while(|r| r.kind == "update_properties")
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&row.payload) {
+                if let Some(props) = v.get("properties").and_then(Value::as_object) {
+                    merged.extend(props.clone());
+                }
+            }
+            row_ids.push(row.id);
+        }
+        let mut segment = base(head);
+        segment.payload = json!({ "properties": merged });
+        segment.row_ids = row_ids;
+        updates
+            .entry((head.crm.clone(), head.account.clone()))
+            .or_default()
+            .push(segment);
+    }
+    (updates, singles)
+}
+
+fn properties_of(payload: &Value) -> BTreeMap<String, String> {
+    payload
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), String::from),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,419 @@
+//! In-process CRM sandbox: a local HTTP server that answers the HubSpot and Salesforce endpoints
+//! referral-sync writes to, following the vendors' documented status codes, error bodies, rate-limit
+//! answers and token expiry. This module owns the server lifecycle, the shared state, fault
+//! injection and the request/write journal; `hubspot` and `salesforce` own each vendor's routes.
+//!
+//! Time comes from the injected [`SharedClock`], so rate-limit windows move only when a test moves
+//! the clock; only [`Failure::Delay`] waits in real time.
+
+mod hubspot;
+mod salesforce;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::Value;
+
+use crate::clock::{Millis, SharedClock};
+
+/// A running sandbox. Dropping it without [`CrmSandbox::stop`] leaves the server running until the
+/// runtime shuts down.
+pub struct CrmSandbox {
+    /// `http://127.0.0.1:PORT`, no trailing slash; both CRMs are served from it.
+    pub base_url: String,
+    pub state: Arc<SandboxState>,
+    handle: ServerHandle,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl CrmSandbox {
+    /// Bind 127.0.0.1 on a free port and serve on the current tokio runtime.
+    pub async fn start(config: SandboxConfig, clock: SharedClock) -> std::io::Result<CrmSandbox> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+        let state = Arc::new(SandboxState::new(config, clock, base_url.clone()));
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                // Batch bodies of 100–200 records exceed actix's 256 kB default.
+                .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+                .default_service(web::to(dispatch))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        let server = tokio::spawn(server);
+        Ok(CrmSandbox {
+            base_url,
+            state,
+            handle,
+            server,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.server.await;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// The Bearer token HubSpot requests must carry.
+    pub hubspot_token: String,
+    /// Requests per rolling 10 s window (HubSpot private apps: 100–190).
+    pub hubspot_limit_per_10s: u32,
+    pub salesforce_client_id: String,
+    pub salesforce_client_secret: String,
+    /// e.g. "v62.0"; any other version in a data URL is a 404.
+    pub salesforce_api_version: String,
+    /// Writing a HubSpot property that was not created via the properties API is a 400.
+    pub strict_properties: bool,
+    /// A write to an id that was never seeded creates the record; false: 404.
+    pub auto_create: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            hubspot_token: "pat-sandbox".into(),
+            hubspot_limit_per_10s: 100,
+            salesforce_client_id: "sandbox-client".into(),
+            salesforce_client_secret: "sandbox-secret".into(),
+            salesforce_api_version: "v62.0".into(),
+            strict_properties: false,
+            auto_create: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Answer with this status and the CRM's own error body.
+    Status(u16),
+    /// HubSpot: 429 TEN_SECONDLY_ROLLING. Salesforce: 403 REQUEST_LIMIT_EXCEEDED.
+    RateLimit,
+    /// HubSpot: 429 DAILY. Salesforce: 403 REQUEST_LIMIT_EXCEEDED.
+    DailyLimit,
+    /// Answer normally after this real delay.
+    Delay(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Crm {
+    HubSpot,
+    Salesforce,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedWrite {
+    pub crm: Crm,
+    /// HubSpot: "contacts" | "deals" (canonical plural). Salesforce: the sObject name.
+    pub object_type: String,
+    pub id: String,
+    /// Only the properties this write set.
+    pub properties: BTreeMap<String, String>,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub crm: Crm,
+    pub method: String,
+    /// Without the query string.
+    pub path: String,
+    pub status: u16,
+    pub at: Millis,
+}
+
+/// Everything the sandbox knows; shared by the server and the test that started it.
+pub struct SandboxState {
+    config: SandboxConfig,
+    clock: SharedClock,
+    base_url: String,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    hubspot: hubspot::Store,
+    salesforce: salesforce::Store,
+    hubspot_faults: Faults,
+    salesforce_faults: Faults,
+    writes: Vec<RecordedWrite>,
+    requests: Vec<RecordedRequest>,
+}
+
+#[derive(Default)]
+struct Faults {
+    queued: VecDeque<Failure>,
+    outage: Option<Failure>,
+}
+
+impl Inner {
+    fn faults(&mut self, crm: Crm) -> &mut Faults {
+        match crm {
+            Crm::HubSpot => &mut self.hubspot_faults,
+            Crm::Salesforce => &mut self.salesforce_faults,
+        }
+    }
+
+    /// The failure this request must suffer, if any; an outage does not use up queued failures.
+    fn take_failure(&mut self, crm: Crm) -> Option<Failure> {
+        let faults = self.faults(crm);
+        match &faults.outage {
+            Some(failure) => Some(failure.clone()),
+            None => faults.queued.pop_front(),
+        }
+    }
+}
+
+impl SandboxState {
+    fn new(config: SandboxConfig, clock: SharedClock, base_url: String) -> Self {
+        Self {
+            config,
+            clock,
+            base_url,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test thread must not take every later assertion down with it.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// The next `n` API requests to `crm` fail this way (the Salesforce token endpoint never fails).
+    pub fn fail_next(&self, crm: Crm, n: usize, failure: Failure) {
+        let mut inner = self.lock();
+        let queued = &mut inner.faults(crm).queued;
+        queued.extend(std::iter::repeat_n(failure, n));
+    }
+
+    /// Every API request to `crm` fails this way until cleared with `None`.
+    pub fn set_outage(&self, crm: Crm, failure: Option<Failure>) {
+        self.lock().faults(crm).outage = failure;
+    }
+
+    /// Every Salesforce access token issued so far becomes invalid.
+    pub fn expire_salesforce_sessions(&self) {
+        self.lock().salesforce.expire_sessions();
+    }
+
+    pub fn tokens_issued(&self) -> usize {
+        self.lock().salesforce.tokens_issued()
+    }
+
+    /// `object_type`: "contacts" | "deals" as in URLs; `contact_ids`: a deal's associated contacts.
+    pub fn seed_hubspot(
+        &self,
+        object_type: &str,
+        id: &str,
+        properties: &[(&str, &str)],
+        contact_ids: &[&str],
+    ) {
+        let now = self.now();
+        self.lock()
+            .hubspot
+            .seed(object_type, id, properties, contact_ids, now);
+    }
+
+    /// Seeded field names become known fields of the sObject.
+    pub fn seed_salesforce(&self, sobject: &str, id: &str, fields: &[(&str, &str)]) {
+        self.lock().salesforce.seed(sobject, id, fields);
+    }
+
+    /// Make `field` unknown on `sobject`: writes to it answer 400 INVALID_FIELD.
+    pub fn remove_salesforce_field(&self, sobject: &str, field: &str) {
+        self.lock().salesforce.remove_field(sobject, field);
+    }
+
+    pub fn add_salesforce_field(&self, sobject: &str, field: &str) {
+        self.lock().salesforce.add_field(sobject, field);
+    }
+
+    /// Current properties of a HubSpot object.
+    pub fn hubspot_object(&self, object_type: &str, id: &str) -> Option<BTreeMap<String, String>> {
+        self.lock().hubspot.object(object_type, id)
+    }
+
+    pub fn salesforce_record(&self, sobject: &str, id: &str) -> Option<BTreeMap<String, String>> {
+        self.lock().salesforce.record(sobject, id)
+    }
+
+    /// Every successful record write, in order of application. Notes, properties and platform
+    /// events have their own journals.
+    pub fn writes(&self) -> Vec<RecordedWrite> {
+        self.lock().writes.clone()
+    }
+
+    /// Every request either CRM answered, failed ones included, in order of answer.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// HubSpot notes created, each the full body as received.
+    pub fn notes(&self) -> Vec<Value> {
+        self.lock().hubspot.notes.clone()
+    }
+
+    /// Salesforce platform events published: (event name, fields as received).
+    pub fn platform_events(&self) -> Vec<(String, Value)> {
+        self.lock().salesforce.events.clone()
+    }
+
+    /// Names of HubSpot properties created via the properties API, in creation order.
+    pub fn hubspot_properties(&self, object_type: &str) -> Vec<String> {
+        self.lock().hubspot.property_names(object_type)
+    }
+}
+
+/// A response before it becomes an actix one, so vendor modules can add headers uniformly.
+struct Reply {
+    status: u16,
+    body: Option<Value>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body: Some(body),
+            headers: Vec::new(),
+        }
+    }
+
+    fn empty(status: u16) -> Self {
+        Self {
+            status,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn into_response(self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut builder = HttpResponse::build(status);
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                builder.insert_header((HeaderName::from_static(name), value));
+            }
+        }
+        match self.body {
+            Some(body) => builder
+                .content_type("application/json;charset=UTF-8")
+                .body(body.to_string()),
+            None => builder.finish(),
+        }
+    }
+}
+
+fn record_request(inner: &mut Inner, crm: Crm, req: &HttpRequest, status: u16, at: Millis) {
+    inner.requests.push(RecordedRequest {
+        crm,
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        status,
+        at,
+    });
+}
+
+fn correlation_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    // Salesforce also accepts the legacy "OAuth" scheme.
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth"))
+        .then(|| token.trim())
+}
+
+/// Path segments, empty ones (trailing or doubled slashes) dropped.
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+async fn dispatch(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<SandboxState>,
+) -> HttpResponse {
+    let path = req.path();
+    if path.starts_with("/crm/") {
+        hubspot::handle(&state, &req, &body).await
+    } else if path.starts_with("/services/") {
+        salesforce::handle(&state, &req, &body).await
+    } else {
+        HttpResponse::NotFound().finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+
+    pub(super) struct Started {
+        pub(super) sandbox: CrmSandbox,
+        pub(super) clock: Arc<FakeClock>,
+    }
+
+    pub(super) async fn start(config: SandboxConfig) -> Started {
+        let clock = FakeClock::new(1_700_000_000_000);
+        let sandbox = CrmSandbox::start(config, clock.clone()).await.unwrap();
+        Started { sandbox, clock }
+    }
+
+    #[tokio::test]
+    async fn stop_releases_the_port_and_unknown_prefixes_are_404() {
+        let clock = FakeClock::new(1_700_000_000_000);
+        let sandbox = CrmSandbox::start(SandboxConfig::default(), clock)
+            .await
+            .unwrap();
+        assert!(sandbox.base_url.starts_with("http://127.0.0.1:"));
+        assert!(!sandbox.base_url.ends_with('/'));
+        let resp = reqwest::get(format!("{}/elsewhere", sandbox.base_url))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(sandbox.state.requests().is_empty());
+        let url = sandbox.base_url.clone();
+        sandbox.stop().await;
+        assert!(reqwest::get(format!("{url}/crm/v3/objects/contacts/1"))
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn an_outage_does_not_use_up_queued_failures() {
+        let mut inner = Inner::default();
+        inner.faults(Crm::HubSpot).queued.push_back(Failure::Status(500));
+        inner.faults(Crm::HubSpot).outage = Some(Failure::Status(503));
+        assert_eq!(inner.take_failure(Crm::HubSpot), Some(Failure::Status(503)));
+        inner.faults(Crm::HubSpot).outage = None;
+        assert_eq!(inner.take_failure(Crm::HubSpot), Some(Failure::Status(500)));
+        assert_eq!(inner.take_failure(Crm::HubSpot), None);
+        assert_eq!(inner.take_failure(Crm::Salesforce), None);
+    }
+}
