@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod rewards;
 pub mod routes;
+pub mod sandbox;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::{
-    correlation_id, record_request, segments, Crm, Failure, Inner, RecordedWrite, Reply,
+    correlation_id, record_request, segments, Crm, Failure, Gate, Inner, RecordedWrite, Reply,
     SandboxState,
 };
 use crate::clock::{to_rfc3339, Millis};
@@ -152,7 +152,9 @@ pub(super) async fn handle(state: &SandboxState, req: &HttpRequest, body: &[u8])
     let (gate, remaining) = {
         let mut inner = state.lock();
         let used = inner.hubspot.admit(state.now());
-        let remaining = usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(used);
+        let remaining = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(used);
         let gate = if !authorized {
             Gate::Answer(unauthorized())
         } else if used > usize::try_from(limit).unwrap_or(usize::MAX) {
@@ -166,20 +168,11 @@ pub(super) async fn handle(state: &SandboxState, req: &HttpRequest, body: &[u8])
         };
         (gate, remaining)
     };
-    let early = match gate {
-        Gate::Answer(reply) => Some(reply),
-        Gate::Delay(delay) => {
-            tokio::time::sleep(delay).await;
-            None
-        }
-        Gate::Proceed => None,
-    };
+    let early = gate.pass().await;
     let mut inner = state.lock();
     let now = state.now();
-    let reply = early.unwrap_or_else(|| {
-        match route(state, &mut inner, req, body, now) {
-            Ok(reply) | Err(reply) => reply,
-        }
+    let reply = early.unwrap_or_else(|| match route(state, &mut inner, req, body, now) {
+        Ok(reply) | Err(reply) => reply,
     });
     let reply = reply
         .header("x-hubspot-ratelimit-max", limit.to_string())
@@ -191,12 +184,6 @@ pub(super) async fn handle(state: &SandboxState, req: &HttpRequest, body: &[u8])
     record_request(&mut inner, Crm::HubSpot, req, reply.status, now);
     drop(inner);
     reply.into_response()
-}
-
-enum Gate {
-    Proceed,
-    Delay(std::time::Duration),
-    Answer(Reply),
 }
 
 enum Policy {
@@ -486,7 +473,11 @@ fn batch_update(
         let id = match input.get("id") {
             Some(Value::String(id)) => id.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(validation("Invalid input JSON: every input needs an \"id\"")),
+            _ => {
+                return Err(validation(
+                    "Invalid input JSON: every input needs an \"id\"",
+                ))
+            }
         };
         if !seen.insert(id.clone()) {
             return Err(validation(format!(
@@ -528,12 +519,7 @@ fn batch_update(
     Ok(Reply::json(207, response))
 }
 
-fn read(
-    inner: &Inner,
-    object_type: &str,
-    id: &str,
-    req: &HttpRequest,
-) -> Result<Reply, Reply> {
+fn read(inner: &Inner, object_type: &str, id: &str, req: &HttpRequest) -> Result<Reply, Reply> {
     let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
         .map(|q| q.into_inner())
         .unwrap_or_default();
@@ -605,14 +591,20 @@ fn association_contacts(associations: Option<&Value>) -> Result<Vec<String>, Rep
         return Ok(Vec::new());
     };
     let Some(associations) = associations.as_array() else {
-        return Err(validation("Invalid input JSON: \"associations\" must be an array"));
+        return Err(validation(
+            "Invalid input JSON: \"associations\" must be an array",
+        ));
     };
     let mut contacts = Vec::new();
     for association in associations {
         let to = match association.pointer("/to/id") {
             Some(Value::String(id)) => id.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(validation("Invalid input JSON: association is missing \"to\".\"id\"")),
+            _ => {
+                return Err(validation(
+                    "Invalid input JSON: association is missing \"to\".\"id\"",
+                ))
+            }
         };
         let types = association
             .get("types")
@@ -650,7 +642,12 @@ fn create(
     now: Millis,
 ) -> Result<Reply, Reply> {
     let received = parse_json(body)?;
-    let props = properties_of(state, &inner.hubspot, object_type, received.get("properties"))?;
+    let props = properties_of(
+        state,
+        &inner.hubspot,
+        object_type,
+        received.get("properties"),
+    )?;
     if object_type == "notes" && !props.contains_key("hs_timestamp") {
         return Err(invalid_properties(&[invalid_entry(
             "hs_timestamp",
@@ -728,7 +725,14 @@ fn create_group(inner: &mut Inner, object_type: &str, body: &[u8]) -> Result<Rep
     Ok(Reply::json(201, group))
 }
 
-const PROPERTY_TYPES: &[&str] = &["string", "number", "date", "datetime", "enumeration", "bool"];
+const PROPERTY_TYPES: &[&str] = &[
+    "string",
+    "number",
+    "date",
+    "datetime",
+    "enumeration",
+    "bool",
+];
 const FIELD_TYPES: &[&str] = &[
     "text",
     "textarea",
@@ -864,7 +868,10 @@ mod tests {
         ] {
             let resp = request.send().await.unwrap();
             assert_eq!(resp.status(), 401);
-            assert_eq!(header(&resp, "x-hubspot-ratelimit-max").as_deref(), Some("100"));
+            assert_eq!(
+                header(&resp, "x-hubspot-ratelimit-max").as_deref(),
+                Some("100")
+            );
             let body: Value = resp.json().await.unwrap();
             assert_eq!(body["status"], "error");
             assert_eq!(body["category"], "INVALID_AUTHENTICATION");
@@ -881,12 +888,9 @@ mod tests {
     #[tokio::test]
     async fn patch_then_get_shows_the_value_and_associations() {
         let s = start(SandboxConfig::default()).await;
-        s.sandbox.state.seed_hubspot(
-            "deals",
-            "501",
-            &[("dealname", "Big one")],
-            &["101", "102"],
-        );
+        s.sandbox
+            .state
+            .seed_hubspot("deals", "501", &[("dealname", "Big one")], &["101", "102"]);
         let resp = patch(
             &s,
             "/crm/v3/objects/deals/501",
@@ -973,7 +977,8 @@ mod tests {
         for id in ["1", "2", "3"] {
             s.sandbox.state.seed_hubspot("contacts", id, &[], &[]);
         }
-        let input = |id: &str| json!({ "id": id, "properties": { "referral_code": format!("R{id}") } });
+        let input =
+            |id: &str| json!({ "id": id, "properties": { "referral_code": format!("R{id}") } });
         let resp = post(
             &s,
             "/crm/v3/objects/contacts/batch/update",
@@ -1015,8 +1020,14 @@ mod tests {
         assert_eq!(body["errors"][0]["context"]["ids"], json!(["77"]));
         assert_eq!(body["results"].as_array().unwrap().len(), 2);
         let state = &s.sandbox.state;
-        assert_eq!(state.hubspot_object("contacts", "1").unwrap()["referral_code"], "NEW1");
-        assert_eq!(state.hubspot_object("contacts", "3").unwrap()["referral_code"], "NEW3");
+        assert_eq!(
+            state.hubspot_object("contacts", "1").unwrap()["referral_code"],
+            "NEW1"
+        );
+        assert_eq!(
+            state.hubspot_object("contacts", "3").unwrap()["referral_code"],
+            "NEW3"
+        );
         assert!(state.hubspot_object("contacts", "77").is_none());
         assert_eq!(state.writes().len(), 5);
         s.sandbox.stop().await;
@@ -1032,7 +1043,10 @@ mod tests {
         for expected_remaining in (0..5).rev() {
             let resp = get(&s, "/crm/v3/properties/contacts/referral_source").await;
             assert_eq!(resp.status(), 404);
-            assert_eq!(header(&resp, "x-hubspot-ratelimit-max").as_deref(), Some("5"));
+            assert_eq!(
+                header(&resp, "x-hubspot-ratelimit-max").as_deref(),
+                Some("5")
+            );
             assert_eq!(
                 header(&resp, "x-hubspot-ratelimit-remaining"),
                 Some(expected_remaining.to_string())
@@ -1045,17 +1059,26 @@ mod tests {
         }
         let resp = get(&s, "/crm/v3/properties/contacts/referral_source").await;
         assert_eq!(resp.status(), 429);
-        assert_eq!(header(&resp, "x-hubspot-ratelimit-remaining").as_deref(), Some("0"));
+        assert_eq!(
+            header(&resp, "x-hubspot-ratelimit-remaining").as_deref(),
+            Some("0")
+        );
         assert!(resp.headers().get("retry-after").is_none());
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["policyName"], "TEN_SECONDLY_ROLLING");
         assert_eq!(body["errorType"], "RATE_LIMIT");
-        assert_eq!(body["message"], "You have reached your ten_secondly_rolling limit.");
+        assert_eq!(
+            body["message"],
+            "You have reached your ten_secondly_rolling limit."
+        );
 
         s.clock.advance(10_001);
         let resp = get(&s, "/crm/v3/properties/contacts/referral_source").await;
         assert_eq!(resp.status(), 404);
-        assert_eq!(header(&resp, "x-hubspot-ratelimit-remaining").as_deref(), Some("4"));
+        assert_eq!(
+            header(&resp, "x-hubspot-ratelimit-remaining").as_deref(),
+            Some("4")
+        );
         s.sandbox.stop().await;
     }
 
@@ -1073,7 +1096,12 @@ mod tests {
             assert_eq!(err["status"], "error");
         }
         assert!(state.writes().is_empty());
-        assert_eq!(patch(&s, "/crm/v3/objects/contacts/1", body.clone()).await.status(), 200);
+        assert_eq!(
+            patch(&s, "/crm/v3/objects/contacts/1", body.clone())
+                .await
+                .status(),
+            200
+        );
         assert_eq!(state.writes().len(), 1);
 
         state.fail_next(Crm::HubSpot, 1, Failure::DailyLimit);
@@ -1085,10 +1113,20 @@ mod tests {
 
         state.set_outage(Crm::HubSpot, Some(Failure::Status(502)));
         for _ in 0..3 {
-            assert_eq!(patch(&s, "/crm/v3/objects/contacts/1", body.clone()).await.status(), 502);
+            assert_eq!(
+                patch(&s, "/crm/v3/objects/contacts/1", body.clone())
+                    .await
+                    .status(),
+                502
+            );
         }
         state.set_outage(Crm::HubSpot, None);
-        assert_eq!(patch(&s, "/crm/v3/objects/contacts/1", body.clone()).await.status(), 200);
+        assert_eq!(
+            patch(&s, "/crm/v3/objects/contacts/1", body.clone())
+                .await
+                .status(),
+            200
+        );
 
         let statuses: Vec<u16> = state.requests().iter().map(|r| r.status).collect();
         assert_eq!(statuses, [503, 503, 200, 429, 502, 502, 502, 200]);
@@ -1137,14 +1175,32 @@ mod tests {
         })
         .await;
         let group = json!({ "name": "referral", "label": "Referral", "displayOrder": -1 });
-        assert_eq!(get(&s, "/crm/v3/properties/contacts/groups/referral").await.status(), 404);
-        assert_eq!(post(&s, "/crm/v3/properties/contacts/groups", group.clone()).await.status(), 201);
-        assert_eq!(get(&s, "/crm/v3/properties/contacts/groups/referral").await.status(), 200);
+        assert_eq!(
+            get(&s, "/crm/v3/properties/contacts/groups/referral")
+                .await
+                .status(),
+            404
+        );
+        assert_eq!(
+            post(&s, "/crm/v3/properties/contacts/groups", group.clone())
+                .await
+                .status(),
+            201
+        );
+        assert_eq!(
+            get(&s, "/crm/v3/properties/contacts/groups/referral")
+                .await
+                .status(),
+            200
+        );
         let resp = post(&s, "/crm/v3/properties/contacts/groups", group).await;
         assert_eq!(resp.status(), 409);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["category"], "OBJECT_ALREADY_EXISTS");
-        assert_eq!(body["message"], "A property group named 'referral' already exists.");
+        assert_eq!(
+            body["message"],
+            "A property group named 'referral' already exists."
+        );
 
         // Strict: a property nobody created cannot be written.
         let write = json!({ "properties": { "referral_source": "partner:acme" } });
@@ -1165,9 +1221,22 @@ mod tests {
         untyped.as_object_mut().unwrap().remove("type");
         let resp = post(&s, "/crm/v3/properties/contacts", untyped).await;
         assert_eq!(resp.status(), 400);
-        assert_eq!(resp.json::<Value>().await.unwrap()["category"], "VALIDATION_ERROR");
-        assert_eq!(post(&s, "/crm/v3/properties/contacts", property.clone()).await.status(), 201);
-        assert_eq!(post(&s, "/crm/v3/properties/contacts", property).await.status(), 409);
+        assert_eq!(
+            resp.json::<Value>().await.unwrap()["category"],
+            "VALIDATION_ERROR"
+        );
+        assert_eq!(
+            post(&s, "/crm/v3/properties/contacts", property.clone())
+                .await
+                .status(),
+            201
+        );
+        assert_eq!(
+            post(&s, "/crm/v3/properties/contacts", property)
+                .await
+                .status(),
+            409
+        );
         let fetched: Value = get(&s, "/crm/v3/properties/0-1/referral_source")
             .await
             .json()
@@ -1179,7 +1248,12 @@ mod tests {
             vec!["referral_source".to_string()]
         );
         assert!(s.sandbox.state.hubspot_properties("deals").is_empty());
-        assert_eq!(patch(&s, "/crm/v3/objects/contacts/9", write).await.status(), 200);
+        assert_eq!(
+            patch(&s, "/crm/v3/objects/contacts/9", write)
+                .await
+                .status(),
+            200
+        );
         s.sandbox.stop().await;
     }
 }

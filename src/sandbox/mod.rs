@@ -189,7 +189,9 @@ impl SandboxState {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panicking test thread must not take every later assertion down with it.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn now(&self) -> Millis {
@@ -327,6 +329,27 @@ impl Reply {
     }
 }
 
+/// What a CRM decided before routing: answer now, wait first, or go ahead.
+enum Gate {
+    Proceed,
+    Delay(Duration),
+    Answer(Reply),
+}
+
+impl Gate {
+    /// Sleeps out a delay (never holding the state lock); returns the early answer, if any.
+    async fn pass(self) -> Option<Reply> {
+        match self {
+            Gate::Proceed => None,
+            Gate::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                None
+            }
+            Gate::Answer(reply) => Some(reply),
+        }
+    }
+}
+
 fn record_request(inner: &mut Inner, crm: Crm, req: &HttpRequest, status: u16, at: Millis) {
     inner.requests.push(RecordedRequest {
         crm,
@@ -372,7 +395,7 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::FakeClock;
+    use crate::clock::{Clock, FakeClock};
 
     pub(super) struct Started {
         pub(super) sandbox: CrmSandbox,
@@ -405,10 +428,141 @@ mod tests {
             .is_err());
     }
 
+    #[tokio::test]
+    async fn writes_are_journalled_in_order_of_application() {
+        let s = start(SandboxConfig::default()).await;
+        let base = s.sandbox.base_url.clone();
+        let client = reqwest::Client::new();
+        let t0 = s.clock.now();
+
+        let resp = client
+            .patch(format!("{base}/crm/v3/objects/contacts/101"))
+            .bearer_auth("pat-sandbox")
+            .json(&serde_json::json!({ "properties": { "referral_source": "partner:acme" } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+
+        s.clock.advance(5);
+        let token: Value = client
+            .post(format!("{base}/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "sandbox-client"),
+                ("client_secret", "sandbox-secret"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap();
+        let resp = client
+            .patch(format!(
+                "{base}/services/data/v62.0/sobjects/Opportunity/006A"
+            ))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "Referral_Reward_Status__c": "approved" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+
+        // A refused write is not journalled.
+        s.sandbox
+            .state
+            .fail_next(Crm::HubSpot, 1, Failure::Status(500));
+        s.clock.advance(5);
+        let batch = serde_json::json!({ "inputs": [
+            { "id": "7", "properties": { "referral_code": "A" } },
+            { "id": "8", "properties": { "referral_code": "B" } },
+        ] });
+        for expected in [500, 200] {
+            let resp = client
+                .post(format!("{base}/crm/v3/objects/deals/batch/update"))
+                .bearer_auth("pat-sandbox")
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), expected);
+        }
+
+        let props = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        };
+        let write = |crm, object_type: &str, id: &str, properties, at| RecordedWrite {
+            crm,
+            object_type: object_type.to_string(),
+            id: id.to_string(),
+            properties,
+            at,
+        };
+        assert_eq!(
+            s.sandbox.state.writes(),
+            vec![
+                write(
+                    Crm::HubSpot,
+                    "contacts",
+                    "101",
+                    props(&[("referral_source", "partner:acme")]),
+                    t0
+                ),
+                write(
+                    Crm::Salesforce,
+                    "Opportunity",
+                    "006A",
+                    props(&[("Referral_Reward_Status__c", "approved")]),
+                    t0 + 5
+                ),
+                write(
+                    Crm::HubSpot,
+                    "deals",
+                    "7",
+                    props(&[("referral_code", "A")]),
+                    t0 + 10
+                ),
+                write(
+                    Crm::HubSpot,
+                    "deals",
+                    "8",
+                    props(&[("referral_code", "B")]),
+                    t0 + 10
+                ),
+            ]
+        );
+        let requests: Vec<(Crm, String, u16)> = s
+            .sandbox
+            .state
+            .requests()
+            .into_iter()
+            .map(|r| (r.crm, r.method, r.status))
+            .collect();
+        assert_eq!(
+            requests,
+            vec![
+                (Crm::HubSpot, "PATCH".to_string(), 200),
+                (Crm::Salesforce, "POST".to_string(), 200),
+                (Crm::Salesforce, "PATCH".to_string(), 204),
+                (Crm::HubSpot, "POST".to_string(), 500),
+                (Crm::HubSpot, "POST".to_string(), 200),
+            ]
+        );
+        s.sandbox.stop().await;
+    }
+
     #[test]
     fn an_outage_does_not_use_up_queued_failures() {
         let mut inner = Inner::default();
-        inner.faults(Crm::HubSpot).queued.push_back(Failure::Status(500));
+        inner
+            .faults(Crm::HubSpot)
+            .queued
+            .push_back(Failure::Status(500));
         inner.faults(Crm::HubSpot).outage = Some(Failure::Status(503));
         assert_eq!(inner.take_failure(Crm::HubSpot), Some(Failure::Status(503)));
         inner.faults(Crm::HubSpot).outage = None;

@@ -28,7 +28,16 @@ async fn healthz_and_readyz_answer_200_on_a_migrated_database(backend: Backend) 
 }
 
 async fn readyz_answers_503_while_migrations_are_pending(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, SpawnOptions { migrate: false }, |_| {}).await else {
+    let Some(app) = spawn_app_with(
+        backend,
+        SpawnOptions {
+            migrate: false,
+            clock: None,
+        },
+        |_| {},
+    )
+    .await
+    else {
         return;
     };
 

@@ -6,6 +6,7 @@ mod support;
 mod attribution;
 mod cli;
 mod config;
+mod delivery;
 mod health;
 mod rewards;
 mod store_contract;

@@ -132,11 +132,16 @@ impl Drop for TestApp {
 /// Options for [`spawn_app_with`].
 pub struct SpawnOptions {
     pub migrate: bool,
+    /// Share a clock with something else (the CRM sandbox); a new one at [`T0`] otherwise.
+    pub clock: Option<Arc<FakeClock>>,
 }
 
 impl Default for SpawnOptions {
     fn default() -> Self {
-        Self { migrate: true }
+        Self {
+            migrate: true,
+            clock: None,
+        }
     }
 }
 
@@ -162,7 +167,7 @@ pub async fn spawn_app_with(
     if options.migrate {
         store.migrate().await.expect("migrate");
     }
-    let clock = FakeClock::new(T0);
+    let clock = options.clock.clone().unwrap_or_else(|| FakeClock::new(T0));
     let app = Application::build_with(settings.clone(), store.clone(), clock.clone(), false)
         .await
         .expect("build app");

@@ -1,0 +1,582 @@
+//! CRM write-back against the in-repo sandbox (SPEC §5): the right values arrive; rate limits,
+//! expired sessions, refusals and long outages are handled; per-record order holds; two workers
+//! never deliver the same write twice. The app and the sandbox share one fake clock, so waiting
+//! out a rate-limit window or a ten-minute outage is a clock move, not a sleep.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use referral_sync::clock::{FakeClock, DAY, MINUTE, SECOND};
+use referral_sync::config::{ConfigSources, Secret, Settings};
+use referral_sync::outbox::OutboxWorker;
+use referral_sync::rewards::engine::release_holds;
+use referral_sync::sandbox::{Crm, CrmSandbox, Failure, SandboxConfig};
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::support::{repo_dir, spawn_app_with, Backend, SpawnOptions, TestApp, T0};
+
+both_backends!(
+    hubspot_receives_context_restores_rewards_and_a_note,
+    salesforce_receives_fields_and_a_platform_event_and_renews_an_expired_session_once,
+    a_rate_limit_burst_is_waited_out_and_retried,
+    a_refused_write_is_dead_lettered_and_delivered_by_replay_once_fixed,
+    a_long_outage_ends_with_every_write_delivered_once_in_record_order,
+    pending_updates_to_one_record_are_coalesced_and_batched,
+);
+
+struct World {
+    app: TestApp,
+    crm: CrmSandbox,
+    clock: Arc<FakeClock>,
+}
+
+async fn world(backend: Backend, sandbox: SandboxConfig) -> Option<World> {
+    let clock = FakeClock::new(T0);
+    let crm = CrmSandbox::start(sandbox.clone(), clock.clone())
+        .await
+        .expect("sandbox");
+    let base = crm.base_url.clone();
+    let app = spawn_app_with(
+        backend,
+        SpawnOptions {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        },
+        |s| {
+            crate::support::senders::configure(s);
+            let example = Settings::load(&ConfigSources {
+                file: Some(repo_dir().join("config/example.toml")),
+                dir: Some(repo_dir().join("config")),
+                env: Some(BTreeMap::new()),
+            })
+            .unwrap();
+            s.programs = example.programs;
+            s.hubspot.api_base_url = base.clone();
+            s.hubspot.access_token = Secret::new(sandbox.hubspot_token.clone());
+            s.salesforce.login_url = base.clone();
+            s.salesforce.client_id = sandbox.salesforce_client_id.clone();
+            s.salesforce.client_secret = Secret::new(sandbox.salesforce_client_secret.clone());
+            s.salesforce.api_version = sandbox.salesforce_api_version.clone();
+            s.outbox.hubspot_requests_per_10s = sandbox.hubspot_limit_per_10s;
+        },
+    )
+    .await?;
+    Some(World { app, crm, clock })
+}
+
+fn iso(ms: i64) -> String {
+    referral_sync::clock::to_rfc3339(ms)
+}
+
+fn hs(event_id: u64, kind: &str, object_id: u64, at: i64, extra: Value) -> Value {
+    let mut e = json!({"eventId": event_id, "subscriptionId": 1, "portalId": 62515, "occurredAt": at,
+                       "subscriptionType": kind, "objectId": object_id});
+    for (k, v) in extra.as_object().unwrap() {
+        e[k] = v.clone();
+    }
+    e
+}
+
+fn deal_prop(event_id: u64, deal: u64, name: &str, value: &str, at: i64) -> Value {
+    hs(
+        event_id,
+        "deal.propertyChange",
+        deal,
+        at,
+        json!({"propertyName": name, "propertyValue": value}),
+    )
+}
+
+/// A US referral for `email` with a HubSpot contact and a 40000 USD deal linked to it.
+async fn hubspot_referral(app: &TestApp, n: u64) -> (u64, u64) {
+    let (contact, deal) = (1000 + n, 2000 + n);
+    app.signup(json!({"id": format!("evt_{n}"), "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": format!("p{n}@northwind.io"), "referral_code": "ACME-7", "source": "link", "market": "US"}}))
+        .await;
+    app.hubspot(json!([
+        hs(n * 10 + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": format!("p{n}@northwind.io")})),
+        hs(n * 10 + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
+        deal_prop(n * 10 + 3, deal, "amount", "40000", T0),
+        deal_prop(n * 10 + 4, deal, "deal_currency_code", "USD", T0),
+    ]))
+    .await;
+    app.process().await;
+    (contact, deal)
+}
+
+async fn hubspot_receives_context_restores_rewards_and_a_note(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    let (contact, deal) = hubspot_referral(&w.app, 1).await;
+    w.app.deliver().await;
+
+    let c = w
+        .crm
+        .state
+        .hubspot_object("contacts", &contact.to_string())
+        .expect("contact written");
+    assert_eq!(
+        (
+            c["referral_source"].as_str(),
+            c["referral_code"].as_str(),
+            c["referral_market"].as_str()
+        ),
+        ("link", "ACME-7", "US")
+    );
+    assert_eq!(c["referral_first_touch_at"], T0.to_string());
+    let d = w
+        .crm
+        .state
+        .hubspot_object("deals", &deal.to_string())
+        .expect("deal written");
+    assert_eq!(d["referral_code"], "ACME-7");
+
+    // A rep overwrites the source in the CRM; HubSpot reports it; the original comes back.
+    w.app.hubspot(json!([hs(90, "contact.propertyChange", contact, T0 + DAY, json!({"propertyName": "referral_source", "propertyValue": "cold call", "changeSource": "CRM_UI"}))])).await;
+    w.app.process().await;
+    w.app.deliver().await;
+    assert_eq!(
+        w.crm
+            .state
+            .hubspot_object("contacts", &contact.to_string())
+            .unwrap()["referral_source"],
+        "link"
+    );
+
+    // The deal is won: reward state on the deal; when the hold ends, eligible plus a note.
+    w.app
+        .hubspot(json!([deal_prop(
+            91,
+            deal,
+            "dealstage",
+            "closedwon",
+            T0 + 10 * DAY
+        )]))
+        .await;
+    w.app.process().await;
+    w.app.deliver().await;
+    let d = w
+        .crm
+        .state
+        .hubspot_object("deals", &deal.to_string())
+        .unwrap();
+    assert_eq!(
+        (
+            d["referral_reward_status"].as_str(),
+            d["referral_reward_amount"].as_str(),
+            d["referral_reward_currency"].as_str()
+        ),
+        ("pending", "3000.00", "USD")
+    );
+    w.clock.set(T0 + 40 * DAY);
+    release_holds(&w.app.store, &w.app.settings, T0 + 40 * DAY)
+        .await
+        .unwrap();
+    w.app.deliver().await;
+    assert_eq!(
+        w.crm
+            .state
+            .hubspot_object("deals", &deal.to_string())
+            .unwrap()["referral_reward_status"],
+        "eligible"
+    );
+    let notes = w.crm.state.notes();
+    assert!(!notes.is_empty(), "a note on the deal");
+    assert!(notes[0].to_string().contains("3000.00 USD"), "{}", notes[0]);
+    assert!(
+        notes[0].to_string().contains(&deal.to_string()),
+        "associated with the deal"
+    );
+    // Everything queued is delivered, nothing dead.
+    assert!(w
+        .app
+        .store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.status == "delivered" || r.kind == "read_record"));
+}
+
+async fn salesforce_receives_fields_and_a_platform_event_and_renews_an_expired_session_once(
+    backend: Backend,
+) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    w.app.signup(json!({"id": "evt_sf", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "gus@initech.ru", "referral_code": "IVAN-1", "source": "code", "market": "RU"}}))
+        .await;
+    let contact: &[(&str, Option<&str>)] = &[
+        ("Id", Some("0037F00000SfSfSQAA")),
+        ("Email", Some("gus@initech.ru")),
+    ];
+    let opp: &[(&str, Option<&str>)] = &[
+        ("Id", Some("0067F00000SfSfSQAA")),
+        ("ContactId", Some("0037F00000SfSfSQAA")),
+        ("StageName", Some("Closed Won")),
+        ("IsWon", Some("true")),
+        ("Amount", Some("900000")),
+        ("CurrencyIsoCode", Some("RUB")),
+    ];
+    w.app
+        .salesforce(&[
+            ("04l0000000000S1AAA", "Contact", contact),
+            ("04l0000000000S2AAA", "Opportunity", opp),
+        ])
+        .await;
+    w.app.process().await;
+    w.app.deliver().await;
+    assert_eq!(w.crm.state.tokens_issued(), 1);
+    let c = w
+        .crm
+        .state
+        .salesforce_record("Contact", "0037F00000SfSfSQAA")
+        .unwrap();
+    assert_eq!(
+        (
+            c["Referral_Source__c"].as_str(),
+            c["Referral_Code__c"].as_str(),
+            c["Referral_Market__c"].as_str()
+        ),
+        ("code", "IVAN-1", "RU")
+    );
+    let o = w
+        .crm
+        .state
+        .salesforce_record("Opportunity", "0067F00000SfSfSQAA")
+        .unwrap();
+    assert_eq!(
+        (
+            o["Referral_Reward_Status__c"].as_str(),
+            o["Referral_Reward_Amount__c"].as_str()
+        ),
+        ("pending", "50000.00")
+    );
+
+    // The session expires; the next write renews the token once and goes through.
+    w.crm.state.expire_salesforce_sessions();
+    w.clock.set(T0 + 40 * DAY);
+    release_holds(&w.app.store, &w.app.settings, T0 + 40 * DAY)
+        .await
+        .unwrap();
+    w.app.deliver().await;
+
+    assert_eq!(w.crm.state.tokens_issued(), 2, "exactly one renewal");
+    assert_eq!(
+        w.crm
+            .state
+            .salesforce_record("Opportunity", "0067F00000SfSfSQAA")
+            .unwrap()["Referral_Reward_Status__c"],
+        "eligible"
+    );
+    let events = w.crm.state.platform_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, "Referral_Reward__e");
+    assert_eq!(events[0].1["Amount__c"], "50000.00");
+    let unauthorized = w
+        .crm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert_eq!(unauthorized, 1, "one expired call, then the renewed one");
+}
+
+async fn a_rate_limit_burst_is_waited_out_and_retried(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    let (contact, _) = hubspot_referral(&w.app, 2).await;
+    w.crm.state.fail_next(Crm::HubSpot, 3, Failure::RateLimit);
+
+    w.app.deliver().await;
+    let waiting = w.app.store.outbox_rows(None).await.unwrap();
+    assert!(
+        waiting
+            .iter()
+            .any(|r| r.status == "pending" && r.last_status == Some(429)),
+        "{waiting:#?}"
+    );
+    assert!(w
+        .crm
+        .state
+        .hubspot_object("contacts", &contact.to_string())
+        .is_none_or(|c| !c.contains_key("referral_code")));
+    // HubSpot's window is 10 s: a retry is never scheduled sooner.
+    let retry_at = waiting
+        .iter()
+        .filter(|r| r.last_status == Some(429))
+        .map(|r| r.next_attempt_at)
+        .min()
+        .unwrap();
+    assert!(retry_at >= T0 + 10 * SECOND, "retry at {retry_at}");
+
+    for _ in 0..5 {
+        w.clock.advance(MINUTE);
+        w.app.deliver().await;
+    }
+
+    assert_eq!(
+        w.crm
+            .state
+            .hubspot_object("contacts", &contact.to_string())
+            .unwrap()["referral_code"],
+        "ACME-7"
+    );
+    assert!(w
+        .app
+        .store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.status != "dead"));
+}
+
+async fn a_refused_write_is_dead_lettered_and_delivered_by_replay_once_fixed(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    w.crm
+        .state
+        .remove_salesforce_field("Contact", "Referral_Market__c");
+    w.app.signup(json!({"id": "evt_d", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "hal@initech.com", "referral_code": "ACME-7", "source": "link", "market": "US"}}))
+        .await;
+    let contact: &[(&str, Option<&str>)] = &[
+        ("Id", Some("0037F00000DdDdDQAA")),
+        ("Email", Some("hal@initech.com")),
+    ];
+    w.app
+        .salesforce(&[("04l0000000000D1AAA", "Contact", contact)])
+        .await;
+    w.app.process().await;
+
+    w.app.deliver().await;
+
+    let dead = w.app.store.dead_deliveries(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_status, Some(400));
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("INVALID_FIELD"),
+        "the CRM's error is kept: {:?}",
+        dead[0].last_error
+    );
+
+    // The admin creates the field, then replays.
+    w.crm
+        .state
+        .add_salesforce_field("Contact", "Referral_Market__c");
+    let replayed = w
+        .app
+        .store
+        .replay_dead(&[], None, w.clock.now_ms())
+        .await
+        .unwrap();
+    w.app.deliver().await;
+
+    assert_eq!(replayed, 1);
+    assert_eq!(
+        w.crm
+            .state
+            .salesforce_record("Contact", "0037F00000DdDdDQAA")
+            .unwrap()["Referral_Market__c"],
+        "US"
+    );
+    assert!(w.app.store.dead_deliveries(10).await.unwrap().is_empty());
+}
+
+async fn a_long_outage_ends_with_every_write_delivered_once_in_record_order(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    let (_, deal) = hubspot_referral(&w.app, 3).await;
+    w.app.deliver().await;
+    w.crm
+        .state
+        .set_outage(Crm::HubSpot, Some(Failure::Status(503)));
+    // During the outage the deal moves through stages; each move queues reward writes.
+    let stages = ["closedwon", "contractsent", "closedwon", "closedlost"];
+    for (i, stage) in stages.iter().enumerate() {
+        w.app
+            .hubspot(json!([deal_prop(
+                300 + i as u64,
+                deal,
+                "dealstage",
+                stage,
+                T0 + (i as i64 + 1) * DAY
+            )]))
+            .await;
+        w.app.process().await;
+        w.app.deliver().await;
+        w.clock.advance(MINUTE);
+    }
+    // Ten minutes of 503s, retried on schedule.
+    for _ in 0..10 {
+        w.clock.advance(MINUTE);
+        w.app.deliver().await;
+    }
+    let before = w.crm.state.writes().len();
+    w.crm.state.set_outage(Crm::HubSpot, None);
+    for _ in 0..40 {
+        w.clock.advance(10 * MINUTE);
+        w.app.deliver().await;
+    }
+
+    let rows = w.app.store.outbox_rows(None).await.unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "delivered" || r.kind == "read_record"),
+        "{rows:#?}"
+    );
+    // The deal's last reward status is the last one made: per-record order held.
+    let d = w
+        .crm
+        .state
+        .hubspot_object("deals", &deal.to_string())
+        .unwrap();
+    assert_eq!(d["referral_reward_status"], "reversed");
+    let deal_writes: Vec<String> = w.crm.state.writes()[before..]
+        .iter()
+        .filter(|x| x.id == deal.to_string())
+        .filter_map(|x| x.properties.get("referral_reward_status").cloned())
+        .collect();
+    assert_eq!(deal_writes.last().map(String::as_str), Some("reversed"));
+    assert!(
+        deal_writes.len() <= 1,
+        "pending updates to one record went out merged: {deal_writes:?}"
+    );
+    let failed = w
+        .crm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.status == 503)
+        .count();
+    assert!(failed >= 3, "the outage was really hit: {failed}");
+}
+
+async fn pending_updates_to_one_record_are_coalesced_and_batched(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    for n in 10..40 {
+        hubspot_referral(&w.app, n).await;
+    }
+    let queued = w
+        .app
+        .store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == "update_properties")
+        .count();
+
+    let report = w.app.deliver().await;
+
+    let calls = w
+        .crm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("batch/update") || r.method == "PATCH")
+        .count();
+    assert_eq!(queued, 60, "30 contacts + 30 deals");
+    assert!(
+        calls <= 2,
+        "one batch per object type, got {calls} calls ({report:?})"
+    );
+    assert_eq!(
+        w.crm.state.hubspot_object("contacts", "1025").unwrap()["referral_code"],
+        "ACME-7"
+    );
+}
+
+trait ClockNow {
+    fn now_ms(&self) -> i64;
+}
+
+impl ClockNow for Arc<FakeClock> {
+    fn now_ms(&self) -> i64 {
+        referral_sync::clock::Clock::now(&**self)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_on_one_postgresql_never_deliver_the_same_write_twice() {
+    let Some(w) = world(
+        Backend::Postgres,
+        SandboxConfig {
+            hubspot_limit_per_10s: 10_000,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    for n in 100..160 {
+        hubspot_referral(&w.app, n).await;
+    }
+    let expected = w
+        .app
+        .store
+        .outbox_rows(None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == "update_properties")
+        .count();
+    let settings = Arc::new(w.app.settings.clone());
+    let second = OutboxWorker::new(
+        w.app.store.clone(),
+        settings,
+        w.clock.clone(),
+        Default::default(),
+    );
+    let first = w.app.outbox.clone();
+
+    let (a, b) = tokio::join!(
+        async {
+            let mut n = 0;
+            for _ in 0..20 {
+                n += first.tick().await.unwrap().records;
+            }
+            n
+        },
+        async {
+            let mut n = 0;
+            for _ in 0..20 {
+                n += second.tick().await.unwrap().records;
+            }
+            n
+        },
+    );
+
+    // One context write per record here, so records claimed = writes queued.
+    assert_eq!(
+        a + b,
+        expected,
+        "every record claimed exactly once across both workers ({a} + {b})"
+    );
+    let mut seen = std::collections::HashMap::new();
+    for write in w.crm.state.writes() {
+        *seen
+            .entry((write.object_type.clone(), write.id.clone()))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), expected, "every record written");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "no record written twice: {seen:?}"
+    );
+}
