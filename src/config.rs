@@ -280,6 +280,9 @@ pub struct AdminSettings {
 pub struct AdminKey {
     pub hash: String,
     pub role: String,
+    /// Who this key belongs to; recorded as the actor in the audit log.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The fraud flags a program may block on (SPEC §4).

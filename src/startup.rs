@@ -104,6 +104,26 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(64 * 1024)
+                        .error_handler(|err, _| {
+                            use actix_web::error::JsonPayloadError;
+                            match err {
+                        JsonPayloadError::Deserialize(e) if e.is_data() => {
+                            ApiError::Unprocessable(format!("invalid request body: {e}")).into()
+                        }
+                        JsonPayloadError::ContentType => ApiError::BadRequest(
+                            "send the request body as JSON (Content-Type: application/json)".into(),
+                        )
+                        .into(),
+                        e => ApiError::BadRequest(format!("invalid JSON body: {e}")).into(),
+                    }
+                        }),
+                )
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    ApiError::Unprocessable(format!("invalid query parameters: {err}")).into()
+                }))
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))

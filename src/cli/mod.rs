@@ -1,6 +1,7 @@
 //! The command line (SPEC §7): `referral-sync [--config FILE] <command>`; no command serves.
 
 mod crm_setup;
+mod demo;
 mod partners;
 mod sign;
 
@@ -71,8 +72,20 @@ pub enum Command {
     /// Print the referral funnel.
     Report {
         /// table, csv or json.
-        #[arg(long, default_value = "table")]
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
         format: String,
+        /// Only this market (e.g. US).
+        #[arg(long)]
+        market: Option<String>,
+        /// Only this source (link, code, intro, pool).
+        #[arg(long)]
+        source: Option<String>,
+        /// First touch at or after this RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// First touch before this RFC 3339 time.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Print signature headers for a body, to test a setup with curl.
     Sign(sign::SignArgs),
@@ -137,7 +150,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(&settings.telemetry);
+    let mut telemetry = settings.telemetry.clone();
+    if matches!(command, Command::Demo | Command::Report { .. }) {
+        // These print for a person; only real problems belong between their lines.
+        telemetry.level = "error".into();
+    }
+    crate::telemetry::init(&telemetry);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,6 +188,14 @@ pub fn main() -> ExitCode {
                 )
                 .await
             }
+            Command::Report {
+                format,
+                market,
+                source,
+                from,
+                to,
+            } => report(&settings, &format, market, source, from, to).await,
+            Command::Demo => demo::run(&std::path::PathBuf::from("config/example.toml")).await,
             Command::Crm {
                 action: CrmCommand::Setup,
             } => {
@@ -302,6 +328,40 @@ async fn replay(settings: Settings, scope: ReplayScope) -> anyhow::Result<()> {
         if status == "failed" || status == "unmapped" {
             println!("  still {status}: {n} (see status_reason; fix the cause and replay again)");
         }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn report(
+    settings: &Settings,
+    format: &str,
+    market: Option<String>,
+    source: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+) -> anyhow::Result<()> {
+    use crate::reports::funnel::{self, FunnelFilter};
+    let time = |name: &str, v: Option<String>| -> anyhow::Result<Option<i64>> {
+        v.map(|v| {
+            chrono::DateTime::parse_from_rfc3339(&v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| anyhow::anyhow!("--{name} {v}: not an RFC 3339 time: {e}"))
+        })
+        .transpose()
+    };
+    let filter = FunnelFilter {
+        market: market.map(|m| m.to_uppercase()),
+        source,
+        from: time("from", from)?,
+        to: time("to", to)?,
+    };
+    let store = Store::connect(&settings.database).await?;
+    let report = funnel::compute(&store.funnel_facts(&filter).await?);
+    match format {
+        "csv" => print!("{}", funnel::to_csv(&report)),
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ => print!("{}", funnel::to_table(&report)),
     }
     store.close().await;
     Ok(())

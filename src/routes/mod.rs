@@ -1,5 +1,6 @@
 //! HTTP routes: one module per resource. Handlers are named `verb_noun`.
 
+pub mod admin;
 pub mod health;
 pub mod metrics;
 pub mod webhooks;
@@ -19,5 +20,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/webhooks/signup/{source}",
             web::post().to(webhooks::post_signup),
-        );
+        )
+        .configure(admin::configure);
 }

@@ -5,9 +5,11 @@
 //! (unique keys for dedupe, one reward per deal and beneficiary), not in process memory, so several
 //! replicas can share one PostgreSQL.
 
+mod admin;
 mod inbox;
 mod ledger;
 mod outbox;
+mod reports;
 mod rewards;
 mod tx;
 
@@ -21,12 +23,16 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 
+pub use admin::ReferralFilter;
 pub use inbox::{InboxEvent, InboxStatus, Ingested, NewInboxEvent};
 pub use ledger::{
     Attribution, AuditEntry, CrmRecord, Milestone, NewAudit, NewOutbox, OutboxRow, RecordKey,
     RefereeDetails, Referral, Referrer, ReferrerFacts, StageChange, Touch,
 };
 pub use outbox::{ClaimedRecord, DeliveryResult};
+pub use reports::{
+    DaysToWinGroup, FunnelFacts, FunnelFilter, MoneyGroup, PartnerGroup, ReferralGroup,
+};
 pub use rewards::{NewReward, Reward};
 pub use tx::Tx;
 

@@ -138,15 +138,93 @@ fn serve_creates_the_sqlite_folder_and_file_on_first_run() {
 }
 
 #[test]
-fn unimplemented_commands_say_so_and_fail() {
-    let out = binary()
-        .arg("demo")
-        .env("DATABASE_URL", "sqlite::memory:")
-        .output()
+fn demo_plays_the_whole_story_offline_and_exits_zero() {
+    let out = binary().arg("demo").output().unwrap();
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "restored in HubSpot: referral_source=link",
+        "reward referrer: pending 3000.00 USD (percent_of_deal, tier bronze)",
+        "reward referee: pending 500.00 USD (credit)",
+        "tier silver",
+        "reward referrer: reversed",
+        "Referral_Reward__e",
+        "HubSpot note: Referral reward eligible",
+        "Funnel",
+        "RU      code",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("WARN"),
+        "a clean run warns about nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_prints_the_funnel_as_a_table_csv_or_json() {
+    let app = crate::support::spawn_app_with(
+        Backend::Sqlite,
+        Default::default(),
+        crate::support::senders::configure,
+    )
+    .await
+    .unwrap();
+    app.signup(serde_json::json!({"id": "e1", "type": "signup.created", "occurred_at": "2026-11-20T09:00:00Z",
+        "data": {"email": "ana@northwind.io", "referral_code": "ACME-7", "source": "link", "market": "US"}}))
+        .await;
+    app.process().await;
+    let url = app.settings.database.url.expose().to_string();
+    let run = move |args: &'static [&'static str]| {
+        let url = url.clone();
+        move || {
+            binary()
+                .arg("report")
+                .args(args)
+                .env("DATABASE_URL", url)
+                .output()
+                .unwrap()
+        }
+    };
+
+    let table = tokio::task::spawn_blocking(run(&[])).await.unwrap();
+    let csv = tokio::task::spawn_blocking(run(&["--format", "csv"]))
+        .await
+        .unwrap();
+    let json = tokio::task::spawn_blocking(run(&["--format", "json", "--market", "us"]))
+        .await
+        .unwrap();
+    let bad = tokio::task::spawn_blocking(run(&["--from", "yesterday"]))
+        .await
         .unwrap();
 
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(String::from_utf8_lossy(&table.stdout).contains("US      link"));
+    assert!(
+        String::from_utf8_lossy(&csv.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .contains(','),
+        "a CSV header"
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["totals"]["referrals"], 1);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--from"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,76 @@
+//! `GET /api/v1/deliveries?status=` (CRM writes; `dead` shows the CRM's error) and
+//! `POST /api/v1/deliveries/replay` (by ids or since a time; all dead when neither is given).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{AdminAccess, ReadAccess};
+use super::{one_of, parse_time, Page, Paged};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub const STATUSES: &[&str] = &["pending", "delivered", "dead", "coalesced"];
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQuery {
+    /// pending, delivered, dead or coalesced.
+    pub status: Option<String>,
+}
+
+/// List CRM deliveries.
+#[utoipa::path(get, path = "/api/v1/deliveries", params(DeliveryQuery, Page),
+    responses((status = 200, description = "A page of deliveries"), (status = 401, description = "No valid API key"), (status = 422, description = "Bad parameter")),
+    security(("api_key" = [])))]
+pub async fn list_deliveries(
+    _: ReadAccess,
+    query: web::Query<DeliveryQuery>,
+    page: web::Query<Page>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    one_of("status", query.status.as_deref(), STATUSES)?;
+    let limit = page.limit()?;
+    let after = match page.after.as_deref() {
+        None => None,
+        Some(a) => Some(
+            a.parse::<i64>()
+                .map_err(|_| ApiError::Unprocessable("after must be a delivery id".into()))?,
+        ),
+    };
+    let items = state
+        .store
+        .list_deliveries(query.status.as_deref(), after, limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(Paged::new(items, limit, |r| r.id.to_string())))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct ReplayRequest {
+    /// Outbox ids of dead deliveries to re-queue.
+    #[serde(default)]
+    pub ids: Vec<i64>,
+    /// Re-queue dead deliveries created at or after this RFC 3339 time.
+    pub since: Option<String>,
+}
+
+/// Re-queue dead deliveries (after fixing the cause).
+#[utoipa::path(post, path = "/api/v1/deliveries/replay", request_body = ReplayRequest,
+    responses((status = 200, description = "How many were re-queued"), (status = 401, description = "No valid API key"),
+              (status = 403, description = "Read-only key"), (status = 422, description = "Bad request body")),
+    security(("api_key" = [])))]
+pub async fn post_replay(
+    AdminAccess(caller): AdminAccess,
+    body: Option<web::Json<ReplayRequest>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let since = parse_time("since", body.since.as_deref())?;
+    let requeued = state
+        .store
+        .replay_dead(&body.ids, since, state.clock.now())
+        .await?;
+    tracing::info!(actor = %caller.actor, requeued, "dead deliveries re-queued");
+    state.outbox_wake.notify_one();
+    Ok(HttpResponse::Ok().json(json!({ "requeued": requeued })))
+}

@@ -1,0 +1,126 @@
+//! `GET /api/v1/rewards?status=` and the admin decisions `POST /api/v1/rewards/{id}/approve`,
+//! `/reject` (reason required) and `/paid`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{AdminAccess, ReadAccess};
+use super::{one_of, Page, Paged};
+use crate::error::ApiError;
+use crate::rewards::engine::{decide, Decision, DecisionError};
+use crate::startup::AppState;
+
+pub const STATUSES: &[&str] = &[
+    "pending",
+    "eligible",
+    "approved",
+    "paid",
+    "reversed",
+    "needs_review",
+    "rejected",
+];
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RewardQuery {
+    /// pending, eligible, approved, paid, reversed, needs_review or rejected.
+    pub status: Option<String>,
+}
+
+/// List rewards.
+#[utoipa::path(get, path = "/api/v1/rewards", params(RewardQuery, Page),
+    responses((status = 200, description = "A page of rewards"), (status = 401, description = "No valid API key"), (status = 422, description = "Bad parameter")),
+    security(("api_key" = [])))]
+pub async fn list_rewards(
+    _: ReadAccess,
+    query: web::Query<RewardQuery>,
+    page: web::Query<Page>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    one_of("status", query.status.as_deref(), STATUSES)?;
+    let limit = page.limit()?;
+    let items = state
+        .store
+        .list_rewards(query.status.as_deref(), page.after.as_deref(), limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(Paged::new(items, limit, |r| r.id.clone())))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct DecisionRequest {
+    /// Why; required to reject, kept in the audit log.
+    pub reason: Option<String>,
+}
+
+async fn apply(
+    decision: Decision,
+    actor: &str,
+    id: &str,
+    body: Option<web::Json<DecisionRequest>>,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let reason = body.and_then(|b| b.into_inner().reason);
+    match decide(
+        &state.store,
+        &state.settings,
+        id,
+        decision,
+        actor,
+        reason.as_deref(),
+        state.clock.now(),
+    )
+    .await
+    {
+        Ok(reward) => {
+            state.outbox_wake.notify_one();
+            Ok(HttpResponse::Ok().json(json!({ "reward": reward })))
+        }
+        Err(DecisionError::NotFound(m)) => Err(ApiError::NotFound(m)),
+        Err(e @ DecisionError::WrongState { .. }) => Err(ApiError::Conflict(e.to_string())),
+        Err(DecisionError::Invalid(m)) => Err(ApiError::Unprocessable(m)),
+        Err(DecisionError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Approve a reward (from needs_review or eligible).
+#[utoipa::path(post, path = "/api/v1/rewards/{id}/approve", params(("id" = String, Path, description = "Reward id")), request_body(content = DecisionRequest, description = "Optional reason"),
+    responses((status = 200, description = "Approved"), (status = 401, description = "No valid API key"), (status = 403, description = "Read-only key"),
+              (status = 404, description = "Unknown id"), (status = 409, description = "Not in a state that allows it")),
+    security(("api_key" = [])))]
+pub async fn post_approve(
+    AdminAccess(c): AdminAccess,
+    id: web::Path<String>,
+    body: Option<web::Json<DecisionRequest>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    apply(Decision::Approve, &c.actor, &id, body, &state).await
+}
+
+/// Reject a reward; `reason` is required.
+#[utoipa::path(post, path = "/api/v1/rewards/{id}/reject", params(("id" = String, Path, description = "Reward id")), request_body = DecisionRequest,
+    responses((status = 200, description = "Rejected"), (status = 401, description = "No valid API key"), (status = 403, description = "Read-only key"),
+              (status = 404, description = "Unknown id"), (status = 409, description = "Not in a state that allows it"), (status = 422, description = "Reason missing")),
+    security(("api_key" = [])))]
+pub async fn post_reject(
+    AdminAccess(c): AdminAccess,
+    id: web::Path<String>,
+    body: Option<web::Json<DecisionRequest>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    apply(Decision::Reject, &c.actor, &id, body, &state).await
+}
+
+/// Mark an approved reward paid.
+#[utoipa::path(post, path = "/api/v1/rewards/{id}/paid", params(("id" = String, Path, description = "Reward id")), request_body(content = DecisionRequest, description = "Optional note"),
+    responses((status = 200, description = "Marked paid"), (status = 401, description = "No valid API key"), (status = 403, description = "Read-only key"),
+              (status = 404, description = "Unknown id"), (status = 409, description = "Not approved")),
+    security(("api_key" = [])))]
+pub async fn post_paid(
+    AdminAccess(c): AdminAccess,
+    id: web::Path<String>,
+    body: Option<web::Json<DecisionRequest>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    apply(Decision::Paid, &c.actor, &id, body, &state).await
+}
