@@ -3,7 +3,8 @@
 //! deal, ~8% won with a reward, some reversed), then times `Store::funnel_facts` + `compute` over
 //! the whole range and prints one JSON line. Setup time is reported but not part of the figure.
 //!
-//! Run: `cargo bench --bench funnel` (env: BENCH_REFERRALS=1000000, BENCH_RUNS=5).
+//! Run: `cargo bench --bench funnel` (env: BENCH_REFERRALS=1000000, BENCH_RUNS=5, BENCH_DB=PATH to
+//! keep the database and reuse it on the next run).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -97,7 +98,9 @@ async fn fill(url: &str, referrals: u64) {
         .expect("url")
         .journal_mode(SqliteJournalMode::Wal)
         // Setup only: the measured store reopens the file with full durability.
-        .synchronous(SqliteSynchronous::Off);
+        .synchronous(SqliteSynchronous::Off)
+        // Random-order index inserts thrash SQLite's default 2 MB page cache.
+        .pragma("cache_size", "-1048576");
     let mut conn = SqliteConnection::connect_with(&options)
         .await
         .expect("open");
@@ -318,7 +321,13 @@ async fn main() {
     let referrals: u64 = env_or("BENCH_REFERRALS", 1_000_000);
     let runs: usize = env_or("BENCH_RUNS", 5).max(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}/funnel.db", dir.path().display());
+    // BENCH_DB=PATH keeps the database, and reuses it when it exists (skipping the setup).
+    let kept = std::env::var("BENCH_DB").ok();
+    let reuse = kept
+        .as_deref()
+        .is_some_and(|p| std::path::Path::new(p).exists());
+    let path = kept.unwrap_or_else(|| format!("{}/funnel.db", dir.path().display()));
+    let url = format!("sqlite://{path}");
     let mut settings = Settings::load(&ConfigSources {
         file: None,
         dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/config").into()),
@@ -330,7 +339,9 @@ async fn main() {
     let setup = Instant::now();
     let store = Store::connect(&settings.database).await.expect("connect");
     store.migrate().await.expect("migrate");
-    fill(&url, referrals).await;
+    if !reuse {
+        fill(&url, referrals).await;
+    }
     let setup_s = setup.elapsed().as_secs_f64();
 
     let mut times = Vec::new();
