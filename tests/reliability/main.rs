@@ -186,6 +186,13 @@ async fn sigkill_under_load_loses_nothing_and_rewards_once_on_sqlite() {
         settled.waited,
         started.elapsed(),
     );
+    if std::env::var_os("DEBUG_SETTLE").is_some() {
+        let reqs = crm.state.requests();
+        let t0 = reqs.first().map(|r| r.at).unwrap_or(0);
+        let mut per: std::collections::BTreeMap<(i64, u16, String), usize> = Default::default();
+        for r in &reqs { *per.entry(((r.at - t0) / 500, r.status, r.path.clone())).or_default() += 1; }
+        for (k, v) in per { eprintln!("{k:?} {v}"); }
+    }
     store.close().await;
     service.kill();
     crm.stop().await;

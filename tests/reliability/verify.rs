@@ -77,6 +77,9 @@ pub async fn wait_until_settled(store: &Store, deadline: Instant) -> Settled {
                 shown.join("\n")
             );
         }
+        if std::env::var_os("DEBUG_SETTLE").is_some() {
+            eprintln!("{:?} inbox {inbox:?} pending rows {}: {:?}", start.elapsed(), pending_rows.len(), pending_rows.iter().take(3).map(|r| (r.id, r.attempts, r.last_status, r.last_error.clone(), r.next_attempt_at - chrono::Utc::now().timestamp_millis())).collect::<Vec<_>>());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     unreachable!("the deadline ends the loop first")
