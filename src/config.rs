@@ -170,7 +170,8 @@ pub struct SalesforceSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SourceSettings {
     pub scheme: String,
-    #[serde(default)]
+    /// A list, or (from an environment variable) a comma-separated string.
+    #[serde(default, deserialize_with = "secrets_list")]
     pub secrets: Vec<Secret>,
     #[serde(default)]
     pub header: Option<String>,
@@ -242,6 +243,26 @@ pub struct TierSettings {
     pub name: String,
     pub min_successful: u32,
     pub multiplier: Decimal,
+}
+
+/// Source names are dynamic, so their `secrets` can't be registered for the environment layer's
+/// list parsing: accept `REFERRAL_SYNC__SOURCES__APP__SECRETS=new,old` as well as a TOML list.
+fn secrets_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(Secret::new)
+            .collect(),
+        OneOrMany::Many(v) => v.into_iter().map(Secret::new).collect(),
+    })
 }
 
 fn default_success_stage() -> String {

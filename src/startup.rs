@@ -143,7 +143,7 @@ impl Application {
                         Ok(response)
                     }
                 })
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RedactedSpans>::new())
         })
         .workers(workers)
         .disable_signals()

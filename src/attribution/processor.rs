@@ -113,6 +113,8 @@ impl InboxProcessor {
                         .await?;
                     metrics::counter!("inbox_processed_total", "status" => outcome.status.as_str())
                         .increment(1);
+                    metrics::histogram!("inbox_processing_lag_seconds")
+                        .record((now - event.received_at).max(0) as f64 / 1000.0);
                 }
                 Err(e) => {
                     tx.rollback_to_savepoint().await?;

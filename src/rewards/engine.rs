@@ -309,6 +309,11 @@ pub async fn run_hold_timer(
             Ok(_) => {}
             Err(e) => tracing::error!(error = ?e, "releasing reward holds failed"),
         }
+        if let Ok(counts) = store.reward_status_counts().await {
+            for (status, n) in counts {
+                metrics::gauge!("rewards", "status" => status).set(n as f64);
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(HOLD_TICK) => {},

@@ -168,23 +168,15 @@ impl Store {
                         .await?
                 };
             }
-            let t = std::time::Instant::now();
             let groups: Vec<GroupRow> = filtered!(&groups_sql);
-            eprintln!("groups {:?}", t.elapsed());
             let partners: Vec<(Option<String>, i64, i64)> = sqlx::query_as(partners_sql)
                 .bind(&filter.market)
                 .bind(filter.to)
                 .fetch_all(&mut *tx)
                 .await?;
-            let t = std::time::Instant::now();
             let days: Vec<(Option<String>, Option<String>, i64, i64)> = filtered!(&days_sql);
-            eprintln!("days {:?}", t.elapsed());
-            let t = std::time::Instant::now();
             let revenue: Vec<MoneyRow> = filtered!(&revenue_sql);
-            eprintln!("revenue {:?}", t.elapsed());
-            let t = std::time::Instant::now();
             let cost: Vec<MoneyRow> = filtered!(&cost_sql);
-            eprintln!("cost {:?}", t.elapsed());
             tx.commit().await?;
             (groups, partners, days, revenue, cost)
         });

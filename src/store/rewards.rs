@@ -232,6 +232,15 @@ impl Tx {
 }
 
 impl Store {
+    /// How many rewards are in each status (for the `rewards{status}` gauge).
+    pub async fn reward_status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT status, COUNT(*) FROM rewards GROUP BY status ORDER BY status"
+        )
+        .fetch_all(p)
+        .await?))
+    }
+
     pub async fn rewards(
         &self,
         status: Option<&str>,

@@ -438,3 +438,126 @@ fn partners_import_loads_a_csv_and_refuses_bad_rows_naming_the_line() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs_even_at_debug_level() {
+    use referral_sync::ingest::signature::{sign_hubspot, HubSpotVersion};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let secrets = [
+        "hubspot-secret-SHOULD-NOT-LEAK",
+        "pat-na1-TOKEN-SHOULD-NOT-LEAK",
+        "sf-outbound-SHOULD-NOT-LEAK-123",
+        "whsec_U0hPVUxELU5PVC1MRUFLLXNvdXJjZS1zZWNyZXQ=",
+        "db-password-SHOULD-NOT-LEAK",
+    ];
+    let log = dir.path().join("service.log");
+    let mut child = binary()
+        .arg("serve")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/s.db", dir.path().display()),
+        )
+        .env("REFERRAL_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("REFERRAL_SYNC__TELEMETRY__LEVEL", "debug")
+        .env("REFERRAL_SYNC__HUBSPOT__CLIENT_SECRETS", secrets[0])
+        .env("REFERRAL_SYNC__HUBSPOT__ACCESS_TOKEN", secrets[1])
+        .env(
+            "REFERRAL_SYNC__SALESFORCE__ORGANIZATION_IDS",
+            "00D7F00000107XsUAI",
+        )
+        .env("REFERRAL_SYNC__SALESFORCE__OUTBOUND_TOKEN", secrets[2])
+        .env("REFERRAL_SYNC__SOURCES__APP__SCHEME", "standard-webhooks")
+        .env("REFERRAL_SYNC__SOURCES__APP__SECRETS", secrets[3])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("service.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Good and bad requests that touch every secret, including the token in the query string.
+    let body = r#"[{"objectId":1,"eventId":1,"subscriptionId":1,"portalId":1,"occurredAt":1,"subscriptionType":"contact.creation"}]"#;
+    let now = chrono::Utc::now().timestamp_millis();
+    let url = format!("{base}/webhooks/hubspot");
+    let mut good = client.post(&url);
+    for (k, v) in sign_hubspot(
+        HubSpotVersion::V3,
+        secrets[0],
+        "POST",
+        &url,
+        body.as_bytes(),
+        now,
+    ) {
+        good = good.header(k, v);
+    }
+    assert_eq!(good.body(body).send().await.unwrap().status(), 204);
+    client
+        .post(&url)
+        .header("x-hubspot-signature-v3", "forged")
+        .header("x-hubspot-request-timestamp", now.to_string())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{base}/webhooks/salesforce?token={}", secrets[2]))
+        .body("<not-xml")
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{base}/webhooks/salesforce?token=wrong"))
+        .body("<x/>")
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{base}/webhooks/signup/app"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("{base}/api/v1/rewards"))
+        .bearer_auth(secrets[1])
+        .send()
+        .await
+        .unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let logs = format!(
+        "{}{}",
+        std::fs::read_to_string(&log).unwrap(),
+        std::fs::read_to_string(dir.path().join("service.err")).unwrap()
+    );
+    assert!(
+        logs.contains("webhook rejected"),
+        "the run was logged at all:\n{logs}"
+    );
+    for secret in secrets {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+    }
+    assert!(!logs.contains("token="), "query strings are not logged");
+}

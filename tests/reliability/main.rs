@@ -164,8 +164,8 @@ async fn sigkill_under_load_loses_nothing_and_rewards_once_on_sqlite() {
         "crash test ({} form, seed {seed}): {} referrals, {} kills at {kill_moments:?} ms, {} starts; \
          sends {} (acknowledged {}, refused {:?}, unanswered {}, redeliveries {}); \
          {} distinct events acknowledged, {} stored, inbox {:?}, outbox {:?}; {rewards} rewards; \
-         CRM: {} writes to {} records, {} exact repeats {:?}; sending took {sent_by:?}, \
-         settling {:?}, total {:?}",
+         CRM: requests by status {:?}, {} writes to {} records, {} exact repeats {:?}; \
+         sending took {sent_by:?}, settling {:?}, total {:?}",
         if scale.full { "full" } else { "reduced" },
         scale.referrals,
         kill_moments.len(),
@@ -179,6 +179,7 @@ async fn sigkill_under_load_loses_nothing_and_rewards_once_on_sqlite() {
         events,
         settled.inbox,
         settled.outbox,
+        writes.requests_by_status,
         writes.writes,
         writes.records,
         writes.exact_repeats,
@@ -186,13 +187,6 @@ async fn sigkill_under_load_loses_nothing_and_rewards_once_on_sqlite() {
         settled.waited,
         started.elapsed(),
     );
-    if std::env::var_os("DEBUG_SETTLE").is_some() {
-        let reqs = crm.state.requests();
-        let t0 = reqs.first().map(|r| r.at).unwrap_or(0);
-        let mut per: std::collections::BTreeMap<(i64, u16, String), usize> = Default::default();
-        for r in &reqs { *per.entry(((r.at - t0) / 500, r.status, r.path.clone())).or_default() += 1; }
-        for (k, v) in per { eprintln!("{k:?} {v}"); }
-    }
     store.close().await;
     service.kill();
     crm.stop().await;
@@ -257,8 +251,8 @@ async fn two_processes_on_one_postgresql_store_once_reward_once_and_deliver_ever
     println!(
         "scale-out test ({} form): {} referrals over 2 processes; sends {} (acknowledged {}); \
          {} distinct events acknowledged ({acknowledged_twice} by both processes), {} stored, \
-         inbox {:?}, outbox {:?}; {rewards} rewards; CRM: {} writes to {} records, {} exact \
-         repeats {:?}; sending took {sent_by:?}, settling {:?}, total {:?}",
+         inbox {:?}, outbox {:?}; {rewards} rewards; CRM: requests by status {:?}, {} writes to \
+         {} records, {} exact repeats {:?}; sending took {sent_by:?}, settling {:?}, total {:?}",
         if full() { "full" } else { "reduced" },
         scale.referrals,
         traffic.sends,
@@ -267,6 +261,7 @@ async fn two_processes_on_one_postgresql_store_once_reward_once_and_deliver_ever
         events,
         settled.inbox,
         settled.outbox,
+        writes.requests_by_status,
         writes.writes,
         writes.records,
         writes.exact_repeats,

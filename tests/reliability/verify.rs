@@ -77,9 +77,6 @@ pub async fn wait_until_settled(store: &Store, deadline: Instant) -> Settled {
                 shown.join("\n")
             );
         }
-        if std::env::var_os("DEBUG_SETTLE").is_some() {
-            eprintln!("{:?} inbox {inbox:?} pending rows {}: {:?}", start.elapsed(), pending_rows.len(), pending_rows.iter().take(3).map(|r| (r.id, r.attempts, r.last_status, r.last_error.clone(), r.next_attempt_at - chrono::Utc::now().timestamp_millis())).collect::<Vec<_>>());
-        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     unreachable!("the deadline ends the loop first")
@@ -241,6 +238,8 @@ pub struct WriteReport {
     /// Writes whose properties equal an earlier write's to the same record (at-least-once resends).
     pub exact_repeats: usize,
     pub repeated_records: Vec<String>,
+    /// CRM API answers by status (429s show a restarted process's rate limiter starting empty).
+    pub requests_by_status: BTreeMap<u16, usize>,
 }
 
 /// (e) per-record order: for each record and property, once a value has been replaced by another,
@@ -294,7 +293,12 @@ pub fn writes_kept_record_order(crm: &SandboxState) -> WriteReport {
         out_of_order.len(),
         first(&out_of_order)
     );
+    let mut requests_by_status = BTreeMap::new();
+    for r in crm.requests() {
+        *requests_by_status.entry(r.status).or_default() += 1;
+    }
     WriteReport {
+        requests_by_status,
         writes: writes.len(),
         records: by_record.len(),
         exact_repeats,
