@@ -179,7 +179,7 @@ pub fn compute(facts: &FunnelFacts) -> FunnelReport {
     for (groups, is_cost) in [(&facts.revenue, false), (&facts.reward_cost, true)] {
         for m in groups {
             let key = (label(m.market.as_deref()), label(m.source.as_deref()));
-            let value = amount_of(m);
+            let value = m.amount;
             let row = rows.entry(key).or_default();
             for acc in [row, &mut totals] {
                 let sums = if is_cost {
@@ -247,10 +247,6 @@ fn currency(value: Option<&str>) -> String {
         Some(c) if !c.is_empty() => c.to_ascii_uppercase(),
         _ => UNKNOWN.to_string(),
     }
-}
-
-fn amount_of(m: &MoneyGroup) -> Decimal {
-    m.amount.saturating_mul(Decimal::from(m.count))
 }
 
 /// `d` rounded half away from zero to exactly `dp` decimals.
@@ -544,13 +540,12 @@ mod tests {
         }
     }
 
-    fn money(currency: &str, amount: &str, count: u64) -> MoneyGroup {
+    fn money(currency: &str, amount: &str) -> MoneyGroup {
         MoneyGroup {
             market: Some("US".into()),
             source: Some("link".into()),
             currency: Some(currency.into()),
             amount: d(amount),
-            count,
         }
     }
 
@@ -582,7 +577,7 @@ mod tests {
         // 3 referrals, none qualified or won, by one referrer; no partners known.
         let facts = FunnelFacts {
             referral_groups: vec![group(Some("A"), "US", "link", 3, 0, 0)],
-            reward_cost: vec![money("USD", "10.00", 1)],
+            reward_cost: vec![money("USD", "10.00")],
             ..Default::default()
         };
 
@@ -679,16 +674,20 @@ mod tests {
 
     #[test]
     fn roi_needs_revenue_and_a_non_zero_cost_in_the_same_currency() {
-        // USD: revenue 2 × 1500.00 = 3000.00, cost 500.00 → ROI (3000 − 500) / 500 = 5.0000.
+        // USD: revenue 1500.00 + 1500.00 = 3000.00, cost 500.00 → ROI (3000 − 500) / 500 = 5.0000.
         // EUR: revenue 100, cost 0.00 → no ROI. RUB: cost only → no ROI. Won = 2 → CPA USD 250.00,
         // EUR 0.00, RUB 3333.33 / 2 = 1666.665 → 1666.67 (half away from zero).
         let facts = FunnelFacts {
             referral_groups: vec![group(Some("A"), "US", "link", 4, 2, 2)],
-            revenue: vec![money("USD", "1500.00", 2), money("eur", "100", 1)],
+            revenue: vec![
+                money("USD", "1500.00"),
+                money("USD", "1500.00"),
+                money("eur", "100"),
+            ],
             reward_cost: vec![
-                money("USD", "500.00", 1),
-                money("EUR", "0.00", 1),
-                money("RUB", "3333.33", 1),
+                money("USD", "500.00"),
+                money("EUR", "0.00"),
+                money("RUB", "3333.33"),
             ],
             ..Default::default()
         };
@@ -781,7 +780,7 @@ mod tests {
             ],
             revenue: vec![MoneyGroup {
                 currency: Some("  ".into()),
-                ..money("USD", "5", 1)
+                ..money("USD", "5")
             }],
             ..Default::default()
         };
@@ -827,8 +826,8 @@ mod tests {
                 joined: 2,
             }],
             days_to_win: vec![days("US", "link", 421, 1)],
-            revenue: vec![money("USD", "3000.00", 1), money("RUB", "50000.00", 1)],
-            reward_cost: vec![money("USD", "300.00", 1)],
+            revenue: vec![money("USD", "3000.00"), money("RUB", "50000.00")],
+            reward_cost: vec![money("USD", "300.00")],
             ..Default::default()
         };
         compute(&facts)

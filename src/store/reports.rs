@@ -1,8 +1,8 @@
 //! The funnel report's SQL: the few small aggregates [`crate::reports::funnel::compute`] turns into
-//! the report. Referrals are counted in SQL, grouped so that everything the report needs (distinct
-//! referrers, repeat referrers, the market matrix, totals across groups) can still be derived
-//! exactly; money comes back as decimal text grouped by amount and summed in Rust, because SQLite
-//! would sum TEXT as floating point.
+//! the report. Referrals are counted in SQL, grouped finely enough that everything the report needs
+//! (distinct referrers, repeat referrers, the market matrix, totals across groups) can still be
+//! derived exactly; money is decimal text, summed exactly in Rust. Indexes:
+//! `migrations/*/0002_report_indexes.sql`.
 
 use std::str::FromStr;
 
@@ -66,18 +66,20 @@ pub struct DaysToWinGroup {
     pub referrals: u64,
 }
 
-/// `count` amounts of exactly `amount` in `currency` for a market and source.
+/// The sum of amounts in `currency` for a market and source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoneyGroup {
     pub market: Option<String>,
     pub source: Option<String>,
     pub currency: Option<String>,
     pub amount: Decimal,
-    pub count: u64,
 }
 
-/// A CRM amount this large is a data-entry error, and it could overflow the sums.
+/// A CRM amount this large is a data-entry error, and could overflow the sums.
 const MAX_DEAL_AMOUNT: i64 = 1_000_000_000_000_000_000;
+
+/// Joins a group's amounts into one text (ASCII unit separator), so a few rows carry them all.
+const SEPARATOR: char = '\u{1f}';
 
 /// The referral filter over `referrals` aliased `r`, on parameters $1..$4.
 const REFERRAL_FILTER: &str = "($1 IS NULL OR COALESCE(r.market, 'unknown') = $1) \
@@ -94,12 +96,12 @@ type GroupRow = (
     i64,
     i64,
 );
+/// Market, source, currency, the amounts joined by [`SEPARATOR`].
 type MoneyRow = (
     Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
-    i64,
 );
 
 impl Store {
@@ -133,23 +135,32 @@ impl Store {
              FROM referrals r WHERE r.won_at IS NOT NULL AND {REFERRAL_FILTER} \
              GROUP BY 1, 2, 3"
         );
-        // CROSS JOIN fixes SQLite's join order (the few won deals drive the referral lookups);
-        // PostgreSQL plans it as the inner join it is.
+        // Amounts are decimal text: SQLite's SUM would turn them into floating point, so each
+        // group's amounts come back joined into one text and are summed exactly in Rust. Fetching
+        // them row by row instead costs more than all the SQL.
+        let (concat, position, separator) = match self.kind() {
+            BackendKind::Sqlite => ("group_concat", "instr", "char(31)"),
+            BackendKind::Postgres => ("string_agg", "strpos", "chr(31)"),
+        };
+        // A deal at stage won has made its referral won, so the few won referrals drive the
+        // lookups. CROSS JOIN fixes that order on SQLite; PostgreSQL plans it as an inner join.
         let revenue_sql = format!(
-            "SELECT r.market, r.source, d.currency, d.amount, COUNT(*) \
-             FROM crm_records d CROSS JOIN referrals r \
-             WHERE d.stage = 'won' AND r.id = d.referral_id \
+            "SELECT r.market, r.source, d.currency, {concat}(d.amount, {separator}) \
+             FROM referrals r CROSS JOIN crm_records d \
+             WHERE r.won_at IS NOT NULL AND {REFERRAL_FILTER} \
+               AND d.referral_id = r.id AND d.stage = 'won' \
                AND d.object_type IN ('deal', 'Opportunity') \
-               AND d.deleted_at IS NULL AND d.merged_into IS NULL AND d.amount IS NOT NULL \
-               AND {REFERRAL_FILTER} \
-             GROUP BY r.market, r.source, d.currency, d.amount"
+               AND d.deleted_at IS NULL AND d.merged_into IS NULL \
+               AND d.amount IS NOT NULL AND {position}(d.amount, {separator}) = 0 \
+             GROUP BY r.market, r.source, d.currency"
         );
+        // A reward exists from the program's success stage on, which need not be won.
         let cost_sql = format!(
-            "SELECT r.market, r.source, w.currency, w.amount, COUNT(*) \
+            "SELECT r.market, r.source, w.currency, {concat}(w.amount, {separator}) \
              FROM rewards w CROSS JOIN referrals r \
-             WHERE r.id = w.referral_id AND w.status NOT IN ('reversed', 'rejected') \
+             WHERE w.status NOT IN ('reversed', 'rejected') AND r.id = w.referral_id \
                AND {REFERRAL_FILTER} \
-             GROUP BY r.market, r.source, w.currency, w.amount"
+             GROUP BY r.market, r.source, w.currency"
         );
         let begin = match self.kind() {
             BackendKind::Sqlite => "BEGIN",
@@ -182,24 +193,23 @@ impl Store {
         });
 
         let max_deal = Decimal::from(MAX_DEAL_AMOUNT);
-        let mut unreadable = 0u64;
+        let mut unreadable = 0usize;
         let revenue = revenue
             .into_iter()
-            .filter_map(|(market, source, currency, amount, count)| {
-                let parsed = amount
-                    .as_deref()
-                    .and_then(|a| Decimal::from_str(a.trim()).ok())
-                    .filter(|a| a.abs() < max_deal);
-                if parsed.is_none() {
-                    unreadable += count_of(count);
+            .map(|(market, source, currency, amounts)| {
+                let mut sum = Decimal::ZERO;
+                for text in amounts.as_deref().unwrap_or_default().split(SEPARATOR) {
+                    match Decimal::from_str(text.trim()) {
+                        Ok(amount) if amount.abs() < max_deal => sum = sum.saturating_add(amount),
+                        _ => unreadable += 1,
+                    }
                 }
-                Some(MoneyGroup {
+                MoneyGroup {
                     market,
                     source,
                     currency,
-                    amount: parsed?,
-                    count: count_of(count),
-                })
+                    amount: sum,
+                }
             })
             .collect();
         if unreadable > 0 {
@@ -210,17 +220,19 @@ impl Store {
         }
         let reward_cost = cost
             .into_iter()
-            .map(|(market, source, currency, amount, count)| {
-                let text = amount.unwrap_or_default();
-                let amount = Decimal::from_str(text.trim()).map_err(|_| {
-                    StoreError::Corrupt(format!("reward amount `{text}` is not a decimal"))
-                })?;
+            .map(|(market, source, currency, amounts)| {
+                let mut sum = Decimal::ZERO;
+                for text in amounts.as_deref().unwrap_or_default().split(SEPARATOR) {
+                    let amount = Decimal::from_str(text.trim()).map_err(|_| {
+                        StoreError::Corrupt(format!("reward amount `{text}` is not a decimal"))
+                    })?;
+                    sum = sum.saturating_add(amount);
+                }
                 Ok(MoneyGroup {
                     market,
                     source,
                     currency,
-                    amount,
-                    count: count_of(count),
+                    amount: sum,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
