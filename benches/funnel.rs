@@ -2,6 +2,7 @@
 //! SQLite database with 1,000,000 referrals (2 markets × 4 sources, 2,000 referrers, ~25% with a
 //! deal, ~8% won with a reward, some reversed), then times `Store::funnel_facts` + `compute` over
 //! the whole range and prints one JSON line. Setup time is reported but not part of the figure.
+//! There is no ANALYZE, so SQLite plans the queries as it would on a production database.
 //!
 //! Run: `cargo bench --bench funnel` (env: BENCH_REFERRALS=1000000, BENCH_RUNS=5, BENCH_DB=PATH to
 //! keep the database and reuse it on the next run).
@@ -93,7 +94,7 @@ async fn fill(url: &str, referrals: u64) {
     let options = SqliteConnectOptions::from_str(url)
         .expect("url")
         .journal_mode(SqliteJournalMode::Wal)
-        // Setup only: the measured store reopens the file with full durability.
+        // Setup only; the measured store uses its own connections, with full durability.
         .synchronous(SqliteSynchronous::Off)
         // Random-order index inserts thrash SQLite's default 2 MB page cache.
         .pragma("cache_size", "-1048576");

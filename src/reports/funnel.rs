@@ -6,14 +6,16 @@
 //! filter's period):
 //! - partners: every referrer of the row's market counts as invited (joining implies an invitation),
 //!   `joined` ones as joined, both as of the period's end; referrers have no source, so every source
-//!   row of a market repeats the market's figures, and the totals use all referrers;
+//!   row of a market repeats the market's figures, and the totals use all referrers; a market with
+//!   partners but no referrals gets one row, source `all` (or the filter's source);
 //! - active referrers: distinct referrer codes among the row's referrals, so a referrer whose
 //!   referees are in another market counts there (see the matrix), and activation can exceed 1;
 //! - repeat rate: of those referrers with ≥1 won referral in the row, the share with ≥2;
 //! - days to win: first touch → won in days to 1 dp, nearest-rank median and p90;
-//! - revenue: amounts of the referrals' deals now at stage `won` (not deleted or merged away), per
-//!   deal currency (`unknown` when the CRM gave none); reward cost: rewards neither `reversed` nor
-//!   `rejected`, per currency; ROI only for currencies with both and a non-zero cost.
+//! - revenue: amounts of the won referrals' deals now at stage `won` (not deleted or merged away),
+//!   per deal currency (`unknown` when the CRM gave none; amounts that are not decimals are left
+//!   out); reward cost: rewards neither `reversed` nor `rejected`, per reward currency; ROI only for
+//!   currencies with both and a non-zero cost.
 //!
 //! Rates are ratios rounded half away from zero to 4 dp (`None` when the denominator is 0); ROI to
 //! 4 dp; cost per acquisition to 2 dp. A missing market or source reads `unknown`.
@@ -25,7 +27,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
 pub use crate::store::{FunnelFacts, FunnelFilter};
-use crate::store::{MoneyGroup, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 const UNKNOWN: &str = "unknown";
 const ALL: &str = "all";
@@ -179,7 +181,6 @@ pub fn compute(facts: &FunnelFacts) -> FunnelReport {
     for (groups, is_cost) in [(&facts.revenue, false), (&facts.reward_cost, true)] {
         for m in groups {
             let key = (label(m.market.as_deref()), label(m.source.as_deref()));
-            let value = m.amount;
             let row = rows.entry(key).or_default();
             for acc in [row, &mut totals] {
                 let sums = if is_cost {
@@ -188,7 +189,7 @@ pub fn compute(facts: &FunnelFacts) -> FunnelReport {
                     &mut acc.revenue
                 };
                 let sum = sums.entry(currency(m.currency.as_deref())).or_default();
-                *sum = sum.saturating_add(value);
+                *sum = sum.saturating_add(m.amount);
             }
         }
     }
@@ -506,7 +507,7 @@ fn render<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DaysToWinGroup, PartnerGroup, ReferralGroup};
+    use crate::store::{DaysToWinGroup, MoneyGroup, PartnerGroup, ReferralGroup};
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap()

@@ -215,7 +215,7 @@ impl Store {
         if unreadable > 0 {
             tracing::warn!(
                 amounts = unreadable,
-                "won deal amounts that are not decimals were left out of the revenue"
+                "won deal amounts that are not plausible decimals were left out of the revenue"
             );
         }
         let reward_cost = cost

@@ -8,6 +8,7 @@ mod attribution;
 mod cli;
 mod config;
 mod delivery;
+mod funnel;
 mod health;
 mod rewards;
 mod store_contract;

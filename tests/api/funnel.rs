@@ -1,0 +1,551 @@
+//! The funnel report (SPEC §6) over a small hand-made ledger on both backends: every figure of every
+//! row, the totals and the market matrix is checked against values worked out by hand below, then
+//! the filters (market, source, period, partners as of the period's end).
+
+use referral_sync::clock::{DAY, HOUR};
+use referral_sync::reports::{self, FunnelFilter, FunnelReport, FunnelRow};
+use referral_sync::store::{
+    Attribution, Milestone, NewReward, RecordKey, Referral, ReferrerFacts, Store, Tx,
+};
+use rust_decimal::Decimal;
+
+use crate::both_backends;
+use crate::support::{test_store, Backend, T0};
+
+both_backends!(
+    funnel_figures_match_the_hand_computed_values,
+    funnel_filters_by_market_source_and_period,
+);
+
+// The ledger, all times from T0 (first touches an hour apart, so periods can split them):
+//
+// Referrers  A US invited −30d, joined −20d   B US joined −10d (imported, never invited)
+//            C US invited −5d                 D RU invited −30d, joined −25d
+//            E RU invited +100d
+// → partners US 3 invited / 2 joined (0.6667), RU 2 / 1 (0.5000), all 5 / 3 (0.6000).
+//
+// Referral  referrer source market  touch  qualified  won after        deals (won unless noted)
+// a1        A        link   US      +0h    yes        10d 3h  = 10.1   HubSpot 101 USD 1000.00; 107
+//                                                                      USD 9999.00 deleted (no)
+// a2        A        link   US      +1h    yes        30d 3h36 = 30.15 HubSpot 102 USD 2000.00 and
+//                                                     → 30.2 (half up) 109 USD 500.00
+// b1        B        link   US      +2h    -          -
+// b2        B        code   US      +3h    yes        45d 12h = 45.5   HubSpot 103 EUR 500.50
+// b3        B        code   US      +4h    yes        -                HubSpot 104 USD 999.00 at
+//                                                                      proposal (no)
+// d1        D (RU)   intro  US      +5h    yes        20d = 20.0       Salesforce Opportunity 006D1
+//                                                                      USD 4000.00
+// d2        D        link   RU      +6h    yes        60d = 60.0       HubSpot 105 RUB 50000.00; 108
+//                                                                      "lots" (not a decimal: no)
+// d3        D        link   RU      +7h    -          -
+// p1        (none)   pool   RU      +8h    -          -
+// u1        A        (none) (none)  +9h    -          -
+//
+// Rewards: a1 referrer USD 100.00 eligible; a2 referrer USD 200.00 pending, referee USD 50.00
+// reversed (no); b2 referrer USD 80.00 approved (the EUR deal converted); d1 referrer USD 400.00
+// paid; d2 referrer RUB 5000.00 paid, referee RUB 1000.00 rejected (no).
+
+const A_CODE: &str = "ACME-7";
+
+struct Ledger {
+    tx: Tx,
+}
+
+impl Ledger {
+    async fn referrer(
+        &mut self,
+        code: &str,
+        market: &str,
+        invited: Option<i64>,
+        joined: Option<i64>,
+    ) {
+        let facts = ReferrerFacts {
+            code: code.into(),
+            market: Some(market.into()),
+            kind: "partner".into(),
+            ..Default::default()
+        };
+        if let Some(at) = invited {
+            self.tx
+                .upsert_referrer(&facts, false, at, at)
+                .await
+                .unwrap();
+        }
+        if let Some(at) = joined {
+            self.tx.upsert_referrer(&facts, true, at, at).await.unwrap();
+        }
+    }
+
+    async fn referral(
+        &mut self,
+        name: &str,
+        code: Option<&str>,
+        source: Option<&str>,
+        market: Option<&str>,
+        touch: i64,
+    ) -> Referral {
+        let attribution = Attribution {
+            referrer_code: code.map(String::from),
+            source: source.map(String::from),
+            market: market.map(String::from),
+            first_touch_at: touch,
+        };
+        let email = format!("{name}@referee.example");
+        let (referral, new) = self
+            .tx
+            .insert_referral(&email, &attribution, touch)
+            .await
+            .unwrap();
+        assert!(new);
+        referral
+    }
+
+    async fn milestone(&mut self, r: &Referral, milestone: Milestone, at: i64) {
+        assert!(self
+            .tx
+            .set_referral_milestone(&r.id, milestone, at)
+            .await
+            .unwrap());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn deal(
+        &mut self,
+        crm: &str,
+        object_type: &str,
+        id: &str,
+        r: &Referral,
+        stage: &str,
+        amount: &str,
+        currency: &str,
+        at: i64,
+    ) -> RecordKey {
+        let key = RecordKey {
+            crm: crm.into(),
+            object_type: object_type.into(),
+            object_id: id.into(),
+        };
+        let tx = &mut self.tx;
+        tx.upsert_record(&key, "", Some(at), None, None, at)
+            .await
+            .unwrap();
+        tx.link_record(&key, &r.id, &r.attribution(), at)
+            .await
+            .unwrap();
+        tx.set_deal_fields(&key, Some("default"), Some(amount), Some(currency), at)
+            .await
+            .unwrap();
+        assert!(tx
+            .set_stage_if_newer(&key, stage, stage, at, at)
+            .await
+            .unwrap());
+        key
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn reward(
+        &mut self,
+        deal: &RecordKey,
+        beneficiary: &str,
+        r: &Referral,
+        market: &str,
+        status: &str,
+        amount: &str,
+        currency: &str,
+        at: i64,
+    ) {
+        let reward = NewReward {
+            crm: deal.crm.clone(),
+            deal_id: deal.object_id.clone(),
+            beneficiary: beneficiary.into(),
+            referral_id: r.id.clone(),
+            referrer_code: r.referrer_code.clone(),
+            market: market.into(),
+            status: status.into(),
+            kind: "flat".into(),
+            amount: amount.into(),
+            currency: currency.into(),
+            tier: None,
+            deal_amount: None,
+            deal_currency: None,
+            fx_rate: None,
+            calculation: "{}".into(),
+            flags: "[]".into(),
+            review_reason: None,
+            won_at: at,
+            hold_until: None,
+        };
+        assert!(self.tx.insert_reward(&reward, at).await.unwrap().is_some());
+    }
+}
+
+async fn seed(store: &Store) {
+    let mut l = Ledger {
+        tx: store.begin().await.unwrap(),
+    };
+    l.referrer(A_CODE, "US", Some(T0 - 30 * DAY), Some(T0 - 20 * DAY))
+        .await;
+    l.referrer("B", "US", None, Some(T0 - 10 * DAY)).await;
+    l.referrer("C", "US", Some(T0 - 5 * DAY), None).await;
+    l.referrer("D", "RU", Some(T0 - 30 * DAY), Some(T0 - 25 * DAY))
+        .await;
+    l.referrer("E", "RU", Some(T0 + 100 * DAY), None).await;
+
+    let (us, ru) = (Some("US"), Some("RU"));
+    let (hubspot, salesforce) = ("hubspot", "salesforce");
+    let q = Milestone::Qualified;
+
+    let a1 = l.referral("a1", Some(A_CODE), Some("link"), us, T0).await;
+    let won = T0 + 10 * DAY + 3 * HOUR;
+    l.milestone(&a1, q, T0 + DAY).await;
+    l.milestone(&a1, Milestone::Won, won).await;
+    let deal = l
+        .deal(hubspot, "deal", "101", &a1, "won", "1000.00", "USD", won)
+        .await;
+    l.reward(
+        &deal, "referrer", &a1, "US", "eligible", "100.00", "USD", won,
+    )
+    .await;
+    let deleted = l
+        .deal(hubspot, "deal", "107", &a1, "won", "9999.00", "USD", won)
+        .await;
+    l.tx.mark_deleted(&deleted, Some(won)).await.unwrap();
+
+    let a2 = l
+        .referral("a2", Some(A_CODE), Some("link"), us, T0 + HOUR)
+        .await;
+    let won = T0 + HOUR + 30 * DAY + 3 * HOUR + 36 * 60_000;
+    l.milestone(&a2, q, T0 + DAY).await;
+    l.milestone(&a2, Milestone::Won, won).await;
+    let deal = l
+        .deal(hubspot, "deal", "102", &a2, "won", "2000.00", "USD", won)
+        .await;
+    l.reward(
+        &deal, "referrer", &a2, "US", "pending", "200.00", "USD", won,
+    )
+    .await;
+    l.reward(&deal, "referee", &a2, "US", "reversed", "50.00", "USD", won)
+        .await;
+    l.deal(hubspot, "deal", "109", &a2, "won", "500.00", "USD", won)
+        .await;
+
+    l.referral("b1", Some("B"), Some("link"), us, T0 + 2 * HOUR)
+        .await;
+
+    let b2 = l
+        .referral("b2", Some("B"), Some("code"), us, T0 + 3 * HOUR)
+        .await;
+    let won = T0 + 3 * HOUR + 45 * DAY + 12 * HOUR;
+    l.milestone(&b2, q, T0 + DAY).await;
+    l.milestone(&b2, Milestone::Won, won).await;
+    let deal = l
+        .deal(hubspot, "deal", "103", &b2, "won", "500.50", "EUR", won)
+        .await;
+    l.reward(
+        &deal, "referrer", &b2, "US", "approved", "80.00", "USD", won,
+    )
+    .await;
+
+    let b3 = l
+        .referral("b3", Some("B"), Some("code"), us, T0 + 4 * HOUR)
+        .await;
+    l.milestone(&b3, q, T0 + DAY).await;
+    l.deal(
+        hubspot,
+        "deal",
+        "104",
+        &b3,
+        "proposal",
+        "999.00",
+        "USD",
+        T0 + DAY,
+    )
+    .await;
+
+    let d1 = l
+        .referral("d1", Some("D"), Some("intro"), us, T0 + 5 * HOUR)
+        .await;
+    let won = T0 + 5 * HOUR + 20 * DAY;
+    l.milestone(&d1, q, T0 + DAY).await;
+    l.milestone(&d1, Milestone::Won, won).await;
+    let deal = l
+        .deal(
+            salesforce,
+            "Opportunity",
+            "006D1",
+            &d1,
+            "won",
+            "4000.00",
+            "USD",
+            won,
+        )
+        .await;
+    l.reward(&deal, "referrer", &d1, "US", "paid", "400.00", "USD", won)
+        .await;
+
+    let d2 = l
+        .referral("d2", Some("D"), Some("link"), ru, T0 + 6 * HOUR)
+        .await;
+    let won = T0 + 6 * HOUR + 60 * DAY;
+    l.milestone(&d2, q, T0 + DAY).await;
+    l.milestone(&d2, Milestone::Won, won).await;
+    let deal = l
+        .deal(hubspot, "deal", "105", &d2, "won", "50000.00", "RUB", won)
+        .await;
+    l.reward(&deal, "referrer", &d2, "RU", "paid", "5000.00", "RUB", won)
+        .await;
+    l.reward(
+        &deal, "referee", &d2, "RU", "rejected", "1000.00", "RUB", won,
+    )
+    .await;
+    l.deal(hubspot, "deal", "108", &d2, "won", "lots", "RUB", won)
+        .await;
+
+    l.referral("d3", Some("D"), Some("link"), ru, T0 + 7 * HOUR)
+        .await;
+    l.referral("p1", None, Some("pool"), ru, T0 + 8 * HOUR)
+        .await;
+    l.referral("u1", Some(A_CODE), None, None, T0 + 9 * HOUR)
+        .await;
+    l.tx.commit().await.unwrap();
+}
+
+/// Every figure of a row on one line: `-` for `None`, currencies as `USD 1.00 EUR 2.00`.
+fn line(r: &FunnelRow) -> String {
+    let opt = |v: Option<Decimal>| v.map_or("-".to_string(), |v| v.to_string());
+    let map = |m: &std::collections::BTreeMap<String, Decimal>| {
+        if m.is_empty() {
+            return "-".to_string();
+        }
+        let parts: Vec<String> = m.iter().map(|(c, v)| format!("{c} {v}")).collect();
+        parts.join(" ")
+    };
+    format!(
+        "{}/{} | partners {} {} {} | active {} {} | referrals {} {} {} | rates {} {} {} | days {} {} \
+         | revenue {} | cost {} | roi {} | cpa {}",
+        r.market,
+        r.source,
+        r.partners_invited,
+        r.partners_joined,
+        opt(r.partner_acceptance),
+        r.active_referrers,
+        opt(r.partner_activation),
+        r.referrals,
+        r.qualified,
+        r.won,
+        opt(r.qualification_rate),
+        opt(r.conversion_rate),
+        opt(r.repeat_rate),
+        opt(r.median_days_to_win),
+        opt(r.p90_days_to_win),
+        map(&r.revenue),
+        map(&r.reward_cost),
+        map(&r.roi),
+        map(&r.cost_per_acquisition),
+    )
+}
+
+fn lines(report: &FunnelReport) -> Vec<String> {
+    report.rows.iter().map(line).collect()
+}
+
+fn matrix(report: &FunnelReport) -> Vec<(&str, &str, u64, u64)> {
+    report
+        .matrix
+        .iter()
+        .map(|c| {
+            (
+                c.referrer_market.as_str(),
+                c.referee_market.as_str(),
+                c.referrals,
+                c.won,
+            )
+        })
+        .collect()
+}
+
+async fn funnel_figures_match_the_hand_computed_values(backend: Backend) {
+    let Some((store, _db)) = test_store(backend).await else {
+        return;
+    };
+    seed(&store).await;
+
+    let report = reports::report(&store, &FunnelFilter::default())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        lines(&report),
+        [
+            // RU/link: d2 (won), d3. Active D of 1 joined. D's one win here: repeat 0/1.
+            // ROI (50000 − 5000) / 5000 = 9; CPA 5000 / 1. The rejected reward and "lots" are out.
+            "RU/link | partners 2 1 0.5000 | active 1 1.0000 | referrals 2 1 1 \
+             | rates 0.5000 0.5000 0.0000 | days 60.0 60.0 | revenue RUB 50000.00 \
+             | cost RUB 5000.00 | roi RUB 9.0000 | cpa RUB 5000.00",
+            // RU/pool: p1 without a referrer: no active referrer (0 / 1 joined), no win.
+            "RU/pool | partners 2 1 0.5000 | active 0 0.0000 | referrals 1 0 0 \
+             | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
+            // US/code: b2 (won, EUR deal, USD reward), b3 (qualified, deal at proposal: no
+            // revenue). No currency has both revenue and cost: no ROI; CPA USD 80 / 1.
+            "US/code | partners 3 2 0.6667 | active 1 0.5000 | referrals 2 2 1 \
+             | rates 1.0000 0.5000 0.0000 | days 45.5 45.5 | revenue EUR 500.50 \
+             | cost USD 80.00 | roi - | cpa USD 80.00",
+            // US/intro: d1, a US referee of the RU referrer D; a Salesforce Opportunity.
+            "US/intro | partners 3 2 0.6667 | active 1 0.5000 | referrals 1 1 1 \
+             | rates 1.0000 1.0000 0.0000 | days 20.0 20.0 | revenue USD 4000.00 \
+             | cost USD 400.00 | roi USD 9.0000 | cpa USD 400.00",
+            // US/link: a1, a2 (both won, by A: repeat 1/1), b1. Active A, B of 2 joined.
+            // Days 10.1, 30.2: median rank ⌈0.5·2⌉ = 1 → 10.1, p90 rank ⌈0.9·2⌉ = 2 → 30.2.
+            // Revenue 1000 + 2000 + 500 (the deleted 9999 is out) = 3500; cost 100 + 200 (the
+            // reversed 50 is out) = 300; ROI (3500 − 300) / 300 = 10.66… → 10.6667; CPA 300 / 2.
+            "US/link | partners 3 2 0.6667 | active 2 1.0000 | referrals 3 2 2 \
+             | rates 0.6667 0.6667 1.0000 | days 10.1 30.2 | revenue USD 3500.00 \
+             | cost USD 300.00 | roi USD 10.6667 | cpa USD 150.00",
+            // u1: A's referral without market or source; no partners are in market "unknown".
+            "unknown/unknown | partners 0 0 - | active 1 - | referrals 1 0 0 \
+             | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
+        ]
+    );
+    // Totals: 10 referrals, 6 qualified (0.6), 5 won (0.5); active A, B, D of 3 joined. Wins per
+    // referrer across rows: A 2, B 1, D 2 (one US, one RU) → repeat 2 / 3 = 0.6667.
+    // Days 10.1 20.0 30.2 45.5 60.0: median rank 3 → 30.2, p90 rank ⌈4.5⌉ = 5 → 60.0.
+    // USD revenue 3500 + 4000 = 7500, cost 300 + 80 + 400 = 780: ROI 6720 / 780 = 8.6153… →
+    // 8.6154, CPA 780 / 5 = 156; RUB ROI 9, CPA 5000 / 5 = 1000; EUR has revenue only.
+    assert_eq!(
+        line(&report.totals),
+        "all/all | partners 5 3 0.6000 | active 3 1.0000 | referrals 10 6 5 \
+         | rates 0.6000 0.5000 0.6667 | days 30.2 60.0 \
+         | revenue EUR 500.50 RUB 50000.00 USD 7500.00 | cost RUB 5000.00 USD 780.00 \
+         | roi RUB 9.0000 USD 8.6154 | cpa RUB 1000.00 USD 156.00"
+    );
+    // Referrer market → referee market: A and B (US) referred a1 a2 b1 b2 b3 (3 won) and u1 (no
+    // market); D (RU) referred d1 in the US (won) and d2 d3 in RU (1 won); p1 has no referrer.
+    assert_eq!(
+        matrix(&report),
+        [
+            ("RU", "RU", 2, 1),
+            ("RU", "US", 1, 1),
+            ("US", "US", 5, 3),
+            ("US", "unknown", 1, 0),
+            ("unknown", "RU", 1, 0),
+        ]
+    );
+
+    let csv = reports::to_csv(&report);
+    let csv_lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(csv_lines.len(), 1 + 6 + 1, "header, six rows, totals");
+    assert_eq!(
+        csv_lines[5],
+        "US,link,3,2,0.6667,2,1.0000,3,2,2,0.6667,0.6667,1.0000,10.1,30.2,USD 3500.00,\
+         USD 300.00,USD 10.6667,USD 150.00"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["totals"]["revenue"]["EUR"], "500.50");
+    assert_eq!(json["rows"][1]["repeat_rate"], serde_json::Value::Null);
+    let table = reports::to_table(&report);
+    assert!(table
+        .lines()
+        .any(|l| l.starts_with("all ") && l.contains("66.7%")));
+}
+
+async fn funnel_filters_by_market_source_and_period(backend: Backend) {
+    let Some((store, _db)) = test_store(backend).await else {
+        return;
+    };
+    seed(&store).await;
+    let report = |filter: FunnelFilter| {
+        let store = store.clone();
+        async move { reports::report(&store, &filter).await.unwrap() }
+    };
+
+    // US, first touch in [T0, T0 + 2h): a1 and a2; b1 (at T0 + 2h exactly) is out. Partners as of
+    // T0 + 2h: A, B, C invited, A and B joined.
+    let us_early = report(FunnelFilter {
+        market: Some("US".into()),
+        from: Some(T0),
+        to: Some(T0 + 2 * HOUR),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        lines(&us_early),
+        [
+            "US/link | partners 3 2 0.6667 | active 1 0.5000 | referrals 2 2 2 \
+          | rates 1.0000 1.0000 1.0000 | days 10.1 30.2 | revenue USD 3500.00 \
+          | cost USD 300.00 | roi USD 10.6667 | cpa USD 150.00"
+        ]
+    );
+    assert_eq!(
+        line(&us_early.totals).replace("all/all", "US/link"),
+        line(&us_early.rows[0])
+    );
+    assert_eq!(matrix(&us_early), [("US", "US", 2, 2)]);
+
+    // RU before T0 + 1d: d2, d3, p1. E is invited only at T0 + 100d, so RU has 1 invited, 1 joined.
+    let ru = report(FunnelFilter {
+        market: Some("RU".into()),
+        to: Some(T0 + DAY),
+        ..Default::default()
+    })
+    .await;
+    let heads: Vec<String> = lines(&ru)
+        .iter()
+        .map(|l| l.split(" | ").take(4).collect::<Vec<_>>().join(" | "))
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            "RU/link | partners 1 1 1.0000 | active 1 1.0000 | referrals 2 1 1",
+            "RU/pool | partners 1 1 1.0000 | active 0 0.0000 | referrals 1 0 0",
+        ]
+    );
+    assert_eq!((ru.totals.partners_invited, ru.totals.referrals), (1, 3));
+
+    // Source pool: p1 in RU; the US has partners but no pool referral, and still shows them.
+    let pool = report(FunnelFilter {
+        source: Some("pool".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        lines(&pool),
+        [
+            "RU/pool | partners 2 1 0.5000 | active 0 0.0000 | referrals 1 0 0 \
+             | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
+            "US/pool | partners 3 2 0.6667 | active 0 0.0000 | referrals 0 0 0 \
+             | rates - - - | days - - | revenue - | cost - | roi - | cpa -",
+        ]
+    );
+    assert_eq!(
+        (pool.totals.partners_invited, pool.totals.referrals),
+        (5, 1)
+    );
+    assert_eq!(matrix(&pool), [("unknown", "RU", 1, 0)]);
+
+    // "unknown" selects the referrals without a market (u1), and no partner has that market.
+    let unknown = report(FunnelFilter {
+        market: Some("unknown".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(unknown.rows.len(), 1);
+    assert_eq!(
+        (unknown.rows[0].source.as_str(), unknown.rows[0].referrals),
+        ("unknown", 1)
+    );
+    assert_eq!(unknown.totals.partners_invited, 0);
+
+    // A period with nothing in it: no referrals; the US and RU still show their partners.
+    let empty = report(FunnelFilter {
+        from: Some(T0 + 365 * DAY),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(empty.totals.referrals, 0);
+    assert_eq!(empty.totals.conversion_rate, None);
+    assert!(empty
+        .rows
+        .iter()
+        .all(|r| r.referrals == 0 && r.source == "all"));
+    assert!(empty.matrix.is_empty());
+}
