@@ -1,20 +1,12 @@
 //! Read queries behind the admin API: paginated lists with filters. Pagination is by keyset
 //! (`after` = the last id or code of the previous page), which stays fast and stable as data grows.
 
-use super::ledger::{OutboxRow, Referral, Referrer};
-use super::rewards::Reward;
+use super::ledger::{
+    OutboxRow, Referral, Referrer, OUTBOX_COLUMNS, REFERRAL_COLUMNS, REFERRER_COLUMNS,
+};
+use super::rewards::{Reward, REWARD_COLUMNS};
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;
-
-const REFERRER_COLUMNS: &str =
-    "id, code, name, email, company_domain, market, kind, status, invited_at, joined_at";
-const REFERRAL_COLUMNS: &str = "id, email, referee_name, referee_company, referrer_code, source, \
-     market, first_touch_at, utm, signup_ip, signed_up_at, activated_at, qualified_at, won_at";
-const REWARD_COLUMNS: &str = "id, crm, deal_id, beneficiary, referral_id, referrer_code, market, \
-     status, kind, amount, currency, tier, deal_amount, deal_currency, fx_rate, calculation, flags, \
-     review_reason, won_at, hold_until, decided_by, created_at, updated_at";
-const OUTBOX_COLUMNS: &str = "id, crm, account, object_type, object_id, kind, payload, status, \
-     attempts, next_attempt_at, last_status, last_error, created_at, delivered_at";
 
 /// Filters of `GET /api/v1/referrals`.
 #[derive(Debug, Clone, Default)]

@@ -208,17 +208,20 @@ pub struct NewAudit<'a> {
     pub reason: Option<&'a str>,
 }
 
-const REFERRER_COLUMNS: &str =
+pub(super) const REFERRER_COLUMNS: &str =
     "id, code, name, email, company_domain, market, kind, status, invited_at, joined_at";
-const REFERRAL_COLUMNS: &str = "id, email, referee_name, referee_company, referrer_code, source, \
+pub(super) const REFERRAL_COLUMNS: &str =
+    "id, email, referee_name, referee_company, referrer_code, source, \
      market, first_touch_at, utm, signup_ip, signed_up_at, activated_at, qualified_at, won_at";
-const RECORD_COLUMNS: &str = "crm, object_type, object_id, account, referral_id, email, \
+pub(super) const RECORD_COLUMNS: &str =
+    "crm, object_type, object_id, account, referral_id, email, \
      referrer_code, source, market, first_touch_at, linked_at, pipeline, stage_id, stage, \
      stage_occurred_at, amount, currency, parent_id, merged_into, deleted_at, crm_created_at";
-const TOUCH_COLUMNS: &str =
+pub(super) const TOUCH_COLUMNS: &str =
     "id, referral_id, inbox_event_id, kind, referrer_code, source, market, \
      occurred_at, outcome, recorded_at";
-const OUTBOX_COLUMNS: &str = "id, crm, account, object_type, object_id, kind, payload, status, \
+pub(super) const OUTBOX_COLUMNS: &str =
+    "id, crm, account, object_type, object_id, kind, payload, status, \
      attempts, next_attempt_at, last_status, last_error, created_at, delivered_at";
 
 impl Tx {

@@ -5,13 +5,10 @@
 //! out in the order they were made. No transaction is held while the CRM is called: the lease is
 //! the lock, and every finish is fenced on still holding it.
 
-use super::ledger::OutboxRow;
+use super::ledger::{OutboxRow, OUTBOX_COLUMNS};
 use super::tx::on_tx;
 use super::{on_pool, Backend, Store, StoreError};
 use crate::clock::Millis;
-
-const OUTBOX_COLUMNS: &str = "id, crm, account, object_type, object_id, kind, payload, status, \
-     attempts, next_attempt_at, last_status, last_error, created_at, delivered_at";
 
 /// A claimed record: its pending rows in order (the first one holds the lease).
 #[derive(Debug, Clone)]

@@ -59,7 +59,7 @@ pub struct NewReward {
     pub hold_until: Option<Millis>,
 }
 
-const REWARD_COLUMNS: &str = "id, crm, deal_id, beneficiary, referral_id, referrer_code, market, \
+pub(super) const REWARD_COLUMNS: &str = "id, crm, deal_id, beneficiary, referral_id, referrer_code, market, \
      status, kind, amount, currency, tier, deal_amount, deal_currency, fx_rate, calculation, flags, \
      review_reason, won_at, hold_until, decided_by, created_at, updated_at";
 
