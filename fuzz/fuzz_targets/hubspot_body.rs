@@ -11,13 +11,21 @@ fuzz_target!(|data: &[u8]| {
     };
     // Only valid JSON (hence UTF-8) is accepted.
     let text = std::str::from_utf8(data).expect("an accepted body is UTF-8");
-    assert!(events.len() <= MAX_EVENTS_PER_REQUEST, "{} events", events.len());
+    assert!(
+        events.len() <= MAX_EVENTS_PER_REQUEST,
+        "{} events",
+        events.len()
+    );
     // JSON allows only ASCII whitespace before the value, so this is the top-level shape.
     let workflow_body = text.trim_start().starts_with('{');
     if workflow_body {
         assert_eq!(events.len(), 1, "a workflow body is one event");
         assert_eq!(events[0].event_type, "workflow.webhook");
-        assert_eq!(events[0].raw, text.trim(), "a workflow event is the whole body");
+        assert_eq!(
+            events[0].raw,
+            text.trim(),
+            "a workflow event is the whole body"
+        );
         assert!(events[0].dedupe_key.starts_with("workflow:"));
     }
     for event in &events {
@@ -34,9 +42,16 @@ fuzz_target!(|data: &[u8]| {
         assert!(!event.event_type.is_empty());
         if !workflow_body {
             // App events always carry the object they concern, and it is part of the dedupe key.
-            let id = event.object_id.as_deref().expect("app event without object id");
+            let id = event
+                .object_id
+                .as_deref()
+                .expect("app event without object id");
             assert!(!id.is_empty() && id.trim() == id, "object id {id:?}");
-            assert!(event.dedupe_key.contains(id), "{} lacks {id}", event.dedupe_key);
+            assert!(
+                event.dedupe_key.contains(id),
+                "{} lacks {id}",
+                event.dedupe_key
+            );
         }
     }
 });

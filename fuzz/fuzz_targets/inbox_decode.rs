@@ -52,9 +52,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(source != "signup:app", "product events are not CRM changes");
         }
         Ok(Decoded::Product(product)) => {
-            assert_eq!(source, "signup:app", "only product sources decode to product events");
-            let direct = referral_sync::ingest::product::parse_product_event(event.payload.as_bytes())
-                .expect("decode accepted it");
+            assert_eq!(
+                source, "signup:app",
+                "only product sources decode to product events"
+            );
+            let direct =
+                referral_sync::ingest::product::parse_product_event(event.payload.as_bytes())
+                    .expect("decode accepted it");
             assert_eq!(product, direct);
         }
         Ok(Decoded::Ignore(reason)) => assert!(!reason.is_empty()),

@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         }
         ProductPayload::ReferralCreated(referral) | ProductPayload::SignupCreated(referral) => {
             if matches!(event.payload, ProductPayload::ReferralCreated(_)) {
-                assert!(referral.referral_code.is_some(), "referral.created without a code");
+                assert!(
+                    referral.referral_code.is_some(),
+                    "referral.created without a code"
+                );
             }
             vec![referral.email.as_str()]
         }

@@ -36,13 +36,14 @@ fuzz_target!(|data: &[u8]| {
                     notification.sobject_type
                 );
                 assert!(notification.fields.len() <= MAX_FIELDS_PER_SOBJECT);
-                let json = notification.to_json(
-                    &message.organization_id,
-                    message.action_id.as_deref(),
-                );
+                let json =
+                    notification.to_json(&message.organization_id, message.action_id.as_deref());
                 let value: serde_json::Value =
                     serde_json::from_str(&json).expect("inbox payload is JSON");
-                assert_eq!(value["notification_id"].as_str(), Some(notification.id.as_str()));
+                assert_eq!(
+                    value["notification_id"].as_str(),
+                    Some(notification.id.as_str())
+                );
             }
             fault_is_well_formed(&fault_response(FaultCode::Server, "ok"));
         }
@@ -56,13 +57,18 @@ fuzz_target!(|data: &[u8]| {
 
 /// The faultstring carries no markup and no character XML 1.0 forbids.
 fn fault_is_well_formed(fault: &str) {
-    let start = fault.find("<faultstring>").map(|i| i + "<faultstring>".len());
+    let start = fault
+        .find("<faultstring>")
+        .map(|i| i + "<faultstring>".len());
     let end = fault.rfind("</faultstring>");
     let (Some(start), Some(end)) = (start, end) else {
         panic!("fault without faultstring: {fault:?}");
     };
     let text = &fault[start..end];
-    assert!(!text.contains('<') && !text.contains('>'), "markup in {text:?}");
+    assert!(
+        !text.contains('<') && !text.contains('>'),
+        "markup in {text:?}"
+    );
     for (i, _) in text.match_indices('&') {
         let rest = &text[i..];
         assert!(
@@ -73,8 +79,9 @@ fn fault_is_well_formed(fault: &str) {
         );
     }
     assert!(
-        text.chars().all(|c| matches!(c, '\t' | '\n' | '\r')
-            || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')),
+        text.chars()
+            .all(|c| matches!(c, '\t' | '\n' | '\r')
+                || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')),
         "character XML 1.0 forbids in {text:?}"
     );
 }

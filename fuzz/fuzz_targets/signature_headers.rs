@@ -11,9 +11,9 @@
 use libfuzzer_sys::fuzz_target;
 use referral_sync::ingest::signature::{
     hubspot_v3_normalize_uri, parse_standard_secret, sign_hmac_sha256, sign_hubspot,
-    sign_standard_webhooks, sign_stripe, verify_hmac_sha256, verify_hubspot, verify_standard_webhooks,
-    verify_stripe, HmacEncoding, HubSpotRequest, HubSpotVersion, SignatureError,
-    HUBSPOT_V3_DEFAULT_TOLERANCE_MS, STANDARD_WEBHOOKS_DEFAULT_TOLERANCE_SECS,
+    sign_standard_webhooks, sign_stripe, verify_hmac_sha256, verify_hubspot,
+    verify_standard_webhooks, verify_stripe, HmacEncoding, HubSpotRequest, HubSpotVersion,
+    SignatureError, HUBSPOT_V3_DEFAULT_TOLERANCE_MS, STANDARD_WEBHOOKS_DEFAULT_TOLERANCE_SECS,
     STRIPE_DEFAULT_TOLERANCE_SECS,
 };
 
@@ -45,7 +45,8 @@ const STRIPE_SECRETS: &[&str] = &["whsec_test_secret"];
 const HMAC_SECRETS: &[&str] = &["", "hmac-fuzz-secret"];
 /// Both the Standard Webhooks and the Stripe vectors are signed at this second.
 const NOW_SECS: i64 = 1_614_265_330;
-const ALL_VERSIONS: &[HubSpotVersion] = &[HubSpotVersion::V1, HubSpotVersion::V2, HubSpotVersion::V3];
+const ALL_VERSIONS: &[HubSpotVersion] =
+    &[HubSpotVersion::V1, HubSpotVersion::V2, HubSpotVersion::V3];
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(LINES.len() + 1, |&b| b == b'\n');
@@ -95,7 +96,11 @@ fn verify_all(
         body,
         headers,
     };
-    for accepted in [ALL_VERSIONS, &[HubSpotVersion::V1, HubSpotVersion::V2][..], &[]] {
+    for accepted in [
+        ALL_VERSIONS,
+        &[HubSpotVersion::V1, HubSpotVersion::V2][..],
+        &[],
+    ] {
         let _ = verify_hubspot(
             &request,
             HUBSPOT_SECRETS,
@@ -138,7 +143,11 @@ fn check_normalize_uri(uri: &str) {
     if !uri.contains('%') {
         assert_eq!(once, uri);
     }
-    assert_eq!(hubspot_v3_normalize_uri(&once), once, "not idempotent for {uri:?}");
+    assert_eq!(
+        hubspot_v3_normalize_uri(&once),
+        once,
+        "not idempotent for {uri:?}"
+    );
 }
 
 /// What this module signs, it verifies: for any body, method, URL and (header-safe) message id.
@@ -166,7 +175,10 @@ fn round_trips(method: &str, uri: &str, id: Option<&str>, body: &[u8]) {
     }
 
     // Header values are trimmed when read, so only an id that is already trimmed round-trips.
-    let id = id.map(str::trim).filter(|id| !id.is_empty()).unwrap_or("msg_fuzz");
+    let id = id
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .unwrap_or("msg_fuzz");
     let headers = sign_standard_webhooks(STANDARD_SECRETS[0], id, NOW_SECS, body)
         .expect("the vector's secret is valid");
     assert_eq!(
@@ -175,7 +187,10 @@ fn round_trips(method: &str, uri: &str, id: Option<&str>, body: &[u8]) {
     );
 
     let headers = sign_stripe(STRIPE_SECRETS[0], NOW_SECS, body);
-    assert_eq!(verify_stripe(&headers, body, STRIPE_SECRETS, 300, NOW_SECS), Ok(()));
+    assert_eq!(
+        verify_stripe(&headers, body, STRIPE_SECRETS, 300, NOW_SECS),
+        Ok(())
+    );
 
     for encoding in [HmacEncoding::Hex, HmacEncoding::Base64] {
         let headers = sign_hmac_sha256("X-Signature", HMAC_SECRETS[1], body, encoding);
