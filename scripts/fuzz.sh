@@ -6,8 +6,8 @@
 # Each target starts from its committed seeds in fuzz/corpus/<target>/ (read-only here: what the
 # run discovers goes to a temporary directory that is removed afterwards) and runs with a 5 s
 # per-input timeout and a 512 MB memory limit. The first crash, timeout or out-of-memory stops the
-# script with a non-zero exit; the input is kept in fuzz/artifacts/<target>/ and cargo-fuzz prints
-# the command that replays it.
+# script with a non-zero exit; the input is kept in fuzz/artifacts/<target>/ and the command that
+# replays it is printed last.
 #
 # Needs a nightly toolchain (rustup toolchain install nightly); installs cargo-fuzz if missing.
 # FUZZ_TARGET_DIR=DIR builds somewhere other than fuzz/target (e.g. a directory kept between CI
@@ -67,7 +67,9 @@ for target in "${targets[@]}"; do
   if ! cargo +nightly fuzz run "${build_flags[@]}" "$target" "$work/$target" "$seeds" -- \
     -max_total_time="$seconds" -timeout=5 -rss_limit_mb=512 -print_final_stats=1 \
     2>&1 | tee "$work/$target.log"; then
-    log "$target FAILED: the input is in fuzz/artifacts/$target/ (replay command above)"
+    artifact="$(ls -t "fuzz/artifacts/$target"/* 2>/dev/null | head -1 || true)"
+    log "$target FAILED on ${artifact:-an input that was not saved}"
+    echo "replay: cargo +nightly fuzz run ${build_flags[*]} $target ${artifact:-}"
     exit 1
   fi
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$target.log" | tail -1)"
