@@ -7,7 +7,9 @@
 # run discovers goes to a temporary directory that is removed afterwards) and runs with a 5 s
 # per-input timeout and a 512 MB memory limit. The first crash, timeout or out-of-memory stops the
 # script with a non-zero exit; the input is kept in fuzz/artifacts/<target>/ and the command that
-# replays it is printed last.
+# replays it is printed last. The checks themselves live in fuzz/checks/; `cargo test` (tests/api/
+# fuzz_corpus.rs) runs them on every committed corpus file, so a crash input copied into the
+# corpus stays a regression test without a fuzzing build.
 #
 # Needs a nightly toolchain (rustup toolchain install nightly); installs cargo-fuzz if missing.
 # FUZZ_TARGET_DIR=DIR builds somewhere other than fuzz/target (e.g. a directory kept between CI
@@ -70,6 +72,7 @@ for target in "${targets[@]}"; do
     artifact="$(ls -t "fuzz/artifacts/$target"/* 2>/dev/null | head -1 || true)"
     log "$target FAILED on ${artifact:-an input that was not saved}"
     echo "replay: cargo +nightly fuzz run ${build_flags[*]} $target ${artifact:-}"
+    echo "once fixed, copy the input into $seeds/: cargo test replays every corpus file"
     exit 1
   fi
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$target.log" | tail -1)"

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod delivery;
 mod funnel;
+mod fuzz_corpus;
 mod health;
 mod rewards;
 mod store_contract;
