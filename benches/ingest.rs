@@ -6,10 +6,12 @@
 //!   ceiling  — `ingest.discard_after_verify = true`: verify + parse, answer, store nothing;
 //!   durable  — the normal path: group commit, SQLite `synchronous=FULL` / PostgreSQL
 //!              `synchronous_commit=on`, answer after commit.
-//! and prints one JSON object per run plus the durable/ceiling ratios. Every request carries unique
-//! events, so durable runs really insert. Peak RSS is the server's VmHWM from /proc.
+//! in BENCH_ROUNDS rounds that alternate which mode goes first, and prints one JSON object per run,
+//! then per backend and workload the median of the rounds' durable/ceiling ratios and the median
+//! durable events/s. Every request carries unique events, so durable runs really insert. Peak RSS is
+//! the server's VmHWM from /proc.
 //!
-//! Run: `cargo bench --bench ingest` (env: BENCH_SECONDS=5, BENCH_CONNECTIONS=64,
+//! Run: `cargo bench --bench ingest` (env: BENCH_SECONDS=5, BENCH_ROUNDS=3, BENCH_CONNECTIONS=64,
 //! BENCH_BATCH_CONNECTIONS=16, BENCH_BACKENDS=sqlite,postgres, BENCH_WORKLOADS=single_event,batch_100,
 //! BENCH_MODES=ceiling,durable).
 
@@ -244,6 +246,53 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// One run of a fresh server in one mode: warm-up, then `seconds` of load; the figures as JSON.
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    database_url: Option<String>,
+    mode: &str,
+    events: usize,
+    connections: usize,
+    seconds: f64,
+) -> serde_json::Value {
+    let server = Server::start(database_url, mode == "ceiling");
+    // Warm up connections and caches, then measure.
+    runtime.block_on(drive(server.port, events, connections, 0.5));
+    let cpu_before = server.cpu_seconds();
+    let (commit_s0, commits0) = server.histogram("inbox_group_commit_seconds");
+    let (events0, _) = server.histogram("inbox_group_commit_events");
+    let r = runtime.block_on(drive(server.port, events, connections, seconds));
+    let cpu = server.cpu_seconds() - cpu_before;
+    let (commit_s1, commits1) = server.histogram("inbox_group_commit_seconds");
+    let (events1, _) = server.histogram("inbox_group_commit_events");
+    let commits = commits1 - commits0;
+    let rss_kib = server.peak_rss_kib();
+    drop(server);
+    let rps = r.requests as f64 / r.seconds;
+    json!({
+        "mode": mode,
+        "connections": connections, "seconds": (r.seconds * 100.0).round() / 100.0,
+        "requests": r.requests, "errors": r.errors,
+        "requests_per_s": rps.round(), "events_per_s": (rps * events as f64).round(),
+        "p50_ms": percentile(&r.latencies_us, 0.50), "p99_ms": percentile(&r.latencies_us, 0.99),
+        "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
+        "server_cpu_us_per_event": (cpu * 1e6 / (r.requests as f64 * events as f64)).round(),
+        "group_commits": commits,
+        "avg_group_events": if commits > 0.0 { ((events1 - events0) / commits).round() } else { 0.0 },
+        "avg_commit_ms": if commits > 0.0 { ((commit_s1 - commit_s0) / commits * 1e5).round() / 100.0 } else { 0.0 },
+    })
+}
+
 fn main() {
     let seconds: f64 = env_or("BENCH_SECONDS", 5.0);
     let single_connections: usize = env_or("BENCH_CONNECTIONS", 64);
@@ -251,6 +300,7 @@ fn main() {
     let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
     let workloads: String = env_or("BENCH_WORKLOADS", "single_event,batch_100".to_string());
     let modes: String = env_or("BENCH_MODES", "ceiling,durable".to_string());
+    let rounds: usize = env_or("BENCH_ROUNDS", 3usize).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -277,47 +327,52 @@ fn main() {
             if !workloads.split(',').any(|w| w == workload) {
                 continue;
             }
-            let mut rates = [0.0f64; 2];
-            for (i, mode) in ["ceiling", "durable"].into_iter().enumerate() {
-                if !modes.split(',').any(|m| m == mode) {
-                    continue;
+            // Rounds alternate the order of the two modes, so drift in the machine's speed during
+            // the run (other tenants on a shared host) weighs on both alike; the ratio reported is
+            // the median of the rounds' ratios.
+            let mut ratios = Vec::new();
+            let mut durable_events_per_s = Vec::new();
+            for round in 0..rounds {
+                let order = if round % 2 == 0 {
+                    ["ceiling", "durable"]
+                } else {
+                    ["durable", "ceiling"]
+                };
+                let mut rates = std::collections::HashMap::new();
+                for mode in order {
+                    if !modes.split(',').any(|m| m == mode) {
+                        continue;
+                    }
+                    let line = measure(
+                        &runtime,
+                        database_url.clone(),
+                        mode,
+                        events,
+                        connections,
+                        seconds,
+                    );
+                    let rps = line["requests_per_s"].as_f64().unwrap_or(0.0);
+                    rates.insert(mode, rps);
+                    if mode == "durable" {
+                        durable_events_per_s.push(rps * events as f64);
+                    }
+                    let mut line = line;
+                    line["backend"] = json!(backend);
+                    line["workload"] = json!(workload);
+                    line["round"] = json!(round + 1);
+                    println!("{line}");
                 }
-                let server = Server::start(database_url.clone(), mode == "ceiling");
-                // Warm up connections and caches, then measure.
-                runtime.block_on(drive(server.port, events, connections, 0.5));
-                let cpu_before = server.cpu_seconds();
-                let (commit_s0, commits0) = server.histogram("inbox_group_commit_seconds");
-                let (events0, _) = server.histogram("inbox_group_commit_events");
-                let r = runtime.block_on(drive(server.port, events, connections, seconds));
-                let cpu = server.cpu_seconds() - cpu_before;
-                let (commit_s1, commits1) = server.histogram("inbox_group_commit_seconds");
-                let (events1, _) = server.histogram("inbox_group_commit_events");
-                let commits = commits1 - commits0;
-                let rss_kib = server.peak_rss_kib();
-                drop(server);
-                let rps = r.requests as f64 / r.seconds;
-                rates[i] = rps;
-                let line = json!({
-                    "backend": backend, "workload": workload, "mode": mode,
-                    "connections": connections, "seconds": (r.seconds * 100.0).round() / 100.0,
-                    "requests": r.requests, "errors": r.errors,
-                    "requests_per_s": rps.round(), "events_per_s": (rps * events as f64).round(),
-                    "p50_ms": percentile(&r.latencies_us, 0.50), "p99_ms": percentile(&r.latencies_us, 0.99),
-                    "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
-                    "server_cpu_us_per_event": (cpu * 1e6 / (r.requests as f64 * events as f64)).round(),
-                    "group_commits": commits,
-                    "avg_group_events": if commits > 0.0 { ((events1 - events0) / commits).round() } else { 0.0 },
-                    "avg_commit_ms": if commits > 0.0 { ((commit_s1 - commit_s0) / commits * 1e5).round() / 100.0 } else { 0.0 },
-                });
-                println!("{line}");
+                if let (Some(c), Some(d)) = (rates.get("ceiling"), rates.get("durable")) {
+                    if *c > 0.0 {
+                        ratios.push(d / c);
+                    }
+                }
             }
-            let ratio = if rates[0] > 0.0 {
-                rates[1] / rates[0]
-            } else {
-                0.0
-            };
+            let round3 = |v: f64| (v * 1000.0).round() / 1000.0;
             summary.push(json!({"backend": backend, "workload": workload,
-                                "durable_over_ceiling": (ratio * 1000.0).round() / 1000.0}));
+                                "durable_over_ceiling": round3(median(&ratios)),
+                                "round_ratios": ratios.iter().map(|r| round3(*r)).collect::<Vec<_>>(),
+                                "durable_events_per_s": median(&durable_events_per_s).round()}));
         }
     }
     println!("{}", json!({"summary": summary}));

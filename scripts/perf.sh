@@ -24,7 +24,7 @@ def jsonl(name):
 ingest = jsonl("ingest.jsonl"); wb = jsonl("writeback.jsonl"); fun = jsonl("funnel.jsonl")
 summary = next((r["summary"] for r in ingest if "summary" in r), [])
 ratio = {(s["backend"], s["workload"]): s["durable_over_ceiling"] for s in summary}
-def run(b, w, m): return next((r for r in ingest if r.get("backend") == b and r.get("workload") == w and r.get("mode") == m), {})
+durable_rate = {(s["backend"], s["workload"]): s["durable_events_per_s"] for s in summary}
 backlog = next((r for r in wb if r.get("benchmark") == "backlog"), {})
 latency = next((r for r in wb if r.get("benchmark") == "latency"), {})
 report = next((r for r in fun if "report_ms_median" in r), {})
@@ -32,9 +32,10 @@ rel = (out / "reliability.log").read_text()
 rel_ok = "test result: ok" in rel and "FAILED" not in rel
 rss = max([r.get("peak_rss_mib", 0) for r in ingest if "peak_rss_mib" in r] or [0])
 rows = [
-    ("durable single-event ingest ÷ ceiling (SQLite)", "≥ 0.70", ratio.get(("sqlite", "single_event"))),
-    ("durable single-event ingest ÷ ceiling (PostgreSQL)", "≥ 0.70", ratio.get(("postgres", "single_event"))),
-    ("100-event batches, SQLite, events/s", "≥ 100,000", run("sqlite", "batch_100", "durable").get("events_per_s")),
+    ("durable single-event ingest ÷ ceiling (SQLite, median of rounds)", "≥ 0.70", ratio.get(("sqlite", "single_event"))),
+    ("durable single-event ingest ÷ ceiling (PostgreSQL, median of rounds)", "≥ 0.70", ratio.get(("postgres", "single_event"))),
+    ("100-event batches, SQLite, events/s (median of rounds)", "≥ 100,000", durable_rate.get(("sqlite", "batch_100"))),
+    ("100-event batches, PostgreSQL, events/s (median of rounds)", "≥ 100,000", durable_rate.get(("postgres", "batch_100"))),
     ("webhook → CRM p99 at ~500 events/s (ms)", "≤ 1000", latency.get("p99_ms")),
     ("API calls per record update under backlog", "≤ 0.02", backlog.get("calls_per_update")),
     ("429s with the limit at the CRM's", "0", backlog.get("http_429")),

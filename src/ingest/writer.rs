@@ -1,7 +1,10 @@
-//! Group commit for the inbox. Request handlers hand their verified events to [`InboxWriter`]; writer
-//! tasks take every request already waiting (up to a maximum) and store them in ONE transaction, then
-//! answer each request. Full durability (an fsync per commit) is paid once per group instead of once
-//! per request, and no request is acknowledged before its events are committed.
+//! Group commit for the inbox. Request handlers hand their verified events to [`InboxWriter`]; a
+//! writer takes every request already waiting (up to a maximum) and stores them in ONE transaction,
+//! then answers each request. Full durability (an fsync per commit) is paid once per group instead of
+//! once per request, and no request is acknowledged before its events are committed.
+//!
+//! On SQLite, which serialises writes anyway, the writer is one thread with a connection of its
+//! own that calls SQLite directly; on PostgreSQL, a few tasks share the pool.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,15 +13,19 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::IngestSettings;
-use crate::store::{BackendKind, Ingested, NewInboxEvent, Store, StoreError};
+use crate::store::{
+    BackendKind, Ingested, NewInboxEvent, SqliteInboxConnection, Store, StoreError,
+};
 
 /// Requests waiting for a writer; beyond this, handlers wait (backpressure) rather than queue more.
 const QUEUE_DEPTH: usize = 8192;
 
 struct Job {
     events: Vec<NewInboxEvent>,
-    reply: oneshot::Sender<Result<Vec<Ingested>, Arc<StoreError>>>,
+    reply: Reply,
 }
+
+type Reply = oneshot::Sender<Result<Vec<Ingested>, Arc<StoreError>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -43,16 +50,29 @@ impl InboxWriter {
         stored: Arc<Notify>,
     ) -> (InboxWriter, Vec<JoinHandle<()>>) {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let limits = GroupLimits {
+            max_events: settings.max_batch_events.max(1),
+            max_wait: Duration::from_micros(settings.max_wait_micros),
+        };
+        match store.open_sqlite_inbox_connection() {
+            Ok(Some(connection)) => {
+                let writer = tokio::task::spawn_blocking(move || {
+                    write_groups_on_thread(connection, queue, limits, stored)
+                });
+                return (InboxWriter { jobs }, vec![writer]);
+            }
+            Ok(None) => {}
+            // The pool opened this file a moment ago, so this is rare; the pool path still works.
+            Err(e) => {
+                tracing::error!(error = ?e, "could not open the inbox writer's SQLite connection; using the pool")
+            }
+        }
         let queue = Arc::new(Mutex::new(queue));
         let writers = match store.kind() {
             BackendKind::Sqlite => settings.writers_sqlite,
             BackendKind::Postgres => settings.writers_postgres,
         }
         .max(1);
-        let limits = GroupLimits {
-            max_events: settings.max_batch_events.max(1),
-            max_wait: Duration::from_micros(settings.max_wait_micros),
-        };
         let handles = (0..writers)
             .map(|_| {
                 tokio::spawn(write_groups(
@@ -136,17 +156,67 @@ async fn gather(queue: &mut mpsc::Receiver<Job>, limits: GroupLimits) -> Option<
     Some(group)
 }
 
-/// Store one group and answer every request in it; returns whether the commit succeeded.
-async fn commit(store: &Store, group: Vec<Job>) -> bool {
-    let started = Instant::now();
+/// The SQLite writer: a blocking loop on its own thread, until every [`InboxWriter`] is dropped.
+fn write_groups_on_thread(
+    mut connection: SqliteInboxConnection,
+    mut queue: mpsc::Receiver<Job>,
+    limits: GroupLimits,
+    stored: Arc<Notify>,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut events = first.events.len();
+        let mut group = vec![first];
+        let mut take_waiting = |group: &mut Vec<Job>| {
+            while events < limits.max_events {
+                let Ok(job) = queue.try_recv() else { break };
+                events += job.events.len();
+                group.push(job);
+            }
+            events >= limits.max_events
+        };
+        let full = take_waiting(&mut group);
+        if !full && !limits.max_wait.is_zero() {
+            std::thread::sleep(limits.max_wait);
+            take_waiting(&mut group);
+        }
+        let (all, replies) = split_group(group);
+        let started = Instant::now();
+        let result = connection.append(&all);
+        if answer(all.len(), started, result, replies) {
+            stored.notify_one();
+        }
+    }
+}
+
+/// The events of a group in one list, and per request how many of them are its own.
+type Replies = Vec<(usize, Reply)>;
+
+fn split_group(group: Vec<Job>) -> (Vec<NewInboxEvent>, Replies) {
     let mut all = Vec::with_capacity(group.iter().map(|j| j.events.len()).sum());
     let mut replies = Vec::with_capacity(group.len());
     for job in group {
         replies.push((job.events.len(), job.reply));
         all.extend(job.events);
     }
+    (all, replies)
+}
+
+/// Store one group and answer every request in it; returns whether the commit succeeded.
+async fn commit(store: &Store, group: Vec<Job>) -> bool {
+    let (all, replies) = split_group(group);
+    let started = Instant::now();
     let result = store.append_inbox(&all).await;
-    metrics::histogram!("inbox_group_commit_events").record(all.len() as f64);
+    answer(all.len(), started, result, replies)
+}
+
+/// Record the group's metrics and answer each request with its own events' outcomes.
+fn answer(
+    events: usize,
+    started: Instant,
+    result: Result<Vec<Ingested>, StoreError>,
+    replies: Replies,
+) -> bool {
+    metrics::histogram!("inbox_group_commit_events").record(events as f64);
     metrics::histogram!("inbox_group_commit_seconds").record(started.elapsed().as_secs_f64());
     match result {
         Ok(outcomes) => {
@@ -159,7 +229,7 @@ async fn commit(store: &Store, group: Vec<Job>) -> bool {
             true
         }
         Err(e) => {
-            tracing::error!(error = ?e, events = all.len(), "inbox commit failed; requests answered 503");
+            tracing::error!(error = ?e, events, "inbox commit failed; requests answered 503");
             let e = Arc::new(e);
             for (_, reply) in replies {
                 let _ = reply.send(Err(e.clone()));

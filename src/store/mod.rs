@@ -13,7 +13,9 @@ mod reports;
 mod rewards;
 mod tx;
 
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -24,7 +26,7 @@ use sqlx::{PgPool, SqlitePool};
 use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 
 pub use admin::ReferralFilter;
-pub use inbox::{InboxEvent, InboxStatus, Ingested, NewInboxEvent};
+pub use inbox::{InboxEvent, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection};
 pub use ledger::{
     Attribution, AuditEntry, CrmRecord, Milestone, NewAudit, NewOutbox, OutboxRow, RecordKey,
     RefereeDetails, Referral, Referrer, ReferrerFacts, StageChange, Touch,
@@ -47,6 +49,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration error")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
@@ -83,6 +87,8 @@ pub(crate) use on_pool;
 pub struct Store {
     backend: Backend,
     display_url: String,
+    /// The SQLite database file, for connections opened outside the pool (the inbox writer's).
+    sqlite_file: Option<Arc<Path>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -150,6 +156,7 @@ impl Store {
         Ok(Store {
             backend,
             display_url,
+            sqlite_file: sqlite_path(url).map(Arc::from),
         })
     }
 

@@ -1,6 +1,6 @@
 //! The store's contract, run on both backends: what one backend guarantees, the other must too.
 
-use referral_sync::store::{Ingested, NewInboxEvent, Readiness};
+use referral_sync::store::{Ingested, NewInboxEvent, Readiness, SqliteInboxConnection, Store};
 
 use crate::both_backends;
 use crate::support::{test_store, Backend, T0};
@@ -9,7 +9,36 @@ both_backends!(
     migrations_are_idempotent_and_leave_the_store_ready,
     inbox_append_stores_each_event_once,
     inbox_append_keeps_sources_apart_and_arrival_order,
+    sqlite_inbox_writer_connection_is_fully_durable,
 );
+
+/// The two ways events reach the inbox: the store's pool (every backend), and on SQLite the
+/// webhook writer thread's own connection. Both must keep the same contract.
+enum Appender {
+    Pool,
+    WriterConnection(SqliteInboxConnection),
+}
+
+impl Appender {
+    /// The pool, and on SQLite the writer connection too.
+    fn all(store: &Store) -> Vec<Appender> {
+        let mut all = vec![Appender::Pool];
+        all.extend(
+            store
+                .open_sqlite_inbox_connection()
+                .unwrap()
+                .map(Appender::WriterConnection),
+        );
+        all
+    }
+
+    async fn append(&mut self, store: &Store, events: &[NewInboxEvent]) -> Vec<Ingested> {
+        match self {
+            Appender::Pool => store.append_inbox(events).await.unwrap(),
+            Appender::WriterConnection(connection) => connection.append(events).unwrap(),
+        }
+    }
+}
 
 fn event(source: &str, key: &str) -> NewInboxEvent {
     NewInboxEvent {
@@ -38,19 +67,21 @@ async fn inbox_append_stores_each_event_once(backend: Backend) {
     let Some((store, _db)) = test_store(backend).await else {
         return;
     };
+    for (round, mut appender) in Appender::all(&store).into_iter().enumerate() {
+        each_event_once(&store, &mut appender, &format!("source-{round}")).await;
+    }
+}
 
-    let first = store
-        .append_inbox(&[
-            event("hubspot", "a"),
-            event("hubspot", "b"),
-            event("hubspot", "a"),
-        ])
-        .await
-        .unwrap();
-    let again = store
-        .append_inbox(&[event("hubspot", "b"), event("hubspot", "c")])
-        .await
-        .unwrap();
+async fn each_event_once(store: &Store, appender: &mut Appender, source: &str) {
+    let first = appender
+        .append(
+            store,
+            &[event(source, "a"), event(source, "b"), event(source, "a")],
+        )
+        .await;
+    let again = appender
+        .append(store, &[event(source, "b"), event(source, "c")])
+        .await;
 
     assert!(matches!(first[0], Ingested::New(_)));
     assert!(matches!(first[1], Ingested::New(_)));
@@ -65,8 +96,8 @@ async fn inbox_append_stores_each_event_once(backend: Backend) {
         "a repeat in a later batch is a duplicate"
     );
     assert!(matches!(again[1], Ingested::New(_)));
-    assert_eq!(store.count_inbox(Some("hubspot")).await.unwrap(), 3);
-    let stored = store.list_inbox(Some("hubspot"), 10).await.unwrap();
+    assert_eq!(store.count_inbox(Some(source)).await.unwrap(), 3);
+    let stored = store.list_inbox(Some(source), 10).await.unwrap();
     assert_eq!(
         stored[0].payload, r#"{"objectId":"a","name":"Zoë"}"#,
         "payload kept byte-exact"
@@ -79,16 +110,23 @@ async fn inbox_append_keeps_sources_apart_and_arrival_order(backend: Backend) {
     let Some((store, _db)) = test_store(backend).await else {
         return;
     };
-    let batch: Vec<NewInboxEvent> = (0..450)
-        .map(|i| event("hubspot", &format!("k{i}")))
-        .collect();
+    for (round, mut appender) in Appender::all(&store).into_iter().enumerate() {
+        let (source, other_source) = (format!("hubspot-{round}"), format!("signup:app-{round}"));
+        let batch: Vec<NewInboxEvent> =
+            (0..450).map(|i| event(&source, &format!("k{i}"))).collect();
 
-    let outcome = store.append_inbox(&batch).await.unwrap();
-    let other = store
-        .append_inbox(&[event("signup:app", "k1")])
-        .await
-        .unwrap();
+        let outcome = appender.append(&store, &batch).await;
+        let other = appender.append(&store, &[event(&other_source, "k1")]).await;
 
+        sources_apart_and_in_order(&outcome, &other);
+        assert_eq!(
+            store.count_inbox(None).await.unwrap(),
+            451 * (round as i64 + 1)
+        );
+    }
+}
+
+fn sources_apart_and_in_order(outcome: &[Ingested], other: &[Ingested]) {
     assert!(
         outcome.iter().all(|o| matches!(o, Ingested::New(_))),
         "450 rows span several statements"
@@ -108,5 +146,24 @@ async fn inbox_append_keeps_sources_apart_and_arrival_order(backend: Backend) {
         matches!(other[0], Ingested::New(_)),
         "same key, other source: not a duplicate"
     );
-    assert_eq!(store.count_inbox(None).await.unwrap(), 451);
+}
+
+async fn sqlite_inbox_writer_connection_is_fully_durable(backend: Backend) {
+    let Some((store, _db)) = test_store(backend).await else {
+        return;
+    };
+
+    let connection = store.open_sqlite_inbox_connection().unwrap();
+
+    match backend {
+        Backend::Sqlite => assert_eq!(
+            connection
+                .expect("a SQLite store has one")
+                .synchronous()
+                .unwrap(),
+            2,
+            "synchronous=FULL: an fsync per commit, as on the pool's connections"
+        ),
+        Backend::Postgres => assert!(connection.is_none(), "PostgreSQL writes through the pool"),
+    }
 }
