@@ -104,7 +104,6 @@ pub struct TelemetrySettings {
 pub struct IngestSettings {
     pub max_batch_events: usize,
     pub max_wait_micros: u64,
-    pub writers_sqlite: usize,
     pub writers_postgres: usize,
     pub timestamp_tolerance_secs: u64,
     /// Benchmark ceiling only: answer after verification without storing.
@@ -469,8 +468,8 @@ impl Settings {
         if self.ingest.max_batch_events == 0 {
             p.push("ingest.max_batch_events: must be at least 1".into());
         }
-        if self.ingest.writers_sqlite == 0 || self.ingest.writers_postgres == 0 {
-            p.push("ingest.writers_sqlite/writers_postgres: must be at least 1".into());
+        if self.ingest.writers_postgres == 0 {
+            p.push("ingest.writers_postgres: must be at least 1".into());
         }
         let o = &self.outbox;
         if o.batch_records == 0 || o.batch_records > 200 {

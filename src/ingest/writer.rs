@@ -69,10 +69,9 @@ impl InboxWriter {
         }
         let queue = Arc::new(Mutex::new(queue));
         let writers = match store.kind() {
-            BackendKind::Sqlite => settings.writers_sqlite,
-            BackendKind::Postgres => settings.writers_postgres,
-        }
-        .max(1);
+            BackendKind::Sqlite => 1,
+            BackendKind::Postgres => settings.writers_postgres.max(1),
+        };
         let handles = (0..writers)
             .map(|_| {
                 tokio::spawn(write_groups(
