@@ -133,7 +133,11 @@ pub struct SqliteInboxConnection {
 impl SqliteInboxConnection {
     /// Append events in ONE transaction, exactly as [`Store::append_inbox`] does.
     pub fn append(&mut self, events: &[NewInboxEvent]) -> Result<Vec<Ingested>, StoreError> {
-        let tx = self.connection.transaction()?;
+        // IMMEDIATE takes the write lock up front (waiting out the pool's writers through the busy
+        // timeout) rather than upgrading a read snapshot that another writer may have outdated.
+        let tx = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut outcome = Vec::with_capacity(events.len());
         {
             let mut insert = tx.prepare_cached(INSERT_INBOX_EVENT)?;

@@ -2,16 +2,17 @@
 //! actions refuse read keys (403); each resource answers success, 404 and 422 as documented; the
 //! OpenAPI document lists exactly the routes served. On both backends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use referral_sync::clock::DAY;
-use referral_sync::config::{AdminKey, ConfigSources, Settings};
+use referral_sync::config::AdminKey;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::both_backends;
-use crate::support::{repo_dir, spawn_app_with, Backend, SpawnOptions, TestApp, T0};
+use crate::support::senders::{example_settings, iso};
+use crate::support::{spawn_app_with, Backend, SpawnOptions, TestApp, T0};
 
 const ADMIN_KEY: &str = "admin-test-key-0123456789";
 const READ_KEY: &str = "read-test-key-0123456789";
@@ -50,13 +51,7 @@ fn hash(key: &str) -> String {
 async fn app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, SpawnOptions::default(), |s| {
         crate::support::senders::configure(s);
-        let example = Settings::load(&ConfigSources {
-            file: Some(repo_dir().join("config/example.toml")),
-            dir: Some(repo_dir().join("config")),
-            env: Some(BTreeMap::new()),
-        })
-        .unwrap();
-        s.programs = example.programs;
+        s.programs = example_settings().programs;
         s.admin.keys = vec![
             AdminKey {
                 hash: hash(ADMIN_KEY),
@@ -97,10 +92,6 @@ async fn call(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-fn iso(ms: i64) -> String {
-    referral_sync::clock::to_rfc3339(ms)
 }
 
 /// Two US referrals from ACME-7 (one won, with a flagged reward) and one RU referral.

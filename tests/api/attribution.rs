@@ -12,7 +12,7 @@ use referral_sync::store::{OutboxRow, RecordKey};
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::support::senders::configure;
+use crate::support::senders::{configure, hubspot_event, iso};
 use crate::support::{spawn_app_with, Backend, SpawnOptions, TestApp, T0};
 
 both_backends!(
@@ -45,10 +45,6 @@ fn writes(rows: &[OutboxRow], kind: &str) -> Vec<OutboxRow> {
     rows.iter().filter(|r| r.kind == kind).cloned().collect()
 }
 
-fn iso(ms: i64) -> String {
-    referral_sync::clock::to_rfc3339(ms)
-}
-
 async fn partner_joins(app: &TestApp) {
     app.signup(json!({"id": "evt_partner", "type": "partner.joined", "occurred_at": iso(T0 - 30 * DAY),
         "data": {"code": "ACME-7", "name": "Acme Partners", "email": "partners@acme.com", "company_domain": "acme.com",
@@ -63,19 +59,8 @@ async fn signup(app: &TestApp, id: &str, email: &str, code: &str, source: &str, 
         .await;
 }
 
-fn hs_event(event_id: u64, kind: &str, object_id: u64, at: i64, extra: Value) -> Value {
-    let mut e = json!({"eventId": event_id, "subscriptionId": 92894, "portalId": 62515, "appId": 1,
-                       "occurredAt": at, "subscriptionType": kind, "objectId": object_id, "attemptNumber": 0});
-    if let (Some(target), Some(extra)) = (e.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            target.insert(k.clone(), v.clone());
-        }
-    }
-    e
-}
-
 fn stage(event_id: u64, deal: u64, stage: &str, at: i64) -> Value {
-    hs_event(
+    hubspot_event(
         event_id,
         "deal.propertyChange",
         deal,
@@ -102,16 +87,16 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
     .await;
     // 3. HubSpot: contact created, its email set; a deal created and associated.
     app.hubspot(json!([
-        hs_event(1, "contact.creation", 101, t + MINUTE, json!({})),
-        hs_event(
+        hubspot_event(1, "contact.creation", 101, t + MINUTE, json!({})),
+        hubspot_event(
             2,
             "contact.propertyChange",
             101,
             t + MINUTE,
             json!({"propertyName": "email", "propertyValue": "ana@northwind.io"})
         ),
-        hs_event(3, "deal.creation", 201, t + 2 * MINUTE, json!({})),
-        hs_event(
+        hubspot_event(3, "deal.creation", 201, t + 2 * MINUTE, json!({})),
+        hubspot_event(
             4,
             "deal.associationChange",
             201,
@@ -139,9 +124,9 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
         .await;
     app.process().await;
     // A rep overwrites the referral source; then our restore echoes back.
-    app.hubspot(json!([hs_event(20, "contact.propertyChange", 101, t + 5 * d + 1, json!({"propertyName": "referral_source", "propertyValue": "trade show", "changeSource": "CRM_UI"}))])).await;
+    app.hubspot(json!([hubspot_event(20, "contact.propertyChange", 101, t + 5 * d + 1, json!({"propertyName": "referral_source", "propertyValue": "trade show", "changeSource": "CRM_UI"}))])).await;
     app.process().await;
-    app.hubspot(json!([hs_event(21, "contact.propertyChange", 101, t + 5 * d + 2, json!({"propertyName": "referral_source", "propertyValue": "link", "changeSource": "INTEGRATION"}))])).await;
+    app.hubspot(json!([hubspot_event(21, "contact.propertyChange", 101, t + 5 * d + 2, json!({"propertyName": "referral_source", "propertyValue": "link", "changeSource": "INTEGRATION"}))])).await;
     // A second, later claim for the same person.
     app.signup(
         json!({"id": "evt_late", "type": "referral.created", "occurred_at": iso(t + 6 * d),
@@ -579,21 +564,21 @@ async fn a_deal_with_several_contacts_takes_the_earliest_first_touch(backend: Ba
     )
     .await;
     app.hubspot(json!([
-        hs_event(
+        hubspot_event(
             1,
             "contact.propertyChange",
             1,
             T0,
             json!({"propertyName": "email", "propertyValue": "late@northwind.io"})
         ),
-        hs_event(
+        hubspot_event(
             2,
             "contact.propertyChange",
             2,
             T0,
             json!({"propertyName": "email", "propertyValue": "early@northwind.io"})
         ),
-        hs_event(
+        hubspot_event(
             3,
             "contact.associationChange",
             1,
@@ -615,7 +600,7 @@ async fn a_deal_with_several_contacts_takes_the_earliest_first_touch(backend: Ba
         Some("LATE-1")
     );
 
-    app.hubspot(json!([hs_event(
+    app.hubspot(json!([hubspot_event(
         4,
         "contact.associationChange",
         2,
@@ -653,14 +638,14 @@ async fn merged_contacts_keep_the_earliest_first_touch(backend: Backend) {
     )
     .await;
     app.hubspot(json!([
-        hs_event(
+        hubspot_event(
             1,
             "contact.propertyChange",
             11,
             T0,
             json!({"propertyName": "email", "propertyValue": "a@northwind.io"})
         ),
-        hs_event(
+        hubspot_event(
             2,
             "contact.propertyChange",
             12,
@@ -671,7 +656,7 @@ async fn merged_contacts_keep_the_earliest_first_touch(backend: Backend) {
     .await;
     app.process().await;
 
-    app.hubspot(json!([hs_event(
+    app.hubspot(json!([hubspot_event(
         3,
         "contact.merge",
         11,
@@ -757,14 +742,14 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
     };
     signup(&app, "evt_s", "dee@northwind.io", "WRONG-1", "link", T0).await;
     app.hubspot(json!([
-        hs_event(
+        hubspot_event(
             1,
             "contact.propertyChange",
             31,
             T0,
             json!({"propertyName": "email", "propertyValue": "dee@northwind.io"})
         ),
-        hs_event(
+        hubspot_event(
             2,
             "contact.associationChange",
             31,
@@ -878,7 +863,7 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
     let touches = app.store.touches(&referral.id).await.unwrap();
     assert_eq!(touches.last().unwrap().outcome, "override");
     // A later tamper check guards the new value, not the old one.
-    app.hubspot(json!([hs_event(
+    app.hubspot(json!([hubspot_event(
         3,
         "contact.propertyChange",
         31,

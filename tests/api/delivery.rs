@@ -3,18 +3,21 @@
 //! never deliver the same write twice. The app and the sandbox share one fake clock, so waiting
 //! out a rate-limit window or a ten-minute outage is a clock move, not a sleep.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use referral_sync::clock::{FakeClock, DAY, MINUTE, SECOND};
-use referral_sync::config::{ConfigSources, Secret, Settings};
+use referral_sync::config::Secret;
 use referral_sync::outbox::OutboxWorker;
 use referral_sync::rewards::engine::release_holds;
 use referral_sync::sandbox::{Crm, CrmSandbox, Failure, SandboxConfig};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::both_backends;
-use crate::support::{repo_dir, spawn_app_with, Backend, SpawnOptions, TestApp, T0};
+use crate::support::senders::{
+    deal_property, example_settings, hubspot_event, iso, outbound_message, SF_ORG, SF_TOKEN,
+};
+use crate::support::{spawn_app_with, Backend, SpawnOptions, TestApp, T0};
 
 both_backends!(
     hubspot_receives_context_restores_rewards_and_a_note,
@@ -23,6 +26,7 @@ both_backends!(
     a_refused_write_is_dead_lettered_and_delivered_by_replay_once_fixed,
     a_long_outage_ends_with_every_write_delivered_once_in_record_order,
     pending_updates_to_one_record_are_coalesced_and_batched,
+    crm_calls_go_only_to_the_configured_instance_never_to_urls_in_a_message,
 );
 
 struct World {
@@ -45,13 +49,7 @@ async fn world(backend: Backend, sandbox: SandboxConfig) -> Option<World> {
         },
         |s| {
             crate::support::senders::configure(s);
-            let example = Settings::load(&ConfigSources {
-                file: Some(repo_dir().join("config/example.toml")),
-                dir: Some(repo_dir().join("config")),
-                env: Some(BTreeMap::new()),
-            })
-            .unwrap();
-            s.programs = example.programs;
+            s.programs = example_settings().programs;
             s.hubspot.api_base_url = base.clone();
             s.hubspot.access_token = Secret::new(sandbox.hubspot_token.clone());
             s.salesforce.login_url = base.clone();
@@ -65,29 +63,6 @@ async fn world(backend: Backend, sandbox: SandboxConfig) -> Option<World> {
     Some(World { app, crm, clock })
 }
 
-fn iso(ms: i64) -> String {
-    referral_sync::clock::to_rfc3339(ms)
-}
-
-fn hs(event_id: u64, kind: &str, object_id: u64, at: i64, extra: Value) -> Value {
-    let mut e = json!({"eventId": event_id, "subscriptionId": 1, "portalId": 62515, "occurredAt": at,
-                       "subscriptionType": kind, "objectId": object_id});
-    for (k, v) in extra.as_object().unwrap() {
-        e[k] = v.clone();
-    }
-    e
-}
-
-fn deal_prop(event_id: u64, deal: u64, name: &str, value: &str, at: i64) -> Value {
-    hs(
-        event_id,
-        "deal.propertyChange",
-        deal,
-        at,
-        json!({"propertyName": name, "propertyValue": value}),
-    )
-}
-
 /// A US referral for `email` with a HubSpot contact and a 40000 USD deal linked to it.
 async fn hubspot_referral(app: &TestApp, n: u64) -> (u64, u64) {
     let (contact, deal) = (1000 + n, 2000 + n);
@@ -95,10 +70,10 @@ async fn hubspot_referral(app: &TestApp, n: u64) -> (u64, u64) {
         "data": {"email": format!("p{n}@northwind.io"), "referral_code": "ACME-7", "source": "link", "market": "US"}}))
         .await;
     app.hubspot(json!([
-        hs(n * 10 + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": format!("p{n}@northwind.io")})),
-        hs(n * 10 + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
-        deal_prop(n * 10 + 3, deal, "amount", "40000", T0),
-        deal_prop(n * 10 + 4, deal, "deal_currency_code", "USD", T0),
+        hubspot_event(n * 10 + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": format!("p{n}@northwind.io")})),
+        hubspot_event(n * 10 + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
+        deal_property(n * 10 + 3, deal, "amount", "40000", T0),
+        deal_property(n * 10 + 4, deal, "deal_currency_code", "USD", T0),
     ]))
     .await;
     app.process().await;
@@ -134,7 +109,7 @@ async fn hubspot_receives_context_restores_rewards_and_a_note(backend: Backend) 
     assert_eq!(d["referral_code"], "ACME-7");
 
     // A rep overwrites the source in the CRM; HubSpot reports it; the original comes back.
-    w.app.hubspot(json!([hs(90, "contact.propertyChange", contact, T0 + DAY, json!({"propertyName": "referral_source", "propertyValue": "cold call", "changeSource": "CRM_UI"}))])).await;
+    w.app.hubspot(json!([hubspot_event(90, "contact.propertyChange", contact, T0 + DAY, json!({"propertyName": "referral_source", "propertyValue": "cold call", "changeSource": "CRM_UI"}))])).await;
     w.app.process().await;
     w.app.deliver().await;
     assert_eq!(
@@ -147,7 +122,7 @@ async fn hubspot_receives_context_restores_rewards_and_a_note(backend: Backend) 
 
     // The deal is won: reward state on the deal; when the hold ends, eligible plus a note.
     w.app
-        .hubspot(json!([deal_prop(
+        .hubspot(json!([deal_property(
             91,
             deal,
             "dealstage",
@@ -407,7 +382,7 @@ async fn a_long_outage_ends_with_every_write_delivered_once_in_record_order(back
     let stages = ["closedwon", "contractsent", "closedwon", "closedlost"];
     for (i, stage) in stages.iter().enumerate() {
         w.app
-            .hubspot(json!([deal_prop(
+            .hubspot(json!([deal_property(
                 300 + i as u64,
                 deal,
                 "dealstage",
@@ -578,5 +553,63 @@ async fn two_workers_on_one_postgresql_never_deliver_the_same_write_twice() {
     assert!(
         seen.values().all(|n| *n == 1),
         "no record written twice: {seen:?}"
+    );
+}
+
+/// Every Salesforce Outbound Message names API URLs of its own (EnterpriseUrl, PartnerUrl), next to
+/// an optional session id. Calling back whatever URL a request names would hand the CRM token to
+/// anyone who can reach the webhook: the service talks only to the instance its config names.
+async fn crm_calls_go_only_to_the_configured_instance_never_to_urls_in_a_message(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_url = format!("http://{}", trap.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let connections = connections.clone();
+        async move {
+            while trap.accept().await.is_ok() {
+                connections.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    w.app.signup(json!({"id": "evt_trap", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "lou@initech.ru", "referral_code": "IVAN-1", "source": "code", "market": "RU"}}))
+        .await;
+    let contact: &[(&str, Option<&str>)] = &[
+        ("Id", Some("0037F00000TrApSQAA")),
+        ("Email", Some("lou@initech.ru")),
+    ];
+    let body = outbound_message(SF_ORG, &[("04l0000000000T1AAA", "Contact", contact)])
+        .replace("https://ap5.salesforce.com", &trap_url)
+        .replace(
+            r#"<SessionId xsi:nil="true"/>"#,
+            "<SessionId>00D7F00000107Xs!AQ4AQFake.Session</SessionId>",
+        );
+    assert_eq!(
+        body.matches(&trap_url).count(),
+        2,
+        "both URLs point at the trap"
+    );
+
+    let answer = w
+        .app
+        .post_outbound_message(&format!("?token={SF_TOKEN}"), None, body)
+        .await;
+    assert_eq!(answer.status(), 200);
+    w.app.process().await;
+    w.app.deliver().await;
+
+    let written = w
+        .crm
+        .state
+        .salesforce_record("Contact", "0037F00000TrApSQAA")
+        .expect("the contact's context reached the configured instance");
+    assert_eq!(written["Referral_Code__c"], "IVAN-1");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "nothing connected to a URL taken from the message"
     );
 }

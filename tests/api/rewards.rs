@@ -3,16 +3,15 @@
 //! stage during the hold, is created once however often the win is replayed, and needs an admin's
 //! decision when flagged. On both backends.
 
-use std::collections::BTreeMap;
-
 use referral_sync::clock::DAY;
-use referral_sync::config::{ConfigSources, Settings};
+use referral_sync::config::Settings;
 use referral_sync::rewards::engine::{decide, release_holds, Decision, DecisionError};
 use referral_sync::store::{OutboxRow, RecordKey};
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::support::{repo_dir, spawn_app_with, Backend, SpawnOptions, TestApp, T0};
+use crate::support::senders::{deal_property, example_settings, hubspot_event, iso};
+use crate::support::{spawn_app_with, Backend, SpawnOptions, TestApp, T0};
 
 both_backends!(
     a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_ends,
@@ -25,41 +24,13 @@ both_backends!(
 /// Test settings plus the two-market programs of `config/example.toml`.
 fn configure(s: &mut Settings) {
     crate::support::senders::configure(s);
-    let example = Settings::load(&ConfigSources {
-        file: Some(repo_dir().join("config/example.toml")),
-        dir: Some(repo_dir().join("config")),
-        env: Some(BTreeMap::new()),
-    })
-    .expect("example config");
+    let example = example_settings();
     s.programs = example.programs;
     s.rewards = example.rewards;
 }
 
 async fn app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, SpawnOptions::default(), configure).await
-}
-
-fn iso(ms: i64) -> String {
-    referral_sync::clock::to_rfc3339(ms)
-}
-
-fn hs(event_id: u64, kind: &str, object_id: u64, at: i64, extra: Value) -> Value {
-    let mut e = json!({"eventId": event_id, "subscriptionId": 1, "portalId": 62515, "occurredAt": at,
-                       "subscriptionType": kind, "objectId": object_id});
-    for (k, v) in extra.as_object().unwrap() {
-        e[k] = v.clone();
-    }
-    e
-}
-
-fn prop(event_id: u64, deal: u64, name: &str, value: &str, at: i64) -> Value {
-    hs(
-        event_id,
-        "deal.propertyChange",
-        deal,
-        at,
-        json!({"propertyName": name, "propertyValue": value}),
-    )
 }
 
 /// Partner ACME-7 (US), a referee signed up with its code, a HubSpot contact and a deal of
@@ -73,19 +44,25 @@ async fn referred_deal(app: &TestApp, email: &str, contact: u64, deal: u64, amou
         .await;
     let base = deal * 100;
     app.hubspot(json!([
-        hs(base + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": email})),
-        hs(base + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
-        prop(base + 3, deal, "amount", amount, T0),
-        prop(base + 4, deal, "deal_currency_code", "USD", T0),
-        prop(base + 5, deal, "dealstage", "qualifiedtobuy", T0 + DAY),
+        hubspot_event(base + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": email})),
+        hubspot_event(base + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
+        deal_property(base + 3, deal, "amount", amount, T0),
+        deal_property(base + 4, deal, "deal_currency_code", "USD", T0),
+        deal_property(base + 5, deal, "dealstage", "qualifiedtobuy", T0 + DAY),
     ]))
     .await;
     app.process().await;
 }
 
 async fn stage(app: &TestApp, event_id: u64, deal: u64, stage: &str, at: i64) {
-    app.hubspot(json!([prop(event_id, deal, "dealstage", stage, at)]))
-        .await;
+    app.hubspot(json!([deal_property(
+        event_id,
+        deal,
+        "dealstage",
+        stage,
+        at
+    )]))
+    .await;
     app.process().await;
 }
 

@@ -1,9 +1,11 @@
 //! Signed requests as HubSpot, Salesforce and the product send them, with the secrets that
 //! [`configure`] puts into the test app's settings.
 
-use referral_sync::config::{Secret, Settings, SourceSettings};
+use std::collections::BTreeMap;
+
+use referral_sync::config::{ConfigSources, Secret, Settings, SourceSettings};
 use referral_sync::ingest::signature::{self, HmacEncoding, HubSpotVersion};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::TestApp;
 
@@ -19,6 +21,43 @@ pub const APP_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const CALLOUT_SECRET: &str = "whsec_dGVzdC1jYWxsb3V0LXNlY3JldC0xMjM0NTY3OA==";
 pub const STRIPE_SECRET: &str = "whsec_stripe_style_secret";
 pub const HMAC_SECRET: &str = "plain-hmac-secret";
+
+/// `config/example.toml` as loaded, with nothing from the environment: its two-market programs
+/// and reward rules are what the domain tests play against.
+pub fn example_settings() -> Settings {
+    Settings::load(&ConfigSources {
+        file: Some(super::repo_dir().join("config/example.toml")),
+        dir: Some(super::repo_dir().join("config")),
+        env: Some(BTreeMap::new()),
+    })
+    .expect("config/example.toml loads")
+}
+
+/// An epoch-millisecond time as senders write it (RFC 3339).
+pub fn iso(ms: i64) -> String {
+    referral_sync::clock::to_rfc3339(ms)
+}
+
+/// One HubSpot webhook event (portal 62515) as HubSpot sends it in a batch, plus `extra` fields.
+pub fn hubspot_event(event_id: u64, kind: &str, object_id: u64, at: i64, extra: Value) -> Value {
+    let mut event = json!({"eventId": event_id, "subscriptionId": 92894, "portalId": 62515, "appId": 1,
+                           "occurredAt": at, "subscriptionType": kind, "objectId": object_id, "attemptNumber": 0});
+    for (key, value) in extra.as_object().expect("extra fields are an object") {
+        event[key] = value.clone();
+    }
+    event
+}
+
+/// A `deal.propertyChange` event setting `name` to `value` on `deal`.
+pub fn deal_property(event_id: u64, deal: u64, name: &str, value: &str, at: i64) -> Value {
+    hubspot_event(
+        event_id,
+        "deal.propertyChange",
+        deal,
+        at,
+        json!({"propertyName": name, "propertyValue": value}),
+    )
+}
 
 /// Every sender configured: HubSpot (v3 + v1), Salesforce, and product sources of each scheme.
 pub fn configure(s: &mut Settings) {
