@@ -218,6 +218,17 @@ impl SalesforceClient {
         Ok(failed)
     }
 
+    /// `GET /sobjects/{type}/{id}?fields=…`: the record's current values of `fields`.
+    pub async fn read(&self, sobject: &str, id: &str, fields: &[&str]) -> Result<Value, CallError> {
+        self.call(
+            Method::GET,
+            &format!("/sobjects/{sobject}/{id}?fields={}", fields.join(",")),
+            None,
+        )
+        .await
+        .map(|(_, record)| record)
+    }
+
     /// `POST /sobjects/{Event__e}/`.
     pub async fn publish_event(&self, event: &str, fields: &Value) -> Result<(), CallError> {
         self.call(Method::POST, &format!("/sobjects/{event}/"), Some(fields))

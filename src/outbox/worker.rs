@@ -5,9 +5,11 @@
 //! complete a record (the store fences every finish).
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +58,8 @@ struct Inner {
 /// or its first other write. Later rows wait for the next round, which keeps per-record order.
 struct Segment {
     head_id: i64,
+    /// The record's previous claim may have reached the CRM (see [`ClaimedRecord::in_doubt`]).
+    in_doubt: bool,
     attempts: usize,
     crm: String,
     account: String,
@@ -134,6 +138,17 @@ impl OutboxWorker {
         };
         let (updates, singles) = segments(claimed);
         for ((crm, account), group) in updates {
+            let mut to_send = Vec::with_capacity(group.len());
+            for s in group {
+                if !s.in_doubt {
+                    to_send.push(s);
+                    continue;
+                }
+                let (calls, still_to_send) = self.settle_in_doubt(s).await?;
+                report.calls += calls;
+                to_send.extend(still_to_send);
+            }
+            let group = to_send;
             let limit = if crm == "hubspot" {
                 hubspot::BATCH_LIMIT
             } else {
@@ -299,6 +314,71 @@ impl OutboxWorker {
         }
     }
 
+    /// A merged property update whose previous attempt may have reached the CRM (its worker died
+    /// or lost its lease mid-call): read the record, and when it already holds every value, record
+    /// the rows as delivered instead of writing them again. Returns the calls made and the segment
+    /// when it still has to be sent. Notes and Platform Events cannot be checked this way; they stay
+    /// at-least-once.
+    async fn settle_in_doubt(&self, s: Segment) -> Result<(usize, Option<Segment>), StoreError> {
+        let me = &self.inner;
+        let now = me.clock.now();
+        if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {
+            // Keep the claim (and so the doubt) until the limiter has room.
+            me.store.postpone_claim(&me.id, s.head_id, free_at).await?;
+            return Ok((0, None));
+        }
+        let wanted = properties_of(&s.payload);
+        let names: Vec<&str> = wanted.keys().map(String::as_str).collect();
+        let current = match (s.crm.as_str(), &me.hubspot, &me.salesforce) {
+            ("hubspot", Some(client), _) => client
+                .read(&s.object_type, &s.object_id, &names)
+                .await
+                .map(|record| record.get("properties").cloned().unwrap_or(Value::Null)),
+            ("salesforce", _, Some(client)) => {
+                client.read(&s.object_type, &s.object_id, &names).await
+            }
+            // Not configured: the normal path defers it.
+            _ => return Ok((0, Some(s))),
+        };
+        let crm = s.crm.clone();
+        match current {
+            Ok(current) if holds_all(&current, &wanted) => {
+                metrics::counter!("outbox_in_doubt_total", "crm" => crm, "outcome" => "already_applied")
+                    .increment(1);
+                self.finish(s, None).await?;
+                Ok((1, None))
+            }
+            Ok(_) => {
+                metrics::counter!("outbox_in_doubt_total", "crm" => crm, "outcome" => "resent")
+                    .increment(1);
+                Ok((1, Some(s)))
+            }
+            // The CRM could not answer now (rate limit, outage): ask again later, still in doubt.
+            // Writing instead would turn a 429 here into a repeat once the write's own retry
+            // clears the doubt.
+            Err(CallError::Retry { retry_after, .. }) => {
+                let delay = next_delay(
+                    &me.settings.outbox.retry_schedule_secs,
+                    s.attempts,
+                    retry_after,
+                    jitter_seed(),
+                )
+                .unwrap_or(NOT_CONFIGURED_RETRY);
+                me.store
+                    .postpone_claim(&me.id, s.head_id, now + delay)
+                    .await?;
+                Ok((1, None))
+            }
+            // The record cannot be read (gone, or no access): the write's own answer will say more.
+            Err(CallError::Permanent { message, .. }) => {
+                tracing::warn!(crm = %crm, object = %s.object_id, %message, "could not check a write in doubt; sending it again");
+                metrics::counter!("outbox_in_doubt_total", "crm" => crm, "outcome" => "unchecked")
+                    .increment(1);
+                Ok((1, Some(s)))
+            }
+        }
+    }
+
     /// A note, a Platform Event or a read: one call per row.
     async fn send_single(&self, s: Segment) -> Result<usize, StoreError> {
         let me = &self.inner;
@@ -423,16 +503,11 @@ impl OutboxWorker {
                 message,
                 retry_after,
             }) => {
-                let seed = u64::from_le_bytes(
-                    uuid::Uuid::new_v4().as_bytes()[..8]
-                        .try_into()
-                        .expect("8 bytes"),
-                );
                 match next_delay(
                     &me.settings.outbox.retry_schedule_secs,
                     s.attempts,
                     retry_after,
-                    seed,
+                    jitter_seed(),
                 ) {
                     Some(delay) => {
                         metrics::counter!("outbox_retries_total", "crm" => s.crm.clone())
@@ -486,6 +561,15 @@ impl OutboxWorker {
     }
 }
 
+/// A fresh seed for the retry jitter, so replicas that failed together retry apart.
+fn jitter_seed() -> u64 {
+    u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    )
+}
+
 /// Split claimed records into merged property updates (grouped by CRM account) and single writes.
 #[allow(clippy::type_complexity)]
 fn segments(
@@ -499,6 +583,7 @@ fn segments(
         };
         let base = |row: &OutboxRow| Segment {
             head_id: record.head_id,
+            in_doubt: record.in_doubt,
             attempts: usize::try_from(head.attempts).unwrap_or(0),
             crm: row.crm.clone(),
             account: row.account.clone(),
@@ -538,6 +623,24 @@ fn segments(
     (updates, singles)
 }
 
+/// Whether a record as the CRM returned it (`current`: property or field name → value) already
+/// holds every wanted value. CRMs answer numbers as numbers or reformatted text ("50000.0" for
+/// "50000.00") and empty values as null, so numbers compare as decimals and null as "".
+fn holds_all(current: &Value, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(name, want)| {
+        let have = match current.get(name) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+        };
+        have == *want
+            || matches!(
+                (Decimal::from_str(&have), Decimal::from_str(want)),
+                (Ok(a), Ok(b)) if a == b
+            )
+    })
+}
+
 fn properties_of(payload: &Value) -> BTreeMap<String, String> {
     payload
         .get("properties")
@@ -553,4 +656,57 @@ fn properties_of(payload: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_record_holding_every_value_needs_no_write() {
+        let current =
+            json!({"referral_source": "partner", "referral_code": "ACME-7", "other": "x"});
+        assert!(holds_all(
+            &current,
+            &wanted(&[("referral_source", "partner"), ("referral_code", "ACME-7")])
+        ));
+    }
+
+    #[test]
+    fn one_different_or_missing_value_means_the_write_did_not_land() {
+        let current = json!({"referral_source": "partner", "referral_code": "ACME-6"});
+        assert!(!holds_all(
+            &current,
+            &wanted(&[("referral_source", "partner"), ("referral_code", "ACME-7")])
+        ));
+        assert!(!holds_all(
+            &json!({"referral_source": "partner"}),
+            &wanted(&[("referral_source", "partner"), ("referral_code", "ACME-7")])
+        ));
+    }
+
+    #[test]
+    fn numbers_compare_as_decimals_and_null_as_empty() {
+        let current =
+            json!({"Referral_Reward_Amount__c": 50000.0, "amount": "1200.50", "note": null});
+        assert!(holds_all(
+            &current,
+            &wanted(&[
+                ("Referral_Reward_Amount__c", "50000.00"),
+                ("amount", "1200.5"),
+                ("note", "")
+            ])
+        ));
+        assert!(!holds_all(
+            &current,
+            &wanted(&[("Referral_Reward_Amount__c", "50000.01")])
+        ));
+    }
 }

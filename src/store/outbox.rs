@@ -15,6 +15,9 @@ use crate::clock::Millis;
 pub struct ClaimedRecord {
     pub head_id: i64,
     pub rows: Vec<OutboxRow>,
+    /// The record's previous claim ended without an outcome: its worker died, or its lease ran out
+    /// during the CRM call. The head may have reached the CRM already.
+    pub in_doubt: bool,
 }
 
 /// What happened to a delivery, for [`Store::finish_delivery`].
@@ -54,33 +57,34 @@ impl Store {
             Backend::Postgres(_) => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite(_) => "",
         };
-        let claim = format!(
-            "UPDATE outbox SET locked_by = $1, locked_until = $2 WHERE id IN ( \
-                 SELECT o.id FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at <= $3 \
-                   AND (o.locked_until IS NULL OR o.locked_until < $3) \
-                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.status = 'pending' AND p.crm = o.crm \
-                       AND p.object_type = o.object_type AND p.object_id = o.object_id AND p.id < o.id) \
-                 ORDER BY o.next_attempt_at, o.id LIMIT $4 {lock}) \
-             RETURNING id"
+        // Every finish clears `locked_by`, so a head that still names a worker was claimed and never
+        // finished: the claim after it is in doubt.
+        let candidates = format!(
+            "SELECT o.id, o.locked_by FROM outbox o WHERE o.status = 'pending' AND o.next_attempt_at <= $1 \
+               AND (o.locked_until IS NULL OR o.locked_until < $1) \
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.status = 'pending' AND p.crm = o.crm \
+                   AND p.object_type = o.object_type AND p.object_id = o.object_id AND p.id < o.id) \
+             ORDER BY o.next_attempt_at, o.id LIMIT $2 {lock}"
         );
         let rows_sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND crm = $1 \
              AND object_type = $2 AND object_id = $3 ORDER BY id LIMIT $4"
         );
         let mut tx = self.begin().await?;
-        let mut heads: Vec<(i64,)> = on_tx!(tx, |c| sqlx::query_as(&claim)
-            .bind(worker)
-            .bind(lease_until)
+        let mut heads: Vec<(i64, Option<String>)> = on_tx!(tx, |c| sqlx::query_as(&candidates)
             .bind(now)
             .bind(limit)
             .fetch_all(c)
             .await?);
         heads.sort_unstable();
         let mut claimed = Vec::with_capacity(heads.len());
-        for (head_id,) in heads {
+        for (head_id, previous_holder) in heads {
             let head: OutboxRow = on_tx!(tx, |c| sqlx::query_as(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"
+                "UPDATE outbox SET locked_by = $1, locked_until = $2 WHERE id = $3 \
+                 RETURNING {OUTBOX_COLUMNS}"
             ))
+            .bind(worker)
+            .bind(lease_until)
             .bind(head_id)
             .fetch_one(c)
             .await?);
@@ -91,10 +95,35 @@ impl Store {
                 .bind(rows_per_record)
                 .fetch_all(c)
                 .await?);
-            claimed.push(ClaimedRecord { head_id, rows });
+            claimed.push(ClaimedRecord {
+                head_id,
+                rows,
+                in_doubt: previous_holder.is_some(),
+            });
         }
         tx.commit().await?;
         Ok(claimed)
+    }
+
+    /// Move a claimed record's next look to `retry_at` without ending the claim, so the claim
+    /// after it still finds the record in doubt. A no-op (false) when `worker` no longer holds it.
+    pub async fn postpone_claim(
+        &self,
+        worker: &str,
+        head_id: i64,
+        retry_at: Millis,
+    ) -> Result<bool, StoreError> {
+        let done = on_pool!(self, |pool| sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $3, locked_until = $3 \
+             WHERE id = $1 AND locked_by = $2 AND status = 'pending'"
+        )
+        .bind(head_id)
+        .bind(worker)
+        .bind(retry_at)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(done == 1)
     }
 
     /// Record a delivery attempt for a claimed record; a no-op (returns false) when `worker` no

@@ -3,11 +3,14 @@
 //! never deliver the same write twice. The app and the sandbox share one fake clock, so waiting
 //! out a rate-limit window or a ten-minute outage is a clock move, not a sleep.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use referral_sync::clock::{FakeClock, DAY, MINUTE, SECOND};
 use referral_sync::config::Secret;
+use referral_sync::crm::http_client;
+use referral_sync::crm::hubspot::HubSpotClient;
 use referral_sync::outbox::OutboxWorker;
 use referral_sync::rewards::engine::release_holds;
 use referral_sync::sandbox::{Crm, CrmSandbox, Failure, SandboxConfig};
@@ -27,6 +30,7 @@ both_backends!(
     a_long_outage_ends_with_every_write_delivered_once_in_record_order,
     pending_updates_to_one_record_are_coalesced_and_batched,
     crm_calls_go_only_to_the_configured_instance_never_to_urls_in_a_message,
+    a_write_in_doubt_after_a_crash_is_checked_before_it_is_sent_again,
 );
 
 struct World {
@@ -612,4 +616,99 @@ async fn crm_calls_go_only_to_the_configured_instance_never_to_urls_in_a_message
         0,
         "nothing connected to a URL taken from the message"
     );
+}
+
+/// A worker that dies between the CRM's answer and recording it leaves its records claimed. The
+/// claim after it finds them in doubt and reads each record first: a write that landed is recorded
+/// as delivered without being sent again, one that did not is sent.
+async fn a_write_in_doubt_after_a_crash_is_checked_before_it_is_sent_again(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    let (contact, deal) = hubspot_referral(&w.app, 1).await;
+    let (contact, deal) = (contact.to_string(), deal.to_string());
+    let now = T0;
+    w.clock.set(now);
+
+    // A worker claims both records, gets the contact's write through, and dies.
+    let claimed = w
+        .app
+        .store
+        .claim_records("worker-that-dies", now, now + 120 * SECOND, 100, 100)
+        .await
+        .unwrap();
+    assert!(claimed.iter().all(|record| !record.in_doubt), "first claim");
+    let contact_rows = &claimed
+        .iter()
+        .find(|record| record.rows[0].object_type == "contact")
+        .expect("the contact has writes queued")
+        .rows;
+    let mut written: BTreeMap<String, String> = BTreeMap::new();
+    for row in contact_rows {
+        let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap();
+        for (name, value) in payload["properties"].as_object().unwrap() {
+            written.insert(name.clone(), value.as_str().unwrap().to_string());
+        }
+    }
+    HubSpotClient::new(
+        http_client(std::time::Duration::from_secs(5)),
+        &w.crm.base_url,
+        Secret::new(SandboxConfig::default().hubspot_token),
+    )
+    .update("contact", &contact, &written)
+    .await
+    .unwrap();
+
+    let writes_to = |id: &str| {
+        w.crm
+            .state
+            .writes()
+            .iter()
+            .filter(|write| write.id == id)
+            .count()
+    };
+
+    // Its lease runs out; a live worker takes over, but HubSpot rate-limits the reads: nothing is
+    // written blind, and the records stay in doubt.
+    w.clock.set(now + 121 * SECOND);
+    w.crm.state.fail_next(Crm::HubSpot, 2, Failure::RateLimit);
+    w.app.deliver().await;
+    assert_eq!((writes_to(&contact), writes_to(&deal)), (1, 0));
+
+    // Later the reads go through.
+    w.clock.set(now + 200 * SECOND);
+    w.app.deliver().await;
+
+    assert_eq!(
+        writes_to(&contact),
+        1,
+        "the write that landed is not sent again"
+    );
+    assert_eq!(writes_to(&deal), 1, "the write that did not land is sent");
+    let reads: BTreeSet<String> = w
+        .crm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.status != 429)
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        reads,
+        BTreeSet::from([
+            format!("/crm/v3/objects/contacts/{contact}"),
+            format!("/crm/v3/objects/deals/{deal}")
+        ]),
+        "each record in doubt is read"
+    );
+    let gets = w
+        .crm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count();
+    assert_eq!(gets, 4, "each twice: rate-limited, then answered");
+    let (pending, _) = w.app.store.outbox_backlog(now).await.unwrap();
+    assert_eq!(pending, 0, "every write is recorded as delivered");
 }

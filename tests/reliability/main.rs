@@ -6,7 +6,8 @@
 //!   batches, and restarted on the same port and file each time. Every acknowledged event must be
 //!   stored exactly once and processed, every won deal rewarded once per beneficiary, every linked
 //!   record must get its referral context, and no record may get an older value back after a newer
-//!   one. CRM writes resent after a kill (at-least-once delivery) are counted and printed.
+//!   one. No property write may reach the CRM twice: a record whose delivery was cut short by a
+//!   kill is read back before it is sent again.
 //! - `two_processes_on_one_postgresql_store_once_reward_once_and_deliver_everything`: `migrate`
 //!   once, then two `serve --no-migrate` processes on one PostgreSQL database; signups alternate
 //!   between them and every HubSpot batch goes to both. Skipped (printing "skipped: …") without
@@ -187,6 +188,11 @@ async fn sigkill_under_load_loses_nothing_and_rewards_once_on_sqlite() {
         settled.waited,
         started.elapsed(),
     );
+    assert_eq!(
+        writes.exact_repeats, 0,
+        "property writes that reached the CRM twice: {:?}",
+        writes.repeated_records
+    );
     store.close().await;
     service.kill();
     crm.stop().await;
@@ -268,6 +274,11 @@ async fn two_processes_on_one_postgresql_store_once_reward_once_and_deliver_ever
         writes.repeated_records,
         settled.waited,
         started.elapsed(),
+    );
+    assert_eq!(
+        writes.exact_repeats, 0,
+        "property writes that reached the CRM twice: {:?}",
+        writes.repeated_records
     );
     store.close().await;
     for replica in &mut replicas {
