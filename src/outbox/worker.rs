@@ -70,6 +70,18 @@ struct Segment {
     row_ids: Vec<i64>,
 }
 
+impl Segment {
+    fn is_update(&self) -> bool {
+        self.kind == "update_properties"
+    }
+
+    /// A property update whose previous attempt may have reached the CRM: until a read settles
+    /// that, every retry or deferral keeps the claim so the doubt survives to the next claim.
+    fn may_have_landed(&self) -> bool {
+        self.in_doubt && self.is_update()
+    }
+}
+
 impl OutboxWorker {
     pub fn new(
         store: Store,
@@ -323,8 +335,8 @@ impl OutboxWorker {
         let me = &self.inner;
         let now = me.clock.now();
         if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {
-            // Keep the claim (and so the doubt) until the limiter has room.
-            me.store.postpone_claim(&me.id, s.head_id, free_at).await?;
+            // Deferring keeps the claim, and so the doubt, until the limiter has room.
+            self.defer_all(vec![s], free_at).await?;
             return Ok((0, None));
         }
         let wanted = properties_of(&s.payload);
@@ -348,25 +360,24 @@ impl OutboxWorker {
                 self.finish(s, None).await?;
                 Ok((1, None))
             }
+            // Settled: the write did not land, so from here on it is an ordinary write (a deferral
+            // must not bring the doubt back, or each round would spend its call on the read).
             Ok(_) => {
                 metrics::counter!("outbox_in_doubt_total", "crm" => crm, "outcome" => "resent")
                     .increment(1);
-                Ok((1, Some(s)))
+                Ok((
+                    1,
+                    Some(Segment {
+                        in_doubt: false,
+                        ..s
+                    }),
+                ))
             }
-            // The CRM could not answer now (rate limit, outage): ask again later, still in doubt.
-            // Writing instead would turn a 429 here into a repeat once the write's own retry
-            // clears the doubt.
-            Err(CallError::Retry { retry_after, .. }) => {
-                let delay = next_delay(
-                    &me.settings.outbox.retry_schedule_secs,
-                    s.attempts,
-                    retry_after,
-                    jitter_seed(),
-                )
-                .unwrap_or(NOT_CONFIGURED_RETRY);
-                me.store
-                    .postpone_claim(&me.id, s.head_id, now + delay)
-                    .await?;
+            // The CRM could not answer now (rate limit, outage): ask again later, still in doubt
+            // (a retry of a segment in doubt keeps its claim). Writing instead would turn a 429
+            // here into a repeat once the write's own retry cleared the doubt.
+            Err(e @ CallError::Retry { .. }) => {
+                self.finish(s, Some(e)).await?;
                 Ok((1, None))
             }
             // The record cannot be read (gone, or no access): the write's own answer will say more.
@@ -374,7 +385,13 @@ impl OutboxWorker {
                 tracing::warn!(crm = %crm, object = %s.object_id, %message, "could not check a write in doubt; sending it again");
                 metrics::counter!("outbox_in_doubt_total", "crm" => crm, "outcome" => "unchecked")
                     .increment(1);
-                Ok((1, Some(s)))
+                Ok((
+                    1,
+                    Some(Segment {
+                        in_doubt: false,
+                        ..s
+                    }),
+                ))
             }
         }
     }
@@ -485,7 +502,10 @@ impl OutboxWorker {
                 .finish_delivery(
                     &self.inner.id,
                     s.head_id,
-                    &DeliveryResult::Defer { retry_at },
+                    &DeliveryResult::Defer {
+                        retry_at,
+                        keep_claim: s.may_have_landed(),
+                    },
                     self.inner.clock.now(),
                 )
                 .await?;
@@ -513,6 +533,8 @@ impl OutboxWorker {
                         metrics::counter!("outbox_retries_total", "crm" => s.crm.clone())
                             .increment(1);
                         DeliveryResult::Retry {
+                            // No status: the call timed out or broke after it may have been sent.
+                            keep_claim: s.may_have_landed() || (status.is_none() && s.is_update()),
                             status: status.map(i64::from),
                             error: message,
                             retry_at: now + delay,

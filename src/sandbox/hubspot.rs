@@ -8,8 +8,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::{
-    correlation_id, record_request, segments, Crm, Failure, Gate, Inner, RecordedWrite, Reply,
-    SandboxState,
+    answer_after, correlation_id, record_request, segments, Crm, Failure, Gate, Inner,
+    RecordedWrite, Reply, SandboxState,
 };
 use crate::clock::{to_rfc3339, Millis};
 
@@ -160,30 +160,28 @@ pub(super) async fn handle(state: &SandboxState, req: &HttpRequest, body: &[u8])
         } else if used > usize::try_from(limit).unwrap_or(usize::MAX) {
             Gate::Answer(limited(Policy::TenSecondly))
         } else {
-            match inner.take_failure(Crm::HubSpot) {
-                None => Gate::Proceed,
-                Some(Failure::Delay(delay)) => Gate::Delay(delay),
-                Some(failure) => Gate::Answer(failure_reply(&failure)),
-            }
+            Gate::from_failure(inner.take_failure(Crm::HubSpot), failure_reply)
         };
         (gate, remaining)
     };
-    let early = gate.pass().await;
-    let mut inner = state.lock();
-    let now = state.now();
-    let reply = early.unwrap_or_else(|| match route(state, &mut inner, req, body, now) {
-        Ok(reply) | Err(reply) => reply,
-    });
-    let reply = reply
-        .header("x-hubspot-ratelimit-max", limit.to_string())
-        .header("x-hubspot-ratelimit-remaining", remaining.to_string())
-        .header(
-            "x-hubspot-ratelimit-interval-milliseconds",
-            WINDOW_MS.to_string(),
-        );
-    record_request(&mut inner, Crm::HubSpot, req, reply.status, now);
-    drop(inner);
-    reply.into_response()
+    let (early, answer_late) = gate.pass().await;
+    let reply = {
+        let mut inner = state.lock();
+        let now = state.now();
+        let reply = early.unwrap_or_else(|| match route(state, &mut inner, req, body, now) {
+            Ok(reply) | Err(reply) => reply,
+        });
+        let reply = reply
+            .header("x-hubspot-ratelimit-max", limit.to_string())
+            .header("x-hubspot-ratelimit-remaining", remaining.to_string())
+            .header(
+                "x-hubspot-ratelimit-interval-milliseconds",
+                WINDOW_MS.to_string(),
+            );
+        record_request(&mut inner, Crm::HubSpot, req, reply.status, now);
+        reply
+    };
+    answer_after(answer_late, reply).await
 }
 
 enum Policy {
@@ -251,8 +249,10 @@ fn failure_reply(failure: &Failure) -> Reply {
         Failure::Status(status) => error(*status, "INTERNAL_ERROR", "internal error"),
         Failure::RateLimit => limited(Policy::TenSecondly),
         Failure::DailyLimit => limited(Policy::Daily),
-        // Handled before routing; answering normally is the point of a delay.
-        Failure::Delay(_) => error(500, "INTERNAL_ERROR", "internal error"),
+        // Handled around routing; carrying the request out is the point of these.
+        Failure::Delay(_) | Failure::AnswerLate(_) => {
+            error(500, "INTERNAL_ERROR", "internal error")
+        }
     }
 }
 

@@ -106,6 +106,9 @@ pub enum Failure {
     DailyLimit,
     /// Answer normally after this real delay.
     Delay(Duration),
+    /// Carry the request out, then answer only after this real delay: the CRM applied a write
+    /// whose answer the client gave up waiting for.
+    AnswerLate(Duration),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -329,25 +332,46 @@ impl Reply {
     }
 }
 
-/// What a CRM decided before routing: answer now, wait first, or go ahead.
+/// What a CRM decided before routing: answer now, wait first, go ahead, or go ahead and answer
+/// late.
 enum Gate {
     Proceed,
     Delay(Duration),
+    AnswerLate(Duration),
     Answer(Reply),
 }
 
 impl Gate {
-    /// Sleeps out a delay (never holding the state lock); returns the early answer, if any.
-    async fn pass(self) -> Option<Reply> {
-        match self {
-            Gate::Proceed => None,
-            Gate::Delay(delay) => {
-                tokio::time::sleep(delay).await;
-                None
-            }
-            Gate::Answer(reply) => Some(reply),
+    fn from_failure(failure: Option<Failure>, reply: impl Fn(&Failure) -> Reply) -> Gate {
+        match failure {
+            None => Gate::Proceed,
+            Some(Failure::Delay(delay)) => Gate::Delay(delay),
+            Some(Failure::AnswerLate(delay)) => Gate::AnswerLate(delay),
+            Some(failure) => Gate::Answer(reply(&failure)),
         }
     }
+
+    /// Sleeps out a delay (never holding the state lock); returns the early answer, if any, and
+    /// how long to hold the answer back once the request is carried out.
+    async fn pass(self) -> (Option<Reply>, Option<Duration>) {
+        match self {
+            Gate::Proceed => (None, None),
+            Gate::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                (None, None)
+            }
+            Gate::AnswerLate(delay) => (None, Some(delay)),
+            Gate::Answer(reply) => (Some(reply), None),
+        }
+    }
+}
+
+/// Sends `reply`, first holding it back for `late` when a test asked for a late answer.
+async fn answer_after(late: Option<Duration>, reply: Reply) -> actix_web::HttpResponse {
+    if let Some(delay) = late {
+        tokio::time::sleep(delay).await;
+    }
+    reply.into_response()
 }
 
 fn record_request(inner: &mut Inner, crm: Crm, req: &HttpRequest, status: u16, at: Millis) {

@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use super::{
-    bearer_token, record_request, segments, Crm, Failure, Gate, Inner, RecordedWrite, Reply,
-    SandboxState,
+    answer_after, bearer_token, record_request, segments, Crm, Failure, Gate, Inner, RecordedWrite,
+    Reply, SandboxState,
 };
 use crate::clock::Millis;
 
@@ -263,8 +263,8 @@ fn failure_reply(failure: &Failure) -> Reply {
         Failure::RateLimit | Failure::DailyLimit => {
             errors(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
         }
-        // Handled before routing; answering normally is the point of a delay.
-        Failure::Delay(_) => errors(500, "UNKNOWN_EXCEPTION", "An unexpected error occurred."),
+        // Handled around routing; carrying the request out is the point of these.
+        Failure::Delay(_) | Failure::AnswerLate(_) => errors(500, "UNKNOWN_EXCEPTION", "An unexpected error occurred."),
     }
 }
 
@@ -292,31 +292,30 @@ pub(super) async fn handle(state: &SandboxState, req: &HttpRequest, body: &[u8])
             )
         } else {
             inner.salesforce.api_usage += 1;
-            match inner.take_failure(Crm::Salesforce) {
-                None => Gate::Proceed,
-                Some(Failure::Delay(delay)) => Gate::Delay(delay),
-                Some(failure) => Gate::Answer(failure_reply(&failure)),
-            }
+            Gate::from_failure(inner.take_failure(Crm::Salesforce), failure_reply)
         };
         (gate, inner.salesforce.api_usage)
     };
-    let early = gate.pass().await;
-    let mut inner = state.lock();
-    let now = state.now();
-    let reply = early.unwrap_or_else(|| match route(state, &mut inner, req, &segs, body, now) {
-        Ok(reply) | Err(reply) => reply,
-    });
-    let reply = if is_data {
-        reply.header(
-            "sforce-limit-info",
-            format!("api-usage={usage}/{DAILY_API_LIMIT}"),
-        )
-    } else {
+    let (early, answer_late) = gate.pass().await;
+    let reply = {
+        let mut inner = state.lock();
+        let now = state.now();
+        let reply =
+            early.unwrap_or_else(|| match route(state, &mut inner, req, &segs, body, now) {
+                Ok(reply) | Err(reply) => reply,
+            });
+        let reply = if is_data {
+            reply.header(
+                "sforce-limit-info",
+                format!("api-usage={usage}/{DAILY_API_LIMIT}"),
+            )
+        } else {
+            reply
+        };
+        record_request(&mut inner, Crm::Salesforce, req, reply.status, now);
         reply
     };
-    record_request(&mut inner, Crm::Salesforce, req, reply.status, now);
-    drop(inner);
-    reply.into_response()
+    answer_after(answer_late, reply).await
 }
 
 fn oauth_error(error: &str, description: &str) -> Reply {

@@ -30,9 +30,13 @@ pub enum DeliveryResult {
         status: Option<i64>,
         error: String,
         retry_at: Millis,
+        /// Keep the claim until `retry_at` instead of ending it, so the claim after it finds the
+        /// record in doubt: the attempt may have reached the CRM (see [`ClaimedRecord::in_doubt`]).
+        keep_claim: bool,
     },
-    /// Not attempted (rate limit, CRM not configured): look again at `retry_at`, no attempt counted.
-    Defer { retry_at: Millis },
+    /// Not attempted (rate limit, CRM not configured): look again at `retry_at`, no attempt
+    /// counted; `keep_claim` as for `Retry`.
+    Defer { retry_at: Millis, keep_claim: bool },
     /// The CRM refused these rows for good; they wait for `replay`.
     Dead {
         row_ids: Vec<i64>,
@@ -105,27 +109,6 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Move a claimed record's next look to `retry_at` without ending the claim, so the claim
-    /// after it still finds the record in doubt. A no-op (false) when `worker` no longer holds it.
-    pub async fn postpone_claim(
-        &self,
-        worker: &str,
-        head_id: i64,
-        retry_at: Millis,
-    ) -> Result<bool, StoreError> {
-        let done = on_pool!(self, |pool| sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $3, locked_until = $3 \
-             WHERE id = $1 AND locked_by = $2 AND status = 'pending'"
-        )
-        .bind(head_id)
-        .bind(worker)
-        .bind(retry_at)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(done == 1)
-    }
-
     /// Record a delivery attempt for a claimed record; a no-op (returns false) when `worker` no
     /// longer holds the record's lease (it expired and someone else took over).
     pub async fn finish_delivery(
@@ -167,11 +150,12 @@ impl Store {
                 status,
                 error,
                 retry_at,
+                ..
             } => {
                 on_tx!(tx, |c| {
                     sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_status = $3, \
-                     last_error = $4, locked_by = NULL, locked_until = NULL WHERE id = $1"
+                     last_error = $4 WHERE id = $1"
                 )
                 .bind(head_id)
                 .bind(retry_at)
@@ -182,7 +166,7 @@ impl Store {
                 .rows_affected()
                 });
             }
-            DeliveryResult::Defer { retry_at } => {
+            DeliveryResult::Defer { retry_at, .. } => {
                 on_tx!(tx, |c| sqlx::query(
                     "UPDATE outbox SET next_attempt_at = $2 WHERE id = $1"
                 )
@@ -213,17 +197,40 @@ impl Store {
                 }
             }
         }
-        // Whatever happened, the head's lease ends here (it may not be among the finished rows).
-        on_tx!(tx, |c| {
-            sqlx::query(
-            "UPDATE outbox SET locked_by = NULL, locked_until = NULL WHERE id = $1 AND locked_by = $2"
-        )
-        .bind(head_id)
-        .bind(worker)
-        .execute(c)
-        .await?
-        .rows_affected()
-        });
+        match result {
+            // The claim runs on until the retry, still naming this worker.
+            DeliveryResult::Retry {
+                retry_at,
+                keep_claim: true,
+                ..
+            }
+            | DeliveryResult::Defer {
+                retry_at,
+                keep_claim: true,
+            } => {
+                on_tx!(tx, |c| sqlx::query(
+                    "UPDATE outbox SET locked_until = $3 WHERE id = $1 AND locked_by = $2"
+                )
+                .bind(head_id)
+                .bind(worker)
+                .bind(retry_at)
+                .execute(c)
+                .await?
+                .rows_affected());
+            }
+            // Otherwise the head's lease ends here (it may not be among the finished rows).
+            _ => {
+                on_tx!(tx, |c| sqlx::query(
+                    "UPDATE outbox SET locked_by = NULL, locked_until = NULL \
+                     WHERE id = $1 AND locked_by = $2"
+                )
+                .bind(head_id)
+                .bind(worker)
+                .execute(c)
+                .await?
+                .rows_affected());
+            }
+        }
         tx.commit().await?;
         Ok(true)
     }

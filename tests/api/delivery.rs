@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use referral_sync::clock::{FakeClock, DAY, MINUTE, SECOND};
-use referral_sync::config::Secret;
+use referral_sync::config::{Secret, Settings};
 use referral_sync::crm::http_client;
 use referral_sync::crm::hubspot::HubSpotClient;
 use referral_sync::outbox::OutboxWorker;
@@ -31,6 +31,8 @@ both_backends!(
     pending_updates_to_one_record_are_coalesced_and_batched,
     crm_calls_go_only_to_the_configured_instance_never_to_urls_in_a_message,
     a_write_in_doubt_after_a_crash_is_checked_before_it_is_sent_again,
+    a_write_whose_answer_timed_out_is_read_back_not_repeated,
+    a_record_in_doubt_is_read_once_even_when_its_write_waits_for_the_rate_limit,
 );
 
 struct World {
@@ -40,6 +42,14 @@ struct World {
 }
 
 async fn world(backend: Backend, sandbox: SandboxConfig) -> Option<World> {
+    world_with(backend, sandbox, |_| {}).await
+}
+
+async fn world_with(
+    backend: Backend,
+    sandbox: SandboxConfig,
+    adjust: impl Fn(&mut Settings) + Send + 'static,
+) -> Option<World> {
     let clock = FakeClock::new(T0);
     let crm = CrmSandbox::start(sandbox.clone(), clock.clone())
         .await
@@ -61,6 +71,7 @@ async fn world(backend: Backend, sandbox: SandboxConfig) -> Option<World> {
             s.salesforce.client_secret = Secret::new(sandbox.salesforce_client_secret.clone());
             s.salesforce.api_version = sandbox.salesforce_api_version.clone();
             s.outbox.hubspot_requests_per_10s = sandbox.hubspot_limit_per_10s;
+            adjust(s);
         },
     )
     .await?;
@@ -711,4 +722,103 @@ async fn a_write_in_doubt_after_a_crash_is_checked_before_it_is_sent_again(backe
     assert_eq!(gets, 4, "each twice: rate-limited, then answered");
     let (pending, _) = w.app.store.outbox_backlog(now).await.unwrap();
     assert_eq!(pending, 0, "every write is recorded as delivered");
+}
+
+/// A call that times out may still have been carried out: the CRM applied the write and only its
+/// answer was lost. The retry reads the record back instead of repeating the write.
+async fn a_write_whose_answer_timed_out_is_read_back_not_repeated(backend: Backend) {
+    let Some(w) = world_with(backend, SandboxConfig::default(), |s| {
+        s.outbox.request_timeout_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let (contact, deal) = hubspot_referral(&w.app, 1).await;
+    let (contact, deal) = (contact.to_string(), deal.to_string());
+    let writes_to = |id: &str| {
+        w.crm
+            .state
+            .writes()
+            .iter()
+            .filter(|write| write.id == id)
+            .count()
+    };
+
+    // HubSpot applies both writes (contact, deal) and answers after the client gave up.
+    w.crm.state.fail_next(
+        Crm::HubSpot,
+        2,
+        Failure::AnswerLate(std::time::Duration::from_millis(1_500)),
+    );
+    w.app.deliver().await;
+    assert_eq!((writes_to(&contact), writes_to(&deal)), (1, 1));
+    let (pending, _) = w.app.store.outbox_backlog(T0).await.unwrap();
+    assert!(
+        pending > 0,
+        "no answer, so nothing is recorded as delivered yet"
+    );
+
+    w.clock.advance(10 * MINUTE);
+    w.app.deliver().await;
+
+    assert_eq!(
+        (writes_to(&contact), writes_to(&deal)),
+        (1, 1),
+        "read back, not written again"
+    );
+    let gets = w
+        .crm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.status == 200)
+        .count();
+    assert_eq!(gets, 2, "each record read back once");
+    let (pending, _) = w.app.store.outbox_backlog(T0).await.unwrap();
+    assert_eq!(pending, 0);
+}
+
+/// The read that settles a doubt and the write it calls for may not fit in one rate-limit window.
+/// Once read, the record is an ordinary write: it is not read again each round while it waits
+/// for the limiter (which would spend every round's call on the read and never write).
+async fn a_record_in_doubt_is_read_once_even_when_its_write_waits_for_the_rate_limit(
+    backend: Backend,
+) {
+    let Some(w) = world_with(backend, SandboxConfig::default(), |s| {
+        s.outbox.hubspot_requests_per_10s = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let (contact, deal) = hubspot_referral(&w.app, 1).await;
+    w.clock.set(T0);
+    w.app
+        .store
+        .claim_records("worker-that-dies", T0, T0 + 120 * SECOND, 100, 100)
+        .await
+        .unwrap();
+
+    // One call per 10 s: each round after the lease ran out has room for one read or one write.
+    for round in 0..10 {
+        w.clock.set(T0 + 121 * SECOND + round * 11 * SECOND);
+        w.app.deliver().await;
+    }
+
+    let requests = w.crm.state.requests();
+    for id in [contact.to_string(), deal.to_string()] {
+        let reads = requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/{id}")))
+            .count();
+        let writes = w.crm.state.writes().iter().filter(|x| x.id == id).count();
+        assert_eq!(
+            (reads, writes),
+            (1, 1),
+            "record {id}: one read, then one write"
+        );
+    }
+    let (pending, _) = w.app.store.outbox_backlog(T0).await.unwrap();
+    assert_eq!(pending, 0);
 }
