@@ -670,14 +670,7 @@ async fn a_write_in_doubt_after_a_crash_is_checked_before_it_is_sent_again(backe
     .await
     .unwrap();
 
-    let writes_to = |id: &str| {
-        w.crm
-            .state
-            .writes()
-            .iter()
-            .filter(|write| write.id == id)
-            .count()
-    };
+    let writes_to = |id: &str| writes_to(&w.crm, id);
 
     // Its lease runs out; a live worker takes over, but HubSpot rate-limits the reads: nothing is
     // written blind, and the records stay in doubt.
@@ -736,14 +729,7 @@ async fn a_write_whose_answer_timed_out_is_read_back_not_repeated(backend: Backe
     };
     let (contact, deal) = hubspot_referral(&w.app, 1).await;
     let (contact, deal) = (contact.to_string(), deal.to_string());
-    let writes_to = |id: &str| {
-        w.crm
-            .state
-            .writes()
-            .iter()
-            .filter(|write| write.id == id)
-            .count()
-    };
+    let writes_to = |id: &str| writes_to(&w.crm, id);
 
     // HubSpot applies both writes (contact, deal) and answers after the client gave up.
     w.crm.state.fail_next(
@@ -812,7 +798,7 @@ async fn a_record_in_doubt_is_read_once_even_when_its_write_waits_for_the_rate_l
             .iter()
             .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/{id}")))
             .count();
-        let writes = w.crm.state.writes().iter().filter(|x| x.id == id).count();
+        let writes = writes_to(&w.crm, &id);
         assert_eq!(
             (reads, writes),
             (1, 1),
@@ -821,4 +807,13 @@ async fn a_record_in_doubt_is_read_once_even_when_its_write_waits_for_the_rate_l
     }
     let (pending, _) = w.app.store.outbox_backlog(T0).await.unwrap();
     assert_eq!(pending, 0);
+}
+
+/// How many writes the CRM sandbox received for record `id`.
+fn writes_to(crm: &CrmSandbox, id: &str) -> usize {
+    crm.state
+        .writes()
+        .iter()
+        .filter(|write| write.id == id)
+        .count()
 }
