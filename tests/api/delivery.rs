@@ -11,6 +11,7 @@ use referral_sync::clock::{FakeClock, DAY, MINUTE, SECOND};
 use referral_sync::config::{Secret, Settings};
 use referral_sync::crm::http_client;
 use referral_sync::crm::hubspot::HubSpotClient;
+use referral_sync::crm::salesforce::SalesforceClient;
 use referral_sync::outbox::OutboxWorker;
 use referral_sync::rewards::engine::release_holds;
 use referral_sync::sandbox::{Crm, CrmSandbox, Failure, SandboxConfig};
@@ -33,6 +34,7 @@ both_backends!(
     a_write_in_doubt_after_a_crash_is_checked_before_it_is_sent_again,
     a_write_whose_answer_timed_out_is_read_back_not_repeated,
     a_record_in_doubt_is_read_once_even_when_its_write_waits_for_the_rate_limit,
+    a_salesforce_write_in_doubt_is_read_back_not_repeated,
 );
 
 struct World {
@@ -816,4 +818,63 @@ fn writes_to(crm: &CrmSandbox, id: &str) -> usize {
         .iter()
         .filter(|write| write.id == id)
         .count()
+}
+
+/// The same read-back on Salesforce: a record's fields as the REST API returns them.
+async fn a_salesforce_write_in_doubt_is_read_back_not_repeated(backend: Backend) {
+    let sandbox = SandboxConfig::default();
+    let Some(w) = world(backend, sandbox.clone()).await else {
+        return;
+    };
+    w.app.signup(json!({"id": "evt_sf_doubt", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "ida@initech.ru", "referral_code": "IVAN-1", "source": "code", "market": "RU"}}))
+        .await;
+    let contact_id = "0037F00000DoUbTQAA";
+    let contact: &[(&str, Option<&str>)] =
+        &[("Id", Some(contact_id)), ("Email", Some("ida@initech.ru"))];
+    w.app
+        .salesforce(&[("04l0000000000D1AAA", "Contact", contact)])
+        .await;
+    w.app.process().await;
+    w.clock.set(T0);
+
+    // A worker claims the contact, gets its write through, and dies.
+    let claimed = w
+        .app
+        .store
+        .claim_records("worker-that-dies", T0, T0 + 120 * SECOND, 100, 100)
+        .await
+        .unwrap();
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    for row in &claimed[0].rows {
+        let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap();
+        for (name, value) in payload["properties"].as_object().unwrap() {
+            fields.insert(name.clone(), value.as_str().unwrap().to_string());
+        }
+    }
+    SalesforceClient::new(
+        http_client(std::time::Duration::from_secs(5)),
+        &w.crm.base_url,
+        &sandbox.salesforce_client_id,
+        Secret::new(sandbox.salesforce_client_secret.clone()),
+        &sandbox.salesforce_api_version,
+    )
+    .update("Contact", contact_id, &fields)
+    .await
+    .unwrap();
+
+    w.clock.set(T0 + 121 * SECOND);
+    w.app.deliver().await;
+
+    assert_eq!(writes_to(&w.crm, contact_id), 1, "not written again");
+    let read = w
+        .crm
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(contact_id))
+        .count();
+    assert_eq!(read, 1);
+    let (pending, _) = w.app.store.outbox_backlog(T0).await.unwrap();
+    assert_eq!(pending, 0);
 }
