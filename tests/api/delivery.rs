@@ -644,25 +644,14 @@ async fn a_write_in_doubt_after_a_crash_is_checked_before_it_is_sent_again(backe
     w.clock.set(now);
 
     // A worker claims both records, gets the contact's write through, and dies.
-    let claimed = w
-        .app
-        .store
-        .claim_records("worker-that-dies", now, now + 120 * SECOND, 100, 100)
-        .await
-        .unwrap();
+    let claimed = claim_as_a_worker_that_dies(&w.app, now).await;
     assert!(claimed.iter().all(|record| !record.in_doubt), "first claim");
     let contact_rows = &claimed
         .iter()
         .find(|record| record.rows[0].object_type == "contact")
         .expect("the contact has writes queued")
         .rows;
-    let mut written: BTreeMap<String, String> = BTreeMap::new();
-    for row in contact_rows {
-        let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap();
-        for (name, value) in payload["properties"].as_object().unwrap() {
-            written.insert(name.clone(), value.as_str().unwrap().to_string());
-        }
-    }
+    let written = merged_properties(contact_rows);
     HubSpotClient::new(
         http_client(std::time::Duration::from_secs(5)),
         &w.crm.base_url,
@@ -782,11 +771,7 @@ async fn a_record_in_doubt_is_read_once_even_when_its_write_waits_for_the_rate_l
     };
     let (contact, deal) = hubspot_referral(&w.app, 1).await;
     w.clock.set(T0);
-    w.app
-        .store
-        .claim_records("worker-that-dies", T0, T0 + 120 * SECOND, 100, 100)
-        .await
-        .unwrap();
+    claim_as_a_worker_that_dies(&w.app, T0).await;
 
     // One call per 10 s: each round after the lease ran out has room for one read or one write.
     for round in 0..10 {
@@ -839,19 +824,8 @@ async fn a_salesforce_write_in_doubt_is_read_back_not_repeated(backend: Backend)
     w.clock.set(T0);
 
     // A worker claims the contact, gets its write through, and dies.
-    let claimed = w
-        .app
-        .store
-        .claim_records("worker-that-dies", T0, T0 + 120 * SECOND, 100, 100)
-        .await
-        .unwrap();
-    let mut fields: BTreeMap<String, String> = BTreeMap::new();
-    for row in &claimed[0].rows {
-        let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap();
-        for (name, value) in payload["properties"].as_object().unwrap() {
-            fields.insert(name.clone(), value.as_str().unwrap().to_string());
-        }
-    }
+    let claimed = claim_as_a_worker_that_dies(&w.app, T0).await;
+    let fields = merged_properties(&claimed[0].rows);
     SalesforceClient::new(
         http_client(std::time::Duration::from_secs(5)),
         &w.crm.base_url,
@@ -877,4 +851,27 @@ async fn a_salesforce_write_in_doubt_is_read_back_not_repeated(backend: Backend)
     assert_eq!(read, 1);
     let (pending, _) = w.app.store.outbox_backlog(T0).await.unwrap();
     assert_eq!(pending, 0);
+}
+
+/// Claims every due record as a worker that will never finish (it "dies" after the claim).
+async fn claim_as_a_worker_that_dies(
+    app: &TestApp,
+    now: i64,
+) -> Vec<referral_sync::store::ClaimedRecord> {
+    app.store
+        .claim_records("worker-that-dies", now, now + 120 * SECOND, 100, 100)
+        .await
+        .unwrap()
+}
+
+/// A record's pending property updates merged in order, as one write would carry them.
+fn merged_properties(rows: &[referral_sync::store::OutboxRow]) -> BTreeMap<String, String> {
+    let mut merged = BTreeMap::new();
+    for row in rows {
+        let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap();
+        for (name, value) in payload["properties"].as_object().unwrap() {
+            merged.insert(name.clone(), value.as_str().unwrap().to_string());
+        }
+    }
+    merged
 }
