@@ -166,6 +166,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let grace = std::time::Duration::from_secs(settings.server.shutdown_grace_secs);
     let result = runtime.block_on(async move {
         match command {
             Command::Serve { no_migrate } => serve(settings, !no_migrate).await,
@@ -225,6 +226,9 @@ pub fn main() -> ExitCode {
             )),
         }
     });
+    // Whatever a blocking task is still doing (the SQLite inbox writer waiting on a lock), the
+    // process ends within the grace period instead of waiting for it.
+    runtime.shutdown_timeout(grace);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -58,6 +58,8 @@ struct Inner {
 /// or its first other write. Later rows wait for the next round, which keeps per-record order.
 struct Segment {
     head_id: i64,
+    /// When this worker's claim on the record ends.
+    lease_until: Millis,
     /// The record's previous claim may have reached the CRM (see [`ClaimedRecord::in_doubt`]).
     in_doubt: bool,
     attempts: usize,
@@ -148,7 +150,7 @@ impl OutboxWorker {
             records: claimed.len(),
             calls: 0,
         };
-        let (updates, singles) = segments(claimed);
+        let (updates, singles) = segments(claimed, lease_until);
         for ((crm, account), group) in updates {
             let mut to_send = Vec::with_capacity(group.len());
             for s in group {
@@ -224,6 +226,23 @@ impl OutboxWorker {
         }
     }
 
+    /// Whether a call started now could outlast the claim on `segments` (a round that claimed
+    /// many records can run long when the CRM is slow). Another worker may take a record whose
+    /// claim ran out, so those are handed back unsent instead: a write sent after that could
+    /// land twice, or after a newer one.
+    async fn hand_back_if_lease_runs_out(
+        &self,
+        segments: &mut Vec<Segment>,
+    ) -> Result<bool, StoreError> {
+        let now = self.inner.clock.now();
+        let call_limit = self.inner.settings.outbox.request_timeout_secs as Millis * 1000;
+        if segments.iter().all(|s| now + call_limit < s.lease_until) {
+            return Ok(false);
+        }
+        self.defer_all(std::mem::take(segments), now).await?;
+        Ok(true)
+    }
+
     fn acquire(&self, crm: &str, account: &str, now: Millis) -> Result<(), Millis> {
         let limiter = if crm == "hubspot" {
             &self.inner.hubspot_limit
@@ -243,6 +262,10 @@ impl OutboxWorker {
         account: &str,
         chunk: Vec<Segment>,
     ) -> Result<usize, StoreError> {
+        let mut chunk = chunk;
+        if self.hand_back_if_lease_runs_out(&mut chunk).await? {
+            return Ok(0);
+        }
         let now = self.inner.clock.now();
         if let Err(free_at) = self.acquire(crm, account, now) {
             return self.defer_all(chunk, free_at).await.map(|_| 0);
@@ -332,6 +355,11 @@ impl OutboxWorker {
     /// when it still has to be sent. Notes and Platform Events cannot be checked this way; they stay
     /// at-least-once.
     async fn settle_in_doubt(&self, s: Segment) -> Result<(usize, Option<Segment>), StoreError> {
+        let mut one = vec![s];
+        if self.hand_back_if_lease_runs_out(&mut one).await? {
+            return Ok((0, None));
+        }
+        let s = one.pop().expect("one segment");
         let me = &self.inner;
         let now = me.clock.now();
         if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {
@@ -398,6 +426,11 @@ impl OutboxWorker {
 
     /// A note, a Platform Event or a read: one call per row.
     async fn send_single(&self, s: Segment) -> Result<usize, StoreError> {
+        let mut one = vec![s];
+        if self.hand_back_if_lease_runs_out(&mut one).await? {
+            return Ok(0);
+        }
+        let s = one.pop().expect("one segment");
         let me = &self.inner;
         let now = me.clock.now();
         if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {
@@ -533,8 +566,11 @@ impl OutboxWorker {
                         metrics::counter!("outbox_retries_total", "crm" => s.crm.clone())
                             .increment(1);
                         DeliveryResult::Retry {
-                            // No status: the call timed out or broke after it may have been sent.
-                            keep_claim: s.may_have_landed() || (status.is_none() && s.is_update()),
+                            // No status (the call timed out or broke after it may have been
+                            // sent) or a gateway's 502/504: the CRM may have carried it out.
+                            keep_claim: s.may_have_landed()
+                                || (s.is_update()
+                                    && matches!(status, None | Some(502) | Some(504))),
                             status: status.map(i64::from),
                             error: message,
                             retry_at: now + delay,
@@ -596,6 +632,7 @@ fn jitter_seed() -> u64 {
 #[allow(clippy::type_complexity)]
 fn segments(
     claimed: Vec<ClaimedRecord>,
+    lease_until: Millis,
 ) -> (BTreeMap<(String, String), Vec<Segment>>, Vec<Segment>) {
     let mut updates: BTreeMap<(String, String), Vec<Segment>> = BTreeMap::new();
     let mut singles = Vec::new();
@@ -605,6 +642,7 @@ fn segments(
         };
         let base = |row: &OutboxRow| Segment {
             head_id: record.head_id,
+            lease_until,
             in_doubt: record.in_doubt,
             attempts: usize::try_from(head.attempts).unwrap_or(0),
             crm: row.crm.clone(),
@@ -656,11 +694,26 @@ fn holds_all(current: &Value, wanted: &BTreeMap<String, String>) -> bool {
             Some(other) => other.to_string(),
         };
         have == *want
-            || matches!(
-                (Decimal::from_str(&have), Decimal::from_str(want)),
-                (Ok(a), Ok(b)) if a == b
-            )
+            || (plain_number(&have)
+                && plain_number(want)
+                && matches!(
+                    (Decimal::from_str(&have), Decimal::from_str(want)),
+                    (Ok(a), Ok(b)) if a == b
+                ))
     })
+}
+
+/// A number written the plain way (`-12`, `0.5`, `50000.00`): no sign but `-`, no leading zero,
+/// no separators. Only such text compares as a decimal, so "02139" (a zip code) never matches
+/// "2139": a false match would record a write as delivered that never landed.
+fn plain_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+        && (whole == "0" || !whole.starts_with('0'))
 }
 
 fn properties_of(payload: &Value) -> BTreeMap<String, String> {
@@ -712,6 +765,22 @@ mod tests {
             &json!({"referral_source": "partner"}),
             &wanted(&[("referral_source", "partner"), ("referral_code", "ACME-7")])
         ));
+    }
+
+    #[test]
+    fn only_plain_numbers_compare_as_decimals() {
+        for (have, want) in [
+            ("2139", "02139"),
+            ("1000", "1_000"),
+            ("5", "+5"),
+            ("7", "7."),
+        ] {
+            assert!(
+                !holds_all(&json!({ "p": have }), &wanted(&[("p", want)])),
+                "{have:?} must not match {want:?}"
+            );
+        }
+        assert!(holds_all(&json!({"p": "-0.50"}), &wanted(&[("p", "-0.5")])));
     }
 
     #[test]

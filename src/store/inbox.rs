@@ -185,6 +185,8 @@ impl Store {
         connection.busy_timeout(std::time::Duration::from_secs(30))?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", true)?;
+        // Fails now, not on the first webhook, when this is not the pool's (migrated) database.
+        connection.prepare_cached(INSERT_INBOX_EVENT)?;
         Ok(Some(SqliteInboxConnection { connection }))
     }
 

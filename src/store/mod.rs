@@ -114,14 +114,8 @@ impl Store {
         let url = settings.url.expose();
         let display_url = redact_url(url);
         let acquire = Duration::from_secs(settings.acquire_timeout_secs.max(1));
+        let mut sqlite_file = None;
         let backend = if url.starts_with("sqlite:") {
-            if let Some(parent) = sqlite_path(url).and_then(|p| p.parent()) {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).with_context(|| {
-                        format!("could not create the database folder {}", parent.display())
-                    })?;
-                }
-            }
             let options = SqliteConnectOptions::from_str(url)
                 .with_context(|| format!("database.url {display_url} is not a valid SQLite URL"))?
                 .create_if_missing(true)
@@ -130,6 +124,18 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
+            // The file exactly as the pool resolved it (percent-decoded); an in-memory database
+            // exists per connection, so nothing outside the pool can share it.
+            let in_memory = sqlite_path(url).is_none() || url.contains("mode=memory");
+            if !in_memory {
+                let file = options.get_filename();
+                if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!("could not create the database folder {}", parent.display())
+                    })?;
+                }
+                sqlite_file = Some(Arc::from(file));
+            }
             let pool = SqlitePoolOptions::new()
                 // An embedded file cannot drop a connection: skip the ping on every checkout.
                 .test_before_acquire(false)
@@ -156,7 +162,7 @@ impl Store {
         Ok(Store {
             backend,
             display_url,
-            sqlite_file: sqlite_path(url).map(Arc::from),
+            sqlite_file,
         })
     }
 

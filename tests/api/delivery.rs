@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use referral_sync::clock::{FakeClock, DAY, MINUTE, SECOND};
+use referral_sync::clock::{Clock, FakeClock, Millis, DAY, MINUTE, SECOND};
 use referral_sync::config::{Secret, Settings};
 use referral_sync::crm::http_client;
 use referral_sync::crm::hubspot::HubSpotClient;
@@ -35,6 +35,7 @@ both_backends!(
     a_write_whose_answer_timed_out_is_read_back_not_repeated,
     a_record_in_doubt_is_read_once_even_when_its_write_waits_for_the_rate_limit,
     a_salesforce_write_in_doubt_is_read_back_not_repeated,
+    a_round_that_would_outlast_its_lease_hands_the_rest_back_unsent,
 );
 
 struct World {
@@ -874,4 +875,75 @@ fn merged_properties(rows: &[referral_sync::store::OutboxRow]) -> BTreeMap<Strin
         }
     }
     merged
+}
+
+/// A clock that moves `step` forward each time it is read: a CRM so slow that one round of calls
+/// takes longer than the claim it works under.
+struct SlowClock {
+    clock: Arc<FakeClock>,
+    step: Millis,
+}
+
+impl Clock for SlowClock {
+    fn now(&self) -> Millis {
+        self.clock.advance(self.step);
+        self.clock.now()
+    }
+}
+
+/// When the CRM is slow, a round over many records can outlast its lease, and another worker may
+/// take the records it has not reached. No call is started that could end after the claim does:
+/// the rest are handed back unsent, and a later round delivers each of them once.
+async fn a_round_that_would_outlast_its_lease_hands_the_rest_back_unsent(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    for n in 1..=10 {
+        hubspot_referral(&w.app, n).await;
+    }
+    // In doubt, every record costs a call of its own (the read) in the next round.
+    w.clock.set(T0);
+    let claimed = claim_as_a_worker_that_dies(&w.app, T0).await;
+    w.clock.set(T0 + 121 * SECOND);
+
+    let started = w.clock.now();
+    let slow = OutboxWorker::new(
+        w.app.store.clone(),
+        Arc::new(w.app.settings.clone()),
+        Arc::new(SlowClock {
+            clock: w.clock.clone(),
+            step: 5 * SECOND,
+        }),
+        Default::default(),
+    );
+    slow.tick().await.unwrap();
+
+    let outbox = &w.app.settings.outbox;
+    // The round's first reading of the clock moved it one step before the claim.
+    let lease_until = started + 5 * SECOND + outbox.lease_secs as Millis * 1000;
+    let last_safe_start = lease_until - outbox.request_timeout_secs as Millis * 1000;
+    let calls = w.crm.state.requests();
+    assert!(!calls.is_empty(), "the round did start");
+    assert!(
+        calls.iter().all(|call| call.at <= last_safe_start),
+        "a call started after {last_safe_start}: {:?}",
+        calls.iter().map(|call| call.at).collect::<Vec<_>>()
+    );
+    let (pending, _) = w.app.store.outbox_backlog(T0).await.unwrap();
+    assert!(
+        pending > 0,
+        "records the round did not reach were handed back"
+    );
+
+    // Later rounds (the clock moving on for the rate limit) deliver the rest.
+    for _ in 0..6 {
+        w.clock.advance(10 * SECOND);
+        w.app.deliver().await;
+    }
+    let (pending, _) = w.app.store.outbox_backlog(T0).await.unwrap();
+    assert_eq!(pending, 0);
+    for record in &claimed {
+        let id = &record.rows[0].object_id;
+        assert!(writes_to(&w.crm, id) <= 1, "record {id} written twice");
+    }
 }

@@ -3,7 +3,7 @@
 use referral_sync::store::{Ingested, NewInboxEvent, Readiness, SqliteInboxConnection, Store};
 
 use crate::both_backends;
-use crate::support::{test_store, Backend, T0};
+use crate::support::{default_settings, test_store, Backend, T0};
 
 both_backends!(
     migrations_are_idempotent_and_leave_the_store_ready,
@@ -166,4 +166,40 @@ async fn sqlite_inbox_writer_connection_is_fully_durable(backend: Backend) {
         ),
         Backend::Postgres => assert!(connection.is_none(), "PostgreSQL writes through the pool"),
     }
+}
+
+/// sqlx percent-decodes the SQLite URL's path; the inbox writer's own connection must open that
+/// same file, or webhooks would go to an empty database the processor never reads.
+#[tokio::test]
+async fn a_percent_encoded_sqlite_path_is_one_file_for_the_pool_and_the_inbox_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = default_settings();
+    settings.database.url = referral_sync::config::Secret::new(format!(
+        "sqlite://{}/my%20data/referral.db",
+        dir.path().display()
+    ));
+    let store = Store::connect(&settings.database).await.unwrap();
+    store.migrate().await.unwrap();
+
+    let mut writer = store.open_sqlite_inbox_connection().unwrap().unwrap();
+    writer.append(&[event("hubspot", "a")]).unwrap();
+
+    assert_eq!(store.count_inbox(None).await.unwrap(), 1);
+    assert!(dir.path().join("my data/referral.db").exists());
+    assert!(!dir.path().join("my%20data").exists());
+}
+
+/// A writer connection to a database without the schema fails when it opens (and the service
+/// falls back to the pool), not on the first webhook.
+#[tokio::test]
+async fn the_inbox_writer_connection_refuses_a_database_without_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = default_settings();
+    settings.database.url = referral_sync::config::Secret::new(format!(
+        "sqlite://{}/unmigrated.db",
+        dir.path().display()
+    ));
+    let store = Store::connect(&settings.database).await.unwrap();
+
+    assert!(store.open_sqlite_inbox_connection().is_err());
 }
