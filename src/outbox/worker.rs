@@ -226,21 +226,17 @@ impl OutboxWorker {
         }
     }
 
-    /// Whether a call started now could outlast the claim on `segments` (a round that claimed
-    /// many records can run long when the CRM is slow). Another worker may take a record whose
-    /// claim ran out, so those are handed back unsent instead: a write sent after that could
-    /// land twice, or after a newer one.
-    async fn hand_back_if_lease_runs_out(
-        &self,
-        segments: &mut Vec<Segment>,
-    ) -> Result<bool, StoreError> {
+    /// `Some(now)` when a call started now could outlast the claim on `segments` (a round that
+    /// claimed many records can run long when the CRM is slow). Another worker may take a record
+    /// whose claim ran out, so those are handed back unsent instead: a write sent after that
+    /// could land twice, or after a newer one.
+    fn lease_runs_out(&self, segments: &[Segment]) -> Option<Millis> {
         let now = self.inner.clock.now();
         let call_limit = self.inner.settings.outbox.request_timeout_secs as Millis * 1000;
-        if segments.iter().all(|s| now + call_limit < s.lease_until) {
-            return Ok(false);
-        }
-        self.defer_all(std::mem::take(segments), now).await?;
-        Ok(true)
+        segments
+            .iter()
+            .any(|s| now + call_limit >= s.lease_until)
+            .then_some(now)
     }
 
     fn acquire(&self, crm: &str, account: &str, now: Millis) -> Result<(), Millis> {
@@ -262,9 +258,8 @@ impl OutboxWorker {
         account: &str,
         chunk: Vec<Segment>,
     ) -> Result<usize, StoreError> {
-        let mut chunk = chunk;
-        if self.hand_back_if_lease_runs_out(&mut chunk).await? {
-            return Ok(0);
+        if let Some(now) = self.lease_runs_out(&chunk) {
+            return self.defer_all(chunk, now).await.map(|_| 0);
         }
         let now = self.inner.clock.now();
         if let Err(free_at) = self.acquire(crm, account, now) {
@@ -355,11 +350,9 @@ impl OutboxWorker {
     /// when it still has to be sent. Notes and Platform Events cannot be checked this way; they stay
     /// at-least-once.
     async fn settle_in_doubt(&self, s: Segment) -> Result<(usize, Option<Segment>), StoreError> {
-        let mut one = vec![s];
-        if self.hand_back_if_lease_runs_out(&mut one).await? {
-            return Ok((0, None));
+        if let Some(now) = self.lease_runs_out(std::slice::from_ref(&s)) {
+            return self.defer_all(vec![s], now).await.map(|_| (0, None));
         }
-        let s = one.pop().expect("one segment");
         let me = &self.inner;
         let now = me.clock.now();
         if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {
@@ -426,11 +419,9 @@ impl OutboxWorker {
 
     /// A note, a Platform Event or a read: one call per row.
     async fn send_single(&self, s: Segment) -> Result<usize, StoreError> {
-        let mut one = vec![s];
-        if self.hand_back_if_lease_runs_out(&mut one).await? {
-            return Ok(0);
+        if let Some(now) = self.lease_runs_out(std::slice::from_ref(&s)) {
+            return self.defer_all(vec![s], now).await.map(|_| 0);
         }
-        let s = one.pop().expect("one segment");
         let me = &self.inner;
         let now = me.clock.now();
         if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {

@@ -159,7 +159,7 @@ async fn sigkill_under_load_loses_nothing_and_rewards_once_on_sqlite() {
     let events = verify::inbox_holds_each_acknowledged_event_once(&store, &traffic).await;
     let rewards = verify::one_reward_per_deal_and_beneficiary(&store, &traffic.stories).await;
     verify::every_record_has_its_context(&store, &crm.state, &traffic.stories).await;
-    let writes = verify::writes_kept_record_order(&crm.state);
+    let writes = verify::writes_kept_record_order_and_none_repeated(&crm.state);
 
     println!(
         "crash test ({} form, seed {seed}): {} referrals, {} kills at {kill_moments:?} ms, {} starts; \
@@ -187,11 +187,6 @@ async fn sigkill_under_load_loses_nothing_and_rewards_once_on_sqlite() {
         writes.repeated_records,
         settled.waited,
         started.elapsed(),
-    );
-    assert_eq!(
-        writes.exact_repeats, 0,
-        "property writes that reached the CRM twice: {:?}",
-        writes.repeated_records
     );
     store.close().await;
     service.kill();
@@ -251,7 +246,7 @@ async fn two_processes_on_one_postgresql_store_once_reward_once_and_deliver_ever
     let events = verify::inbox_holds_each_acknowledged_event_once(&store, &traffic).await;
     let rewards = verify::one_reward_per_deal_and_beneficiary(&store, &traffic.stories).await;
     verify::every_record_has_its_context(&store, &crm.state, &traffic.stories).await;
-    let writes = verify::writes_kept_record_order(&crm.state);
+    let writes = verify::writes_kept_record_order_and_none_repeated(&crm.state);
     let acknowledged_twice = traffic.acked.values().filter(|n| **n > 1).count();
 
     println!(
@@ -274,11 +269,6 @@ async fn two_processes_on_one_postgresql_store_once_reward_once_and_deliver_ever
         writes.repeated_records,
         settled.waited,
         started.elapsed(),
-    );
-    assert_eq!(
-        writes.exact_repeats, 0,
-        "property writes that reached the CRM twice: {:?}",
-        writes.repeated_records
     );
     store.close().await;
     for replica in &mut replicas {

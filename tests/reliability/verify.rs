@@ -243,8 +243,9 @@ pub struct WriteReport {
 }
 
 /// (e) per-record order: for each record and property, once a value has been replaced by another,
-/// it never comes back. Counts exact repeats.
-pub fn writes_kept_record_order(crm: &SandboxState) -> WriteReport {
+/// it never comes back; and no write reached the CRM twice (a record whose delivery a kill cut
+/// short is read back before it is sent again).
+pub fn writes_kept_record_order_and_none_repeated(crm: &SandboxState) -> WriteReport {
     let writes = crm.writes();
     let mut by_record: BTreeMap<String, Vec<&RecordedWrite>> = BTreeMap::new();
     for w in &writes {
@@ -292,6 +293,10 @@ pub fn writes_kept_record_order(crm: &SandboxState) -> WriteReport {
          application): {:#?}",
         out_of_order.len(),
         first(&out_of_order)
+    );
+    assert_eq!(
+        exact_repeats, 0,
+        "property writes that reached the CRM twice: {repeated_records:?}"
     );
     let mut requests_by_status = BTreeMap::new();
     for r in crm.requests() {
