@@ -62,7 +62,8 @@ impl InboxWriter {
                 return (InboxWriter { jobs }, vec![writer]);
             }
             Ok(None) => {}
-            // The pool opened this file a moment ago, so this is rare; the pool path still works.
+            // Rare: the file the pool just opened is unreadable, or lacks the schema (`serve
+            // --no-migrate` before `migrate`). The pool path still works, or says why per request.
             Err(e) => {
                 tracing::error!(error = ?e, "could not open the inbox writer's SQLite connection; using the pool")
             }
