@@ -59,6 +59,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub ingest: IngestSettings,
+    pub processing: ProcessingSettings,
     pub outbox: OutboxSettings,
     pub hubspot: HubSpotSettings,
     pub salesforce: SalesforceSettings,
@@ -108,6 +109,17 @@ pub struct IngestSettings {
     pub timestamp_tolerance_secs: u64,
     /// Benchmark ceiling only: answer after verification without storing.
     pub discard_after_verify: bool,
+}
+
+/// The inbox processor (README "Processing").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ProcessingSettings {
+    /// Events applied per transaction, and rechecks settled per reconcile round.
+    pub batch_events: u16,
+    /// Partitions one processor locks per batch (of 64), so others find partitions free.
+    pub partitions_per_batch: u8,
+    /// Processors per process on PostgreSQL (SQLite always runs one: it has one writer).
+    pub processors: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -470,6 +482,21 @@ impl Settings {
         }
         if self.ingest.writers_postgres == 0 {
             p.push("ingest.writers_postgres: must be at least 1".into());
+        }
+        let pr = &self.processing;
+        if pr.batch_events == 0 {
+            p.push("processing.batch_events: must be at least 1".into());
+        }
+        if pr.partitions_per_batch == 0
+            || i32::from(pr.partitions_per_batch) > crate::store::PARTITIONS
+        {
+            p.push(format!(
+                "processing.partitions_per_batch: must be between 1 and {}",
+                crate::store::PARTITIONS
+            ));
+        }
+        if pr.processors == 0 {
+            p.push("processing.processors: must be at least 1".into());
         }
         let o = &self.outbox;
         if o.batch_records == 0 || o.batch_records > 200 {

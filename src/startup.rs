@@ -12,12 +12,12 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::{RequestId, TracingLogger};
 
-use crate::attribution::InboxProcessor;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::ingest::InboxWriter;
 use crate::outbox::OutboxWorker;
+use crate::processing::InboxProcessor;
 use crate::routes;
 use crate::store::Store;
 
@@ -185,9 +185,18 @@ impl Application {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         let workers_stop = CancellationToken::new();
-        let processor = self
-            .run_workers
-            .then(|| tokio::spawn(self.processor.clone().run(workers_stop.clone())));
+        // Several processors share the partitions (PostgreSQL); one more task keeps the backlog
+        // gauges current.
+        let processors: Vec<_> = if self.run_workers {
+            (0..self.processor.processors())
+                .map(|_| tokio::spawn(self.processor.clone().run(workers_stop.clone())))
+                .chain(std::iter::once(tokio::spawn(
+                    self.processor.clone().report_backlog(workers_stop.clone()),
+                )))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let outbox = self.run_workers.then(|| {
             tokio::spawn(
                 self.outbox
@@ -223,11 +232,12 @@ impl Application {
             tracing::warn!("inbox writers did not finish within the grace period");
         }
         workers_stop.cancel();
-        for (name, worker) in [
-            ("inbox processor", processor),
-            ("outbox worker", outbox),
-            ("hold timer", holds),
-        ] {
+        for processor in processors {
+            if tokio::time::timeout(grace, processor).await.is_err() {
+                tracing::warn!("an inbox processor did not stop within the grace period");
+            }
+        }
+        for (name, worker) in [("outbox worker", outbox), ("hold timer", holds)] {
             if let Some(worker) = worker {
                 if tokio::time::timeout(grace, worker).await.is_err() {
                     tracing::warn!("{name} did not stop within the grace period");

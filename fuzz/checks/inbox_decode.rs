@@ -1,10 +1,10 @@
-//! Stored inbox events (`attribution::decode::decode`): whatever a sender managed to get stored,
+//! Stored inbox events (`processing::decode::decode`): whatever a sender managed to get stored,
 //! decoding must give changes, an ignore reason or an error, never a panic.
 //!
 //! Input: the first byte picks the source (`b'0' + i` picks `SOURCES[i]`, modulo their number),
 //! the rest up to the first newline is the event type, everything after it is the payload.
 
-use referral_sync::attribution::decode::{decode, Decoded, GuardedNames};
+use referral_sync::processing::decode::{decode, Decoded, GuardedNames};
 use referral_sync::store::{InboxEvent, InboxStatus};
 
 const SOURCES: &[&str] = &[
@@ -38,6 +38,7 @@ pub fn check(data: &[u8]) {
         status: InboxStatus::Pending,
         status_reason: None,
         attempts: 0,
+        partition_no: 0,
     };
     let names = GuardedNames {
         hubspot_referral_source: "referral_source".to_string(),

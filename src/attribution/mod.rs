@@ -1,11 +1,9 @@
-//! The attribution ledger: turns stored webhook events into the write-once first touch, CRM record
-//! links (deals carry a frozen copy), stage history and the tamper guard, queueing the CRM writes
-//! each change causes.
+//! The attribution ledger's edges: the CRM writes it causes (referral context on linked records,
+//! restores of a tampered referral source, reads of records announced by id only) and the only
+//! way to change a recorded attribution, an audited admin override. Applying events to the ledger
+//! is [`crate::processing`]'s job.
 
-pub mod decode;
 pub mod overrides;
-pub mod processor;
 pub mod writeback;
 
 pub use overrides::{override_attribution, AttributionChange, OverrideError};
-pub use processor::InboxProcessor;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::writeback;
 use crate::clock::Millis;
 use crate::config::Settings;
-use crate::store::{Attribution, NewAudit, Referral, Store, StoreError};
+use crate::store::{Attribution, NewAudit, NewTouch, Referral, Store, StoreError};
 
 /// The new attribution; omitted fields keep their value. The first-touch time never changes.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,6 +50,8 @@ pub async fn override_attribution(
         }
     }
     let mut tx = store.begin().await?;
+    // Links are derived state: never interleave with a reconcile round linking this referral.
+    tx.lock_reconcile().await?;
     let before = tx
         .referral(referral_id)
         .await?
@@ -71,15 +73,17 @@ pub async fn override_attribution(
         ));
     }
     tx.set_attribution(referral_id, &new, now).await?;
-    tx.insert_touch(
-        referral_id,
-        None,
-        "admin_override",
-        &Attribution {
-            first_touch_at: now,
-            ..new.clone()
-        },
-        "override",
+    tx.insert_touches(
+        &[NewTouch {
+            referral_id: referral_id.to_string(),
+            inbox_event_id: None,
+            kind: "admin_override".into(),
+            referrer_code: new.referrer_code.clone(),
+            source: new.source.clone(),
+            market: new.market.clone(),
+            occurred_at: now,
+            outcome: "override".into(),
+        }],
         now,
     )
     .await?;

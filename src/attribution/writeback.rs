@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::decode::RecordRef;
 use crate::clock::to_rfc3339;
 use crate::config::{CrmFieldNames, Settings};
+use crate::processing::decode::RecordRef;
 use crate::store::{Attribution, CrmRecord, NewOutbox, StoreError, Tx};
 
 pub const UPDATE_PROPERTIES: &str = "update_properties";
@@ -22,18 +22,39 @@ fn names<'a>(settings: &'a Settings, crm: &str) -> &'a CrmFieldNames {
     }
 }
 
-/// The referral-context write for a linked record (SPEC §5, first row).
+/// The referral-context write for a linked record (SPEC §5, first row), reading the referrer and
+/// their successes inside `tx`.
 pub async fn context_write(
     tx: &mut Tx,
     settings: &Settings,
     record: &CrmRecord,
     attribution: &Attribution,
 ) -> Result<NewOutbox, StoreError> {
-    let n = names(settings, &record.crm);
-    let referrer = match &attribution.referrer_code {
-        Some(code) => tx.referrer(code).await?,
-        None => None,
+    let (name, successes) = match &attribution.referrer_code {
+        Some(code) => (
+            tx.referrer(code).await?.and_then(|r| r.name),
+            tx.successful_referrals(code).await?,
+        ),
+        None => (None, 0),
     };
+    Ok(context_properties(
+        settings,
+        record,
+        attribution,
+        name.as_deref(),
+        successes,
+    ))
+}
+
+/// The referral-context write, given the referrer's name and successful referrals so far.
+pub fn context_properties(
+    settings: &Settings,
+    record: &CrmRecord,
+    attribution: &Attribution,
+    referrer_name: Option<&str>,
+    successes: i64,
+) -> NewOutbox {
+    let n = names(settings, &record.crm);
     let tier = match (
         &attribution.referrer_code,
         attribution
@@ -41,15 +62,12 @@ pub async fn context_write(
             .as_ref()
             .and_then(|m| settings.programs.get(m)),
     ) {
-        (Some(code), Some(program)) => {
-            let successes = tx.successful_referrals(code).await?;
-            program
-                .tiers
-                .iter()
-                .rev()
-                .find(|t| i64::from(t.min_successful) <= successes)
-                .map(|t| t.name.clone())
-        }
+        (Some(_), Some(program)) => program
+            .tiers
+            .iter()
+            .rev()
+            .find(|t| i64::from(t.min_successful) <= successes)
+            .map(|t| t.name.clone()),
         _ => None,
     };
     // HubSpot datetime properties take epoch milliseconds; Salesforce DateTime fields ISO 8601.
@@ -58,9 +76,8 @@ pub async fn context_write(
     } else {
         to_rfc3339(attribution.first_touch_at)
     };
-    let referred_by = referrer
-        .as_ref()
-        .and_then(|r| r.name.clone())
+    let referred_by = referrer_name
+        .map(str::to_string)
         .or_else(|| attribution.referrer_code.clone());
     let properties: BTreeMap<String, String> = [
         (&n.referral_source, attribution.source.clone()),
@@ -73,7 +90,7 @@ pub async fn context_write(
     .into_iter()
     .map(|(name, value)| (name.clone(), value.unwrap_or_default()))
     .collect();
-    Ok(update_properties(record, &properties))
+    update_properties(record, &properties)
 }
 
 /// Put the recorded referral source back (tamper guard).

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::attribution::InboxProcessor;
 use crate::clock::{to_rfc3339, Clock, FakeClock, DAY, MINUTE};
 use crate::config::{ConfigSources, Secret, Settings, SourceSettings};
 use crate::ingest::signature::{sign_hubspot, sign_standard_webhooks, HubSpotVersion};
 use crate::outbox::OutboxWorker;
+use crate::processing::InboxProcessor;
 use crate::rewards::engine::release_holds;
 use crate::sandbox::{CrmSandbox, SandboxConfig};
 use crate::startup::Application;

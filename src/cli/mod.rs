@@ -319,7 +319,7 @@ async fn replay(settings: Settings, scope: ReplayScope) -> anyhow::Result<()> {
         return Ok(());
     }
     let requeued = store.requeue_inbox().await?;
-    let processor = crate::attribution::InboxProcessor::new(
+    let processor = crate::processing::InboxProcessor::new(
         store.clone(),
         Arc::new(settings),
         Arc::new(SystemClock),

@@ -1,4 +1,9 @@
-//! Domain vocabulary shared by ingest, attribution, rewards and write-back: small types that parse
+//! Domain vocabulary shared by ingest, processing, rewards and write-back: small types that parse
 //! their input once and are valid from then on.
 
+pub mod crm;
+pub mod email;
 pub mod stage;
+
+pub use crm::{Crm, RecordKind};
+pub use email::Email;

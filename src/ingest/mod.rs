@@ -2,9 +2,11 @@
 //! makes events durable before they are acknowledged. HTTP handling lives in `routes::webhooks`.
 
 pub mod hubspot;
+pub mod partition;
 pub mod product;
 pub mod salesforce;
 pub mod signature;
 mod writer;
 
+pub use partition::partition_of;
 pub use writer::{AppendError, InboxWriter};

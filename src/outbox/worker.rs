@@ -497,11 +497,13 @@ impl OutboxWorker {
         if let Some(obj) = answer.as_object_mut() {
             obj.insert("portalId".into(), json!(s.account));
         }
+        let object_key = format!("hubspot:{}:{}", s.object_type, s.object_id);
         let event = NewInboxEvent {
+            partition_no: crate::ingest::partition_of(&object_key),
             source: "hubspot-api".into(),
             dedupe_key: format!("read:{}", s.head_id),
             event_type: format!("{}.snapshot", s.object_type),
-            object_key: Some(format!("hubspot:{}:{}", s.object_type, s.object_id)),
+            object_key: Some(object_key),
             occurred_at: Some(now),
             received_at: now,
             meta: r#"{"via":"api_read"}"#.into(),

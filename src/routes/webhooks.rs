@@ -14,6 +14,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::ingest::partition::{partition_of, product_route_key};
 use crate::ingest::signature::{self, HeaderSource, SignatureError};
 use crate::ingest::{hubspot, product, salesforce, AppendError};
 use crate::startup::AppState;
@@ -211,18 +212,22 @@ async fn receive_hubspot(
     let meta = meta(&[("signature", json!(version.as_str()))]);
     let events = parsed
         .into_iter()
-        .map(|e| NewInboxEvent {
-            source: "hubspot".into(),
-            object_key: match (&e.object_type, &e.object_id) {
+        .map(|e| {
+            let object_key = match (&e.object_type, &e.object_id) {
                 (Some(t), Some(id)) => Some(format!("hubspot:{t}:{id}")),
                 _ => None,
-            },
-            dedupe_key: e.dedupe_key,
-            event_type: e.event_type,
-            occurred_at: e.occurred_at_ms,
-            received_at: now,
-            meta: meta.clone(),
-            payload: e.raw,
+            };
+            NewInboxEvent {
+                partition_no: partition_of(object_key.as_deref().unwrap_or(&e.dedupe_key)),
+                source: "hubspot".into(),
+                object_key,
+                dedupe_key: e.dedupe_key,
+                event_type: e.event_type,
+                occurred_at: e.occurred_at_ms,
+                received_at: now,
+                meta: meta.clone(),
+                payload: e.raw,
+            }
         })
         .collect();
     store_events(&state, "hubspot", events).await?;
@@ -352,11 +357,13 @@ async fn receive_outbound_message(
         .iter()
         .map(|n| {
             let record_id = n.fields.get("Id").cloned().flatten();
+            let object_key = record_id.map(|id| format!("salesforce:{}:{id}", n.sobject_type));
             NewInboxEvent {
+                partition_no: partition_of(object_key.as_deref().unwrap_or(&n.id)),
                 source: "salesforce".into(),
                 dedupe_key: n.id.clone(),
                 event_type: format!("salesforce.{}", n.sobject_type),
-                object_key: record_id.map(|id| format!("salesforce:{}:{id}", n.sobject_type)),
+                object_key,
                 occurred_at: salesforce_modified_at(n),
                 received_at: now,
                 meta: meta.clone(),
@@ -421,11 +428,24 @@ async fn receive_salesforce_callout(
         .get("type")
         .and_then(|t| t.as_str())
         .unwrap_or("salesforce.callout");
+    // The record the callout is about, as the decoder will read it.
+    let data = object.get("data");
+    let sobject = data
+        .and_then(|d| {
+            d.get("sobject_type")
+                .or_else(|| d.pointer("/attributes/type"))
+        })
+        .and_then(|t| t.as_str());
+    let record_id = data.and_then(|d| d.get("Id")).and_then(|i| i.as_str());
+    let object_key = sobject
+        .zip(record_id)
+        .map(|(t, id)| format!("salesforce:{t}:{id}"));
     let event = NewInboxEvent {
+        partition_no: partition_of(object_key.as_deref().unwrap_or(&webhook_id)),
         source: "salesforce-callout".into(),
         dedupe_key: webhook_id,
         event_type: event_type.to_string(),
-        object_key: None,
+        object_key,
         occurred_at: None,
         received_at: now,
         meta: meta(&[("signature", json!("standard-webhooks"))]),
@@ -507,6 +527,7 @@ async fn receive_signup(
     })?;
     let source_label = format!("signup:{name}");
     let stored = NewInboxEvent {
+        partition_no: partition_of(&product_route_key(&event)),
         source: source_label.clone(),
         dedupe_key: webhook_id.unwrap_or_else(|| event.id.clone()),
         event_type: event.event_type.clone(),

@@ -1,9 +1,8 @@
 //! Read queries behind the admin API: paginated lists with filters. Pagination is by keyset
 //! (`after` = the last id or code of the previous page), which stays fast and stable as data grows.
 
-use super::ledger::{
-    OutboxRow, Referral, Referrer, OUTBOX_COLUMNS, REFERRAL_COLUMNS, REFERRER_COLUMNS,
-};
+use super::outbox::{OutboxRow, OUTBOX_COLUMNS};
+use super::referrals::{Referral, Referrer, REFERRAL_COLUMNS, REFERRER_COLUMNS};
 use super::rewards::{Reward, REWARD_COLUMNS};
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;

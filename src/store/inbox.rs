@@ -3,9 +3,15 @@
 
 use std::collections::HashMap;
 
-use super::{on_pool, Backend, Store, StoreError};
-use crate::clock::Millis;
 use serde::Serialize;
+
+use super::bulk::{self, Col};
+use super::tx::{on_tx, Tx};
+use super::{on_pool, Backend, BackendKind, Store, StoreError};
+use crate::clock::Millis;
+
+/// Processing partitions; migration 0003 creates one `inbox_partitions` row for each.
+pub const PARTITIONS: i32 = 64;
 
 /// One verified event, ready to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +25,8 @@ pub struct NewInboxEvent {
     /// JSON object of request facts worth keeping (signature scheme, content type); never secrets.
     pub meta: String,
     pub payload: String,
+    /// The processing partition (see [`crate::ingest::partition_of`]).
+    pub partition_no: i32,
 }
 
 /// What storing an event did.
@@ -60,6 +68,14 @@ impl InboxStatus {
     }
 }
 
+/// What processing decided for one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InboxOutcome {
+    pub id: i64,
+    pub status: InboxStatus,
+    pub reason: Option<String>,
+}
+
 /// A stored inbox event.
 #[derive(Debug, Clone, Serialize)]
 pub struct InboxEvent {
@@ -75,6 +91,7 @@ pub struct InboxEvent {
     pub status: InboxStatus,
     pub status_reason: Option<String>,
     pub attempts: i64,
+    pub partition_no: i32,
 }
 
 #[derive(sqlx::FromRow)]
@@ -91,6 +108,7 @@ pub(crate) struct InboxRow {
     status: String,
     status_reason: Option<String>,
     attempts: i64,
+    partition_no: i32,
 }
 
 impl TryFrom<InboxRow> for InboxEvent {
@@ -109,18 +127,19 @@ impl TryFrom<InboxRow> for InboxEvent {
             status: InboxStatus::parse(&r.status)?,
             status_reason: r.status_reason,
             attempts: r.attempts,
+            partition_no: r.partition_no,
         })
     }
 }
 
 pub(crate) const INBOX_COLUMNS: &str =
     "id, source, dedupe_key, event_type, object_key, occurred_at, \
-     received_at, meta, payload, status, status_reason, attempts";
+     received_at, meta, payload, status, status_reason, attempts, partition_no";
 
 /// One inbox row; the unique key `(source, dedupe_key)` turns a repeat into no row at all.
 const INSERT_INBOX_EVENT: &str = "INSERT INTO inbox_events (source, dedupe_key, event_type, \
-     object_key, occurred_at, received_at, meta, payload) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     object_key, occurred_at, received_at, meta, payload, partition_no) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (source, dedupe_key) DO NOTHING";
 
 /// A SQLite connection of its own for the inbox writer thread ([`crate::ingest::writer`]), which
@@ -151,6 +170,7 @@ impl SqliteInboxConnection {
                     e.received_at,
                     e.meta,
                     e.payload,
+                    e.partition_no,
                 ])?;
                 outcome.push(match inserted {
                     0 => Ingested::Duplicate,
@@ -170,7 +190,123 @@ impl SqliteInboxConnection {
     }
 }
 
+impl Tx {
+    /// Lock up to `limit` partitions that have pending events, those waiting longest first, for
+    /// the rest of this transaction. Partitions another processor holds are skipped, never
+    /// waited for. `None` on SQLite, whose single writer holds every partition.
+    pub async fn lock_partitions(&mut self, limit: i64) -> Result<Option<Vec<i32>>, StoreError> {
+        if self.kind() == BackendKind::Sqlite {
+            return Ok(None);
+        }
+        let locked: Vec<(i32,)> = on_tx!(self, |c| sqlx::query_as(
+            "SELECT p.partition_no FROM inbox_partitions p \
+             WHERE EXISTS (SELECT 1 FROM inbox_events e \
+                 WHERE e.partition_no = p.partition_no AND e.status = 'pending') \
+             ORDER BY (SELECT MIN(e.id) FROM inbox_events e \
+                 WHERE e.partition_no = p.partition_no AND e.status = 'pending') \
+             LIMIT $1 FOR UPDATE OF p SKIP LOCKED"
+        )
+        .bind(limit)
+        .fetch_all(c)
+        .await?);
+        Ok(Some(locked.into_iter().map(|(p,)| p).collect()))
+    }
+
+    /// Pending events in arrival order: at most `limit`, taken from the given partitions in
+    /// equal shares (each partition's events in order), or from all (`None`).
+    pub async fn pending_events(
+        &mut self,
+        partitions: Option<&[i32]>,
+        limit: i64,
+    ) -> Result<Vec<InboxEvent>, StoreError> {
+        let rows: Vec<InboxRow> = match partitions {
+            None => {
+                let sql = format!(
+                    "SELECT {INBOX_COLUMNS} FROM inbox_events WHERE status = 'pending' \
+                     ORDER BY id LIMIT $1"
+                );
+                on_tx!(self, |c| sqlx::query_as(&sql)
+                    .bind(limit)
+                    .fetch_all(c)
+                    .await?)
+            }
+            Some([]) => Vec::new(),
+            Some(partitions) => {
+                let share = (limit + partitions.len() as i64 - 1) / partitions.len() as i64;
+                // Only PostgreSQL locks partitions; LATERAL takes each one's oldest by index.
+                let sql = bulk::with_list(
+                    self.kind(),
+                    &format!(
+                        "SELECT e.* FROM {{list}} CROSS JOIN LATERAL \
+                         (SELECT {INBOX_COLUMNS} FROM inbox_events \
+                          WHERE partition_no = CAST(l.v AS INTEGER) AND status = 'pending' \
+                          ORDER BY id LIMIT $2) e ORDER BY e.id"
+                    ),
+                );
+                let list =
+                    bulk::json(&partitions.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+                on_tx!(self, |c| sqlx::query_as(&sql)
+                    .bind(&list)
+                    .bind(share)
+                    .fetch_all(c)
+                    .await?)
+            }
+        };
+        rows.into_iter().map(InboxEvent::try_from).collect()
+    }
+
+    /// Record what processing decided, one statement for all.
+    pub async fn set_outcomes(
+        &mut self,
+        outcomes: &[InboxOutcome],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "UPDATE inbox_events SET status = r.status, status_reason = r.reason, \
+                 attempts = inbox_events.attempts + 1, processed_at = $2 \
+             FROM {rows} WHERE inbox_events.id = r.id",
+            &[
+                ("id", Col::BigInt),
+                ("status", Col::Text),
+                ("reason", Col::Text),
+            ],
+        );
+        let rows = bulk::json(outcomes);
+        on_tx!(self, |c| sqlx::query(&sql)
+            .bind(&rows)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+}
+
 impl Store {
+    /// Pending events and the arrival time of the oldest (for the backlog gauges and `/readyz`).
+    pub async fn inbox_backlog(&self) -> Result<(i64, Option<Millis>), StoreError> {
+        Ok(on_pool!(self, |p| sqlx::query_as(
+            "SELECT COUNT(*), MIN(received_at) FROM inbox_events WHERE status = 'pending'"
+        )
+        .fetch_one(p)
+        .await?))
+    }
+
+    /// Put failed and unmapped inbox events back in the queue (after the cause is fixed).
+    pub async fn requeue_inbox(&self) -> Result<u64, StoreError> {
+        Ok(on_pool!(self, |p| sqlx::query(
+            "UPDATE inbox_events SET status = 'pending', status_reason = NULL \
+             WHERE status IN ('failed', 'unmapped')"
+        )
+        .execute(p)
+        .await?
+        .rows_affected()))
+    }
+
     /// A connection for the SQLite inbox writer, with the pool's durability settings; `None` on
     /// PostgreSQL, where the pool is used.
     pub fn open_sqlite_inbox_connection(
@@ -219,6 +355,7 @@ impl Store {
                         .bind(e.received_at)
                         .bind(&e.meta)
                         .bind(&e.payload)
+                        .bind(e.partition_no)
                         .execute(&mut *tx)
                         .await?;
                     outcome.push(match done.rows_affected() {
@@ -235,9 +372,9 @@ impl Store {
         // One statement is one transaction by itself: no BEGIN and COMMIT round trips.
         let inserted: Vec<(i64, String, String)> = sqlx::query_as(
             "INSERT INTO inbox_events (source, dedupe_key, event_type, object_key, \
-                 occurred_at, received_at, meta, payload) \
+                 occurred_at, received_at, meta, payload, partition_no) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-                 $5::bigint[], $6::bigint[], $7::text[], $8::text[]) \
+                 $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::int[]) \
              ON CONFLICT (source, dedupe_key) DO NOTHING \
              RETURNING id, source, dedupe_key",
         )
@@ -254,6 +391,7 @@ impl Store {
         .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
         .bind(column(|e| &e.meta))
         .bind(column(|e| &e.payload))
+        .bind(events.iter().map(|e| e.partition_no).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
         // RETURNING order is not guaranteed: match rows back by key. A key repeated within the

@@ -6,9 +6,13 @@
 //! replicas can share one PostgreSQL.
 
 mod admin;
+mod audit;
+mod bulk;
 mod inbox;
-mod ledger;
 mod outbox;
+mod reconcile;
+mod records;
+mod referrals;
 mod reports;
 mod rewards;
 mod tx;
@@ -26,12 +30,21 @@ use sqlx::{PgPool, SqlitePool};
 use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 
 pub use admin::ReferralFilter;
-pub use inbox::{InboxEvent, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection};
-pub use ledger::{
-    Attribution, AuditEntry, CrmRecord, Milestone, NewAudit, NewOutbox, OutboxRow, RecordKey,
-    RefereeDetails, Referral, Referrer, ReferrerFacts, StageChange, Touch,
+pub use audit::{AuditEntry, AuditRecord, NewAudit};
+pub use inbox::{
+    InboxEvent, InboxOutcome, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection,
+    PARTITIONS,
 };
-pub use outbox::{ClaimedRecord, DeliveryResult};
+pub use outbox::{ClaimedRecord, DeliveryResult, NewOutbox, OutboxRow};
+pub use reconcile::{GuardDetail, NewRecheck, Recheck, RecheckKind};
+pub use records::{
+    Association, CrmRecord, LinkedFacts, NewStageChange, RecordFacts, RecordKey, RecordLink,
+    StageChange,
+};
+pub use referrals::{
+    Attribution, MilestoneFill, NewReferral, NewTouch, RefereeDetails, RefereeFill, Referral,
+    Referrer, ReferrerFacts, ReferrerUpsert, Touch,
+};
 pub use reports::{
     DaysToWinGroup, FunnelFacts, FunnelFilter, MoneyGroup, PartnerGroup, ReferralGroup,
 };

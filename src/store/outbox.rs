@@ -5,10 +5,120 @@
 //! out in the order they were made. No transaction is held while the CRM is called: the lease is
 //! the lock, and every finish is fenced on still holding it.
 
-use super::ledger::{OutboxRow, OUTBOX_COLUMNS};
-use super::tx::on_tx;
+use serde::Serialize;
+
+use super::bulk::{self, Col};
+use super::records::RecordKey;
+use super::tx::{on_tx, Tx};
 use super::{on_pool, Backend, Store, StoreError};
 use crate::clock::Millis;
+
+/// A CRM write or read waiting in (or done with) the outbox.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub crm: String,
+    pub account: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub kind: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// A new outbox row.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewOutbox {
+    pub crm: String,
+    pub account: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub kind: String,
+    pub payload: String,
+}
+
+pub(super) const OUTBOX_COLUMNS: &str =
+    "id, crm, account, object_type, object_id, kind, payload, status, \
+     attempts, next_attempt_at, last_status, last_error, created_at, delivered_at";
+
+impl Tx {
+    pub async fn enqueue(&mut self, row: &NewOutbox, now: Millis) -> Result<(), StoreError> {
+        self.enqueue_all(std::slice::from_ref(row), now).await
+    }
+
+    /// Queue CRM writes in the given order (which is each record's delivery order), one
+    /// statement for all.
+    pub async fn enqueue_all(&mut self, rows: &[NewOutbox], now: Millis) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "INSERT INTO outbox (crm, account, object_type, object_id, kind, payload, \
+                 next_attempt_at, created_at) \
+             SELECT r.crm, r.account, r.object_type, r.object_id, r.kind, r.payload, $2, $2 \
+             FROM {rows}",
+            &[
+                ("crm", Col::Text),
+                ("account", Col::Text),
+                ("object_type", Col::Text),
+                ("object_id", Col::Text),
+                ("kind", Col::Text),
+                ("payload", Col::Text),
+            ],
+        );
+        let json = bulk::json(rows);
+        on_tx!(self, |c| sqlx::query(&sql)
+            .bind(&json)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// The records among `keys` with an undelivered write of `kind` waiting.
+    pub async fn with_pending_outbox(
+        &mut self,
+        keys: &[RecordKey],
+        kind: &str,
+    ) -> Result<Vec<RecordKey>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "SELECT DISTINCT o.crm, o.object_type, o.object_id FROM {rows} JOIN outbox o \
+             ON o.crm = r.crm AND o.object_type = r.object_type AND o.object_id = r.object_id \
+             WHERE o.kind = $2 AND o.status = 'pending'",
+            &[
+                ("crm", Col::Text),
+                ("object_type", Col::Text),
+                ("object_id", Col::Text),
+            ],
+        );
+        let json = bulk::json(keys);
+        let found: Vec<(String, String, String)> = on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(&json)
+            .bind(kind)
+            .fetch_all(c)
+            .await?);
+        Ok(found
+            .into_iter()
+            .map(|(crm, object_type, object_id)| RecordKey {
+                crm,
+                object_type,
+                object_id,
+            })
+            .collect())
+    }
+}
 
 /// A claimed record: its pending rows in order (the first one holds the lease).
 #[derive(Debug, Clone)]
@@ -334,6 +444,20 @@ impl Store {
         }
         tx.commit().await?;
         Ok(requeued)
+    }
+
+    /// Outbox rows for one record (or all), oldest first.
+    pub async fn outbox_rows(&self, key: Option<&RecordKey>) -> Result<Vec<OutboxRow>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE ($1 IS NULL OR (crm = $1 AND object_type = $2 \
+             AND object_id = $3)) ORDER BY id"
+        );
+        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(key.map(|k| k.crm.clone()))
+            .bind(key.map(|k| k.object_type.clone()))
+            .bind(key.map(|k| k.object_id.clone()))
+            .fetch_all(p)
+            .await?))
     }
 
     /// Store the answer of a CRM read as an inbox event, so the processor applies it like any

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use super::bulk::{self, Col};
+use super::records::RecordKey;
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;
@@ -156,6 +158,27 @@ impl Tx {
         }))
     }
 
+    /// The deals among `deals` that have at least one reward.
+    pub async fn deals_with_rewards(
+        &mut self,
+        deals: &[RecordKey],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if deals.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "SELECT DISTINCT w.crm, w.deal_id FROM {rows} JOIN rewards w \
+             ON w.crm = r.crm AND w.deal_id = r.object_id",
+            &[("crm", Col::Text), ("object_id", Col::Text)],
+        );
+        let rows = bulk::json(deals);
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(&rows)
+            .fetch_all(c)
+            .await?))
+    }
+
     /// Pending rewards whose hold has ended.
     pub async fn due_holds(&mut self, now: Millis, limit: i64) -> Result<Vec<Reward>, StoreError> {
         let sql = format!(
@@ -220,7 +243,7 @@ impl Tx {
         before: Millis,
     ) -> Result<bool, StoreError> {
         let (n,): (i64,) = on_tx!(self, |c| sqlx::query_as(
-            "SELECT COUNT(*) FROM crm_records WHERE LOWER(email) = $1 AND crm_created_at < $2 \
+            "SELECT COUNT(*) FROM crm_records WHERE email = $1 AND crm_created_at < $2 \
              AND object_type IN ('contact', 'Contact', 'Lead')"
         )
         .bind(email)

@@ -90,19 +90,4 @@ impl Tx {
         });
         Ok(())
     }
-
-    /// On PostgreSQL, take a transaction-scoped advisory lock so only one replica runs `key`'s
-    /// work at a time; `false` means another replica holds it. SQLite has one writer: always true.
-    pub async fn try_exclusive(&mut self, key: i64) -> Result<bool, StoreError> {
-        match &mut self.inner {
-            TxInner::Sqlite(_) => Ok(true),
-            TxInner::Postgres(t) => {
-                let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut **t)
-                    .await?;
-                Ok(got)
-            }
-        }
-    }
 }

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use referral_sync::attribution::{
-    override_attribution, AttributionChange, InboxProcessor, OverrideError,
-};
+use referral_sync::attribution::{override_attribution, AttributionChange, OverrideError};
 use referral_sync::clock::{DAY, MINUTE};
 use referral_sync::store::{OutboxRow, RecordKey};
 use serde_json::{json, Value};
@@ -506,7 +504,7 @@ async fn an_unmapped_stage_is_parked_and_replayed_after_the_mapping_is_added(bac
         [("3482933986".to_string(), "proposal".to_string())].into(),
     );
     let requeued = app.store.requeue_inbox().await.unwrap();
-    let processor = InboxProcessor::new(
+    let processor = referral_sync::processing::InboxProcessor::new(
         app.store.clone(),
         Arc::new(fixed),
         app.clock.clone(),

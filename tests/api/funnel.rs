@@ -5,7 +5,8 @@
 use referral_sync::clock::{DAY, HOUR};
 use referral_sync::reports::{self, FunnelFilter, FunnelReport, FunnelRow};
 use referral_sync::store::{
-    Attribution, Milestone, NewReward, RecordKey, Referral, ReferrerFacts, Store, Tx,
+    Attribution, MilestoneFill, NewReward, RecordFacts, RecordKey, Referral, ReferrerFacts, Store,
+    Tx,
 };
 use rust_decimal::Decimal;
 
@@ -46,6 +47,13 @@ both_backends!(
 // paid; d2 referrer RUB 5000.00 paid, referee RUB 1000.00 rejected (no).
 
 const A_CODE: &str = "ACME-7";
+
+/// The funnel milestones seeded here, as the reconcile step would set them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Milestone {
+    Qualified,
+    Won,
+}
 
 struct Ledger {
     tx: Tx,
@@ -101,11 +109,12 @@ impl Ledger {
     }
 
     async fn milestone(&mut self, r: &Referral, milestone: Milestone, at: i64) {
-        assert!(self
-            .tx
-            .set_referral_milestone(&r.id, milestone, at)
-            .await
-            .unwrap());
+        let fill = MilestoneFill {
+            id: r.id.clone(),
+            qualified_at: (milestone == Milestone::Qualified).then_some(at),
+            won_at: (milestone == Milestone::Won).then_some(at),
+        };
+        self.tx.fill_milestones(&[fill], at).await.unwrap();
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -135,10 +144,13 @@ impl Ledger {
         tx.set_deal_fields(&key, Some("default"), Some(amount), Some(currency), at)
             .await
             .unwrap();
-        assert!(tx
-            .set_stage_if_newer(&key, stage, stage, at, at)
-            .await
-            .unwrap());
+        let staged = RecordFacts {
+            stage_id: Some(stage.into()),
+            stage: Some(stage.into()),
+            stage_at: Some(at),
+            ..RecordFacts::new(&key)
+        };
+        tx.apply_record_facts(&[staged], at).await.unwrap();
         key
     }
 
@@ -209,7 +221,7 @@ async fn seed(store: &Store) {
     let deleted = l
         .deal(hubspot, "deal", "107", &a1, "won", "9999.00", "USD", won)
         .await;
-    l.tx.mark_deleted(&deleted, Some(won)).await.unwrap();
+    l.tx.mark_deleted(&deleted, Some(won), won).await.unwrap();
 
     let a2 = l
         .referral("a2", Some(A_CODE), Some("link"), us, T0 + HOUR)

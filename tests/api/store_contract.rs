@@ -50,6 +50,7 @@ fn event(source: &str, key: &str) -> NewInboxEvent {
         received_at: T0,
         meta: r#"{"signature":"v3"}"#.into(),
         payload: format!(r#"{{"objectId":"{key}","name":"Zoë"}}"#),
+        partition_no: referral_sync::ingest::partition_of(&format!("hubspot:contact:{key}")),
     }
 }
 

@@ -41,12 +41,19 @@ pub async fn wait_until_settled(store: &Store, deadline: Instant) -> Settled {
             .expect("inbox counts")
             .into_iter()
             .collect();
-        // Read after the inbox: processing enqueues its writes in the same transaction, so a
-        // drained inbox means every write it causes is already in the outbox.
+        // Read in the order work flows: events queue rechecks in the transaction that applies
+        // them, rechecks queue CRM writes in theirs, and CRM reads land back in the inbox — so
+        // the inbox and the queue are read again after the outbox.
+        let (rechecks, _) = store.reconcile_backlog().await.expect("reconcile queue");
         let rows = store.outbox_rows(None).await.expect("outbox rows");
         let pending_inbox = inbox.get("pending").copied().unwrap_or(0);
         let pending_rows: Vec<_> = rows.iter().filter(|r| r.status == "pending").collect();
-        if pending_inbox == 0 && pending_rows.is_empty() {
+        let still_quiet = || async {
+            let (rechecks, _) = store.reconcile_backlog().await.expect("reconcile queue");
+            let pending = store.inbox_backlog().await.expect("inbox backlog").0;
+            rechecks == 0 && pending == 0
+        };
+        if pending_inbox == 0 && rechecks == 0 && pending_rows.is_empty() && still_quiet().await {
             let mut outbox = BTreeMap::new();
             for r in &rows {
                 *outbox.entry(r.status.clone()).or_default() += 1;
@@ -70,8 +77,8 @@ pub async fn wait_until_settled(store: &Store, deadline: Instant) -> Settled {
                 })
                 .collect();
             panic!(
-                "not settled after {:?}: {pending_inbox} inbox events and {} outbox rows still pending \
-                 (inbox by status {inbox:?}); first pending rows:\n{}",
+                "not settled after {:?}: {pending_inbox} inbox events, {rechecks} rechecks and {} \
+                 outbox rows still pending (inbox by status {inbox:?}); first pending rows:\n{}",
                 start.elapsed(),
                 pending_rows.len(),
                 shown.join("\n")

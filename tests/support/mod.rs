@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use referral_sync::attribution::InboxProcessor;
 use referral_sync::clock::FakeClock;
 use referral_sync::config::{ConfigSources, Secret, Settings};
+use referral_sync::processing::InboxProcessor;
 use referral_sync::startup::Application;
 use referral_sync::store::Store;
 use tokio_util::sync::CancellationToken;

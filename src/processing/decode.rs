@@ -8,30 +8,10 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::clock::Millis;
+use crate::domain::Email;
+pub use crate::domain::{Crm, RecordKind};
 use crate::ingest::product::{self, ProductEvent};
-use crate::store::InboxEvent;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Crm {
-    HubSpot,
-    Salesforce,
-}
-
-impl Crm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HubSpot => "hubspot",
-            Self::Salesforce => "salesforce",
-        }
-    }
-}
-
-/// A person (HubSpot contact, Salesforce Contact or Lead) or a deal (HubSpot deal, Opportunity).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordKind {
-    Person,
-    Deal,
-}
+use crate::store::{InboxEvent, RecordKey};
 
 /// One CRM record, as the CRM names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,13 +25,19 @@ pub struct RecordRef {
     pub account: String,
 }
 
+impl RecordRef {
+    pub fn key(&self) -> RecordKey {
+        RecordKey::new(self.crm, &self.object_type, &self.id)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrmChange {
     /// The record exists (created, or seen in a snapshot) with whatever identity facts came along.
     Upsert {
         record: RecordRef,
         created_at: Option<Millis>,
-        email: Option<String>,
+        email: Option<Email>,
         parent_id: Option<String>,
     },
     /// A deal's stage as the CRM names it.
@@ -305,7 +291,7 @@ fn hubspot_property(
         (RecordKind::Person, "email") => vec![CrmChange::Upsert {
             record,
             created_at: None,
-            email: value,
+            email: value.as_deref().and_then(Email::normalize),
             parent_id: None,
         }],
         (RecordKind::Deal, "dealstage") => value
@@ -366,7 +352,7 @@ fn snapshot_changes(
         created_at: props.get("createdate").and_then(|v| parse_time(v)),
         email: props
             .get("email")
-            .cloned()
+            .and_then(|e| Email::normalize(e))
             .filter(|_| kind == RecordKind::Person),
         parent_id: None,
     }];
@@ -477,7 +463,9 @@ fn decode_salesforce(
     let mut changes = vec![CrmChange::Upsert {
         record: record.clone(),
         created_at: field("CreatedDate").and_then(|v| parse_time(&v)),
-        email: field("Email").filter(|_| kind == RecordKind::Person),
+        email: field("Email")
+            .and_then(|e| Email::normalize(&e))
+            .filter(|_| kind == RecordKind::Person),
         parent_id: field("AccountId").filter(|_| kind == RecordKind::Person),
     }];
     if kind == RecordKind::Deal {
@@ -558,6 +546,7 @@ mod tests {
             status: InboxStatus::Pending,
             status_reason: None,
             attempts: 0,
+            partition_no: 0,
         }
     }
 
@@ -693,7 +682,7 @@ mod tests {
 
         assert_eq!(c.len(), 1);
         assert!(
-            matches!(&c[0], CrmChange::Upsert { email: Some(m), parent_id: Some(p), .. } if m == "Ana@Northwind.io" && p == "001C")
+            matches!(&c[0], CrmChange::Upsert { email: Some(m), parent_id: Some(p), .. } if m.as_str() == "ana@northwind.io" && p == "001C")
         );
     }
 

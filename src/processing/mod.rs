@@ -1,0 +1,326 @@
+//! The inbox processor: turns stored events into the attribution ledger, in two steps.
+//!
+//! 1. **Facts** ([`facts`]): a batch of pending events from the partitions this processor holds
+//!    is decoded, applied in arrival order in memory, and written with one statement per table,
+//!    in one transaction with the events' new status (`processed`, `ignored`, `unmapped`,
+//!    `failed` with the reason). Partitions are locked for that transaction only, and skipped
+//!    when another processor holds them, so processors in one process and replicas on one
+//!    PostgreSQL work disjoint partitions at the same time.
+//! 2. **Reconcile** ([`reconcile`]): links, milestones, rewards and the tamper guard for what the
+//!    facts may have changed, from the committed facts, by one processor at a time.
+//!
+//! README "Processing" explains the partition key and why the rules hold across partitions.
+
+pub mod decode;
+mod facts;
+mod reconcile;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Millis, SharedClock, SECOND};
+use crate::config::Settings;
+use crate::store::{BackendKind, InboxStatus, Store, StoreError, Tx};
+use decode::GuardedNames;
+
+/// After a recheck fails on its own, it waits this long before it is tried again.
+const RECHECK_RETRY_AFTER: Millis = 60 * SECOND;
+
+#[derive(Clone)]
+pub struct InboxProcessor {
+    store: Store,
+    settings: Arc<Settings>,
+    clock: SharedClock,
+    names: GuardedNames,
+    wake: Arc<Notify>,
+    outbox_wake: Option<Arc<Notify>>,
+}
+
+/// What one [`InboxProcessor::tick`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    /// Inbox events applied.
+    pub events: usize,
+    /// Reconcile-queue entries settled.
+    pub rechecks: usize,
+}
+
+impl TickReport {
+    pub fn is_idle(&self) -> bool {
+        self.events == 0 && self.rechecks == 0
+    }
+}
+
+impl InboxProcessor {
+    pub fn new(
+        store: Store,
+        settings: Arc<Settings>,
+        clock: SharedClock,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let names = GuardedNames {
+            hubspot_referral_source: settings.hubspot.properties.referral_source.clone(),
+            salesforce_referral_source: settings.salesforce.fields.referral_source.clone(),
+        };
+        Self {
+            store,
+            settings,
+            clock,
+            names,
+            wake,
+            outbox_wake: None,
+        }
+    }
+
+    /// Wake the outbox worker after each round that may have queued CRM writes or reads.
+    pub fn notify_outbox(mut self, wake: Arc<Notify>) -> Self {
+        self.outbox_wake = Some(wake);
+        self
+    }
+
+    /// How many processors this deployment's settings run in one process: one on SQLite, whose
+    /// single writer would serialise more anyway.
+    pub fn processors(&self) -> usize {
+        match self.store.kind() {
+            BackendKind::Sqlite => 1,
+            BackendKind::Postgres => self.settings.processing.processors.max(1),
+        }
+    }
+
+    /// One batch of facts, then one reconcile round.
+    pub async fn tick(&self) -> Result<TickReport, StoreError> {
+        let events = self.apply_facts().await?;
+        let rechecks = self.reconcile().await?;
+        Ok(TickReport { events, rechecks })
+    }
+
+    /// Process until nothing is pending (tests and `replay`). Returns the events applied.
+    pub async fn drain(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let report = self.tick().await?;
+            if report.is_idle() {
+                return Ok(total);
+            }
+            total += report.events;
+        }
+    }
+
+    /// The background loop: process, then wait for new events (or poll, for other replicas'
+    /// ingest and for rechecks that are due later).
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let idle = match self.tick().await {
+                Ok(report) => report.is_idle(),
+                Err(e) => {
+                    tracing::error!(error = ?e, "inbox processing failed; retrying");
+                    true
+                }
+            };
+            if !idle {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+            }
+        }
+    }
+
+    /// The facts step for one batch; returns how many events it applied.
+    async fn apply_facts(&self) -> Result<usize, StoreError> {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let events = self.pending(&mut tx).await?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let applied = match facts::apply(&mut tx, &self.settings, &self.names, &events, now).await {
+            Ok(applied) => {
+                tx.commit().await?;
+                applied
+            }
+            Err(e) if blames_the_input(&e) => {
+                drop(tx);
+                tracing::warn!(error = ?e, events = events.len(), "a batch was refused; applying its events one by one");
+                return self.apply_facts_one_by_one().await;
+            }
+            Err(e) => return Err(e),
+        };
+        for outcome in &applied.outcomes {
+            metrics::counter!("inbox_processed_total", "status" => outcome.status.as_str())
+                .increment(1);
+        }
+        for event in &events {
+            metrics::histogram!("inbox_processing_lag_seconds")
+                .record((now - event.received_at).max(0) as f64 / 1000.0);
+        }
+        metrics::histogram!("processing_batch_seconds", "step" => "facts")
+            .record(started.elapsed().as_secs_f64());
+        if applied.queued_reads {
+            self.wake_outbox();
+        }
+        Ok(events.len())
+    }
+
+    async fn pending(&self, tx: &mut Tx) -> Result<Vec<crate::store::InboxEvent>, StoreError> {
+        let p = &self.settings.processing;
+        let partitions = tx.lock_partitions(p.partitions_per_batch.into()).await?;
+        tx.pending_events(partitions.as_deref(), p.batch_events.into())
+            .await
+    }
+
+    /// A batch the database refused: each event in a savepoint of its own, so the one to blame
+    /// fails alone with the database's reason and the others are applied.
+    async fn apply_facts_one_by_one(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let events = self.pending(&mut tx).await?;
+        for event in &events {
+            tx.savepoint().await?;
+            let one = std::slice::from_ref(event);
+            match facts::apply(&mut tx, &self.settings, &self.names, one, now).await {
+                Ok(_) => tx.release_savepoint().await?,
+                Err(e) if blames_the_input(&e) => {
+                    tx.rollback_to_savepoint().await?;
+                    tracing::warn!(event = event.id, error = ?e, "inbox event failed");
+                    let failed = crate::store::InboxOutcome {
+                        id: event.id,
+                        status: InboxStatus::Failed,
+                        reason: Some(format!("the database refused this event's changes: {e}")),
+                    };
+                    tx.set_outcomes(&[failed], now).await?;
+                    metrics::counter!("inbox_processed_total", "status" => "failed").increment(1);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        self.wake_outbox();
+        Ok(events.len())
+    }
+
+    /// One reconcile round, if no other processor is running one; returns the rechecks settled.
+    async fn reconcile(&self) -> Result<usize, StoreError> {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if !tx.try_lock_reconcile().await? {
+            return Ok(0);
+        }
+        let batch = i64::from(self.settings.processing.batch_events);
+        let rechecks = tx.due_rechecks(now, batch).await?;
+        if rechecks.is_empty() {
+            return Ok(0);
+        }
+        let done = match reconcile::round(&mut tx, &self.settings, &rechecks, now).await {
+            Ok(done) => {
+                tx.commit().await?;
+                done
+            }
+            Err(e) if blames_the_input(&e) => {
+                drop(tx);
+                tracing::warn!(error = ?e, "a reconcile round failed; rechecking one by one");
+                return self.reconcile_one_by_one().await;
+            }
+            Err(e) => return Err(e),
+        };
+        metrics::counter!("reconcile_rechecks_total").increment(done.rechecks as u64);
+        metrics::counter!("reconcile_failures_total").increment(done.failures.len() as u64);
+        metrics::histogram!("processing_batch_seconds", "step" => "reconcile")
+            .record(started.elapsed().as_secs_f64());
+        if done.queued_writes {
+            self.wake_outbox();
+        }
+        Ok(done.rechecks)
+    }
+
+    /// A round that failed as a whole: each recheck in a savepoint of its own; one that fails
+    /// again is queued for later with its error, and the others go through.
+    async fn reconcile_one_by_one(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if !tx.try_lock_reconcile().await? {
+            return Ok(0);
+        }
+        let batch = i64::from(self.settings.processing.batch_events);
+        let rechecks = tx.due_rechecks(now, batch).await?;
+        for recheck in &rechecks {
+            tx.savepoint().await?;
+            let one = std::slice::from_ref(recheck);
+            match reconcile::round(&mut tx, &self.settings, one, now).await {
+                Ok(_) => tx.release_savepoint().await?,
+                Err(e) if blames_the_input(&e) => {
+                    tx.rollback_to_savepoint().await?;
+                    tracing::error!(recheck = recheck.id, subject = %recheck.subject, error = ?e, "a recheck failed; retrying later");
+                    metrics::counter!("reconcile_failures_total").increment(1);
+                    let again = recheck.to_new()?;
+                    tx.queue_retry(
+                        &again,
+                        recheck.attempts + 1,
+                        &format!("{e:#}"),
+                        now + RECHECK_RETRY_AFTER,
+                        now,
+                    )
+                    .await?;
+                    tx.delete_rechecks(&[recheck.id]).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        self.wake_outbox();
+        Ok(rechecks.len())
+    }
+
+    fn wake_outbox(&self) {
+        if let Some(wake) = &self.outbox_wake {
+            wake.notify_one();
+        }
+    }
+
+    /// Keep the backlog gauges current until shutdown.
+    pub async fn report_backlog(self, shutdown: CancellationToken) {
+        loop {
+            self.update_gauges().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {},
+            }
+        }
+    }
+
+    /// Refresh the backlog gauges: pending events, the oldest one's age, queued rechecks.
+    pub async fn update_gauges(&self) {
+        let now = self.clock.now();
+        if let Ok((pending, oldest)) = self.store.inbox_backlog().await {
+            metrics::gauge!("inbox_pending").set(pending as f64);
+            metrics::gauge!("inbox_oldest_pending_seconds")
+                .set(oldest.map_or(0, |t| (now - t).max(0)) as f64 / 1000.0);
+        }
+        if let Ok((queued, failing)) = self.store.reconcile_backlog().await {
+            metrics::gauge!("reconcile_queue").set(queued as f64);
+            metrics::gauge!("reconcile_queue_failing").set(failing as f64);
+        }
+    }
+}
+
+/// Whether an error comes from what the events or rechecks hold (a constraint or a value the
+/// database refuses, data that cannot be decoded) rather than from the database being unable to
+/// work now (connection lost, deadlock, shutdown), which a retry of the same batch cures.
+fn blames_the_input(e: &StoreError) -> bool {
+    match e {
+        StoreError::Corrupt(_) => true,
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            !matches!(db.kind(), sqlx::error::ErrorKind::Other)
+                || db.code().is_some_and(|c| c.starts_with("22"))
+        }
+        StoreError::Database(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => true,
+        _ => false,
+    }
+}

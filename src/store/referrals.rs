@@ -1,0 +1,593 @@
+//! Referrers, referrals (the write-once first touch of one referee, unique per normalised email)
+//! and their touches (every attribution signal, including the ones that lost to the first touch).
+
+use serde::Serialize;
+
+use super::bulk::{self, Col};
+use super::tx::{on_tx, Tx};
+use super::{on_pool, Store, StoreError};
+use crate::clock::Millis;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Referrer {
+    pub id: String,
+    pub code: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub company_domain: Option<String>,
+    pub market: Option<String>,
+    pub kind: String,
+    pub status: String,
+    pub invited_at: Option<i64>,
+    pub joined_at: Option<i64>,
+}
+
+/// A referrer as announced by a product event.
+#[derive(Debug, Clone, Default)]
+pub struct ReferrerFacts {
+    pub code: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub company_domain: Option<String>,
+    pub market: Option<String>,
+    pub kind: String,
+}
+
+/// The write-once first touch of one referee.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Referral {
+    pub id: String,
+    pub email: String,
+    pub referee_name: Option<String>,
+    pub referee_company: Option<String>,
+    pub referrer_code: Option<String>,
+    pub source: Option<String>,
+    pub market: Option<String>,
+    pub first_touch_at: i64,
+    pub utm: String,
+    pub signup_ip: Option<String>,
+    pub signed_up_at: Option<i64>,
+    pub activated_at: Option<i64>,
+    pub qualified_at: Option<i64>,
+    pub won_at: Option<i64>,
+}
+
+/// Facts a claim (referral.created / signup.created) carries besides the attribution.
+#[derive(Debug, Clone, Default)]
+pub struct RefereeDetails {
+    pub name: Option<String>,
+    pub company: Option<String>,
+    pub utm: Option<String>,
+    pub ip: Option<String>,
+    pub signed_up_at: Option<Millis>,
+}
+
+/// Who referred, how and where: the attribution a touch claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attribution {
+    pub referrer_code: Option<String>,
+    pub source: Option<String>,
+    pub market: Option<String>,
+    pub first_touch_at: Millis,
+}
+
+impl Referral {
+    pub fn attribution(&self) -> Attribution {
+        Attribution {
+            referrer_code: self.referrer_code.clone(),
+            source: self.source.clone(),
+            market: self.market.clone(),
+            first_touch_at: self.first_touch_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Touch {
+    pub id: i64,
+    pub referral_id: String,
+    pub inbox_event_id: Option<i64>,
+    pub kind: String,
+    pub referrer_code: Option<String>,
+    pub source: Option<String>,
+    pub market: Option<String>,
+    pub occurred_at: i64,
+    pub outcome: String,
+    pub recorded_at: i64,
+}
+
+/// A referrer change from one or more partner events, merged in event order.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferrerUpsert {
+    pub id: String,
+    pub code: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub company_domain: Option<String>,
+    pub market: Option<String>,
+    pub kind: String,
+    pub joined: bool,
+    pub invited_at: Option<Millis>,
+    pub joined_at: Option<Millis>,
+}
+
+impl ReferrerUpsert {
+    pub fn new(facts: &ReferrerFacts, joined: bool, at: Millis) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            code: facts.code.clone(),
+            name: facts.name.clone(),
+            email: facts.email.clone(),
+            company_domain: facts.company_domain.clone(),
+            market: facts.market.clone(),
+            kind: facts.kind.clone(),
+            joined,
+            invited_at: (!joined).then_some(at),
+            joined_at: joined.then_some(at),
+        }
+    }
+
+    /// What a later event for the same code adds, with the rules of [`Tx::upsert_referrers`].
+    pub fn absorb(&mut self, later: ReferrerUpsert) {
+        self.name = later.name.or(self.name.take());
+        self.email = later.email.or(self.email.take());
+        self.company_domain = later.company_domain.or(self.company_domain.take());
+        self.market = later.market.or(self.market.take());
+        self.kind = later.kind;
+        self.joined |= later.joined;
+        self.invited_at = self.invited_at.or(later.invited_at);
+        self.joined_at = self.joined_at.or(later.joined_at);
+    }
+}
+
+/// A new referral (first touch) with the referee details its claim carried.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewReferral {
+    pub id: String,
+    pub email: String,
+    pub referrer_code: Option<String>,
+    pub source: Option<String>,
+    pub market: Option<String>,
+    pub first_touch_at: Millis,
+}
+
+/// Referee details and the activation milestone for an existing referral; each field fills an
+/// empty one, never replaces a known one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefereeFill {
+    pub id: String,
+    pub name: Option<String>,
+    pub company: Option<String>,
+    pub utm: Option<String>,
+    pub ip: Option<String>,
+    pub signed_up_at: Option<Millis>,
+    pub activated_at: Option<Millis>,
+}
+
+impl RefereeFill {
+    /// Later fills only add what earlier ones left empty (first known value wins).
+    pub fn absorb(&mut self, later: RefereeFill) {
+        self.name = self.name.take().or(later.name);
+        self.company = self.company.take().or(later.company);
+        self.utm = self.utm.take().or(later.utm);
+        self.ip = self.ip.take().or(later.ip);
+        self.signed_up_at = self.signed_up_at.or(later.signed_up_at);
+        self.activated_at = self.activated_at.or(later.activated_at);
+    }
+}
+
+/// A touch to record.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewTouch {
+    pub referral_id: String,
+    pub inbox_event_id: Option<i64>,
+    pub kind: String,
+    pub referrer_code: Option<String>,
+    pub source: Option<String>,
+    pub market: Option<String>,
+    pub occurred_at: Millis,
+    pub outcome: String,
+}
+
+/// Milestones the reconcile step derived from linked deals' stages; each sets an empty one.
+#[derive(Debug, Clone, Serialize)]
+pub struct MilestoneFill {
+    pub id: String,
+    pub qualified_at: Option<Millis>,
+    pub won_at: Option<Millis>,
+}
+
+pub(super) const REFERRER_COLUMNS: &str =
+    "id, code, name, email, company_domain, market, kind, status, invited_at, joined_at";
+pub(super) const REFERRAL_COLUMNS: &str =
+    "id, email, referee_name, referee_company, referrer_code, source, \
+     market, first_touch_at, utm, signup_ip, signed_up_at, activated_at, qualified_at, won_at";
+pub(super) const TOUCH_COLUMNS: &str =
+    "id, referral_id, inbox_event_id, kind, referrer_code, source, market, \
+     occurred_at, outcome, recorded_at";
+
+fn referral_columns_of(alias: &str) -> String {
+    REFERRAL_COLUMNS
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Tx {
+    /// Create or complete referrers, one statement for all. Known facts are kept unless an event
+    /// brings new ones; `joined` never goes back to `invited`.
+    pub async fn upsert_referrers(
+        &mut self,
+        referrers: &[ReferrerUpsert],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if referrers.is_empty() {
+            return Ok(());
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "INSERT INTO referrers (id, code, name, email, company_domain, market, kind, status, \
+                 invited_at, joined_at, created_at, updated_at) \
+             SELECT r.id, r.code, r.name, r.email, r.company_domain, r.market, r.kind, \
+                 CASE WHEN r.joined THEN 'joined' ELSE 'invited' END, r.invited_at, r.joined_at, \
+                 $2, $2 FROM {rows} WHERE true \
+             ON CONFLICT (code) DO UPDATE SET \
+                 name = COALESCE(excluded.name, referrers.name), \
+                 email = COALESCE(excluded.email, referrers.email), \
+                 company_domain = COALESCE(excluded.company_domain, referrers.company_domain), \
+                 market = COALESCE(excluded.market, referrers.market), \
+                 kind = excluded.kind, \
+                 status = CASE WHEN referrers.status = 'joined' THEN 'joined' ELSE excluded.status END, \
+                 invited_at = COALESCE(referrers.invited_at, excluded.invited_at), \
+                 joined_at = COALESCE(referrers.joined_at, excluded.joined_at), \
+                 updated_at = excluded.updated_at",
+            &[
+                ("id", Col::Text),
+                ("code", Col::Text),
+                ("name", Col::Text),
+                ("email", Col::Text),
+                ("company_domain", Col::Text),
+                ("market", Col::Text),
+                ("kind", Col::Text),
+                ("joined", Col::Bool),
+                ("invited_at", Col::BigInt),
+                ("joined_at", Col::BigInt),
+            ],
+        );
+        let rows = bulk::json(referrers);
+        on_tx!(self, |c| sqlx::query(&sql)
+            .bind(&rows)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Create or complete one referrer (partner import).
+    pub async fn upsert_referrer(
+        &mut self,
+        facts: &ReferrerFacts,
+        joined: bool,
+        at: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.upsert_referrers(&[ReferrerUpsert::new(facts, joined, at)], now)
+            .await
+    }
+
+    /// Record first touches. An email that already has one keeps it (the unique email wins), so
+    /// a first touch is write-once; returns how many were new.
+    pub async fn insert_referrals(
+        &mut self,
+        referrals: &[NewReferral],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        if referrals.is_empty() {
+            return Ok(0);
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "INSERT INTO referrals (id, email, referrer_code, source, market, first_touch_at, \
+                 created_at, updated_at) \
+             SELECT r.id, r.email, r.referrer_code, r.source, r.market, r.first_touch_at, $2, $2 \
+             FROM {rows} WHERE true ON CONFLICT (email) DO NOTHING",
+            &[
+                ("id", Col::Text),
+                ("email", Col::Text),
+                ("referrer_code", Col::Text),
+                ("source", Col::Text),
+                ("market", Col::Text),
+                ("first_touch_at", Col::BigInt),
+            ],
+        );
+        let rows = bulk::json(referrals);
+        Ok(on_tx!(self, |c| sqlx::query(&sql)
+            .bind(&rows)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected()))
+    }
+
+    /// Record the first touch for `email`. If one exists already, that one is returned unchanged.
+    pub async fn insert_referral(
+        &mut self,
+        email: &str,
+        attribution: &Attribution,
+        now: Millis,
+    ) -> Result<(Referral, bool), StoreError> {
+        let new = NewReferral {
+            id: uuid::Uuid::now_v7().to_string(),
+            email: email.to_string(),
+            referrer_code: attribution.referrer_code.clone(),
+            source: attribution.source.clone(),
+            market: attribution.market.clone(),
+            first_touch_at: attribution.first_touch_at,
+        };
+        let inserted = self.insert_referrals(&[new], now).await?;
+        let referral = self
+            .referrals_by_emails(&[email])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt(format!("referral for {email} vanished")))?;
+        Ok((referral, inserted == 1))
+    }
+
+    /// Fill referee details and activation times that are still empty; never touches the
+    /// attribution.
+    pub async fn fill_referees(
+        &mut self,
+        fills: &[RefereeFill],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if fills.is_empty() {
+            return Ok(());
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "UPDATE referrals SET \
+                 referee_name = COALESCE(referrals.referee_name, r.name), \
+                 referee_company = COALESCE(referrals.referee_company, r.company), \
+                 utm = CASE WHEN referrals.utm = '{}' AND r.utm IS NOT NULL THEN r.utm \
+                     ELSE referrals.utm END, \
+                 signup_ip = COALESCE(referrals.signup_ip, r.ip), \
+                 signed_up_at = COALESCE(referrals.signed_up_at, r.signed_up_at), \
+                 activated_at = COALESCE(referrals.activated_at, r.activated_at), \
+                 updated_at = $2 \
+             FROM {rows} WHERE referrals.id = r.id",
+            &[
+                ("id", Col::Text),
+                ("name", Col::Text),
+                ("company", Col::Text),
+                ("utm", Col::Text),
+                ("ip", Col::Text),
+                ("signed_up_at", Col::BigInt),
+                ("activated_at", Col::BigInt),
+            ],
+        );
+        let rows = bulk::json(fills);
+        on_tx!(self, |c| sqlx::query(&sql)
+            .bind(&rows)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Set qualified/won milestones that are still empty.
+    pub async fn fill_milestones(
+        &mut self,
+        fills: &[MilestoneFill],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if fills.is_empty() {
+            return Ok(());
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "UPDATE referrals SET \
+                 qualified_at = COALESCE(referrals.qualified_at, r.qualified_at), \
+                 won_at = COALESCE(referrals.won_at, r.won_at), updated_at = $2 \
+             FROM {rows} WHERE referrals.id = r.id",
+            &[
+                ("id", Col::Text),
+                ("qualified_at", Col::BigInt),
+                ("won_at", Col::BigInt),
+            ],
+        );
+        let rows = bulk::json(fills);
+        on_tx!(self, |c| sqlx::query(&sql)
+            .bind(&rows)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    pub async fn insert_touches(
+        &mut self,
+        touches: &[NewTouch],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let sql = bulk::with_rows(
+            self.kind(),
+            "INSERT INTO touches (referral_id, inbox_event_id, kind, referrer_code, source, \
+                 market, occurred_at, outcome, recorded_at) \
+             SELECT r.referral_id, r.inbox_event_id, r.kind, r.referrer_code, r.source, r.market, \
+                 r.occurred_at, r.outcome, $2 FROM {rows} WHERE true \
+             ON CONFLICT (referral_id, inbox_event_id) DO NOTHING",
+            &[
+                ("referral_id", Col::Text),
+                ("inbox_event_id", Col::BigInt),
+                ("kind", Col::Text),
+                ("referrer_code", Col::Text),
+                ("source", Col::Text),
+                ("market", Col::Text),
+                ("occurred_at", Col::BigInt),
+                ("outcome", Col::Text),
+            ],
+        );
+        let rows = bulk::json(touches);
+        on_tx!(self, |c| sqlx::query(&sql)
+            .bind(&rows)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Replace the attribution (admin override only; the caller audits it).
+    pub async fn set_attribution(
+        &mut self,
+        referral_id: &str,
+        a: &Attribution,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        on_tx!(self, |c| {
+            sqlx::query(
+                "UPDATE referrals SET referrer_code = $2, source = $3, market = $4, updated_at = $5 \
+                 WHERE id = $1",
+            )
+            .bind(referral_id)
+            .bind(&a.referrer_code)
+            .bind(&a.source)
+            .bind(&a.market)
+            .bind(now)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    // ---- reads ---------------------------------------------------------------------------------
+
+    pub async fn referrer(&mut self, code: &str) -> Result<Option<Referrer>, StoreError> {
+        Ok(self.referrers_by_codes(&[code]).await?.into_iter().next())
+    }
+
+    pub async fn referrers_by_codes(
+        &mut self,
+        codes: &[&str],
+    ) -> Result<Vec<Referrer>, StoreError> {
+        if codes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = REFERRER_COLUMNS
+            .split(',')
+            .map(|c| format!("x.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = bulk::with_list(
+            self.kind(),
+            &format!("SELECT {columns} FROM {{list}} JOIN referrers x ON x.code = l.v"),
+        );
+        let list = bulk::json(codes);
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(&list)
+            .fetch_all(c)
+            .await?))
+    }
+
+    pub async fn referral(&mut self, id: &str) -> Result<Option<Referral>, StoreError> {
+        Ok(self.referrals_by_ids(&[id]).await?.into_iter().next())
+    }
+
+    pub async fn referrals_by_ids(&mut self, ids: &[&str]) -> Result<Vec<Referral>, StoreError> {
+        self.referrals_by("id", ids).await
+    }
+
+    pub async fn referrals_by_emails(
+        &mut self,
+        emails: &[&str],
+    ) -> Result<Vec<Referral>, StoreError> {
+        self.referrals_by("email", emails).await
+    }
+
+    async fn referrals_by(
+        &mut self,
+        column: &'static str,
+        values: &[&str],
+    ) -> Result<Vec<Referral>, StoreError> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = bulk::with_list(
+            self.kind(),
+            &format!(
+                "SELECT {} FROM {{list}} JOIN referrals f ON f.{column} = l.v",
+                referral_columns_of("f")
+            ),
+        );
+        let list = bulk::json(values);
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(&list)
+            .fetch_all(c)
+            .await?))
+    }
+
+    /// Number of referrals of `code` that reached won (successful referrals).
+    pub async fn successful_referrals(&mut self, code: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .successful_referrals_of(&[code])
+            .await?
+            .first()
+            .map_or(0, |(_, n)| *n))
+    }
+
+    /// Successful referrals per referrer code (codes without one are left out).
+    pub async fn successful_referrals_of(
+        &mut self,
+        codes: &[&str],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        if codes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = bulk::with_list(
+            self.kind(),
+            "SELECT f.referrer_code, COUNT(*) FROM {list} JOIN referrals f \
+             ON f.referrer_code = l.v WHERE f.won_at IS NOT NULL GROUP BY f.referrer_code",
+        );
+        let list = bulk::json(codes);
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(&list)
+            .fetch_all(c)
+            .await?))
+    }
+}
+
+/// Read-only views for the admin API, reports and tests.
+impl Store {
+    pub async fn referral_by_email(&self, email: &str) -> Result<Option<Referral>, StoreError> {
+        let sql = format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE email = $1");
+        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(email)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub async fn referrer_by_code(&self, code: &str) -> Result<Option<Referrer>, StoreError> {
+        let sql = format!("SELECT {REFERRER_COLUMNS} FROM referrers WHERE code = $1");
+        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(code)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    pub async fn touches(&self, referral_id: &str) -> Result<Vec<Touch>, StoreError> {
+        let sql = format!("SELECT {TOUCH_COLUMNS} FROM touches WHERE referral_id = $1 ORDER BY id");
+        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
+            .bind(referral_id)
+            .fetch_all(p)
+            .await?))
+    }
+}
