@@ -18,6 +18,7 @@
 #[path = "../tests/support/postgres.rs"]
 #[allow(dead_code)]
 mod postgres;
+mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,16 +27,10 @@ use std::time::{Duration, Instant};
 
 use referral_sync::ingest::signature::{sign_hubspot, HubSpotVersion};
 use serde_json::json;
+use support::{env_or, median, percentile_ms};
 
 const SECRET: &str = "bench-hubspot-secret";
 const PUBLIC_BASE: &str = "https://hooks.bench.local";
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Server {
     child: Child,
@@ -89,21 +84,7 @@ impl Server {
 
     /// CPU seconds (user + system) the server has used so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which may contain spaces) start after the last ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / 100.0
+        support::cpu_seconds_of(self.child.id())
     }
 
     /// Sum and count of a Prometheus histogram on the server's /metrics.
@@ -238,24 +219,6 @@ async fn drive(
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx] as f64 / 1000.0
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 /// One run of a fresh server in one mode: warm-up, then `seconds` of load; the figures as JSON.
 fn measure(
     runtime: &tokio::runtime::Runtime,
@@ -284,7 +247,7 @@ fn measure(
         "connections": connections, "seconds": (r.seconds * 100.0).round() / 100.0,
         "requests": r.requests, "errors": r.errors,
         "requests_per_s": rps.round(), "events_per_s": (rps * events as f64).round(),
-        "p50_ms": percentile(&r.latencies_us, 0.50), "p99_ms": percentile(&r.latencies_us, 0.99),
+        "p50_ms": percentile_ms(&r.latencies_us, 0.50), "p99_ms": percentile_ms(&r.latencies_us, 0.99),
         "peak_rss_mib": (rss_kib as f64 / 1024.0 * 10.0).round() / 10.0,
         "server_cpu_us_per_event": (cpu * 1e6 / (r.requests as f64 * events as f64)).round(),
         "group_commits": commits,

@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 pub struct Email(String);
 
 impl Email {
-    /// The normalised form of `raw`; `None` when nothing is left after trimming.
+    /// The normalised form of `raw`; `None` when nothing is left after trimming, or when it holds
+    /// control characters (no address does).
     pub fn normalize(raw: &str) -> Option<Email> {
         let trimmed = raw.trim();
-        (!trimmed.is_empty()).then(|| Email(trimmed.to_lowercase()))
+        (!trimmed.is_empty() && !trimmed.chars().any(char::is_control))
+            .then(|| Email(trimmed.to_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -42,5 +44,6 @@ mod tests {
             "ana@northwind.io"
         );
         assert_eq!(Email::normalize("   "), None);
+        assert_eq!(Email::normalize("ana\u{0}@x.io"), None);
     }
 }

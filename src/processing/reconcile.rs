@@ -336,15 +336,16 @@ impl<'a> State<'a> {
 
     /// Give `key` the link `best` if it is not what the record carries. A merged record's first
     /// touch taking over is audited, and so is a relink when `relink_reason` is given.
-    fn link(&mut self, key: &RecordKey, best: Candidate, relink_reason: Option<&str>) {
+    /// Returns whether the link changed.
+    fn link(&mut self, key: &RecordKey, best: Candidate, relink_reason: Option<&str>) -> bool {
         let Some(record) = self.records.get_mut(key) else {
-            return;
+            return false;
         };
         if best.from == From::Current
             || (record.referral_id.as_deref() == Some(best.referral_id.as_str())
                 && record.first_touch_at == Some(best.attribution.first_touch_at))
         {
-            return;
+            return false;
         }
         let previous = record.referral_id.clone();
         let action = match (best.from, &previous, relink_reason) {
@@ -376,6 +377,33 @@ impl<'a> State<'a> {
             key.clone(),
             RecordLink::new(key, &best.referral_id, &best.attribution),
         );
+        true
+    }
+
+    /// `keys` and, transitively, the records they were merged into: a merged record's first
+    /// touch may be the one its survivor should keep.
+    async fn with_survivors(
+        &mut self,
+        tx: &mut Tx,
+        keys: &BTreeSet<RecordKey>,
+    ) -> Result<BTreeSet<RecordKey>, StoreError> {
+        let mut all = keys.clone();
+        let mut frontier = keys.clone();
+        while !frontier.is_empty() {
+            self.load_records(tx, &frontier).await?;
+            frontier = frontier
+                .iter()
+                .filter_map(|k| {
+                    let into = self.records.get(k)?.merged_into.as_deref()?;
+                    Some(RecordKey {
+                        object_id: into.to_string(),
+                        ..k.clone()
+                    })
+                })
+                .filter(|survivor| all.insert(survivor.clone()))
+                .collect();
+        }
+        Ok(all)
     }
 
     /// Link each person to the earliest first touch among what it carries, its email's referral
@@ -385,6 +413,7 @@ impl<'a> State<'a> {
         tx: &mut Tx,
         people: &BTreeSet<RecordKey>,
     ) -> Result<Vec<RecordKey>, StoreError> {
+        let people = self.with_survivors(tx, people).await?;
         let emails: Vec<String> = people
             .iter()
             .filter_map(|k| self.records.get(k)?.email.clone())
@@ -399,38 +428,48 @@ impl<'a> State<'a> {
             emails.iter().map(String::as_str),
         )
         .await?;
-        let merged = self.merged_into(tx, people).await?;
-        let mut linked = Vec::new();
-        for key in people {
-            let Some(person) = self.records.get(key) else {
-                continue;
-            };
-            let by_email = person
-                .email
-                .as_deref()
-                .and_then(|e| self.referrals_by_email.get(e))
-                .map(|r| Candidate {
-                    referral_id: r.id.clone(),
-                    attribution: r.attribution(),
-                    from: From::Referral,
-                });
-            let from_merged = merged
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter_map(|k| self.candidate_of(self.records.get(k)?, From::Merged));
-            let best = earliest(
-                Self::current(person)
+        let merged = self.merged_into(tx, &people).await?;
+        // Until nothing changes: a merged record linked in this pass may be what its survivor
+        // should keep in the next.
+        for _ in 0..=people.len() {
+            let mut changed = false;
+            for key in &people {
+                let Some(person) = self.records.get(key) else {
+                    continue;
+                };
+                let by_email = person
+                    .email
+                    .as_deref()
+                    .and_then(|e| self.referrals_by_email.get(e))
+                    .map(|r| Candidate {
+                        referral_id: r.id.clone(),
+                        attribution: r.attribution(),
+                        from: From::Referral,
+                    });
+                let from_merged: Vec<Candidate> = merged
+                    .get(key)
                     .into_iter()
-                    .chain(by_email)
-                    .chain(from_merged.collect::<Vec<_>>()),
-            );
-            if let Some(best) = best {
-                self.link(key, best, None);
-                linked.push(key.clone());
+                    .flatten()
+                    .filter_map(|k| self.candidate_of(self.records.get(k)?, From::Merged))
+                    .collect();
+                let best = earliest(
+                    Self::current(person)
+                        .into_iter()
+                        .chain(by_email)
+                        .chain(from_merged),
+                );
+                if let Some(best) = best {
+                    changed |= self.link(key, best, None);
+                }
+            }
+            if !changed {
+                break;
             }
         }
-        Ok(linked)
+        Ok(people
+            .into_iter()
+            .filter(|k| self.records.get(k).is_some_and(|r| r.referral_id.is_some()))
+            .collect())
     }
 
     /// The deals of these (linked) people: associated ones, and in Salesforce their account's.
@@ -471,7 +510,7 @@ impl<'a> State<'a> {
         tx: &mut Tx,
         deals: &BTreeSet<RecordKey>,
     ) -> Result<Vec<RecordKey>, StoreError> {
-        self.load_records(tx, deals).await?;
+        let deals = &self.with_survivors(tx, deals).await?;
         let mut people_of: HashMap<RecordKey, Vec<RecordKey>> = HashMap::new();
         for crm in Crm::ALL {
             let of_crm: Vec<&RecordKey> = deals.iter().filter(|k| crm_of(k) == Some(crm)).collect();
@@ -528,41 +567,54 @@ impl<'a> State<'a> {
         self.load_referrals(tx, carried.iter().map(String::as_str), [])
             .await?;
         let merged = self.merged_into(tx, deals).await?;
-        let mut settled = Vec::new();
-        for key in deals {
-            let Some(deal) = self.records.get(key) else {
-                continue;
-            };
-            if deal.deleted_at.is_some() {
-                continue;
-            }
-            let from_people: Vec<Candidate> = people_of
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| self.candidate_of(self.records.get(p)?, From::Referral))
-                .collect();
-            let from_merged: Vec<Candidate> = merged
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter_map(|k| self.candidate_of(self.records.get(k)?, From::Merged))
-                .collect();
-            let best = earliest(
-                Self::current(deal)
+        for _ in 0..=deals.len() {
+            let mut changed = false;
+            for key in deals {
+                let Some(deal) = self.records.get(key) else {
+                    continue;
+                };
+                if deal.deleted_at.is_some() {
+                    continue;
+                }
+                let from_people: Vec<Candidate> = people_of
+                    .get(key)
                     .into_iter()
-                    .chain(from_people)
-                    .chain(from_merged),
-            );
-            if let Some(best) = best {
-                self.link(
-                    key,
-                    best,
-                    Some("a contact with an earlier first touch joined the deal"),
+                    .flatten()
+                    .filter_map(|p| self.candidate_of(self.records.get(p)?, From::Referral))
+                    .collect();
+                let from_merged: Vec<Candidate> = merged
+                    .get(key)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| self.candidate_of(self.records.get(k)?, From::Merged))
+                    .collect();
+                let best = earliest(
+                    Self::current(deal)
+                        .into_iter()
+                        .chain(from_people)
+                        .chain(from_merged),
                 );
-                settled.push(key.clone());
+                if let Some(best) = best {
+                    changed |= self.link(
+                        key,
+                        best,
+                        Some("a contact with an earlier first touch joined the deal"),
+                    );
+                }
+            }
+            if !changed {
+                break;
             }
         }
+        let settled = deals
+            .iter()
+            .filter(|k| {
+                self.records
+                    .get(*k)
+                    .is_some_and(|r| r.referral_id.is_some() && r.deleted_at.is_none())
+            })
+            .cloned()
+            .collect();
         Ok(settled)
     }
 

@@ -198,6 +198,32 @@ impl Tx {
 }
 
 impl Store {
+    /// Rechecks waiting after a failure: subject and error, oldest first.
+    pub async fn failing_rechecks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(on_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT subject, last_error FROM reconcile_queue WHERE last_error IS NOT NULL ORDER BY id"
+        )
+        .fetch_all(p)
+        .await?
+        }))
+    }
+
+    /// Sessions of this service waiting for a lock another session holds (PostgreSQL; SQLite
+    /// has no such view and answers 0). For benchmarks and diagnosis.
+    pub async fn sessions_waiting_on_locks(&self) -> Result<i64, StoreError> {
+        match self.kind() {
+            super::BackendKind::Sqlite => Ok(0),
+            super::BackendKind::Postgres => Ok(on_pool!(self, |p| sqlx::query_as::<_, (i64,)>(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE application_name = 'referral-sync' AND wait_event_type = 'Lock'"
+            )
+            .fetch_one(p)
+            .await?)
+            .0),
+        }
+    }
+
     /// Queued rechecks and how many of them failed at least once.
     pub async fn reconcile_backlog(&self) -> Result<(i64, i64), StoreError> {
         Ok(on_pool!(self, |p| sqlx::query_as(
