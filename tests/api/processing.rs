@@ -223,9 +223,7 @@ async fn same_under_every_schedule(
 ) -> Option<Value> {
     let mut reference: Option<Value> = None;
     for schedule in SCHEDULES {
-        let Some(app) = app(backend, schedule).await else {
-            return None;
-        };
+        let app = app(backend, schedule).await?;
         send_all(&app, sends).await;
         process(&app, schedule).await;
         let statuses = app.store.inbox_status_counts().await.unwrap();
