@@ -248,9 +248,18 @@ async fn two_processes_on_one_postgresql_store_once_reward_once_and_deliver_ever
     verify::every_record_has_its_context(&store, &crm.state, &traffic.stories).await;
     let writes = verify::writes_kept_record_order_and_none_repeated(&crm.state);
     let acknowledged_twice = traffic.acked.values().filter(|n| **n > 1).count();
+    let mut processed_by = Vec::new();
+    for replica in &replicas {
+        processed_by.push(replica.events_processed(&client).await);
+    }
+    assert!(
+        processed_by.iter().all(|n| *n > 0),
+        "both replicas apply events (partitioned processing), not one at a time: {processed_by:?}"
+    );
 
     println!(
-        "scale-out test ({} form): {} referrals over 2 processes; sends {} (acknowledged {}); \
+        "scale-out test ({} form): {} referrals over 2 processes (events applied by each: \
+         {processed_by:?}); sends {} (acknowledged {}); \
          {} distinct events acknowledged ({acknowledged_twice} by both processes), {} stored, \
          inbox {:?}, outbox {:?}; {rewards} rewards; CRM: requests by status {:?}, {} writes to \
          {} records, {} exact repeats {:?}; sending took {sent_by:?}, settling {:?}, total {:?}",

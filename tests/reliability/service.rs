@@ -87,6 +87,22 @@ impl Service {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Inbox events this process applied, from its `inbox_processed_total` counters.
+    pub async fn events_processed(&self, client: &reqwest::Client) -> u64 {
+        let text = client
+            .get(format!("{}/metrics", self.base_url()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| l.starts_with("inbox_processed_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     /// Start the process and wait (until `deadline`) for `GET /readyz` to answer 200.
     pub async fn start(&mut self, client: &reqwest::Client, deadline: Instant) {
         assert!(self.child.is_none(), "{} is already running", self.name);
