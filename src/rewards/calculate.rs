@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::clock::{Millis, DAY};
 use crate::config::{FraudSettings, ProgramSettings, RewardRule, TierSettings};
+pub use crate::domain::reward::Beneficiary;
 
 const SELF_REFERRAL: &str = "self_referral";
 const SHARED_IP: &str = "shared_ip";
@@ -67,23 +68,6 @@ pub struct ReferrerFacts {
     /// Referrals by this referrer within `fraud.velocity_window_days` before this referral's
     /// first touch, including this one.
     pub referrals_in_velocity_window: u32,
-}
-
-/// Who a reward is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Beneficiary {
-    Referrer,
-    Referee,
-}
-
-impl Beneficiary {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Referrer => "referrer",
-            Self::Referee => "referee",
-        }
-    }
 }
 
 /// The status a new reward starts in.
