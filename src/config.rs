@@ -147,6 +147,10 @@ pub struct CrmFieldNames {
     pub reward_amount: String,
     pub reward_currency: String,
     pub reward_hold_until: String,
+    /// The referee's side of a two-sided reward, on the referee's contact.
+    pub referee_reward_status: String,
+    pub referee_reward_amount: String,
+    pub referee_reward_currency: String,
     /// Salesforce only: the Platform Event published when a reward becomes eligible.
     #[serde(default)]
     pub reward_event: Option<String>,
@@ -560,10 +564,9 @@ impl Settings {
         if !sf.login_url.is_empty() && !is_http_url(&sf.login_url) {
             p.push("salesforce.login_url: must be an http(s) URL".into());
         }
-        let api = sf.api_version.strip_prefix('v').unwrap_or("");
-        if api.parse::<f32>().is_err() || !api.contains('.') {
+        if crate::crm::salesforce::version_segment(&sf.api_version).is_none() {
             p.push(format!(
-                "salesforce.api_version: `{}` is not like v62.0",
+                "salesforce.api_version: `{}` is not like 62.0 or v62.0",
                 sf.api_version
             ));
         }

@@ -204,14 +204,14 @@ impl HubSpotClient {
         }
     }
 
-    /// Whether a property exists; creates it when missing. `Ok(true)` = created now.
-    pub async fn ensure_property(
+    /// A property's definition (`GET /crm/v3/properties/{type}/{name}`); `None` when it does not
+    /// exist.
+    pub async fn property(
         &self,
         object_type: &str,
-        definition: &Value,
-    ) -> Result<bool, CallError> {
+        name: &str,
+    ) -> Result<Option<Value>, CallError> {
         let plural = Self::plural(object_type);
-        let name = definition["name"].as_str().unwrap_or_default();
         match self
             .call(
                 Method::GET,
@@ -220,27 +220,53 @@ impl HubSpotClient {
             )
             .await
         {
-            Ok(_) => Ok(false),
+            Ok((_, definition)) => Ok(Some(definition)),
             Err(CallError::Permanent {
                 status: Some(404), ..
-            }) => {
-                match self
-                    .call(
-                        Method::POST,
-                        &format!("/crm/v3/properties/{plural}"),
-                        Some(definition),
-                    )
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(CallError::Permanent {
-                        status: Some(409), ..
-                    }) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
+            }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `POST /crm/v3/properties/{type}`. `Ok(false)`: it already existed (409).
+    pub async fn create_property(
+        &self,
+        object_type: &str,
+        definition: &Value,
+    ) -> Result<bool, CallError> {
+        let plural = Self::plural(object_type);
+        match self
+            .call(
+                Method::POST,
+                &format!("/crm/v3/properties/{plural}"),
+                Some(definition),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(CallError::Permanent {
+                status: Some(409), ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PATCH /crm/v3/properties/{type}/{name}`: change what `changes` names (an `options` list
+    /// replaces the property's options).
+    pub async fn update_property(
+        &self,
+        object_type: &str,
+        name: &str,
+        changes: &Value,
+    ) -> Result<(), CallError> {
+        let plural = Self::plural(object_type);
+        self.call(
+            Method::PATCH,
+            &format!("/crm/v3/properties/{plural}/{name}"),
+            Some(changes),
+        )
+        .await
+        .map(|_| ())
     }
 }
 

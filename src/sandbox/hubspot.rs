@@ -1,6 +1,8 @@
 //! HubSpot side of the sandbox: the CRM v3 object, batch, notes and properties endpoints under
 //! `/crm/v3`, private-app Bearer auth, the rolling ten-second rate limit with its
-//! `X-HubSpot-RateLimit-*` headers, and HubSpot-shaped error bodies.
+//! `X-HubSpot-RateLimit-*` headers, and HubSpot-shaped error bodies. Properties are created and
+//! updated as the properties API does (type and field type must go together), and an
+//! enumeration property refuses a value that is not one of its options (`INVALID_OPTION`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -107,6 +109,11 @@ impl Store {
             .get(object_type)
             .map(|props| props.iter().map(|(name, _)| name.clone()).collect())
             .unwrap_or_default()
+    }
+
+    pub(super) fn property_definition(&self, object_type: &str, name: &str) -> Option<Value> {
+        let object_type = canonical_type(object_type).unwrap_or(object_type);
+        self.property(object_type, name).cloned()
     }
 
     fn property(&self, object_type: &str, name: &str) -> Option<&Value> {
@@ -328,6 +335,9 @@ fn route(
         ("POST", ["properties", object_type]) => {
             create_property(inner, object_type_of(object_type)?, body, now)
         }
+        ("PATCH", ["properties", object_type, name]) => {
+            update_property(inner, object_type_of(object_type)?, name, body, now)
+        }
         _ => Err(not_found()),
     }
 }
@@ -375,7 +385,14 @@ fn properties_of(
                 "PROPERTY_DOESNT_EXIST",
             ));
         } else if let Value::String(s) = value {
-            out.insert(name.clone(), s.clone());
+            if let Some(problem) = store
+                .property(object_type, name)
+                .and_then(|definition| invalid_option(definition, s))
+            {
+                invalid.push(invalid_entry(name, &problem, "INVALID_OPTION"));
+            } else {
+                out.insert(name.clone(), s.clone());
+            }
         } else {
             invalid.push(invalid_entry(
                 name,
@@ -389,6 +406,34 @@ fn properties_of(
     } else {
         Err(invalid_properties(&invalid))
     }
+}
+
+/// Why `value` is not one of an enumeration property's options, as HubSpot words it; `None` when
+/// it is (or the property is not an enumeration). An empty value clears the property.
+fn invalid_option(definition: &Value, value: &str) -> Option<String> {
+    if definition.get("type").and_then(Value::as_str) != Some("enumeration") || value.is_empty() {
+        return None;
+    }
+    let allowed: Vec<&str> = definition
+        .get("options")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("value").and_then(Value::as_str))
+        .collect();
+    // A multiple-checkboxes property takes several options joined with `;`.
+    let multiple = definition.get("fieldType").and_then(Value::as_str) == Some("checkbox");
+    let chosen: Vec<&str> = if multiple {
+        value.split(';').collect()
+    } else {
+        vec![value]
+    };
+    chosen.into_iter().find(|v| !allowed.contains(v)).map(|v| {
+        format!(
+            "{v} was not one of the allowed options: [{}]",
+            allowed.join(", ")
+        )
+    })
 }
 
 /// Set `props` on an object (creating it if absent) and journal the write.
@@ -772,6 +817,8 @@ fn create_property(
             "Invalid input JSON: '{field_type}' is not a valid fieldType; expected one of {FIELD_TYPES:?}"
         )));
     }
+    check_field_type(kind, field_type)?;
+    let options = options_of(body.get("options"))?;
     if inner.hubspot.property(object_type, name).is_some() {
         return Err(error(
             409,
@@ -786,7 +833,7 @@ fn create_property(
         "fieldType": field_type,
         "groupName": group,
         "description": body.get("description").and_then(Value::as_str).unwrap_or_default(),
-        "options": body.get("options").cloned().unwrap_or_else(|| json!([])),
+        "options": options,
         "displayOrder": body.get("displayOrder").and_then(Value::as_i64).unwrap_or(-1),
         "formField": body.get("formField").and_then(Value::as_bool).unwrap_or(false),
         "hasUniqueValue": body.get("hasUniqueValue").and_then(Value::as_bool).unwrap_or(false),
@@ -809,6 +856,112 @@ fn create_property(
         .or_default()
         .push((name.to_string(), property.clone()));
     Ok(Reply::json(201, property))
+}
+
+/// The field types HubSpot allows for each property type.
+fn check_field_type(kind: &str, field_type: &str) -> Result<(), Reply> {
+    let allowed: &[&str] = match kind {
+        "string" => &["text", "textarea", "html", "phonenumber", "file"],
+        "number" => &["number", "calculation_equation"],
+        "date" | "datetime" => &["date"],
+        "enumeration" => &["select", "radio", "checkbox", "booleancheckbox"],
+        "bool" => &["booleancheckbox"],
+        _ => &[],
+    };
+    if allowed.contains(&field_type) {
+        Ok(())
+    } else {
+        Err(validation(format!(
+            "Invalid input JSON: fieldType '{field_type}' is not valid for a property of type '{kind}'; expected one of {allowed:?}"
+        )))
+    }
+}
+
+/// The `options` of a property create or update: each needs a `label` and a unique `value`.
+fn options_of(options: Option<&Value>) -> Result<Value, Reply> {
+    let Some(options) = options else {
+        return Ok(json!([]));
+    };
+    let Some(options) = options.as_array() else {
+        return Err(validation(
+            "Invalid input JSON: \"options\" must be an array",
+        ));
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(options.len());
+    for (i, option) in options.iter().enumerate() {
+        let fields = required_strings(option, &["label", "value"], "OptionInput")?;
+        let value = fields[1];
+        if !seen.insert(value.to_string()) {
+            return Err(validation(format!(
+                "Invalid input JSON: duplicate option value '{value}'"
+            )));
+        }
+        out.push(json!({
+            "label": fields[0],
+            "value": value,
+            "displayOrder": option.get("displayOrder").and_then(Value::as_i64).unwrap_or(i as i64),
+            "hidden": option.get("hidden").and_then(Value::as_bool).unwrap_or(false),
+            "description": option.get("description").and_then(Value::as_str).unwrap_or_default(),
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `PATCH /crm/v3/properties/{type}/{name}`: what the body names changes; `options` replaces
+/// the whole list.
+fn update_property(
+    inner: &mut Inner,
+    object_type: &str,
+    name: &str,
+    body: &[u8],
+    now: Millis,
+) -> Result<Reply, Reply> {
+    let body = parse_json(body)?;
+    let Some(current) = inner.hubspot.property(object_type, name) else {
+        return Err(error(
+            404,
+            "OBJECT_NOT_FOUND",
+            format!("Unable to find property {name}"),
+        ));
+    };
+    let mut updated = current.clone();
+    for key in ["label", "type", "fieldType", "groupName", "description"] {
+        if let Some(value) = body.get(key) {
+            let Some(text) = value.as_str() else {
+                return Err(validation(format!(
+                    "Invalid input JSON: \"{key}\" must be a string"
+                )));
+            };
+            updated[key] = json!(text);
+        }
+    }
+    for key in ["displayOrder", "hidden", "formField"] {
+        if let Some(value) = body.get(key) {
+            updated[key] = value.clone();
+        }
+    }
+    if body.get("options").is_some() {
+        updated["options"] = options_of(body.get("options"))?;
+    }
+    let text = |key: &str| updated[key].as_str().unwrap_or_default().to_string();
+    let (kind, field_type) = (text("type"), text("fieldType"));
+    if !PROPERTY_TYPES.contains(&kind.as_str()) {
+        return Err(validation(format!(
+            "Invalid input JSON: '{kind}' is not a valid property type; expected one of {PROPERTY_TYPES:?}"
+        )));
+    }
+    check_field_type(&kind, &field_type)?;
+    updated["updatedAt"] = json!(to_rfc3339(now));
+    if let Some(slot) = inner
+        .hubspot
+        .properties
+        .get_mut(object_type)
+        .and_then(|props| props.iter_mut().find(|(n, _)| n == name))
+    {
+        slot.1 = updated.clone();
+    }
+    Ok(Reply::json(200, updated))
 }
 
 #[cfg(test)]
@@ -1253,6 +1406,72 @@ mod tests {
                 .await
                 .status(),
             200
+        );
+        s.sandbox.stop().await;
+    }
+    #[tokio::test]
+    async fn enumeration_properties_refuse_values_that_are_not_options() {
+        let s = start(SandboxConfig::default()).await;
+        let option = |value: &str| json!({ "label": value, "value": value, "displayOrder": 0, "hidden": false });
+        let property = json!({
+            "name": "referral_reward_status", "label": "Referral reward status", "groupName": "referral",
+            "type": "enumeration", "fieldType": "select", "options": [option("pending"), option("eligible")],
+        });
+        let mut as_text = property.clone();
+        as_text["fieldType"] = json!("text");
+        let resp = post(&s, "/crm/v3/properties/deals", as_text).await;
+        assert_eq!(resp.status(), 400, "enumeration needs a choice field type");
+        assert_eq!(
+            post(&s, "/crm/v3/properties/deals", property)
+                .await
+                .status(),
+            201
+        );
+
+        let write = |value: &str| json!({ "properties": { "referral_reward_status": value } });
+        let resp = patch(&s, "/crm/v3/objects/deals/7", write("needs_review")).await;
+        assert_eq!(resp.status(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["category"], "VALIDATION_ERROR");
+        assert_eq!(
+            body["message"],
+            "Property values were not valid: [{\"isValid\":false,\"message\":\"needs_review was not one of the allowed options: [pending, eligible]\",\"error\":\"INVALID_OPTION\",\"name\":\"referral_reward_status\"}]"
+        );
+        assert!(s.sandbox.state.writes().is_empty());
+        for ok in ["pending", ""] {
+            assert_eq!(
+                patch(&s, "/crm/v3/objects/deals/7", write(ok))
+                    .await
+                    .status(),
+                200
+            );
+        }
+
+        // Adding the option (the list is replaced as a whole) makes the value acceptable.
+        let resp = patch(
+            &s,
+            "/crm/v3/properties/deals/referral_reward_status",
+            json!({ "options": [option("pending"), option("eligible"), option("needs_review")] }),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let updated: Value = resp.json().await.unwrap();
+        assert_eq!(updated["options"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            patch(&s, "/crm/v3/objects/deals/7", write("needs_review"))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            patch(
+                &s,
+                "/crm/v3/properties/deals/no_such_property",
+                json!({ "label": "x" })
+            )
+            .await
+            .status(),
+            404
         );
         s.sandbox.stop().await;
     }

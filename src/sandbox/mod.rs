@@ -250,6 +250,21 @@ impl SandboxState {
         self.lock().salesforce.add_field(sobject, field);
     }
 
+    /// Give `sobject` a field of this `describe` type (`string`, `double`, `datetime`,
+    /// `picklist`…), replacing one of the same name; `picklist` lists a pick-list's values
+    /// (unrestricted).
+    pub fn define_salesforce_field(
+        &self,
+        sobject: &str,
+        field: &str,
+        kind: &str,
+        picklist: &[&str],
+    ) {
+        self.lock()
+            .salesforce
+            .define_field(sobject, field, kind, picklist);
+    }
+
     /// Current properties of a HubSpot object.
     pub fn hubspot_object(&self, object_type: &str, id: &str) -> Option<BTreeMap<String, String>> {
         self.lock().hubspot.object(object_type, id)
@@ -283,6 +298,11 @@ impl SandboxState {
     /// Names of HubSpot properties created via the properties API, in creation order.
     pub fn hubspot_properties(&self, object_type: &str) -> Vec<String> {
         self.lock().hubspot.property_names(object_type)
+    }
+
+    /// A HubSpot property's definition as the properties API answers it.
+    pub fn hubspot_property(&self, object_type: &str, name: &str) -> Option<Value> {
+        self.lock().hubspot.property_definition(object_type, name)
     }
 }
 
