@@ -296,6 +296,14 @@ pub fn evaluate(
     Evaluation::Rewards(decisions)
 }
 
+/// Whether a stored [`RewardDecision::calculation`] arrived at an amount. One that could not (no
+/// FX rate, no deal amount, an overflow) records 0.00 with no base amount, and that 0.00 is not a
+/// reward anyone was promised.
+pub fn amount_computed(calculation: &str) -> bool {
+    serde_json::from_str::<Value>(calculation)
+        .map_or(true, |c| !c.get("base_amount").is_some_and(Value::is_null))
+}
+
 /// The fraud flags raised for this referral, in a fixed order: `self_referral`, `shared_ip`,
 /// `existing_customer`, `disposable_domain`, `velocity`.
 pub fn fraud_flags(

@@ -25,6 +25,8 @@ both_backends!(
     partner_events_accept_referral_code_as_their_code,
     crm_setup_makes_hubspot_reward_status_and_tier_pick_lists_and_keeps_their_options_current,
     crm_setup_checks_salesforce_field_types_and_pick_list_values,
+    a_reward_in_review_without_an_amount_shows_its_status_and_no_amount,
+    the_referee_side_of_a_two_sided_reward_shows_on_their_contact_and_in_the_deal_note,
 );
 
 /// Salesforce record ids of the n-th test record: 18 characters, type prefix first.
@@ -429,4 +431,232 @@ async fn crm_setup_checks_salesforce_field_types_and_pick_list_values(backend: B
         4,
         "Leads carry no referee fields: {lines:#?}"
     );
+}
+
+/// A US referral for `email` with HubSpot contact `contact` and deal `deal` in `currency`.
+async fn hubspot_deal_in(w: &crate::support::crm::World, n: u64, currency: &str) -> (u64, u64) {
+    let (contact, deal) = (1000 + n, 2000 + n);
+    let email = format!("p{n}@northwind.io");
+    w.app
+        .signup(
+            json!({"id": format!("evt_{n}"), "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": email, "referral_code": "ACME-7", "source": "link", "market": "US"}}),
+        )
+        .await;
+    w.app
+        .hubspot(json!([
+            hubspot_event(n * 10 + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": email})),
+            hubspot_event(n * 10 + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
+            deal_property(n * 10 + 3, deal, "amount", "40000", T0),
+            deal_property(n * 10 + 4, deal, "deal_currency_code", currency, T0),
+            deal_property(n * 10 + 5, deal, "dealstage", "closedwon", T0 + DAY),
+        ]))
+        .await;
+    w.app.process().await;
+    (contact, deal)
+}
+
+fn note_bodies(w: &crate::support::crm::World) -> Vec<String> {
+    w.crm
+        .state
+        .notes()
+        .iter()
+        .map(|n| {
+            n["properties"]["hs_note_body"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+async fn a_reward_in_review_without_an_amount_shows_its_status_and_no_amount(backend: Backend) {
+    let sandbox = SandboxConfig {
+        strict_properties: true,
+        ..SandboxConfig::default()
+    };
+    let Some(w) = world(backend, sandbox).await else {
+        return;
+    };
+    let (_, ok) = crm_setup::run(&hubspot_only(&w.app.settings)).await;
+    assert!(ok);
+    // A GBP deal in the USD program, which has no GBP rate.
+    let (_, deal) = hubspot_deal_in(&w, 1, "GBP").await;
+    w.app.deliver().await;
+
+    let d = w
+        .crm
+        .state
+        .hubspot_object("deals", &deal.to_string())
+        .unwrap();
+    assert_eq!(
+        (
+            d["referral_reward_status"].as_str(),
+            d["referral_reward_amount"].as_str(),
+            d["referral_reward_currency"].as_str()
+        ),
+        ("needs_review", "", ""),
+        "a status, and no \"0.00 USD\" for a reward nobody computed"
+    );
+    let notes = note_bodies(&w);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with(&format!(
+            "Referral reward needs review on deal {deal}: referrer ACME-7"
+        )),
+        "{}",
+        notes[0]
+    );
+    assert!(
+        notes[0].contains("no amount yet, needs review (no FX rate for GBP → USD"),
+        "{}",
+        notes[0]
+    );
+    // The referee's flat credit is known; it waits for the same review.
+    assert!(
+        notes[0].contains("credit 500.00 USD, needs review"),
+        "{}",
+        notes[0]
+    );
+
+    // Salesforce: the status, and null for the amount and currency.
+    w.app.signup(json!({"id": "evt_sf_gbp", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "nia@globex.co.uk", "referral_code": "ACME-7", "source": "link", "market": "US"}}))
+        .await;
+    let (contact, opp) = (sf_id("003", 7), sf_id("006", 7));
+    w.app
+        .salesforce(&[
+            (
+                &sf_id("04l", 70),
+                "Contact",
+                &[("Id", Some(&contact)), ("Email", Some("nia@globex.co.uk"))],
+            ),
+            (
+                &sf_id("04l", 71),
+                "Opportunity",
+                &[
+                    ("Id", Some(&opp)),
+                    ("ContactId", Some(&contact)),
+                    ("StageName", Some("Closed Won")),
+                    ("IsWon", Some("true")),
+                    ("Amount", Some("40000")),
+                    ("CurrencyIsoCode", Some("GBP")),
+                ],
+            ),
+        ])
+        .await;
+    w.app.process().await;
+    w.app.deliver().await;
+    let o = w.crm.state.salesforce_record("Opportunity", &opp).unwrap();
+    assert_eq!(
+        (
+            o["Referral_Reward_Status__c"].as_str(),
+            o["Referral_Reward_Amount__c"].as_str(),
+            o["Referral_Reward_Currency__c"].as_str()
+        ),
+        ("needs_review", "", "")
+    );
+    let rows = w.app.store.outbox_rows(None).await.unwrap();
+    assert!(rows.iter().all(|r| r.status != "dead"), "{rows:#?}");
+}
+
+async fn the_referee_side_of_a_two_sided_reward_shows_on_their_contact_and_in_the_deal_note(
+    backend: Backend,
+) {
+    let sandbox = SandboxConfig {
+        strict_properties: true,
+        ..SandboxConfig::default()
+    };
+    let Some(w) = world(backend, sandbox).await else {
+        return;
+    };
+    let (_, ok) = crm_setup::run(&hubspot_only(&w.app.settings)).await;
+    assert!(ok);
+    let (contact, deal) = hubspot_deal_in(&w, 2, "USD").await;
+    w.app.deliver().await;
+
+    let referee = |field: &str| {
+        w.crm
+            .state
+            .hubspot_object("contacts", &contact.to_string())
+            .unwrap()[field]
+            .clone()
+    };
+    assert_eq!(
+        (
+            referee("referral_referee_reward_status"),
+            referee("referral_referee_reward_amount"),
+            referee("referral_referee_reward_currency")
+        ),
+        (
+            "pending".to_string(),
+            "500.00".to_string(),
+            "USD".to_string()
+        )
+    );
+    let d = w
+        .crm
+        .state
+        .hubspot_object("deals", &deal.to_string())
+        .unwrap();
+    assert!(
+        !d.contains_key("referral_referee_reward_status"),
+        "the referee's side is not the deal's reward"
+    );
+
+    w.clock.set(T0 + 40 * DAY);
+    release_holds(&w.app.store, &w.app.settings, T0 + 40 * DAY)
+        .await
+        .unwrap();
+    w.app.deliver().await;
+    assert_eq!(referee("referral_referee_reward_status"), "eligible");
+    let notes = note_bodies(&w);
+    assert_eq!(notes.len(), 1, "one note for the deal: {notes:?}");
+    assert_eq!(
+        notes[0],
+        format!(
+            "Referral reward eligible on deal {deal}: referrer ACME-7 (tier bronze) 3000.00 USD, eligible; \
+             referee p2@northwind.io credit 500.00 USD, eligible."
+        )
+    );
+
+    // Salesforce: on the referee's Contact.
+    w.app.signup(json!({"id": "evt_sf_two", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "liv@globex.com", "referral_code": "ACME-7", "source": "link", "market": "US"}}))
+        .await;
+    let (contact, opp) = (sf_id("003", 8), sf_id("006", 8));
+    w.app
+        .salesforce(&[
+            (
+                &sf_id("04l", 80),
+                "Contact",
+                &[("Id", Some(&contact)), ("Email", Some("liv@globex.com"))],
+            ),
+            (
+                &sf_id("04l", 81),
+                "Opportunity",
+                &[
+                    ("Id", Some(&opp)),
+                    ("ContactId", Some(&contact)),
+                    ("StageName", Some("Closed Won")),
+                    ("IsWon", Some("true")),
+                    ("Amount", Some("40000")),
+                    ("CurrencyIsoCode", Some("USD")),
+                ],
+            ),
+        ])
+        .await;
+    w.app.process().await;
+    w.app.deliver().await;
+    let c = w.crm.state.salesforce_record("Contact", &contact).unwrap();
+    assert_eq!(
+        (
+            c["Referral_Referee_Reward_Status__c"].as_str(),
+            c["Referral_Referee_Reward_Amount__c"].as_str(),
+            c["Referral_Referee_Reward_Currency__c"].as_str()
+        ),
+        ("pending", "500.00", "USD")
+    );
+    let rows = w.app.store.outbox_rows(None).await.unwrap();
+    assert!(rows.iter().all(|r| r.status != "dead"), "{rows:#?}");
 }
