@@ -172,36 +172,19 @@ impl HubSpotClient {
         label: &str,
     ) -> Result<bool, CallError> {
         let plural = Self::plural(object_type);
-        match self
-            .call(
-                Method::GET,
-                &format!("/crm/v3/properties/{plural}/groups/{name}"),
-                None,
-            )
-            .await
+        let path = format!("/crm/v3/properties/{plural}/groups");
+        if refused_with(
+            404,
+            self.call(Method::GET, &format!("{path}/{name}"), None)
+                .await,
+        )?
+        .is_some()
         {
-            Ok(_) => Ok(false),
-            Err(CallError::Permanent {
-                status: Some(404), ..
-            }) => {
-                let body = json!({"name": name, "label": label, "displayOrder": -1});
-                match self
-                    .call(
-                        Method::POST,
-                        &format!("/crm/v3/properties/{plural}/groups"),
-                        Some(&body),
-                    )
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(CallError::Permanent {
-                        status: Some(409), ..
-                    }) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
+            return Ok(false);
         }
+        let body = json!({"name": name, "label": label, "displayOrder": -1});
+        refused_with(409, self.call(Method::POST, &path, Some(&body)).await)
+            .map(|created| created.is_some())
     }
 
     /// A property's definition (`GET /crm/v3/properties/{type}/{name}`); `None` when it does not
@@ -211,21 +194,8 @@ impl HubSpotClient {
         object_type: &str,
         name: &str,
     ) -> Result<Option<Value>, CallError> {
-        let plural = Self::plural(object_type);
-        match self
-            .call(
-                Method::GET,
-                &format!("/crm/v3/properties/{plural}/{name}"),
-                None,
-            )
-            .await
-        {
-            Ok((_, definition)) => Ok(Some(definition)),
-            Err(CallError::Permanent {
-                status: Some(404), ..
-            }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let path = format!("/crm/v3/properties/{}/{name}", Self::plural(object_type));
+        refused_with(404, self.call(Method::GET, &path, None).await)
     }
 
     /// `POST /crm/v3/properties/{type}`. `Ok(false)`: it already existed (409).
@@ -234,21 +204,9 @@ impl HubSpotClient {
         object_type: &str,
         definition: &Value,
     ) -> Result<bool, CallError> {
-        let plural = Self::plural(object_type);
-        match self
-            .call(
-                Method::POST,
-                &format!("/crm/v3/properties/{plural}"),
-                Some(definition),
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(CallError::Permanent {
-                status: Some(409), ..
-            }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let path = format!("/crm/v3/properties/{}", Self::plural(object_type));
+        refused_with(409, self.call(Method::POST, &path, Some(definition)).await)
+            .map(|created| created.is_some())
     }
 
     /// `PATCH /crm/v3/properties/{type}/{name}`: change what `changes` names (an `options` list
@@ -267,6 +225,22 @@ impl HubSpotClient {
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// The answer, or `None` when HubSpot refused the call with `status` (404: not there; 409: already
+/// there), which setup treats as an answer rather than a failure.
+fn refused_with(
+    status: u16,
+    result: Result<(StatusCode, Value), CallError>,
+) -> Result<Option<Value>, CallError> {
+    match result {
+        Ok((_, body)) => Ok(Some(body)),
+        Err(CallError::Permanent {
+            status: Some(refused),
+            ..
+        }) if refused == status => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

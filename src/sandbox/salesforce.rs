@@ -977,6 +977,18 @@ mod tests {
             .unwrap()
     }
 
+    async fn get_json(s: &Started, token: &str, rest: &str) -> Value {
+        reqwest::Client::new()
+            .get(data_url(s, rest))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     fn limit_info(resp: &reqwest::Response) -> Option<String> {
         resp.headers()
             .get("sforce-limit-info")
@@ -1148,15 +1160,7 @@ mod tests {
             resp.json::<Value>().await.unwrap()[0]["errorCode"],
             "INVALID_FIELD"
         );
-        let described: Value = reqwest::Client::new()
-            .get(data_url(&s, "/sobjects/Opportunity/describe"))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let described: Value = get_json(&s, &t, "/sobjects/Opportunity/describe").await;
         let names: Vec<&str> = described["fields"]
             .as_array()
             .unwrap()
@@ -1371,15 +1375,7 @@ mod tests {
         let record = state.salesforce_record("Opportunity", "006A").unwrap();
         assert_eq!(record["Referral_Reward_Amount__c"], "12345678901234.50");
         assert_eq!(record["Referral_Reward_Hold_Until__c"], "");
-        let read: Value = reqwest::Client::new()
-            .get(data_url(&s, opp))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let read: Value = get_json(&s, &t, opp).await;
         assert_eq!(read["Referral_Reward_Amount__c"], json!(12345678901234.5));
         assert_eq!(read["Referral_Reward_Hold_Until__c"], Value::Null);
         assert_eq!(read["Referral_Reward_Status__c"], "needs_review");
@@ -1402,15 +1398,7 @@ mod tests {
         );
         assert_eq!(state.writes().len(), 1);
 
-        let described: Value = reqwest::Client::new()
-            .get(data_url(&s, "/sobjects/Opportunity/describe"))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let described: Value = get_json(&s, &t, "/sobjects/Opportunity/describe").await;
         let field = |name: &str| {
             described["fields"]
                 .as_array()

@@ -18,7 +18,7 @@ use referral_sync::sandbox::{Crm, CrmSandbox, Failure, SandboxConfig};
 use serde_json::json;
 
 use crate::both_backends;
-use crate::support::crm::{world, world_with};
+use crate::support::crm::{hubspot_referral, world, world_with};
 use crate::support::senders::{
     deal_property, hubspot_event, iso, outbound_message, SF_ORG, SF_TOKEN,
 };
@@ -38,23 +38,6 @@ both_backends!(
     a_salesforce_write_in_doubt_is_read_back_not_repeated,
     a_round_that_would_outlast_its_lease_hands_the_rest_back_unsent,
 );
-
-/// A US referral for `email` with a HubSpot contact and a 40000 USD deal linked to it.
-async fn hubspot_referral(app: &TestApp, n: u64) -> (u64, u64) {
-    let (contact, deal) = (1000 + n, 2000 + n);
-    app.signup(json!({"id": format!("evt_{n}"), "type": "signup.created", "occurred_at": iso(T0),
-        "data": {"email": format!("p{n}@northwind.io"), "referral_code": "ACME-7", "source": "link", "market": "US"}}))
-        .await;
-    app.hubspot(json!([
-        hubspot_event(n * 10 + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": format!("p{n}@northwind.io")})),
-        hubspot_event(n * 10 + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
-        deal_property(n * 10 + 3, deal, "amount", "40000", T0),
-        deal_property(n * 10 + 4, deal, "deal_currency_code", "USD", T0),
-    ]))
-    .await;
-    app.process().await;
-    (contact, deal)
-}
 
 async fn hubspot_receives_context_restores_rewards_and_a_note(backend: Backend) {
     let Some(w) = world(backend, SandboxConfig::default()).await else {
