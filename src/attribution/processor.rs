@@ -739,10 +739,33 @@ impl InboxProcessor {
                 continue;
             };
             tx.mark_merged(&mk, &primary.id).await?;
-            if primary.kind == RecordKind::Person {
-                for deal_id in tx.person_deals(&pk.crm, id).await? {
-                    tx.set_association(&pk.crm, &deal_id, &primary.id, false, now)
+            match primary.kind {
+                RecordKind::Person => {
+                    for deal_id in tx.person_deals(&pk.crm, id).await? {
+                        tx.set_association(&pk.crm, &deal_id, &primary.id, false, now)
+                            .await?;
+                    }
+                }
+                RecordKind::Deal => {
+                    for person_id in tx.deal_people(&pk.crm, id).await? {
+                        tx.set_association(&pk.crm, &primary.id, &person_id, false, now)
+                            .await?;
+                    }
+                    for moved in tx.move_deal_rewards(&pk.crm, id, &primary.id, now).await? {
+                        tx.audit(
+                            &NewAudit {
+                                actor: "system",
+                                action: "reward_moved",
+                                entity_type: "reward",
+                                entity_id: &moved.id,
+                                old_value: Some(id.clone()),
+                                new_value: Some(primary.id.clone()),
+                                reason: Some("the deal was merged"),
+                            },
+                            now,
+                        )
                         .await?;
+                    }
                 }
             }
             let current = tx

@@ -31,6 +31,8 @@ pub(super) struct Store {
     window: VecDeque<Millis>,
     pub(super) notes: Vec<Value>,
     next_id: u64,
+    /// Merged-away (type, id) → the id it was merged into.
+    merged: HashMap<(String, String), String>,
 }
 
 struct Object {
@@ -95,6 +97,71 @@ impl Store {
                 .insert((*name).to_string(), (*value).to_string());
         }
         object.contacts = contact_ids.iter().map(|c| (*c).to_string()).collect();
+    }
+
+    /// The id a record lives under now: HubSpot answers a merged-away id with the record it was
+    /// merged into.
+    fn resolve(&self, object_type: &str, id: &str) -> String {
+        let mut id = id.to_string();
+        // Bounded: a merge never points back at an id that is still merged away.
+        for _ in 0..self.merged.len() {
+            match self.merged.get(&key(object_type, &id)) {
+                Some(into) => id = into.clone(),
+                None => break,
+            }
+        }
+        id
+    }
+
+    /// Merge `merged` into `primary` as HubSpot does, or, with `new_id`, both into a new record;
+    /// the primary's values win. Returns the surviving id.
+    pub(super) fn merge(
+        &mut self,
+        object_type: &str,
+        primary: &str,
+        merged: &[&str],
+        new_id: Option<&str>,
+        now: Millis,
+    ) -> String {
+        let object_type = canonical_type(object_type).unwrap_or(object_type);
+        let survivor = new_id.unwrap_or(primary).to_string();
+        let mut gone: Vec<String> = merged.iter().map(|id| (*id).to_string()).collect();
+        gone.extend(new_id.map(|_| primary.to_string()));
+        let mut properties = BTreeMap::new();
+        let mut contacts: Vec<String> = Vec::new();
+        for id in merged.iter().copied().chain([primary]) {
+            if let Some(old) = self.objects.get(&key(object_type, id)) {
+                properties.extend(old.properties.clone());
+                contacts.extend(old.contacts.iter().cloned());
+            }
+        }
+        contacts.sort();
+        contacts.dedup();
+        properties.insert("hs_merged_object_ids".into(), gone.join(";"));
+        for id in &gone {
+            self.objects.remove(&key(object_type, id));
+            self.merged.insert(key(object_type, id), survivor.clone());
+        }
+        let object = self
+            .objects
+            .entry(key(object_type, &survivor))
+            .or_insert_with(|| Object::new(now));
+        object.properties = properties;
+        object.contacts = contacts;
+        object.updated_at = now;
+        if object_type == "contacts" {
+            // Deals associated with a merged-away contact are now associated with the survivor.
+            for ((t, _), deal) in self.objects.iter_mut() {
+                if t == "deals" && deal.contacts.iter().any(|c| gone.contains(c)) {
+                    for c in deal.contacts.iter_mut().filter(|c| gone.contains(c)) {
+                        c.clone_from(&survivor);
+                    }
+                    deal.contacts.sort();
+                    deal.contacts.dedup();
+                }
+            }
+        }
+        survivor
     }
 
     pub(super) fn object(&self, object_type: &str, id: &str) -> Option<BTreeMap<String, String>> {
@@ -482,10 +549,11 @@ fn update(
 ) -> Result<Reply, Reply> {
     let body = parse_json(body)?;
     let props = properties_of(state, &inner.hubspot, object_type, body.get("properties"))?;
-    if !exists_or_creatable(state, inner, object_type, id) {
+    let id = inner.hubspot.resolve(object_type, id);
+    if !exists_or_creatable(state, inner, object_type, &id) {
         return Err(not_found());
     }
-    Ok(Reply::json(200, apply(inner, object_type, id, props, now)))
+    Ok(Reply::json(200, apply(inner, object_type, &id, props, now)))
 }
 
 fn singular_upper(object_type: &str) -> String {
@@ -536,6 +604,7 @@ fn batch_update(
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for (id, props) in parsed {
+        let id = inner.hubspot.resolve(object_type, &id);
         if exists_or_creatable(state, inner, object_type, &id) {
             results.push(apply(inner, object_type, &id, props, now));
         } else {
@@ -579,6 +648,7 @@ fn read(inner: &Inner, object_type: &str, id: &str, req: &HttpRequest) -> Result
             .map(str::to_string)
             .collect()
     };
+    let id = &inner.hubspot.resolve(object_type, id);
     let object = inner
         .hubspot
         .objects
@@ -1473,6 +1543,67 @@ mod tests {
             .status(),
             404
         );
+        s.sandbox.stop().await;
+    }
+    #[tokio::test]
+    async fn a_merged_away_id_answers_with_the_record_it_was_merged_into() {
+        let s = start(SandboxConfig {
+            auto_create: false,
+            ..SandboxConfig::default()
+        })
+        .await;
+        let state = &s.sandbox.state;
+        state.seed_hubspot(
+            "contacts",
+            "11",
+            &[("email", "a@x.io"), ("firstname", "Ann")],
+            &[],
+        );
+        state.seed_hubspot(
+            "contacts",
+            "12",
+            &[("email", "b@x.io"), ("phone", "555")],
+            &[],
+        );
+        state.seed_hubspot("deals", "21", &[], &["12"]);
+
+        let survivor = state.merge_hubspot("contacts", "11", &["12"], Some("13"));
+
+        assert_eq!(survivor, "13");
+        for gone in ["11", "12"] {
+            let resp = get(
+                &s,
+                &format!("/crm/v3/objects/contacts/{gone}?properties=email,phone"),
+            )
+            .await;
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["id"], "13");
+            // The primary's values win; the others fill the gaps.
+            assert_eq!(
+                body["properties"],
+                json!({"email": "a@x.io", "phone": "555"})
+            );
+        }
+        assert_eq!(
+            state.hubspot_object("contacts", "13").unwrap()["hs_merged_object_ids"],
+            "12;11"
+        );
+        let deal: Value = get(&s, "/crm/v3/objects/deals/21?associations=contacts")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(deal["associations"]["contacts"]["results"][0]["id"], "13");
+        let resp = patch(
+            &s,
+            "/crm/v3/objects/contacts/12",
+            json!({ "properties": { "referral_source": "link" } }),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap()["id"], "13");
+        assert!(state.hubspot_object("contacts", "12").is_none());
         s.sandbox.stop().await;
     }
 }

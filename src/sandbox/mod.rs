@@ -236,6 +236,23 @@ impl SandboxState {
             .seed(object_type, id, properties, contact_ids, now);
     }
 
+    /// Merge HubSpot records as a person merging them in HubSpot would: `merged` into `primary`,
+    /// or, given `new_id`, both into a new record (HubSpot: "in some cases a new object is
+    /// created"). Reads and writes of a merged-away id then reach the survivor, whose id is
+    /// returned.
+    pub fn merge_hubspot(
+        &self,
+        object_type: &str,
+        primary: &str,
+        merged: &[&str],
+        new_id: Option<&str>,
+    ) -> String {
+        let now = self.now();
+        self.lock()
+            .hubspot
+            .merge(object_type, primary, merged, new_id, now)
+    }
+
     /// Seeded field names become known fields of the sObject.
     pub fn seed_salesforce(&self, sobject: &str, id: &str, fields: &[(&str, &str)]) {
         self.lock().salesforce.seed(sobject, id, fields);

@@ -3,6 +3,8 @@
 //! and field types, HubSpot's enumeration options, merged HubSpot ids answering with the record
 //! they were merged into.
 
+use std::collections::BTreeMap;
+
 use referral_sync::cli::crm_setup;
 use referral_sync::clock::{DAY, SECOND};
 use referral_sync::config::{Secret, Settings, TierSettings};
@@ -11,10 +13,11 @@ use referral_sync::crm::salesforce::SalesforceClient;
 use referral_sync::domain::reward::RewardStatus;
 use referral_sync::rewards::engine::release_holds;
 use referral_sync::sandbox::SandboxConfig;
+use referral_sync::store::{CrmRecord, RecordKey};
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::support::crm::{world, world_with};
+use crate::support::crm::{hubspot_referral_in, world, world_with, World};
 use crate::support::senders::{deal_property, hubspot_event, iso};
 use crate::support::{Backend, T0};
 
@@ -27,11 +30,79 @@ both_backends!(
     crm_setup_checks_salesforce_field_types_and_pick_list_values,
     a_reward_in_review_without_an_amount_shows_its_status_and_no_amount,
     the_referee_side_of_a_two_sided_reward_shows_on_their_contact_and_in_the_deal_note,
+    a_contact_merge_that_creates_a_record_links_it_to_the_earliest_first_touch,
+    a_merged_contact_keeps_the_earliest_first_touch_when_its_creation_event_comes_first,
+    a_deal_merge_that_creates_a_record_carries_the_link_contacts_and_rewards_over,
 );
 
 /// Salesforce record ids of the n-th test record: 18 characters, type prefix first.
 fn sf_id(prefix: &str, n: usize) -> String {
     format!("{prefix}7F00000{n:05}QAA")
+}
+
+/// A referral for `email` (code, market) and, by Outbound Messages, its Salesforce Contact and a
+/// won Opportunity of `amount` in `currency`. Returns the Contact and Opportunity ids.
+async fn salesforce_won_deal(
+    w: &World,
+    n: usize,
+    (email, code, market): (&str, &str, &str),
+    amount: &str,
+    currency: &str,
+) -> (String, String) {
+    w.app
+        .signup(
+            json!({"id": format!("evt_sf_{n}"), "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": email, "referral_code": code, "source": "code", "market": market}}),
+        )
+        .await;
+    let (contact, opp) = (sf_id("003", n), sf_id("006", n));
+    w.app
+        .salesforce(&[
+            (
+                &sf_id("04l", 10 * n),
+                "Contact",
+                &[("Id", Some(&contact)), ("Email", Some(email))],
+            ),
+            (
+                &sf_id("04l", 10 * n + 1),
+                "Opportunity",
+                &[
+                    ("Id", Some(&opp)),
+                    ("ContactId", Some(&contact)),
+                    ("StageName", Some("Closed Won")),
+                    ("IsWon", Some("true")),
+                    ("Amount", Some(amount)),
+                    ("CurrencyIsoCode", Some(currency)),
+                ],
+            ),
+        ])
+        .await;
+    w.app.process().await;
+    (contact, opp)
+}
+
+/// The values of `names` on a record as the sandbox holds it ("" when unset).
+fn values<'a, const N: usize>(
+    record: &'a BTreeMap<String, String>,
+    names: [&str; N],
+) -> [&'a str; N] {
+    names.map(|name| record.get(name).map_or("", String::as_str))
+}
+
+/// Every queued write reached the CRM: none was refused.
+async fn nothing_dead(w: &World) {
+    let rows = w.app.store.outbox_rows(None).await.unwrap();
+    assert!(rows.iter().all(|r| r.status != "dead"), "{rows:#?}");
+}
+
+/// The service's view of a HubSpot record.
+async fn hubspot_record(w: &World, object_type: &str, id: u64) -> CrmRecord {
+    let key = RecordKey {
+        crm: "hubspot".into(),
+        object_type: object_type.into(),
+        object_id: id.to_string(),
+    };
+    w.app.store.crm_record(&key).await.unwrap().unwrap()
 }
 
 async fn a_salesforce_round_over_contacts_and_opportunities_sends_each_type_as_one_chunk(
@@ -95,32 +166,8 @@ async fn salesforce_numbers_go_out_as_exact_json_numbers_and_empty_values_as_nul
     };
     // The RU program's flat 50000 reward on a won opportunity, sent with the contact's write in
     // one collection.
-    w.app.signup(json!({"id": "evt_typed", "type": "signup.created", "occurred_at": iso(T0),
-        "data": {"email": "gus@initech.ru", "referral_code": "IVAN-1", "source": "code", "market": "RU"}}))
-        .await;
-    let (contact, opp) = (sf_id("003", 1), sf_id("006", 1));
-    w.app
-        .salesforce(&[
-            (
-                &sf_id("04l", 1),
-                "Contact",
-                &[("Id", Some(&contact)), ("Email", Some("gus@initech.ru"))],
-            ),
-            (
-                &sf_id("04l", 2),
-                "Opportunity",
-                &[
-                    ("Id", Some(&opp)),
-                    ("ContactId", Some(&contact)),
-                    ("StageName", Some("Closed Won")),
-                    ("IsWon", Some("true")),
-                    ("Amount", Some("900000")),
-                    ("CurrencyIsoCode", Some("RUB")),
-                ],
-            ),
-        ])
-        .await;
-    w.app.process().await;
+    let (_, opp) =
+        salesforce_won_deal(&w, 1, ("gus@initech.ru", "IVAN-1", "RU"), "900000", "RUB").await;
     w.app.deliver().await;
 
     let o = w.crm.state.salesforce_record("Opportunity", &opp).unwrap();
@@ -128,8 +175,7 @@ async fn salesforce_numbers_go_out_as_exact_json_numbers_and_empty_values_as_nul
     assert_eq!(o["Referral_Reward_Amount__c"], "50000.00");
     assert_eq!(o["Referral_Reward_Status__c"], "pending");
     assert!(o["Referral_Reward_Hold_Until__c"].starts_with("2026-12-20T"));
-    let dead = w.app.store.outbox_rows(None).await.unwrap();
-    assert!(dead.iter().all(|r| r.status != "dead"), "{dead:?}");
+    nothing_dead(&w).await;
 
     // Clearing a Number or DateTime field: null, which Salesforce accepts where "" is refused.
     let client = SalesforceClient::new(
@@ -229,6 +275,18 @@ fn option_values(definition: &Value) -> Vec<String> {
         .iter()
         .map(|o| o["value"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// A portal where only properties created through the API can be written, after `crm setup`.
+async fn set_up_portal(backend: Backend) -> Option<World> {
+    let sandbox = SandboxConfig {
+        strict_properties: true,
+        ..SandboxConfig::default()
+    };
+    let w = world(backend, sandbox).await?;
+    let (lines, ok) = crm_setup::run(&hubspot_only(&w.app.settings)).await;
+    assert!(ok, "{lines:#?}");
+    Some(w)
 }
 
 /// Settings for `crm setup` against HubSpot only.
@@ -381,8 +439,7 @@ async fn crm_setup_makes_hubspot_reward_status_and_tier_pick_lists_and_keeps_the
     w.app.deliver().await;
     let deal = state.hubspot_object("deals", "201").unwrap();
     assert_eq!(deal["referral_reward_status"], "eligible");
-    let rows = w.app.store.outbox_rows(None).await.unwrap();
-    assert!(rows.iter().all(|r| r.status != "dead"), "{rows:#?}");
+    nothing_dead(&w).await;
 }
 
 async fn crm_setup_checks_salesforce_field_types_and_pick_list_values(backend: Backend) {
@@ -433,24 +490,17 @@ async fn crm_setup_checks_salesforce_field_types_and_pick_list_values(backend: B
     );
 }
 
-/// A US referral for `email` with HubSpot contact `contact` and deal `deal` in `currency`.
-async fn hubspot_deal_in(w: &crate::support::crm::World, n: u64, currency: &str) -> (u64, u64) {
-    let (contact, deal) = (1000 + n, 2000 + n);
-    let email = format!("p{n}@northwind.io");
+/// [`hubspot_referral_in`], and the deal is won a day later.
+async fn hubspot_won_deal_in(w: &World, n: u64, currency: &str) -> (u64, u64) {
+    let (contact, deal) = hubspot_referral_in(&w.app, n, currency).await;
     w.app
-        .signup(
-            json!({"id": format!("evt_{n}"), "type": "signup.created", "occurred_at": iso(T0),
-        "data": {"email": email, "referral_code": "ACME-7", "source": "link", "market": "US"}}),
-        )
-        .await;
-    w.app
-        .hubspot(json!([
-            hubspot_event(n * 10 + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": email})),
-            hubspot_event(n * 10 + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
-            deal_property(n * 10 + 3, deal, "amount", "40000", T0),
-            deal_property(n * 10 + 4, deal, "deal_currency_code", currency, T0),
-            deal_property(n * 10 + 5, deal, "dealstage", "closedwon", T0 + DAY),
-        ]))
+        .hubspot(json!([deal_property(
+            n * 10 + 5,
+            deal,
+            "dealstage",
+            "closedwon",
+            T0 + DAY
+        )]))
         .await;
     w.app.process().await;
     (contact, deal)
@@ -471,17 +521,11 @@ fn note_bodies(w: &crate::support::crm::World) -> Vec<String> {
 }
 
 async fn a_reward_in_review_without_an_amount_shows_its_status_and_no_amount(backend: Backend) {
-    let sandbox = SandboxConfig {
-        strict_properties: true,
-        ..SandboxConfig::default()
-    };
-    let Some(w) = world(backend, sandbox).await else {
+    let Some(w) = set_up_portal(backend).await else {
         return;
     };
-    let (_, ok) = crm_setup::run(&hubspot_only(&w.app.settings)).await;
-    assert!(ok);
     // A GBP deal in the USD program, which has no GBP rate.
-    let (_, deal) = hubspot_deal_in(&w, 1, "GBP").await;
+    let (_, deal) = hubspot_won_deal_in(&w, 1, "GBP").await;
     w.app.deliver().await;
 
     let d = w
@@ -490,12 +534,15 @@ async fn a_reward_in_review_without_an_amount_shows_its_status_and_no_amount(bac
         .hubspot_object("deals", &deal.to_string())
         .unwrap();
     assert_eq!(
-        (
-            d["referral_reward_status"].as_str(),
-            d["referral_reward_amount"].as_str(),
-            d["referral_reward_currency"].as_str()
+        values(
+            &d,
+            [
+                "referral_reward_status",
+                "referral_reward_amount",
+                "referral_reward_currency"
+            ]
         ),
-        ("needs_review", "", ""),
+        ["needs_review", "", ""],
         "a status, and no \"0.00 USD\" for a reward nobody computed"
     );
     let notes = note_bodies(&w);
@@ -520,59 +567,31 @@ async fn a_reward_in_review_without_an_amount_shows_its_status_and_no_amount(bac
     );
 
     // Salesforce: the status, and null for the amount and currency.
-    w.app.signup(json!({"id": "evt_sf_gbp", "type": "signup.created", "occurred_at": iso(T0),
-        "data": {"email": "nia@globex.co.uk", "referral_code": "ACME-7", "source": "link", "market": "US"}}))
-        .await;
-    let (contact, opp) = (sf_id("003", 7), sf_id("006", 7));
-    w.app
-        .salesforce(&[
-            (
-                &sf_id("04l", 70),
-                "Contact",
-                &[("Id", Some(&contact)), ("Email", Some("nia@globex.co.uk"))],
-            ),
-            (
-                &sf_id("04l", 71),
-                "Opportunity",
-                &[
-                    ("Id", Some(&opp)),
-                    ("ContactId", Some(&contact)),
-                    ("StageName", Some("Closed Won")),
-                    ("IsWon", Some("true")),
-                    ("Amount", Some("40000")),
-                    ("CurrencyIsoCode", Some("GBP")),
-                ],
-            ),
-        ])
-        .await;
-    w.app.process().await;
+    let (_, opp) =
+        salesforce_won_deal(&w, 7, ("nia@globex.co.uk", "ACME-7", "US"), "40000", "GBP").await;
     w.app.deliver().await;
     let o = w.crm.state.salesforce_record("Opportunity", &opp).unwrap();
     assert_eq!(
-        (
-            o["Referral_Reward_Status__c"].as_str(),
-            o["Referral_Reward_Amount__c"].as_str(),
-            o["Referral_Reward_Currency__c"].as_str()
+        values(
+            &o,
+            [
+                "Referral_Reward_Status__c",
+                "Referral_Reward_Amount__c",
+                "Referral_Reward_Currency__c"
+            ]
         ),
-        ("needs_review", "", "")
+        ["needs_review", "", ""]
     );
-    let rows = w.app.store.outbox_rows(None).await.unwrap();
-    assert!(rows.iter().all(|r| r.status != "dead"), "{rows:#?}");
+    nothing_dead(&w).await;
 }
 
 async fn the_referee_side_of_a_two_sided_reward_shows_on_their_contact_and_in_the_deal_note(
     backend: Backend,
 ) {
-    let sandbox = SandboxConfig {
-        strict_properties: true,
-        ..SandboxConfig::default()
-    };
-    let Some(w) = world(backend, sandbox).await else {
+    let Some(w) = set_up_portal(backend).await else {
         return;
     };
-    let (_, ok) = crm_setup::run(&hubspot_only(&w.app.settings)).await;
-    assert!(ok);
-    let (contact, deal) = hubspot_deal_in(&w, 2, "USD").await;
+    let (contact, deal) = hubspot_won_deal_in(&w, 2, "USD").await;
     w.app.deliver().await;
 
     let referee = |field: &str| {
@@ -621,42 +640,270 @@ async fn the_referee_side_of_a_two_sided_reward_shows_on_their_contact_and_in_th
     );
 
     // Salesforce: on the referee's Contact.
-    w.app.signup(json!({"id": "evt_sf_two", "type": "signup.created", "occurred_at": iso(T0),
-        "data": {"email": "liv@globex.com", "referral_code": "ACME-7", "source": "link", "market": "US"}}))
-        .await;
-    let (contact, opp) = (sf_id("003", 8), sf_id("006", 8));
-    w.app
-        .salesforce(&[
-            (
-                &sf_id("04l", 80),
-                "Contact",
-                &[("Id", Some(&contact)), ("Email", Some("liv@globex.com"))],
-            ),
-            (
-                &sf_id("04l", 81),
-                "Opportunity",
-                &[
-                    ("Id", Some(&opp)),
-                    ("ContactId", Some(&contact)),
-                    ("StageName", Some("Closed Won")),
-                    ("IsWon", Some("true")),
-                    ("Amount", Some("40000")),
-                    ("CurrencyIsoCode", Some("USD")),
-                ],
-            ),
-        ])
-        .await;
-    w.app.process().await;
+    let (contact, _) =
+        salesforce_won_deal(&w, 8, ("liv@globex.com", "ACME-7", "US"), "40000", "USD").await;
     w.app.deliver().await;
     let c = w.crm.state.salesforce_record("Contact", &contact).unwrap();
     assert_eq!(
-        (
-            c["Referral_Referee_Reward_Status__c"].as_str(),
-            c["Referral_Referee_Reward_Amount__c"].as_str(),
-            c["Referral_Referee_Reward_Currency__c"].as_str()
+        values(
+            &c,
+            [
+                "Referral_Referee_Reward_Status__c",
+                "Referral_Referee_Reward_Amount__c",
+                "Referral_Referee_Reward_Currency__c"
+            ]
         ),
-        ("pending", "500.00", "USD")
+        ["pending", "500.00", "USD"]
     );
-    let rows = w.app.store.outbox_rows(None).await.unwrap();
-    assert!(rows.iter().all(|r| r.status != "dead"), "{rows:#?}");
+    nothing_dead(&w).await;
+}
+
+/// Process the inbox and deliver until both are quiet: reads answered by the CRM come back as
+/// inbox events, which may queue writes.
+async fn settle(w: &World) {
+    for _ in 0..4 {
+        w.app.process().await;
+        w.app.deliver().await;
+    }
+}
+
+/// Two claims (b@ five days before a@) and HubSpot contacts 11 (a@) and 12 (b@), announced by
+/// creation events and read back, as HubSpot does it.
+async fn two_claimed_contacts(w: &World) {
+    w.app.signup(json!({"id": "evt_late", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "a@northwind.io", "referral_code": "NEW-1", "source": "link", "market": "US"}}))
+        .await;
+    w.app.signup(json!({"id": "evt_early", "type": "signup.created", "occurred_at": iso(T0 - 5 * DAY),
+        "data": {"email": "b@northwind.io", "referral_code": "OLD-1", "source": "code", "market": "US"}}))
+        .await;
+    let state = &w.crm.state;
+    state.seed_hubspot("contacts", "11", &[("email", "a@northwind.io")], &[]);
+    state.seed_hubspot("contacts", "12", &[("email", "b@northwind.io")], &[]);
+    w.app
+        .hubspot(json!([
+            hubspot_event(
+                1,
+                "contact.creation",
+                11,
+                T0,
+                json!({"changeFlag": "CREATED"})
+            ),
+            hubspot_event(
+                2,
+                "contact.creation",
+                12,
+                T0,
+                json!({"changeFlag": "CREATED"})
+            ),
+        ]))
+        .await;
+    settle(w).await;
+}
+
+/// HubSpot's merge event when the merge created record `new`.
+fn merge_event(event_id: u64, kind: &str, primary: u64, merged: u64, new: u64, at: i64) -> Value {
+    hubspot_event(
+        event_id,
+        kind,
+        primary,
+        at,
+        json!({"primaryObjectId": primary, "mergedObjectIds": [merged], "newObjectId": new,
+               "numberOfPropertiesMoved": 3}),
+    )
+}
+
+async fn contact_merge_story(backend: Backend, creation_first: bool) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    two_claimed_contacts(&w).await;
+    let state = &w.crm.state;
+    assert_eq!(
+        state.hubspot_object("contacts", "12").unwrap()["referral_code"],
+        "OLD-1"
+    );
+
+    // Someone merges the two in HubSpot, and HubSpot makes a new record of them.
+    assert_eq!(
+        state.merge_hubspot("contacts", "11", &["12"], Some("13")),
+        "13"
+    );
+    let merge = merge_event(3, "contact.merge", 11, 12, 13, T0 + DAY);
+    let created = hubspot_event(
+        4,
+        "contact.creation",
+        13,
+        T0 + DAY,
+        json!({"changeFlag": "CREATED"}),
+    );
+    if creation_first {
+        w.app.hubspot(json!([created])).await;
+        settle(&w).await;
+        w.app.hubspot(json!([merge])).await;
+    } else {
+        w.app.hubspot(json!([merge, created])).await;
+    }
+    settle(&w).await;
+
+    let survivor = hubspot_record(&w, "contact", 13).await;
+    assert_eq!(
+        (survivor.referrer_code.as_deref(), survivor.first_touch_at),
+        (Some("OLD-1"), Some(T0 - 5 * DAY)),
+        "the earliest first touch of the merged records"
+    );
+    for gone in [11, 12] {
+        let record = hubspot_record(&w, "contact", gone).await;
+        assert_eq!(record.merged_into.as_deref(), Some("13"), "{gone}");
+    }
+    // HubSpot kept the primary's values (NEW-1); the service wrote the earliest back.
+    let c = state.hubspot_object("contacts", "13").unwrap();
+    assert_eq!(
+        (c["referral_code"].as_str(), c["referral_source"].as_str()),
+        ("OLD-1", "code")
+    );
+
+    // A rep overwrites the source on the new record: it is restored.
+    w.app
+        .hubspot(json!([hubspot_event(5, "contact.propertyChange", 13, T0 + 2 * DAY,
+            json!({"propertyName": "referral_source", "propertyValue": "cold call", "changeSource": "CRM_UI"}))]))
+        .await;
+    settle(&w).await;
+    assert_eq!(
+        state.hubspot_object("contacts", "13").unwrap()["referral_source"],
+        "code"
+    );
+
+    // A late event about a merged-away id: HubSpot answers its read with the new record.
+    w.app
+        .hubspot(json!([hubspot_event(
+            6,
+            "contact.creation",
+            12,
+            T0,
+            json!({"changeFlag": "CREATED"})
+        )]))
+        .await;
+    settle(&w).await;
+    let survivor = hubspot_record(&w, "contact", 13).await;
+    assert_eq!(survivor.referrer_code.as_deref(), Some("OLD-1"));
+    nothing_dead(&w).await;
+}
+
+async fn a_contact_merge_that_creates_a_record_links_it_to_the_earliest_first_touch(
+    backend: Backend,
+) {
+    contact_merge_story(backend, false).await;
+}
+
+async fn a_merged_contact_keeps_the_earliest_first_touch_when_its_creation_event_comes_first(
+    backend: Backend,
+) {
+    contact_merge_story(backend, true).await;
+}
+
+async fn a_deal_merge_that_creates_a_record_carries_the_link_contacts_and_rewards_over(
+    backend: Backend,
+) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    two_claimed_contacts(&w).await;
+    let state = &w.crm.state;
+    // Deal 41 (b@, the earlier claim) is won and earns its rewards; deal 42 (a@) is open.
+    fn deal(stage: &str) -> [(&str, &str); 5] {
+        [
+            ("dealname", "Northwind"),
+            ("amount", "40000"),
+            ("deal_currency_code", "USD"),
+            ("pipeline", "default"),
+            ("dealstage", stage),
+        ]
+    }
+    state.seed_hubspot("deals", "41", &deal("closedwon"), &["12"]);
+    state.seed_hubspot("deals", "42", &deal("qualifiedtobuy"), &["11"]);
+    w.app
+        .hubspot(json!([
+            hubspot_event(
+                11,
+                "deal.creation",
+                41,
+                T0,
+                json!({"changeFlag": "CREATED"})
+            ),
+            hubspot_event(
+                12,
+                "deal.creation",
+                42,
+                T0,
+                json!({"changeFlag": "CREATED"})
+            ),
+        ]))
+        .await;
+    settle(&w).await;
+    assert_eq!(
+        w.app
+            .store
+            .rewards_of_deal("hubspot", "41")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // The deals are merged into a new one, which keeps the primary's (41's) stage.
+    state.merge_hubspot("deals", "41", &["42"], Some("43"));
+    w.app
+        .hubspot(json!([
+            merge_event(13, "deal.merge", 41, 42, 43, T0 + DAY),
+            hubspot_event(
+                14,
+                "deal.creation",
+                43,
+                T0 + DAY,
+                json!({"changeFlag": "CREATED"})
+            ),
+        ]))
+        .await;
+    settle(&w).await;
+
+    let survivor = hubspot_record(&w, "deal", 43).await;
+    assert_eq!(
+        (survivor.referrer_code.as_deref(), survivor.first_touch_at),
+        (Some("OLD-1"), Some(T0 - 5 * DAY))
+    );
+    let rewards = w.app.store.rewards(None, 100).await.unwrap();
+    assert_eq!(
+        rewards.len(),
+        2,
+        "the won deal's rewards, not a second pair: {rewards:#?}"
+    );
+    assert!(
+        rewards.iter().all(|r| r.deal_id == "43"),
+        "they follow the deal"
+    );
+    let d = state.hubspot_object("deals", "43").unwrap();
+    assert_eq!(d["referral_code"], "OLD-1");
+
+    // The hold ends: the surviving deal shows it.
+    w.clock.set(T0 + 40 * DAY);
+    release_holds(&w.app.store, &w.app.settings, T0 + 40 * DAY)
+        .await
+        .unwrap();
+    settle(&w).await;
+    assert_eq!(
+        state.hubspot_object("deals", "43").unwrap()["referral_reward_status"],
+        "eligible"
+    );
+
+    // An overwrite on the new deal is restored.
+    w.app
+        .hubspot(json!([hubspot_event(15, "deal.propertyChange", 43, T0 + 41 * DAY,
+            json!({"propertyName": "referral_source", "propertyValue": "partner fair", "changeSource": "CRM_UI"}))]))
+        .await;
+    settle(&w).await;
+    assert_eq!(
+        state.hubspot_object("deals", "43").unwrap()["referral_source"],
+        "code"
+    );
+    nothing_dead(&w).await;
 }
