@@ -164,6 +164,7 @@ pub struct SalesforceSettings {
     pub login_url: String,
     pub client_id: String,
     pub client_secret: Secret,
+    #[serde(deserialize_with = "version_text")]
     pub api_version: String,
     pub fields: CrmFieldNames,
     #[serde(default)]
@@ -265,6 +266,21 @@ fn secrets_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D
             .map(Secret::new)
             .collect(),
         OneOrMany::Many(v) => v.into_iter().map(Secret::new).collect(),
+    })
+}
+
+/// `REFERRAL_SYNC__SALESFORCE__API_VERSION=62.0` reaches the settings as the number 62.0 (the
+/// environment layer parses values), so a version may arrive as a number as well as a string.
+fn version_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Version {
+        Text(String),
+        Number(f64),
+    }
+    Ok(match Version::deserialize(d)? {
+        Version::Text(text) => text,
+        Version::Number(number) => format!("{number:.1}"),
     })
 }
 

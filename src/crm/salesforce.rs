@@ -404,3 +404,46 @@ fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, text: &str
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_version_is_read_in_either_spelling() {
+        for spelling in ["62.0", "v62.0", " 62.0 ", "62", "v62"] {
+            assert_eq!(
+                version_segment(spelling).as_deref(),
+                Some("v62.0"),
+                "{spelling:?}"
+            );
+        }
+        for wrong in ["", "v", "latest", "62.0.1", "6a.0", "v62.", "62 .0"] {
+            assert_eq!(version_segment(wrong), None, "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_keep_their_decimal_text_and_empty_values_become_null() {
+        let client = SalesforceClient::new(
+            reqwest::Client::new(),
+            "https://example.my.salesforce.com",
+            "id",
+            Secret::new("secret"),
+            "62.0",
+        )
+        .with_number_fields(["Amount__c"]);
+        let fields: Fields = [
+            ("Amount__c", "12345678901234567.10"),
+            ("Code__c", "00042"),
+            ("Hold__c", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            to_json(&client.typed(&fields)),
+            r#"{"Amount__c":12345678901234567.10,"Code__c":"00042","Hold__c":null}"#
+        );
+    }
+}
