@@ -748,6 +748,7 @@ mod tests {
             .iter()
             .any(|x| matches!(x, CrmChange::Associate { person_id, .. } if person_id == "1")));
     }
+
     #[test]
     fn a_merge_that_creates_a_record_makes_it_the_survivor_of_both() {
         let created = changes(&event(

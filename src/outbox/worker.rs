@@ -1,8 +1,9 @@
 //! The delivery worker: claims due CRM records by lease, merges each record's pending property
-//! updates into one, sends them in batches (HubSpot ≤ 100, Salesforce ≤ 200 per call) under the
-//! per-account rate limit, and records each outcome — delivered, retry later, or dead with the
-//! CRM's error. No transaction is open during an HTTP call; a worker whose lease ran out cannot
-//! complete a record (the store fences every finish).
+//! updates into one, sends them in batches (HubSpot ≤ 100 of one object type, Salesforce ≤ 200
+//! grouped into ≤ 10 sObject-type chunks per call) under the per-account rate limit, and records
+//! each outcome — delivered, retry later, or dead with the CRM's error. No transaction is open
+//! during an HTTP call; a worker whose lease ran out cannot complete a record (the store fences
+//! every finish).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

@@ -1,6 +1,8 @@
 //! In-process CRM sandbox: a local HTTP server that answers the HubSpot and Salesforce endpoints
 //! referral-sync writes to, following the vendors' documented status codes, error bodies, rate-limit
-//! answers and token expiry. This module owns the server lifecycle, the shared state, fault
+//! answers and token expiry, and refusing what they refuse: values a field's type or a pick-list's
+//! options don't allow, Salesforce collections of more than ten type chunks. HubSpot merges answer
+//! for the merged-away ids. This module owns the server lifecycle, the shared state, fault
 //! injection and the request/write journal; `hubspot` and `salesforce` own each vendor's routes.
 //!
 //! Time comes from the injected [`SharedClock`], so rate-limit windows move only when a test moves
