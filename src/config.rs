@@ -159,6 +159,10 @@ pub struct CrmFieldNames {
     pub reward_amount: String,
     pub reward_currency: String,
     pub reward_hold_until: String,
+    /// The referee's side of a two-sided reward, on the referee's contact.
+    pub referee_reward_status: String,
+    pub referee_reward_amount: String,
+    pub referee_reward_currency: String,
     /// Salesforce only: the Platform Event published when a reward becomes eligible.
     #[serde(default)]
     pub reward_event: Option<String>,
@@ -172,6 +176,7 @@ pub struct SalesforceSettings {
     pub login_url: String,
     pub client_id: String,
     pub client_secret: Secret,
+    #[serde(deserialize_with = "version_text")]
     pub api_version: String,
     pub fields: CrmFieldNames,
     #[serde(default)]
@@ -273,6 +278,21 @@ fn secrets_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D
             .map(Secret::new)
             .collect(),
         OneOrMany::Many(v) => v.into_iter().map(Secret::new).collect(),
+    })
+}
+
+/// `REFERRAL_SYNC__SALESFORCE__API_VERSION=62.0` reaches the settings as the number 62.0 (the
+/// environment layer parses values), so a version may arrive as a number as well as a string.
+fn version_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Version {
+        Text(String),
+        Number(f64),
+    }
+    Ok(match Version::deserialize(d)? {
+        Version::Text(text) => text,
+        Version::Number(number) => format!("{number:.1}"),
     })
 }
 
@@ -587,10 +607,9 @@ impl Settings {
         if !sf.login_url.is_empty() && !is_http_url(&sf.login_url) {
             p.push("salesforce.login_url: must be an http(s) URL".into());
         }
-        let api = sf.api_version.strip_prefix('v').unwrap_or("");
-        if api.parse::<f32>().is_err() || !api.contains('.') {
+        if crate::crm::salesforce::version_segment(&sf.api_version).is_none() {
             p.push(format!(
-                "salesforce.api_version: `{}` is not like v62.0",
+                "salesforce.api_version: `{}` is not like 62.0 or v62.0",
                 sf.api_version
             ));
         }

@@ -1,6 +1,6 @@
 //! The command line (SPEC §7): `referral-sync [--config FILE] <command>`; no command serves.
 
-mod crm_setup;
+pub mod crm_setup;
 mod demo;
 mod partners;
 mod sign;

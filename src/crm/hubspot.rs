@@ -172,75 +172,75 @@ impl HubSpotClient {
         label: &str,
     ) -> Result<bool, CallError> {
         let plural = Self::plural(object_type);
-        match self
-            .call(
-                Method::GET,
-                &format!("/crm/v3/properties/{plural}/groups/{name}"),
-                None,
-            )
-            .await
+        let path = format!("/crm/v3/properties/{plural}/groups");
+        if refused_with(
+            404,
+            self.call(Method::GET, &format!("{path}/{name}"), None)
+                .await,
+        )?
+        .is_some()
         {
-            Ok(_) => Ok(false),
-            Err(CallError::Permanent {
-                status: Some(404), ..
-            }) => {
-                let body = json!({"name": name, "label": label, "displayOrder": -1});
-                match self
-                    .call(
-                        Method::POST,
-                        &format!("/crm/v3/properties/{plural}/groups"),
-                        Some(&body),
-                    )
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(CallError::Permanent {
-                        status: Some(409), ..
-                    }) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
+            return Ok(false);
         }
+        let body = json!({"name": name, "label": label, "displayOrder": -1});
+        refused_with(409, self.call(Method::POST, &path, Some(&body)).await)
+            .map(|created| created.is_some())
     }
 
-    /// Whether a property exists; creates it when missing. `Ok(true)` = created now.
-    pub async fn ensure_property(
+    /// A property's definition (`GET /crm/v3/properties/{type}/{name}`); `None` when it does not
+    /// exist.
+    pub async fn property(
+        &self,
+        object_type: &str,
+        name: &str,
+    ) -> Result<Option<Value>, CallError> {
+        let path = format!("/crm/v3/properties/{}/{name}", Self::plural(object_type));
+        refused_with(404, self.call(Method::GET, &path, None).await)
+    }
+
+    /// `POST /crm/v3/properties/{type}`. `Ok(false)`: it already existed (409).
+    pub async fn create_property(
         &self,
         object_type: &str,
         definition: &Value,
     ) -> Result<bool, CallError> {
+        let path = format!("/crm/v3/properties/{}", Self::plural(object_type));
+        refused_with(409, self.call(Method::POST, &path, Some(definition)).await)
+            .map(|created| created.is_some())
+    }
+
+    /// `PATCH /crm/v3/properties/{type}/{name}`: change what `changes` names (an `options` list
+    /// replaces the property's options).
+    pub async fn update_property(
+        &self,
+        object_type: &str,
+        name: &str,
+        changes: &Value,
+    ) -> Result<(), CallError> {
         let plural = Self::plural(object_type);
-        let name = definition["name"].as_str().unwrap_or_default();
-        match self
-            .call(
-                Method::GET,
-                &format!("/crm/v3/properties/{plural}/{name}"),
-                None,
-            )
-            .await
-        {
-            Ok(_) => Ok(false),
-            Err(CallError::Permanent {
-                status: Some(404), ..
-            }) => {
-                match self
-                    .call(
-                        Method::POST,
-                        &format!("/crm/v3/properties/{plural}"),
-                        Some(definition),
-                    )
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(CallError::Permanent {
-                        status: Some(409), ..
-                    }) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
+        self.call(
+            Method::PATCH,
+            &format!("/crm/v3/properties/{plural}/{name}"),
+            Some(changes),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// The answer, or `None` when HubSpot refused the call with `status` (404: not there; 409: already
+/// there), which setup treats as an answer rather than a failure.
+fn refused_with(
+    status: u16,
+    result: Result<(StatusCode, Value), CallError>,
+) -> Result<Option<Value>, CallError> {
+    match result {
+        Ok((_, body)) => Ok(Some(body)),
+        Err(CallError::Permanent {
+            status: Some(refused),
+            ..
+        }) if refused == status => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -2,6 +2,7 @@
 //! is classified once, here: success, retry later (timeouts, 408, 429, 5xx, with the CRM's own
 //! back-off hint), or a permanent refusal carrying the CRM's error text for the dead-letter queue.
 
+pub mod fields;
 pub mod hubspot;
 pub mod salesforce;
 

@@ -1,12 +1,19 @@
 //! Salesforce REST client: OAuth client-credentials token (cached; on 401 `INVALID_SESSION_ID` a new
 //! token is fetched once and the call retried once), sObject updates (single and `composite/sobjects`
-//! ≤ 200), Platform Event publishing, and `describe` for `crm setup`.
+//! ≤ 200 records in ≤ 10 type chunks), Platform Event publishing, and `describe` for `crm setup`.
+//! Field values go out typed: numbers as JSON numbers written from the decimal's own text, an
+//! empty value as `null` (how the REST guide clears a field), everything else as a string.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
 use std::time::Duration;
 
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::{is_retryable, retry_after, truncate, CallError};
@@ -14,6 +21,9 @@ use crate::config::Secret;
 
 /// Salesforce's documented sObject Collections limit.
 pub const BATCH_LIMIT: usize = 200;
+/// A collection is processed in chunks, a new one wherever the sObject type changes; Salesforce
+/// refuses a request of more than this many.
+pub const MAX_CHUNKS: usize = 10;
 
 #[derive(Clone)]
 struct Token {
@@ -28,6 +38,20 @@ pub struct SalesforceClient {
     client_secret: Secret,
     api_version: String,
     token: Mutex<Option<Token>>,
+    /// Fields that hold numbers (Number fields in the org).
+    number_fields: BTreeSet<String>,
+}
+
+/// The API version as it appears in REST paths (`v62.0`), from either of the spellings people
+/// use: Salesforce's own (`62.0`, as Setup and the release notes write it) or the path's
+/// (`v62.0`). A bare major version (`62`, what a `62.0` environment variable parses to) gets its
+/// `.0` back. `None` when it is not a version at all.
+pub fn version_segment(version: &str) -> Option<String> {
+    let number = version.trim();
+    let number = number.strip_prefix('v').unwrap_or(number);
+    let (major, minor) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(major) && digits(minor)).then(|| format!("v{major}.{minor}"))
 }
 
 /// Fields for one record.
@@ -46,9 +70,43 @@ impl SalesforceClient {
             login_url: login_url.trim_end_matches('/').to_string(),
             client_id: client_id.to_string(),
             client_secret,
-            api_version: api_version.to_string(),
+            // Validation refuses anything else; keep a bad value visible in the 404 it causes.
+            api_version: version_segment(api_version).unwrap_or_else(|| api_version.to_string()),
             token: Mutex::new(None),
+            number_fields: BTreeSet::new(),
         }
+    }
+
+    /// Send these fields' values as JSON numbers (Salesforce refuses a string in a Number field).
+    pub fn with_number_fields<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.number_fields = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The JSON for each field value (see the module docs).
+    fn typed<'a>(&self, fields: &'a Fields) -> BTreeMap<&'a str, Box<RawValue>> {
+        fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), self.typed_value(name, value)))
+            .collect()
+    }
+
+    fn typed_value(&self, name: &str, value: &str) -> Box<RawValue> {
+        let raw = if value.is_empty() {
+            "null".to_string()
+        } else {
+            match Decimal::from_str(value) {
+                // The decimal's own text is a valid JSON number and never passes through a float.
+                Ok(number) if self.number_fields.contains(name) => number.to_string(),
+                // Not a number after all: let Salesforce's refusal name the field.
+                _ => Value::String(value.to_string()).to_string(),
+            }
+        };
+        RawValue::from_string(raw).expect("a JSON number, string or null")
     }
 
     async fn token(&self) -> Result<Token, CallError> {
@@ -126,7 +184,7 @@ impl SalesforceClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&str>,
     ) -> Result<(StatusCode, Value), CallError> {
         let mut renewed = false;
         loop {
@@ -142,7 +200,9 @@ impl SalesforceClient {
                 )
                 .bearer_auth(token.access.expose());
             if let Some(body) = body {
-                req = req.json(body);
+                req = req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.to_string());
             }
             let response = req.send().await.map_err(|e| CallError::transport(&e))?;
             let status = response.status();
@@ -167,32 +227,33 @@ impl SalesforceClient {
 
     /// `PATCH /sobjects/{type}/{id}`.
     pub async fn update(&self, sobject: &str, id: &str, fields: &Fields) -> Result<(), CallError> {
+        let body = to_json(&self.typed(fields));
         self.call(
             Method::PATCH,
             &format!("/sobjects/{sobject}/{id}"),
-            Some(&json!(fields)),
+            Some(&body),
         )
         .await
         .map(|_| ())
     }
 
-    /// `PATCH /composite/sobjects` with `allOrNone: false` (≤ 200 records). Returns the per-record
-    /// errors by id; records not listed were saved.
+    /// `PATCH /composite/sobjects` with `allOrNone: false` (≤ 200 records, ≤ 10 type chunks: the
+    /// caller groups records by type). Returns the per-record errors by id; records not listed
+    /// were saved.
     pub async fn composite_update(
         &self,
         records: &[(String, String, Fields)],
     ) -> Result<BTreeMap<String, CallError>, CallError> {
-        let body = json!({
-            "allOrNone": false,
-            "records": records.iter().map(|(sobject, id, fields)| {
-                let mut r = serde_json::Map::new();
-                r.insert("attributes".into(), json!({"type": sobject}));
-                r.insert("id".into(), json!(id));
-                for (k, v) in fields {
-                    r.insert(k.clone(), json!(v));
-                }
-                Value::Object(r)
-            }).collect::<Vec<_>>()
+        let body = to_json(&Collection {
+            all_or_none: false,
+            records: records
+                .iter()
+                .map(|(sobject, id, fields)| CollectionRecord {
+                    attributes: Attributes { kind: sobject },
+                    id,
+                    fields: self.typed(fields),
+                })
+                .collect(),
         });
         let (_, results) = self
             .call(Method::PATCH, "/composite/sobjects", Some(&body))
@@ -231,24 +292,78 @@ impl SalesforceClient {
 
     /// `POST /sobjects/{Event__e}/`.
     pub async fn publish_event(&self, event: &str, fields: &Value) -> Result<(), CallError> {
-        self.call(Method::POST, &format!("/sobjects/{event}/"), Some(fields))
-            .await
-            .map(|_| ())
+        self.call(
+            Method::POST,
+            &format!("/sobjects/{event}/"),
+            Some(&fields.to_string()),
+        )
+        .await
+        .map(|_| ())
     }
 
-    /// Field names of an sObject (`describe`).
-    pub async fn describe(&self, sobject: &str) -> Result<Vec<String>, CallError> {
+    /// The fields of an sObject as `describe` reports them.
+    pub async fn describe(&self, sobject: &str) -> Result<Vec<DescribedField>, CallError> {
         let (_, body) = self
             .call(Method::GET, &format!("/sobjects/{sobject}/describe"), None)
             .await?;
+        let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(String::from);
         Ok(body
             .get("fields")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|f| f.get("name").and_then(Value::as_str).map(String::from))
+            .filter_map(|f| {
+                Some(DescribedField {
+                    name: text(f, "name")?,
+                    kind: text(f, "type").unwrap_or_default(),
+                    picklist_values: f
+                        .get("picklistValues")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|v| v.get("active").and_then(Value::as_bool) != Some(false))
+                        .filter_map(|v| text(v, "value"))
+                        .collect(),
+                })
+            })
             .collect())
     }
+}
+
+/// One field of a `describe` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedField {
+    pub name: String,
+    /// `string`, `double`, `datetime`, `picklist`, …
+    pub kind: String,
+    /// The active values of a pick-list.
+    pub picklist_values: Vec<String>,
+}
+
+/// An sObject Collections update body.
+#[derive(Serialize)]
+struct Collection<'a> {
+    #[serde(rename = "allOrNone")]
+    all_or_none: bool,
+    records: Vec<CollectionRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct CollectionRecord<'a> {
+    attributes: Attributes<'a>,
+    id: &'a str,
+    #[serde(flatten)]
+    fields: BTreeMap<&'a str, Box<RawValue>>,
+}
+
+#[derive(Serialize)]
+struct Attributes<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+fn to_json(body: &impl Serialize) -> String {
+    serde_json::to_string(body).expect("strings, numbers and nulls always serialise")
 }
 
 /// Salesforce errors are arrays of `{"message","errorCode","fields"}` (`statusCode` in collections).
@@ -287,5 +402,48 @@ fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, text: &str
     CallError::Permanent {
         status: Some(status.as_u16()),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_version_is_read_in_either_spelling() {
+        for spelling in ["62.0", "v62.0", " 62.0 ", "62", "v62"] {
+            assert_eq!(
+                version_segment(spelling).as_deref(),
+                Some("v62.0"),
+                "{spelling:?}"
+            );
+        }
+        for wrong in ["", "v", "latest", "62.0.1", "6a.0", "v62.", "62 .0"] {
+            assert_eq!(version_segment(wrong), None, "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_keep_their_decimal_text_and_empty_values_become_null() {
+        let client = SalesforceClient::new(
+            reqwest::Client::new(),
+            "https://example.my.salesforce.com",
+            "id",
+            Secret::new("secret"),
+            "62.0",
+        )
+        .with_number_fields(["Amount__c"]);
+        let fields: Fields = [
+            ("Amount__c", "12345678901234567.10"),
+            ("Code__c", "00042"),
+            ("Hold__c", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            to_json(&client.typed(&fields)),
+            r#"{"Amount__c":12345678901234567.10,"Code__c":"00042","Hold__c":null}"#
+        );
     }
 }

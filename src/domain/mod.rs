@@ -3,6 +3,7 @@
 
 pub mod crm;
 pub mod email;
+pub mod reward;
 pub mod stage;
 
 pub use crm::{Crm, RecordKind};

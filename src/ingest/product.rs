@@ -206,8 +206,13 @@ fn partner_data(data: &Fields, email_required: bool) -> Result<PartnerData, Prod
             .ok_or_else(|| data.invalid("kind", "must be one of customer, partner, creator"))?,
         None => PartnerKind::default(),
     };
+    // Signup events call the code `referral_code`; senders reuse that name here too.
+    let code = match (data.present("code"), data.present("referral_code")) {
+        (None, Some(_)) => "referral_code",
+        _ => "code",
+    };
     Ok(PartnerData {
-        code: data.code("code")?,
+        code: data.code(code)?,
         email,
         name: data.optional_string("name")?,
         company_domain: data
@@ -490,6 +495,16 @@ mod tests {
         };
         assert_eq!(data.kind, PartnerKind::Partner);
         assert_eq!(data.email, None);
+        // Named as signup events name it.
+        let aliased = parse_product_event(&event(
+            "partner.joined",
+            serde_json::json!({"referral_code": "X2"}),
+        ))
+        .unwrap();
+        let ProductPayload::PartnerJoined(data) = aliased.payload else {
+            panic!("wrong payload");
+        };
+        assert_eq!(data.code, "X2");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The delivery worker: claims due CRM records by lease, merges each record's pending property
-//! updates into one, sends them in batches (HubSpot ≤ 100, Salesforce ≤ 200 per call) under the
-//! per-account rate limit, and records each outcome — delivered, retry later, or dead with the
-//! CRM's error. No transaction is open during an HTTP call; a worker whose lease ran out cannot
-//! complete a record (the store fences every finish).
+//! updates into one, sends them in batches (HubSpot ≤ 100 of one object type, Salesforce ≤ 200
+//! grouped into ≤ 10 sObject-type chunks per call) under the per-account rate limit, and records
+//! each outcome — delivered, retry later, or dead with the CRM's error. No transaction is open
+//! during an HTTP call; a worker whose lease ran out cannot complete a record (the store fences
+//! every finish).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -18,6 +19,7 @@ use super::limiter::RollingLimiter;
 use super::retry::next_delay;
 use crate::clock::{Millis, SharedClock};
 use crate::config::Settings;
+use crate::crm::fields::{referral_fields, ValueKind};
 use crate::crm::hubspot::{self, HubSpotClient};
 use crate::crm::salesforce::{self, SalesforceClient};
 use crate::crm::{http_client, CallError};
@@ -101,6 +103,10 @@ impl OutboxWorker {
         });
         let sf = &settings.salesforce;
         let salesforce = (!sf.login_url.is_empty() && !sf.client_id.is_empty()).then(|| {
+            let numbers = referral_fields(&sf.fields)
+                .into_iter()
+                .filter(|f| f.kind == ValueKind::Number)
+                .map(|f| f.name.to_string());
             SalesforceClient::new(
                 http,
                 &sf.login_url,
@@ -108,6 +114,7 @@ impl OutboxWorker {
                 sf.client_secret.clone(),
                 &sf.api_version,
             )
+            .with_number_fields(numbers)
         });
         let inner = Inner {
             id: format!("outbox-{}", uuid::Uuid::new_v4().simple()),
@@ -162,28 +169,15 @@ impl OutboxWorker {
                 report.calls += calls;
                 to_send.extend(still_to_send);
             }
-            let group = to_send;
-            let limit = if crm == "hubspot" {
-                hubspot::BATCH_LIMIT
+            // HubSpot batches are per object type; a Salesforce collection may mix types, but
+            // each change of type starts a new chunk and a request may hold at most 10 chunks.
+            let (records, types) = if crm == "hubspot" {
+                (hubspot::BATCH_LIMIT, 1)
             } else {
-                salesforce::BATCH_LIMIT
+                (salesforce::BATCH_LIMIT, salesforce::MAX_CHUNKS)
             };
-            // HubSpot batches are per object type; Salesforce collections may mix types.
-            let mut by_call: BTreeMap<String, Vec<Segment>> = BTreeMap::new();
-            for s in group {
-                let key = if crm == "hubspot" {
-                    s.object_type.clone()
-                } else {
-                    String::new()
-                };
-                by_call.entry(key).or_default().push(s);
-            }
-            for (_, segs) in by_call {
-                let mut segs = segs.into_iter().peekable();
-                while segs.peek().is_some() {
-                    let chunk: Vec<Segment> = segs.by_ref().take(limit).collect();
-                    report.calls += self.send_updates(&crm, &account, chunk).await?;
-                }
+            for call in calls(to_send, records, types) {
+                report.calls += self.send_updates(&crm, &account, call).await?;
             }
         }
         for s in singles {
@@ -621,6 +615,33 @@ fn jitter_seed() -> u64 {
     )
 }
 
+/// Pack segments into calls of at most `max_records` records and `max_types` object types,
+/// grouped by type (each record appears once, so their order across records is free).
+fn calls(mut segments: Vec<Segment>, max_records: usize, max_types: usize) -> Vec<Vec<Segment>> {
+    // Stable: within a type, records keep their claim order.
+    segments.sort_by(|a, b| a.object_type.cmp(&b.object_type));
+    let mut calls: Vec<Vec<Segment>> = Vec::new();
+    let mut types = 0;
+    for s in segments {
+        let new_type = calls
+            .last()
+            .and_then(|call| call.last())
+            .is_none_or(|last| last.object_type != s.object_type);
+        let full = calls
+            .last()
+            .is_none_or(|call| call.len() == max_records || (new_type && types == max_types));
+        if full {
+            calls.push(Vec::new());
+            types = 0;
+        }
+        if full || new_type {
+            types += 1;
+        }
+        calls.last_mut().expect("a call was just started").push(s);
+    }
+    calls
+}
+
 /// Split claimed records into merged property updates (grouped by CRM account) and single writes.
 #[allow(clippy::type_complexity)]
 fn segments(
@@ -735,6 +756,71 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn segment(object_type: &str, n: usize) -> Segment {
+        Segment {
+            head_id: n as i64,
+            lease_until: 0,
+            in_doubt: false,
+            attempts: 0,
+            crm: "salesforce".into(),
+            account: String::new(),
+            object_type: object_type.into(),
+            object_id: n.to_string(),
+            kind: "update_properties".into(),
+            payload: Value::Null,
+            row_ids: vec![n as i64],
+        }
+    }
+
+    fn shape(calls: &[Vec<Segment>]) -> Vec<Vec<String>> {
+        calls
+            .iter()
+            .map(|call| call.iter().map(|s| s.object_type.clone()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn calls_group_records_by_type_within_the_record_and_type_limits() {
+        let alternating: Vec<Segment> = (0..6)
+            .map(|n| segment(if n % 2 == 0 { "Contact" } else { "Opportunity" }, n))
+            .collect();
+        let packed = calls(alternating, 200, 10);
+        assert_eq!(
+            shape(&packed),
+            [[
+                "Contact",
+                "Contact",
+                "Contact",
+                "Opportunity",
+                "Opportunity",
+                "Opportunity"
+            ]]
+        );
+        // Within a type, records keep their order.
+        let ids: Vec<&str> = packed[0].iter().map(|s| s.object_id.as_str()).collect();
+        assert_eq!(ids, ["0", "2", "4", "1", "3", "5"]);
+
+        // Twelve types of one record each: ten chunks, then the rest.
+        let many: Vec<Segment> = (0..12)
+            .map(|n| segment(&format!("T{n:02}__c"), n))
+            .collect();
+        let sizes: Vec<usize> = calls(many, 200, 10).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 2]);
+
+        let one_type: Vec<Segment> = (0..250).map(|n| segment("Contact", n)).collect();
+        let sizes: Vec<usize> = calls(one_type, 200, 10).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [200, 50]);
+
+        // HubSpot: one object type per batch.
+        let mixed: Vec<Segment> = (0..3)
+            .map(|n| segment(if n == 1 { "deal" } else { "contact" }, n))
+            .collect();
+        assert_eq!(
+            shape(&calls(mixed, 100, 1)),
+            [vec!["contact", "contact"], vec!["deal"]]
+        );
     }
 
     #[test]

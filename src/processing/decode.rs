@@ -118,7 +118,13 @@ pub fn decode(event: &InboxEvent, names: &GuardedNames) -> Result<Decoded, Decod
         .map_err(|e| DecodeError(format!("stored payload is not JSON: {e}")))?;
     let changes = match event.source.as_str() {
         "hubspot" => decode_hubspot(&event.event_type, &json, names)?,
-        "hubspot-api" => decode_hubspot_snapshot(&event.event_type, &json, names)?,
+        "hubspot-api" => {
+            let requested = event
+                .object_key
+                .as_deref()
+                .and_then(|key| key.rsplit(':').next());
+            decode_hubspot_snapshot(&event.event_type, &json, requested, names)?
+        }
         "salesforce" => {
             let account = str_field(&json, "organization_id").unwrap_or_default();
             let sobject = str_field(&json, "sobject_type").unwrap_or_default();
@@ -235,10 +241,8 @@ fn decode_hubspot(
             .into_iter()
             .collect(),
         "merge" => {
-            let primary = str_field(e, "primaryObjectId")
-                .or_else(|| str_field(e, "newObjectId"))
-                .or(object_id);
-            let merged_ids = e
+            let primary = str_field(e, "primaryObjectId").or(object_id);
+            let mut merged_ids: Vec<String> = e
                 .get("mergedObjectIds")
                 .and_then(Value::as_array)
                 .map(|ids| {
@@ -251,13 +255,29 @@ fn decode_hubspot(
                         .collect()
                 })
                 .unwrap_or_default();
-            primary
-                .map(|p| CrmChange::Merged {
-                    primary: record(p),
-                    merged_ids,
-                })
-                .into_iter()
-                .collect()
+            // "In some cases a new object is created from the result of a merge": then the new
+            // object survives, and the primary is merged into it like the others.
+            let created = str_field(e, "newObjectId").filter(|new| Some(new) != primary.as_ref());
+            let survivor = match (created.clone(), primary) {
+                (Some(new), primary) => {
+                    merged_ids.extend(primary);
+                    new
+                }
+                (None, Some(primary)) => primary,
+                (None, None) => return Ok(Vec::new()),
+            };
+            merged_ids.retain(|id| *id != survivor);
+            let mut changes = vec![CrmChange::Merged {
+                primary: record(survivor.clone()),
+                merged_ids,
+            }];
+            // Nothing is known yet about a record the merge created: read it.
+            if created.is_some() {
+                changes.push(CrmChange::NeedsRead {
+                    record: record(survivor),
+                });
+            }
+            changes
         }
         "propertyChange" => {
             let Some(id) = object_id else {
@@ -402,10 +422,12 @@ fn decode_hubspot_workflow(e: &Value, names: &GuardedNames) -> Vec<CrmChange> {
 }
 
 /// A record read back from the HubSpot API (`contact.snapshot` / `deal.snapshot`): `{"id",
-/// "properties", "associations": {"contacts": {"results": [{"id"}]}}}`.
+/// "properties", "associations": {"contacts": {"results": [{"id"}]}}}`. HubSpot answers a read
+/// of a merged-away id (`requested`) with the record it was merged into: that is a merge too.
 fn decode_hubspot_snapshot(
     event_type: &str,
     e: &Value,
+    requested: Option<&str>,
     names: &GuardedNames,
 ) -> Result<Vec<CrmChange>, DecodeError> {
     let object = event_type.split('.').next().unwrap_or_default();
@@ -415,7 +437,19 @@ fn decode_hubspot_snapshot(
     let id = str_field(e, "id").ok_or_else(|| DecodeError("snapshot without id".into()))?;
     let account = str_field(e, "portalId").unwrap_or_default();
     let record = hubspot_record(kind, id.clone(), &account);
-    let mut changes = snapshot_changes(kind, record, &hubspot_props(e.get("properties")), names);
+    let mut changes = Vec::new();
+    if let Some(merged) = requested.filter(|r| *r != id) {
+        changes.push(CrmChange::Merged {
+            primary: record.clone(),
+            merged_ids: vec![merged.to_string()],
+        });
+    }
+    changes.extend(snapshot_changes(
+        kind,
+        record,
+        &hubspot_props(e.get("properties")),
+        names,
+    ));
     if kind == RecordKind::Deal {
         let contacts = e
             .pointer("/associations/contacts/results")
@@ -702,5 +736,51 @@ mod tests {
         assert!(c
             .iter()
             .any(|x| matches!(x, CrmChange::Associate { person_id, .. } if person_id == "1")));
+    }
+
+    #[test]
+    fn a_merge_that_creates_a_record_makes_it_the_survivor_of_both() {
+        let created = changes(&event(
+            "hubspot",
+            "contact.merge",
+            r#"{"objectId":11,"primaryObjectId":11,"mergedObjectIds":[12],"newObjectId":13,"portalId":62515}"#,
+        ));
+        let kept = changes(&event(
+            "hubspot",
+            "deal.merge",
+            r#"{"objectId":21,"primaryObjectId":21,"mergedObjectIds":[22],"newObjectId":21}"#,
+        ));
+
+        assert!(matches!(&created[0],
+            CrmChange::Merged { primary, merged_ids } if primary.id == "13" && primary.account == "62515" && merged_ids == &["12", "11"]));
+        assert!(matches!(&created[1], CrmChange::NeedsRead { record } if record.id == "13"));
+        assert_eq!(created.len(), 2);
+        assert_eq!(
+            kept,
+            vec![CrmChange::Merged {
+                primary: hubspot_record(RecordKind::Deal, "21".into(), ""),
+                merged_ids: vec!["22".into()],
+            }]
+        );
+    }
+
+    #[test]
+    fn a_read_answered_by_another_record_is_a_merge_into_it() {
+        let mut e = event(
+            "hubspot-api",
+            "contact.snapshot",
+            r#"{"id":"13","properties":{"email":"a@x.io"}}"#,
+        );
+        e.object_key = Some("hubspot:contact:12".into());
+
+        let c = changes(&e);
+
+        assert!(matches!(&c[0],
+            CrmChange::Merged { primary, merged_ids } if primary.id == "13" && merged_ids == &["12"]));
+        assert!(
+            matches!(&c[1], CrmChange::Upsert { record, email: Some(m), .. } if record.id == "13" && m.as_str() == "a@x.io")
+        );
+        e.object_key = Some("hubspot:contact:13".into());
+        assert!(matches!(&changes(&e)[0], CrmChange::Upsert { .. }));
     }
 }

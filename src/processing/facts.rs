@@ -137,6 +137,7 @@ struct Batch<'a> {
     referrals: HashMap<String, KnownReferral>,
     referrer_markets: HashMap<String, Option<String>>,
     deals_of_merged_people: HashMap<(Crm, String), Vec<String>>,
+    people_of_merged_deals: HashMap<(Crm, String), Vec<String>>,
     // To write.
     referrers: BTreeMap<String, ReferrerUpsert>,
     new_referrals: Vec<NewReferral>,
@@ -164,6 +165,7 @@ impl<'a> Batch<'a> {
         let mut emails: Vec<&str> = Vec::new();
         let mut codes: Vec<&str> = Vec::new();
         let mut merged_people: HashMap<Crm, Vec<&str>> = HashMap::new();
+        let mut merged_deals: HashMap<Crm, Vec<&str>> = HashMap::new();
         for d in decoded.iter().flatten() {
             match d {
                 Decoded::Crm { changes, .. } => {
@@ -173,10 +175,13 @@ impl<'a> Batch<'a> {
                             CrmChange::Merged {
                                 primary,
                                 merged_ids,
-                            } if primary.kind == RecordKind::Person => merged_people
-                                .entry(primary.crm)
-                                .or_default()
-                                .extend(merged_ids.iter().map(String::as_str)),
+                            } => match primary.kind {
+                                RecordKind::Person => &mut merged_people,
+                                RecordKind::Deal => &mut merged_deals,
+                            }
+                            .entry(primary.crm)
+                            .or_default()
+                            .extend(merged_ids.iter().map(String::as_str)),
                             _ => {}
                         }
                     }
@@ -235,6 +240,15 @@ impl<'a> Batch<'a> {
                     .push(deal_id);
             }
         }
+        let mut people_of_merged_deals: HashMap<(Crm, String), Vec<String>> = HashMap::new();
+        for (crm, ids) in merged_deals {
+            for (deal_id, person_id) in tx.people_of_deals(crm, &ids).await? {
+                people_of_merged_deals
+                    .entry((crm, deal_id))
+                    .or_default()
+                    .push(person_id);
+            }
+        }
         Ok(Batch {
             settings,
             now,
@@ -243,6 +257,7 @@ impl<'a> Batch<'a> {
             referrals,
             referrer_markets,
             deals_of_merged_people,
+            people_of_merged_deals,
             referrers: BTreeMap::new(),
             new_referrals: Vec::new(),
             fills: BTreeMap::new(),
@@ -540,8 +555,9 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Merged records point at the survivor; a merged person's deals are associated with the
-    /// survivor. Which first touch the survivor keeps is the reconcile step's decision.
+    /// Merged records point at the survivor; a merged person's deals, and a merged deal's people,
+    /// are associated with the survivor. Which first touch the survivor keeps, and the merged
+    /// deal's rewards, are the reconcile step's to settle.
     fn merged(&mut self, primary: &RecordRef, merged_ids: &[String], at: Millis) {
         let survivor = primary.key();
         self.facts(primary, RecordFacts::new(&survivor));
@@ -554,14 +570,19 @@ impl<'a> Batch<'a> {
                     ..RecordFacts::new(&merged)
                 },
             );
-            if primary.kind == RecordKind::Person {
-                let deals = self
-                    .deals_of_merged_people
-                    .get(&(primary.crm, id.clone()))
-                    .cloned()
-                    .unwrap_or_default();
-                for deal_id in deals {
-                    self.associate(primary.crm, deal_id, primary.id.clone(), false, at);
+            let key = (primary.crm, id.clone());
+            match primary.kind {
+                RecordKind::Person => {
+                    let deals = self.deals_of_merged_people.get(&key).cloned();
+                    for deal_id in deals.unwrap_or_default() {
+                        self.associate(primary.crm, deal_id, primary.id.clone(), false, at);
+                    }
+                }
+                RecordKind::Deal => {
+                    let people = self.people_of_merged_deals.get(&key).cloned();
+                    for person_id in people.unwrap_or_default() {
+                        self.associate(primary.crm, primary.id.clone(), person_id, false, at);
+                    }
                 }
             }
         }

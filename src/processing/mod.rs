@@ -138,6 +138,7 @@ impl InboxProcessor {
         let mut tx = self.store.begin().await?;
         let events = self.pending(&mut tx).await?;
         if events.is_empty() {
+            tx.rollback().await?;
             return Ok(0);
         }
         let applied = match facts::apply(&mut tx, &self.settings, &self.names, &events, now).await {
@@ -145,12 +146,16 @@ impl InboxProcessor {
                 tx.commit().await?;
                 applied
             }
-            Err(e) if blames_the_input(&e) => {
-                drop(tx);
+            Err(e) => {
+                // Released now, not when the connection is next used: its partitions stay locked
+                // until then.
+                tx.rollback().await?;
+                if !blames_the_input(&e) {
+                    return Err(e);
+                }
                 tracing::warn!(error = ?e, events = events.len(), "a batch was refused; applying its events one by one");
                 return self.apply_facts_one_by_one().await;
             }
-            Err(e) => return Err(e),
         };
         for outcome in &applied.outcomes {
             metrics::counter!("inbox_processed_total", "status" => outcome.status.as_str())
@@ -197,7 +202,10 @@ impl InboxProcessor {
                     tx.set_outcomes(&[failed], now).await?;
                     metrics::counter!("inbox_processed_total", "status" => "failed").increment(1);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Err(e);
+                }
             }
         }
         tx.commit().await?;
@@ -211,11 +219,13 @@ impl InboxProcessor {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         if !tx.try_lock_reconcile().await? {
+            tx.rollback().await?;
             return Ok(0);
         }
         let batch = i64::from(self.settings.processing.batch_events);
         let rechecks = tx.due_rechecks(now, batch).await?;
         if rechecks.is_empty() {
+            tx.rollback().await?;
             return Ok(0);
         }
         let done = match reconcile::round(&mut tx, &self.settings, &rechecks, now).await {
@@ -223,12 +233,14 @@ impl InboxProcessor {
                 tx.commit().await?;
                 done
             }
-            Err(e) if blames_the_input(&e) => {
-                drop(tx);
+            Err(e) => {
+                tx.rollback().await?;
+                if !blames_the_input(&e) {
+                    return Err(e);
+                }
                 tracing::warn!(error = ?e, "a reconcile round failed; rechecking one by one");
                 return self.reconcile_one_by_one().await;
             }
-            Err(e) => return Err(e),
         };
         metrics::counter!("reconcile_rechecks_total").increment(done.rechecks as u64);
         metrics::counter!("reconcile_failures_total").increment(done.failures.len() as u64);
@@ -246,6 +258,7 @@ impl InboxProcessor {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         if !tx.try_lock_reconcile().await? {
+            tx.rollback().await?;
             return Ok(0);
         }
         let batch = i64::from(self.settings.processing.batch_events);
@@ -270,7 +283,10 @@ impl InboxProcessor {
                     .await?;
                     tx.delete_rechecks(&[recheck.id]).await?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Err(e);
+                }
             }
         }
         tx.commit().await?;

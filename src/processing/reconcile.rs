@@ -179,6 +179,8 @@ struct State<'a> {
     audits: Vec<AuditRecord>,
     /// Restores, in guard order (context writes are added before them).
     outbox: Vec<NewOutbox>,
+    /// Deals merged into each surviving deal this round looked at.
+    merged_deals: HashMap<RecordKey, Vec<RecordKey>>,
 }
 
 impl<'a> State<'a> {
@@ -192,6 +194,7 @@ impl<'a> State<'a> {
             links: BTreeMap::new(),
             audits: Vec::new(),
             outbox: Vec::new(),
+            merged_deals: HashMap::new(),
         }
     }
 
@@ -567,6 +570,7 @@ impl<'a> State<'a> {
         self.load_referrals(tx, carried.iter().map(String::as_str), [])
             .await?;
         let merged = self.merged_into(tx, deals).await?;
+        self.merged_deals = merged.clone();
         for _ in 0..=deals.len() {
             let mut changed = false;
             for key in deals {
@@ -799,6 +803,33 @@ impl<'a> State<'a> {
         tx: &mut Tx,
         deals: &[RecordKey],
     ) -> Result<Vec<(RecordKey, String)>, StoreError> {
+        // A merged deal's rewards follow it into its survivor (unless the survivor has its own),
+        // so winning the survivor again earns nothing twice.
+        let mut moved = Vec::new();
+        for survivor in deals {
+            for merged in self.merged_deals.get(survivor).into_iter().flatten() {
+                for reward in tx
+                    .move_deal_rewards(
+                        &survivor.crm,
+                        &merged.object_id,
+                        &survivor.object_id,
+                        self.now,
+                    )
+                    .await?
+                {
+                    moved.push(AuditRecord {
+                        actor: "system".into(),
+                        action: "reward_moved".into(),
+                        entity_type: "reward".into(),
+                        entity_id: reward.id,
+                        old_value: Some(merged.object_id.clone()),
+                        new_value: Some(survivor.object_id.clone()),
+                        reason: Some("the deal was merged".into()),
+                    });
+                }
+            }
+        }
+        tx.audit_all(&moved, self.now).await?;
         let with_rewards: HashSet<(String, String)> =
             tx.deals_with_rewards(deals).await?.into_iter().collect();
         let codes: BTreeSet<String> = deals

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::clock::{Millis, DAY};
 use crate::config::{FraudSettings, ProgramSettings, RewardRule, TierSettings};
+pub use crate::domain::reward::Beneficiary;
 
 const SELF_REFERRAL: &str = "self_referral";
 const SHARED_IP: &str = "shared_ip";
@@ -67,23 +68,6 @@ pub struct ReferrerFacts {
     /// Referrals by this referrer within `fraud.velocity_window_days` before this referral's
     /// first touch, including this one.
     pub referrals_in_velocity_window: u32,
-}
-
-/// Who a reward is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Beneficiary {
-    Referrer,
-    Referee,
-}
-
-impl Beneficiary {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Referrer => "referrer",
-            Self::Referee => "referee",
-        }
-    }
 }
 
 /// The status a new reward starts in.
@@ -310,6 +294,14 @@ pub fn evaluate(
         decisions.push(decide(&shared, Beneficiary::Referee, rule, None, None));
     }
     Evaluation::Rewards(decisions)
+}
+
+/// Whether a stored [`RewardDecision::calculation`] arrived at an amount. One that could not (no
+/// FX rate, no deal amount, an overflow) records 0.00 with no base amount, and that 0.00 is not a
+/// reward anyone was promised.
+pub fn amount_computed(calculation: &str) -> bool {
+    serde_json::from_str::<Value>(calculation)
+        .map_or(true, |c| !c.get("base_amount").is_some_and(Value::is_null))
 }
 
 /// The fraud flags raised for this referral, in a fixed order: `self_referral`, `shared_ip`,

@@ -3,14 +3,15 @@
 //! their time comes (driven by the injected clock), and apply admin decisions. Every change is
 //! audited and queues its CRM writes in the same transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::calculate::{self, DealFacts, Evaluation, InitialStatus, RefereeFacts, ReferrerFacts};
 use crate::clock::{to_rfc3339, Millis, DAY};
-use crate::config::{ProgramSettings, Settings};
+use crate::config::{CrmFieldNames, ProgramSettings, Settings};
+use crate::domain::reward::{Beneficiary, RewardStatus};
 use crate::domain::stage::CanonicalStage;
 use crate::store::{
     CrmRecord, NewAudit, NewOutbox, NewReward, Referral, Reward, Store, StoreError, Tx,
@@ -207,6 +208,7 @@ async fn evaluate(
             .await?;
         }
         Evaluation::Rewards(decisions) => {
+            let mut to_review = false;
             for d in decisions {
                 let status = match d.status {
                     InitialStatus::Pending => "pending",
@@ -238,6 +240,7 @@ async fn evaluate(
                     hold_until: Some(d.hold_until),
                 };
                 if let Some(created) = tx.insert_reward(&new, now).await? {
+                    to_review |= created.status == RewardStatus::NeedsReview.as_str();
                     let why = created.review_reason.clone();
                     record(
                         tx,
@@ -251,6 +254,11 @@ async fn evaluate(
                     )
                     .await?;
                 }
+            }
+            // Sales sees why the deal shows a status and no amount (or an amount not yet due).
+            if to_review && deal.crm == "hubspot" {
+                let summary = deal_summary(tx, deal, "Referral reward needs review").await?;
+                tx.enqueue(&note(deal, &summary, now), now).await?;
             }
         }
     }
@@ -266,7 +274,7 @@ pub async fn release_holds(
 ) -> Result<usize, StoreError> {
     let mut tx = store.begin().await?;
     let due = tx.due_holds(now, 500).await?;
-    let mut released = 0;
+    let mut released = Vec::new();
     for r in due {
         let Some(r) = tx
             .transition_reward(&r.id, &["pending"], "eligible", None, None, now)
@@ -274,7 +282,6 @@ pub async fn release_holds(
         else {
             continue;
         };
-        released += 1;
         let deal = deal_record(&mut tx, &r).await?;
         record(
             &mut tx,
@@ -287,11 +294,20 @@ pub async fn release_holds(
             now,
         )
         .await?;
-        tx.enqueue(&eligibility_announcement(settings, &deal, &r, now), now)
-            .await?;
+        released.push((deal, r));
+    }
+    // Announced once every due reward has moved, so a deal's note shows both sides as they are.
+    let mut noted = HashSet::new();
+    for (deal, r) in &released {
+        if deal.crm == "hubspot" && !noted.insert(deal.key()) {
+            continue;
+        }
+        let announcement =
+            announcement(&mut tx, settings, deal, r, "Referral reward eligible", now).await?;
+        tx.enqueue(&announcement, now).await?;
     }
     tx.commit().await?;
-    Ok(released)
+    Ok(released.len())
 }
 
 /// Release due holds every `HOLD_TICK` until shutdown. Holds are stored as due times, so nothing
@@ -399,12 +415,17 @@ pub async fn decide(
         &mut tx, settings, &deal, &updated, action, actor, reason, now,
     )
     .await?;
-    if decision == Decision::Approve && current.status == "needs_review" {
-        tx.enqueue(
-            &eligibility_announcement(settings, &deal, &updated, now),
+    if decision == Decision::Approve && current.status == RewardStatus::NeedsReview.as_str() {
+        let announcement = announcement(
+            &mut tx,
+            settings,
+            &deal,
+            &updated,
+            "Referral reward approved",
             now,
         )
         .await?;
+        tx.enqueue(&announcement, now).await?;
     }
     tx.commit().await?;
     Ok(updated)
@@ -454,21 +475,75 @@ async fn record(
     )
     .await?;
     metrics::counter!("reward_transitions_total", "action" => action.to_string()).increment(1);
-    if r.beneficiary == "referrer" {
-        tx.enqueue(&reward_properties(settings, deal, r), now)
-            .await?;
+    match r.beneficiary.parse::<Beneficiary>() {
+        Ok(Beneficiary::Referrer) => {
+            tx.enqueue(&reward_properties(settings, deal, r), now)
+                .await?;
+        }
+        Ok(Beneficiary::Referee) => {
+            for contact in referee_contacts(tx, &deal.crm, &r.referral_id).await? {
+                tx.enqueue(&referee_properties(settings, &contact, r), now)
+                    .await?;
+            }
+        }
+        Err(_) => {}
     }
     Ok(())
+}
+
+/// The amount and currency to show for a reward; `None` while it has no amount (see
+/// [`calculate::amount_computed`]): a 0.00 there would read as "no reward".
+fn shown_amount(r: &Reward) -> Option<(&str, &str)> {
+    calculate::amount_computed(&r.calculation).then_some((r.amount.as_str(), r.currency.as_str()))
+}
+
+/// The referee's contacts in `crm`: the people the referral is attributed to (Salesforce
+/// Contacts, not Leads, which carry no reward fields).
+async fn referee_contacts(
+    tx: &mut Tx,
+    crm: &str,
+    referral_id: &str,
+) -> Result<Vec<CrmRecord>, StoreError> {
+    Ok(tx
+        .records_linked_to(referral_id)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.crm == crm
+                && matches!(c.object_type.as_str(), "contact" | "Contact")
+                && c.merged_into.is_none()
+                && c.deleted_at.is_none()
+        })
+        .collect())
+}
+
+/// SPEC §5, two-sided rewards: the referee's reward status, amount and currency on their contact.
+pub fn referee_properties(settings: &Settings, contact: &CrmRecord, r: &Reward) -> NewOutbox {
+    let n = field_names(settings, &contact.crm);
+    let (amount, currency) = shown_amount(r).unwrap_or_default();
+    let properties: BTreeMap<String, String> = [
+        (n.referee_reward_status.clone(), r.status.clone()),
+        (n.referee_reward_amount.clone(), amount.to_string()),
+        (n.referee_reward_currency.clone(), currency.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    crate::attribution::writeback::update_properties(contact, &properties)
+}
+
+fn field_names<'a>(settings: &'a Settings, crm: &str) -> &'a CrmFieldNames {
+    if crm == "hubspot" {
+        &settings.hubspot.properties
+    } else {
+        &settings.salesforce.fields
+    }
 }
 
 /// SPEC §5 second row: reward status, amount, currency and hold end on the deal.
 pub fn reward_properties(settings: &Settings, deal: &CrmRecord, r: &Reward) -> NewOutbox {
     let hubspot = deal.crm == "hubspot";
-    let n = if hubspot {
-        &settings.hubspot.properties
-    } else {
-        &settings.salesforce.fields
-    };
+    let n = field_names(settings, &deal.crm);
+    let (amount, currency) = shown_amount(r).unwrap_or_default();
     let hold = r
         .hold_until
         .map(|h| {
@@ -481,8 +556,8 @@ pub fn reward_properties(settings: &Settings, deal: &CrmRecord, r: &Reward) -> N
         .unwrap_or_default();
     let properties: BTreeMap<String, String> = [
         (n.reward_status.clone(), r.status.clone()),
-        (n.reward_amount.clone(), r.amount.clone()),
-        (n.reward_currency.clone(), r.currency.clone()),
+        (n.reward_amount.clone(), amount.to_string()),
+        (n.reward_currency.clone(), currency.to_string()),
         (n.reward_hold_until.clone(), hold),
     ]
     .into_iter()
@@ -490,42 +565,39 @@ pub fn reward_properties(settings: &Settings, deal: &CrmRecord, r: &Reward) -> N
     crate::attribution::writeback::update_properties(deal, &properties)
 }
 
-/// SPEC §5 third row: a note on the HubSpot deal, or a Platform Event in Salesforce.
-fn eligibility_announcement(
+/// SPEC §5 third row: a note on the HubSpot deal, or a Platform Event in Salesforce, headed
+/// `headline` ("Referral reward eligible").
+async fn announcement(
+    tx: &mut Tx,
     settings: &Settings,
     deal: &CrmRecord,
     r: &Reward,
+    headline: &str,
     now: Millis,
-) -> NewOutbox {
-    let summary = format!(
-        "Referral reward eligible: {} {} for {} (referrer {}{}), deal {}.",
-        r.amount,
-        r.currency,
-        r.beneficiary,
-        r.referrer_code.as_deref().unwrap_or("unknown"),
-        r.tier
-            .as_deref()
-            .map(|t| format!(", tier {t}"))
-            .unwrap_or_default(),
-        r.deal_id
-    );
-    let (kind, payload) = if deal.crm == "hubspot" {
-        (CREATE_NOTE, json!({"body": summary, "timestamp": now}))
-    } else {
-        let event = settings
-            .salesforce
-            .fields
-            .reward_event
-            .clone()
-            .unwrap_or_else(|| "Referral_Reward__e".into());
-        (
-            PUBLISH_EVENT,
-            json!({"event": event, "fields": {
-                "Opportunity_Id__c": r.deal_id, "Beneficiary__c": r.beneficiary, "Status__c": r.status,
-                "Amount__c": r.amount, "Currency__c": r.currency, "Referrer_Code__c": r.referrer_code,
-                "Tier__c": r.tier, "Reward_Id__c": r.id, "Summary__c": summary}}),
-        )
-    };
+) -> Result<NewOutbox, StoreError> {
+    let summary = deal_summary(tx, deal, headline).await?;
+    if deal.crm == "hubspot" {
+        return Ok(note(deal, &summary, now));
+    }
+    let event = settings
+        .salesforce
+        .fields
+        .reward_event
+        .clone()
+        .unwrap_or_else(|| "Referral_Reward__e".into());
+    let (amount, currency) = shown_amount(r).unzip();
+    let payload = json!({"event": event, "fields": {
+        "Opportunity_Id__c": r.deal_id, "Beneficiary__c": r.beneficiary, "Status__c": r.status,
+        "Amount__c": amount, "Currency__c": currency, "Referrer_Code__c": r.referrer_code,
+        "Tier__c": r.tier, "Reward_Id__c": r.id, "Summary__c": summary}});
+    Ok(outbox_row(deal, PUBLISH_EVENT, payload))
+}
+
+fn note(deal: &CrmRecord, body: &str, now: Millis) -> NewOutbox {
+    outbox_row(deal, CREATE_NOTE, json!({"body": body, "timestamp": now}))
+}
+
+fn outbox_row(deal: &CrmRecord, kind: &str, payload: serde_json::Value) -> NewOutbox {
     NewOutbox {
         crm: deal.crm.clone(),
         account: deal.account.clone(),
@@ -534,4 +606,48 @@ fn eligibility_announcement(
         kind: kind.into(),
         payload: payload.to_string(),
     }
+}
+
+/// Both sides of the deal's referral reward in one sentence: who gets what, in which state, and
+/// why one waits for review, e.g. "Referral reward eligible on deal 2001: referrer ACME-7 (tier
+/// bronze) 3000.00 USD, eligible; referee ana@northwind.io credit 500.00 USD, eligible."
+async fn deal_summary(tx: &mut Tx, deal: &CrmRecord, headline: &str) -> Result<String, StoreError> {
+    let mut sides = Vec::new();
+    for r in tx.deal_rewards(&deal.crm, &deal.object_id).await? {
+        let who = match r.beneficiary.parse::<Beneficiary>() {
+            Ok(Beneficiary::Referee) => {
+                let email = tx
+                    .referral(&r.referral_id)
+                    .await?
+                    .map(|referral| referral.email);
+                format!("referee {}", email.as_deref().unwrap_or("unknown"))
+            }
+            _ => format!(
+                "referrer {}{}",
+                r.referrer_code.as_deref().unwrap_or("unknown"),
+                r.tier
+                    .as_deref()
+                    .map(|t| format!(" (tier {t})"))
+                    .unwrap_or_default()
+            ),
+        };
+        let what = match shown_amount(&r) {
+            Some((amount, currency)) if r.kind == "credit" => format!("credit {amount} {currency}"),
+            Some((amount, currency)) => format!("{amount} {currency}"),
+            None => "no amount yet".into(),
+        };
+        let state = match (
+            &r.review_reason,
+            r.status == RewardStatus::NeedsReview.as_str(),
+        ) {
+            (Some(why), true) => format!("needs review ({why})"),
+            _ => r.status.replace('_', " "),
+        };
+        sides.push(format!("{who} {what}, {state}"));
+    }
+    Ok(format!(
+        "{headline} on deal {}: {}.",
+        deal.object_id,
+        sides.join("; ")
+    ))
 }

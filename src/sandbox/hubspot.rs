@@ -1,6 +1,8 @@
 //! HubSpot side of the sandbox: the CRM v3 object, batch, notes and properties endpoints under
 //! `/crm/v3`, private-app Bearer auth, the rolling ten-second rate limit with its
-//! `X-HubSpot-RateLimit-*` headers, and HubSpot-shaped error bodies.
+//! `X-HubSpot-RateLimit-*` headers, and HubSpot-shaped error bodies. Properties are created and
+//! updated as the properties API does (type and field type must go together), and an
+//! enumeration property refuses a value that is not one of its options (`INVALID_OPTION`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -29,6 +31,8 @@ pub(super) struct Store {
     window: VecDeque<Millis>,
     pub(super) notes: Vec<Value>,
     next_id: u64,
+    /// Merged-away (type, id) → the id it was merged into.
+    merged: HashMap<(String, String), String>,
 }
 
 struct Object {
@@ -95,6 +99,71 @@ impl Store {
         object.contacts = contact_ids.iter().map(|c| (*c).to_string()).collect();
     }
 
+    /// The id a record lives under now: HubSpot answers a merged-away id with the record it was
+    /// merged into.
+    fn resolve(&self, object_type: &str, id: &str) -> String {
+        let mut id = id.to_string();
+        // Bounded: a merge never points back at an id that is still merged away.
+        for _ in 0..self.merged.len() {
+            match self.merged.get(&key(object_type, &id)) {
+                Some(into) => id = into.clone(),
+                None => break,
+            }
+        }
+        id
+    }
+
+    /// Merge `merged` into `primary` as HubSpot does, or, with `new_id`, both into a new record;
+    /// the primary's values win. Returns the surviving id.
+    pub(super) fn merge(
+        &mut self,
+        object_type: &str,
+        primary: &str,
+        merged: &[&str],
+        new_id: Option<&str>,
+        now: Millis,
+    ) -> String {
+        let object_type = canonical_type(object_type).unwrap_or(object_type);
+        let survivor = new_id.unwrap_or(primary).to_string();
+        let mut gone: Vec<String> = merged.iter().map(|id| (*id).to_string()).collect();
+        gone.extend(new_id.map(|_| primary.to_string()));
+        let mut properties = BTreeMap::new();
+        let mut contacts: Vec<String> = Vec::new();
+        for id in merged.iter().copied().chain([primary]) {
+            if let Some(old) = self.objects.get(&key(object_type, id)) {
+                properties.extend(old.properties.clone());
+                contacts.extend(old.contacts.iter().cloned());
+            }
+        }
+        contacts.sort();
+        contacts.dedup();
+        properties.insert("hs_merged_object_ids".into(), gone.join(";"));
+        for id in &gone {
+            self.objects.remove(&key(object_type, id));
+            self.merged.insert(key(object_type, id), survivor.clone());
+        }
+        let object = self
+            .objects
+            .entry(key(object_type, &survivor))
+            .or_insert_with(|| Object::new(now));
+        object.properties = properties;
+        object.contacts = contacts;
+        object.updated_at = now;
+        if object_type == "contacts" {
+            // Deals associated with a merged-away contact are now associated with the survivor.
+            for ((t, _), deal) in self.objects.iter_mut() {
+                if t == "deals" && deal.contacts.iter().any(|c| gone.contains(c)) {
+                    for c in deal.contacts.iter_mut().filter(|c| gone.contains(c)) {
+                        c.clone_from(&survivor);
+                    }
+                    deal.contacts.sort();
+                    deal.contacts.dedup();
+                }
+            }
+        }
+        survivor
+    }
+
     pub(super) fn object(&self, object_type: &str, id: &str) -> Option<BTreeMap<String, String>> {
         self.objects
             .get(&key(object_type, id))
@@ -107,6 +176,11 @@ impl Store {
             .get(object_type)
             .map(|props| props.iter().map(|(name, _)| name.clone()).collect())
             .unwrap_or_default()
+    }
+
+    pub(super) fn property_definition(&self, object_type: &str, name: &str) -> Option<Value> {
+        let object_type = canonical_type(object_type).unwrap_or(object_type);
+        self.property(object_type, name).cloned()
     }
 
     fn property(&self, object_type: &str, name: &str) -> Option<&Value> {
@@ -328,6 +402,9 @@ fn route(
         ("POST", ["properties", object_type]) => {
             create_property(inner, object_type_of(object_type)?, body, now)
         }
+        ("PATCH", ["properties", object_type, name]) => {
+            update_property(inner, object_type_of(object_type)?, name, body, now)
+        }
         _ => Err(not_found()),
     }
 }
@@ -375,7 +452,14 @@ fn properties_of(
                 "PROPERTY_DOESNT_EXIST",
             ));
         } else if let Value::String(s) = value {
-            out.insert(name.clone(), s.clone());
+            if let Some(problem) = store
+                .property(object_type, name)
+                .and_then(|definition| invalid_option(definition, s))
+            {
+                invalid.push(invalid_entry(name, &problem, "INVALID_OPTION"));
+            } else {
+                out.insert(name.clone(), s.clone());
+            }
         } else {
             invalid.push(invalid_entry(
                 name,
@@ -389,6 +473,34 @@ fn properties_of(
     } else {
         Err(invalid_properties(&invalid))
     }
+}
+
+/// Why `value` is not one of an enumeration property's options, as HubSpot words it; `None` when
+/// it is (or the property is not an enumeration). An empty value clears the property.
+fn invalid_option(definition: &Value, value: &str) -> Option<String> {
+    if definition.get("type").and_then(Value::as_str) != Some("enumeration") || value.is_empty() {
+        return None;
+    }
+    let allowed: Vec<&str> = definition
+        .get("options")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("value").and_then(Value::as_str))
+        .collect();
+    // A multiple-checkboxes property takes several options joined with `;`.
+    let multiple = definition.get("fieldType").and_then(Value::as_str) == Some("checkbox");
+    let chosen: Vec<&str> = if multiple {
+        value.split(';').collect()
+    } else {
+        vec![value]
+    };
+    chosen.into_iter().find(|v| !allowed.contains(v)).map(|v| {
+        format!(
+            "{v} was not one of the allowed options: [{}]",
+            allowed.join(", ")
+        )
+    })
 }
 
 /// Set `props` on an object (creating it if absent) and journal the write.
@@ -437,10 +549,11 @@ fn update(
 ) -> Result<Reply, Reply> {
     let body = parse_json(body)?;
     let props = properties_of(state, &inner.hubspot, object_type, body.get("properties"))?;
-    if !exists_or_creatable(state, inner, object_type, id) {
+    let id = inner.hubspot.resolve(object_type, id);
+    if !exists_or_creatable(state, inner, object_type, &id) {
         return Err(not_found());
     }
-    Ok(Reply::json(200, apply(inner, object_type, id, props, now)))
+    Ok(Reply::json(200, apply(inner, object_type, &id, props, now)))
 }
 
 fn singular_upper(object_type: &str) -> String {
@@ -491,6 +604,7 @@ fn batch_update(
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for (id, props) in parsed {
+        let id = inner.hubspot.resolve(object_type, &id);
         if exists_or_creatable(state, inner, object_type, &id) {
             results.push(apply(inner, object_type, &id, props, now));
         } else {
@@ -534,6 +648,7 @@ fn read(inner: &Inner, object_type: &str, id: &str, req: &HttpRequest) -> Result
             .map(str::to_string)
             .collect()
     };
+    let id = &inner.hubspot.resolve(object_type, id);
     let object = inner
         .hubspot
         .objects
@@ -772,6 +887,8 @@ fn create_property(
             "Invalid input JSON: '{field_type}' is not a valid fieldType; expected one of {FIELD_TYPES:?}"
         )));
     }
+    check_field_type(kind, field_type)?;
+    let options = options_of(body.get("options"))?;
     if inner.hubspot.property(object_type, name).is_some() {
         return Err(error(
             409,
@@ -786,7 +903,7 @@ fn create_property(
         "fieldType": field_type,
         "groupName": group,
         "description": body.get("description").and_then(Value::as_str).unwrap_or_default(),
-        "options": body.get("options").cloned().unwrap_or_else(|| json!([])),
+        "options": options,
         "displayOrder": body.get("displayOrder").and_then(Value::as_i64).unwrap_or(-1),
         "formField": body.get("formField").and_then(Value::as_bool).unwrap_or(false),
         "hasUniqueValue": body.get("hasUniqueValue").and_then(Value::as_bool).unwrap_or(false),
@@ -809,6 +926,112 @@ fn create_property(
         .or_default()
         .push((name.to_string(), property.clone()));
     Ok(Reply::json(201, property))
+}
+
+/// The field types HubSpot allows for each property type.
+fn check_field_type(kind: &str, field_type: &str) -> Result<(), Reply> {
+    let allowed: &[&str] = match kind {
+        "string" => &["text", "textarea", "html", "phonenumber", "file"],
+        "number" => &["number", "calculation_equation"],
+        "date" | "datetime" => &["date"],
+        "enumeration" => &["select", "radio", "checkbox", "booleancheckbox"],
+        "bool" => &["booleancheckbox"],
+        _ => &[],
+    };
+    if allowed.contains(&field_type) {
+        Ok(())
+    } else {
+        Err(validation(format!(
+            "Invalid input JSON: fieldType '{field_type}' is not valid for a property of type '{kind}'; expected one of {allowed:?}"
+        )))
+    }
+}
+
+/// The `options` of a property create or update: each needs a `label` and a unique `value`.
+fn options_of(options: Option<&Value>) -> Result<Value, Reply> {
+    let Some(options) = options else {
+        return Ok(json!([]));
+    };
+    let Some(options) = options.as_array() else {
+        return Err(validation(
+            "Invalid input JSON: \"options\" must be an array",
+        ));
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(options.len());
+    for (i, option) in options.iter().enumerate() {
+        let fields = required_strings(option, &["label", "value"], "OptionInput")?;
+        let value = fields[1];
+        if !seen.insert(value.to_string()) {
+            return Err(validation(format!(
+                "Invalid input JSON: duplicate option value '{value}'"
+            )));
+        }
+        out.push(json!({
+            "label": fields[0],
+            "value": value,
+            "displayOrder": option.get("displayOrder").and_then(Value::as_i64).unwrap_or(i as i64),
+            "hidden": option.get("hidden").and_then(Value::as_bool).unwrap_or(false),
+            "description": option.get("description").and_then(Value::as_str).unwrap_or_default(),
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// `PATCH /crm/v3/properties/{type}/{name}`: what the body names changes; `options` replaces
+/// the whole list.
+fn update_property(
+    inner: &mut Inner,
+    object_type: &str,
+    name: &str,
+    body: &[u8],
+    now: Millis,
+) -> Result<Reply, Reply> {
+    let body = parse_json(body)?;
+    let Some(current) = inner.hubspot.property(object_type, name) else {
+        return Err(error(
+            404,
+            "OBJECT_NOT_FOUND",
+            format!("Unable to find property {name}"),
+        ));
+    };
+    let mut updated = current.clone();
+    for key in ["label", "type", "fieldType", "groupName", "description"] {
+        if let Some(value) = body.get(key) {
+            let Some(text) = value.as_str() else {
+                return Err(validation(format!(
+                    "Invalid input JSON: \"{key}\" must be a string"
+                )));
+            };
+            updated[key] = json!(text);
+        }
+    }
+    for key in ["displayOrder", "hidden", "formField"] {
+        if let Some(value) = body.get(key) {
+            updated[key] = value.clone();
+        }
+    }
+    if body.get("options").is_some() {
+        updated["options"] = options_of(body.get("options"))?;
+    }
+    let text = |key: &str| updated[key].as_str().unwrap_or_default().to_string();
+    let (kind, field_type) = (text("type"), text("fieldType"));
+    if !PROPERTY_TYPES.contains(&kind.as_str()) {
+        return Err(validation(format!(
+            "Invalid input JSON: '{kind}' is not a valid property type; expected one of {PROPERTY_TYPES:?}"
+        )));
+    }
+    check_field_type(&kind, &field_type)?;
+    updated["updatedAt"] = json!(to_rfc3339(now));
+    if let Some(slot) = inner
+        .hubspot
+        .properties
+        .get_mut(object_type)
+        .and_then(|props| props.iter_mut().find(|(n, _)| n == name))
+    {
+        slot.1 = updated.clone();
+    }
+    Ok(Reply::json(200, updated))
 }
 
 #[cfg(test)]
@@ -1254,6 +1477,133 @@ mod tests {
                 .status(),
             200
         );
+        s.sandbox.stop().await;
+    }
+    #[tokio::test]
+    async fn enumeration_properties_refuse_values_that_are_not_options() {
+        let s = start(SandboxConfig::default()).await;
+        let option = |value: &str| json!({ "label": value, "value": value, "displayOrder": 0, "hidden": false });
+        let property = json!({
+            "name": "referral_reward_status", "label": "Referral reward status", "groupName": "referral",
+            "type": "enumeration", "fieldType": "select", "options": [option("pending"), option("eligible")],
+        });
+        let mut as_text = property.clone();
+        as_text["fieldType"] = json!("text");
+        let resp = post(&s, "/crm/v3/properties/deals", as_text).await;
+        assert_eq!(resp.status(), 400, "enumeration needs a choice field type");
+        assert_eq!(
+            post(&s, "/crm/v3/properties/deals", property)
+                .await
+                .status(),
+            201
+        );
+
+        let write = |value: &str| json!({ "properties": { "referral_reward_status": value } });
+        let resp = patch(&s, "/crm/v3/objects/deals/7", write("needs_review")).await;
+        assert_eq!(resp.status(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["category"], "VALIDATION_ERROR");
+        assert_eq!(
+            body["message"],
+            "Property values were not valid: [{\"isValid\":false,\"message\":\"needs_review was not one of the allowed options: [pending, eligible]\",\"error\":\"INVALID_OPTION\",\"name\":\"referral_reward_status\"}]"
+        );
+        assert!(s.sandbox.state.writes().is_empty());
+        for ok in ["pending", ""] {
+            assert_eq!(
+                patch(&s, "/crm/v3/objects/deals/7", write(ok))
+                    .await
+                    .status(),
+                200
+            );
+        }
+
+        // Adding the option (the list is replaced as a whole) makes the value acceptable.
+        let resp = patch(
+            &s,
+            "/crm/v3/properties/deals/referral_reward_status",
+            json!({ "options": [option("pending"), option("eligible"), option("needs_review")] }),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let updated: Value = resp.json().await.unwrap();
+        assert_eq!(updated["options"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            patch(&s, "/crm/v3/objects/deals/7", write("needs_review"))
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            patch(
+                &s,
+                "/crm/v3/properties/deals/no_such_property",
+                json!({ "label": "x" })
+            )
+            .await
+            .status(),
+            404
+        );
+        s.sandbox.stop().await;
+    }
+    #[tokio::test]
+    async fn a_merged_away_id_answers_with_the_record_it_was_merged_into() {
+        let s = start(SandboxConfig {
+            auto_create: false,
+            ..SandboxConfig::default()
+        })
+        .await;
+        let state = &s.sandbox.state;
+        state.seed_hubspot(
+            "contacts",
+            "11",
+            &[("email", "a@x.io"), ("firstname", "Ann")],
+            &[],
+        );
+        state.seed_hubspot(
+            "contacts",
+            "12",
+            &[("email", "b@x.io"), ("phone", "555")],
+            &[],
+        );
+        state.seed_hubspot("deals", "21", &[], &["12"]);
+
+        let survivor = state.merge_hubspot("contacts", "11", &["12"], Some("13"));
+
+        assert_eq!(survivor, "13");
+        for gone in ["11", "12"] {
+            let resp = get(
+                &s,
+                &format!("/crm/v3/objects/contacts/{gone}?properties=email,phone"),
+            )
+            .await;
+            assert_eq!(resp.status(), 200);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["id"], "13");
+            // The primary's values win; the others fill the gaps.
+            assert_eq!(
+                body["properties"],
+                json!({"email": "a@x.io", "phone": "555"})
+            );
+        }
+        assert_eq!(
+            state.hubspot_object("contacts", "13").unwrap()["hs_merged_object_ids"],
+            "12;11"
+        );
+        let deal: Value = get(&s, "/crm/v3/objects/deals/21?associations=contacts")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(deal["associations"]["contacts"]["results"][0]["id"], "13");
+        let resp = patch(
+            &s,
+            "/crm/v3/objects/contacts/12",
+            json!({ "properties": { "referral_source": "link" } }),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<Value>().await.unwrap()["id"], "13");
+        assert!(state.hubspot_object("contacts", "12").is_none());
         s.sandbox.stop().await;
     }
 }

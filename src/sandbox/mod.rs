@@ -1,6 +1,8 @@
 //! In-process CRM sandbox: a local HTTP server that answers the HubSpot and Salesforce endpoints
 //! referral-sync writes to, following the vendors' documented status codes, error bodies, rate-limit
-//! answers and token expiry. This module owns the server lifecycle, the shared state, fault
+//! answers and token expiry, and refusing what they refuse: values a field's type or a pick-list's
+//! options don't allow, Salesforce collections of more than ten type chunks. HubSpot merges answer
+//! for the merged-away ids. This module owns the server lifecycle, the shared state, fault
 //! injection and the request/write journal; `hubspot` and `salesforce` own each vendor's routes.
 //!
 //! Time comes from the injected [`SharedClock`], so rate-limit windows move only when a test moves
@@ -236,6 +238,23 @@ impl SandboxState {
             .seed(object_type, id, properties, contact_ids, now);
     }
 
+    /// Merge HubSpot records as a person merging them in HubSpot would: `merged` into `primary`,
+    /// or, given `new_id`, both into a new record (HubSpot: "in some cases a new object is
+    /// created"). Reads and writes of a merged-away id then reach the survivor, whose id is
+    /// returned.
+    pub fn merge_hubspot(
+        &self,
+        object_type: &str,
+        primary: &str,
+        merged: &[&str],
+        new_id: Option<&str>,
+    ) -> String {
+        let now = self.now();
+        self.lock()
+            .hubspot
+            .merge(object_type, primary, merged, new_id, now)
+    }
+
     /// Seeded field names become known fields of the sObject.
     pub fn seed_salesforce(&self, sobject: &str, id: &str, fields: &[(&str, &str)]) {
         self.lock().salesforce.seed(sobject, id, fields);
@@ -248,6 +267,21 @@ impl SandboxState {
 
     pub fn add_salesforce_field(&self, sobject: &str, field: &str) {
         self.lock().salesforce.add_field(sobject, field);
+    }
+
+    /// Give `sobject` a field of this `describe` type (`string`, `double`, `datetime`,
+    /// `picklist`…), replacing one of the same name; `picklist` lists a pick-list's values
+    /// (unrestricted).
+    pub fn define_salesforce_field(
+        &self,
+        sobject: &str,
+        field: &str,
+        kind: &str,
+        picklist: &[&str],
+    ) {
+        self.lock()
+            .salesforce
+            .define_field(sobject, field, kind, picklist);
     }
 
     /// Current properties of a HubSpot object.
@@ -283,6 +317,11 @@ impl SandboxState {
     /// Names of HubSpot properties created via the properties API, in creation order.
     pub fn hubspot_properties(&self, object_type: &str) -> Vec<String> {
         self.lock().hubspot.property_names(object_type)
+    }
+
+    /// A HubSpot property's definition as the properties API answers it.
+    pub fn hubspot_property(&self, object_type: &str, name: &str) -> Option<Value> {
+        self.lock().hubspot.property_definition(object_type, name)
     }
 }
 

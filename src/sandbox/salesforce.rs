@@ -1,14 +1,18 @@
 //! Salesforce side of the sandbox: the OAuth 2.0 client-credentials token endpoint, session
 //! tokens and their expiry, and the REST data endpoints under `/services/data/{version}` (sObject
 //! PATCH, sObject Collections update, platform event publish, describe) with Salesforce-shaped
-//! error arrays and the `Sforce-Limit-Info` usage header.
+//! error arrays and the `Sforce-Limit-Info` usage header. Field values are checked against the
+//! types `describe` reports (a string in a Number field, `""` in a DateTime field, a value a
+//! restricted pick-list lacks are refused), and a collection of more than ten type chunks is
+//! refused, as Salesforce does.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 use sha2::Sha256;
 
 use super::{
@@ -16,36 +20,100 @@ use super::{
     Reply, SandboxState,
 };
 use crate::clock::Millis;
+use crate::domain::reward::RewardStatus;
 
 const DAILY_API_LIMIT: u64 = 15_000;
 const MAX_COLLECTION: usize = 200;
+/// Type chunks per sObject Collections request.
+const MAX_CHUNKS: usize = 10;
 const ORG_ID: &str = "00D000000000001AAA";
 const USER_ID: &str = "005000000000001AAA";
 
-/// Fields every Contact, Lead and Opportunity has in the sandbox org.
-const KNOWN_FIELDS: &[&str] = &[
-    "Referral_Source__c",
-    "Referral_Code__c",
-    "Referred_By__c",
-    "Referrer_Tier__c",
-    "Referral_Market__c",
-    "Referral_First_Touch__c",
-    "Referral_Reward_Status__c",
-    "Referral_Reward_Amount__c",
-    "Referral_Reward_Currency__c",
-    "Referral_Reward_Hold_Until__c",
-    "Email",
-    "StageName",
-    "Amount",
-    "CurrencyIsoCode",
-    "Name",
-];
+/// One field of an sObject in the sandbox org.
+#[derive(Debug, Clone)]
+struct FieldDef {
+    name: String,
+    /// As `describe` reports it: `string`, `double`, `currency`, `datetime`, `picklist`, `email`…
+    kind: String,
+    /// A pick-list's values.
+    picklist: Vec<String>,
+    /// A restricted pick-list refuses values it does not list.
+    restricted: bool,
+}
+
+impl FieldDef {
+    fn new(name: &str, kind: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            picklist: Vec::new(),
+            restricted: false,
+        }
+    }
+
+    fn picklist(name: &str, values: &[&str], restricted: bool) -> Self {
+        Self {
+            picklist: values.iter().map(|v| (*v).to_string()).collect(),
+            restricted,
+            ..Self::new(name, "picklist")
+        }
+    }
+
+    fn label(&self) -> String {
+        self.name.trim_end_matches("__c").replace('_', " ")
+    }
+
+    fn is_number(&self) -> bool {
+        matches!(
+            self.kind.as_str(),
+            "double" | "currency" | "percent" | "int" | "long"
+        )
+    }
+}
+
+/// The fields of an org set up as the README describes (default names), per sObject.
+fn org_schema(sobject: &str) -> Vec<FieldDef> {
+    let mut fields = vec![
+        FieldDef::new("Referral_Source__c", "string"),
+        FieldDef::new("Referral_Code__c", "string"),
+        FieldDef::new("Referred_By__c", "string"),
+        // Tier names come from each deployment's config, so the sandbox lists none.
+        FieldDef::picklist("Referrer_Tier__c", &[], false),
+        FieldDef::new("Referral_Market__c", "string"),
+        FieldDef::new("Referral_First_Touch__c", "datetime"),
+        FieldDef::new("Name", "string"),
+        FieldDef::new("Email", "email"),
+    ];
+    match sobject {
+        "Opportunity" => fields.extend([
+            FieldDef::picklist("Referral_Reward_Status__c", &RewardStatus::NAMES, true),
+            FieldDef::new("Referral_Reward_Amount__c", "double"),
+            FieldDef::new("Referral_Reward_Currency__c", "string"),
+            FieldDef::new("Referral_Reward_Hold_Until__c", "datetime"),
+            FieldDef::picklist("StageName", &[], false),
+            FieldDef::new("Amount", "currency"),
+            FieldDef::picklist("CurrencyIsoCode", &[], false),
+        ]),
+        "Contact" => fields.extend([
+            FieldDef::picklist(
+                "Referral_Referee_Reward_Status__c",
+                &RewardStatus::NAMES,
+                true,
+            ),
+            FieldDef::new("Referral_Referee_Reward_Amount__c", "double"),
+            FieldDef::new("Referral_Referee_Reward_Currency__c", "string"),
+        ]),
+        _ => {}
+    }
+    fields
+}
 
 pub(super) struct Store {
-    /// Keyed by (canonical sObject name, id).
+    /// Keyed by (canonical sObject name, id); values as received (a number keeps its JSON text,
+    /// `null` is stored as "").
     records: HashMap<(String, String), BTreeMap<String, String>>,
-    /// Known fields per sObject; an sObject absent here accepts any field.
-    schemas: HashMap<String, Vec<String>>,
+    /// Known fields per sObject; an sObject absent here accepts any field as text.
+    schemas: HashMap<String, Vec<FieldDef>>,
     tokens: HashSet<String>,
     issued: usize,
     api_usage: u64,
@@ -54,10 +122,9 @@ pub(super) struct Store {
 
 impl Default for Store {
     fn default() -> Self {
-        let known: Vec<String> = KNOWN_FIELDS.iter().map(|f| (*f).to_string()).collect();
         let schemas = ["Contact", "Lead", "Opportunity"]
             .into_iter()
-            .map(|s| (s.to_string(), known.clone()))
+            .map(|s| (s.to_string(), org_schema(s)))
             .collect();
         Self {
             records: HashMap::new(),
@@ -70,11 +137,96 @@ impl Default for Store {
     }
 }
 
-/// Why a field list was refused, in the words Salesforce uses.
+/// Why a record was refused, in the words Salesforce uses.
 struct FieldError {
     code: &'static str,
     message: String,
     fields: Vec<String>,
+    /// The body could not be read at all (a JSON type mismatch): Salesforce refuses the whole
+    /// request with 400, not just this record.
+    whole_request: bool,
+}
+
+impl FieldError {
+    fn record(code: &'static str, message: String, fields: Vec<String>) -> Self {
+        Self {
+            code,
+            message,
+            fields,
+            whole_request: false,
+        }
+    }
+
+    /// Salesforce's JSON deserialisation error for a value of the wrong JSON type.
+    fn parser(target: &str, token: &Token) -> Self {
+        let (kind, shown) = token.describe();
+        Self {
+            code: "JSON_PARSER_ERROR",
+            message: format!(
+                "Cannot deserialize instance of {target} from {kind} value {shown} or request may be missing a required field"
+            ),
+            fields: Vec::new(),
+            whole_request: true,
+        }
+    }
+}
+
+/// One field value as the JSON parser sees it.
+enum Token {
+    Text(String),
+    /// The number's JSON text, exactly as sent.
+    Number(String),
+    Bool(bool),
+    Null,
+    Array,
+    Object,
+}
+
+impl Token {
+    fn of(raw: &RawValue) -> Token {
+        let text = raw.get().trim();
+        match text.as_bytes().first() {
+            Some(b'"') => Token::Text(serde_json::from_str(text).unwrap_or_default()),
+            Some(b'[') => Token::Array,
+            Some(b'{') => Token::Object,
+            Some(b't') => Token::Bool(true),
+            Some(b'f') => Token::Bool(false),
+            Some(b'n') => Token::Null,
+            _ => Token::Number(text.to_string()),
+        }
+    }
+
+    /// Jackson's token name and the value as Salesforce's message shows it.
+    fn describe(&self) -> (&'static str, String) {
+        match self {
+            Token::Text(s) => ("VALUE_STRING", s.clone()),
+            Token::Number(n) if n.contains(['.', 'e', 'E']) => ("VALUE_NUMBER_FLOAT", n.clone()),
+            Token::Number(n) => ("VALUE_NUMBER_INT", n.clone()),
+            Token::Bool(true) => ("VALUE_TRUE", "true".into()),
+            Token::Bool(false) => ("VALUE_FALSE", "false".into()),
+            Token::Null => ("VALUE_NULL", "null".into()),
+            Token::Array => ("START_ARRAY", "[".into()),
+            Token::Object => ("START_OBJECT", "{".into()),
+        }
+    }
+
+    /// How the record keeps it.
+    fn stored(self) -> String {
+        match self {
+            Token::Text(s) | Token::Number(s) => s,
+            Token::Bool(b) => b.to_string(),
+            Token::Null | Token::Array | Token::Object => String::new(),
+        }
+    }
+}
+
+/// A record body: field name → its JSON value, unparsed.
+type RawFields = BTreeMap<String, Box<RawValue>>;
+
+/// A DateTime value as Salesforce reads it: ISO 8601 with a zone (`Z`, `+00:00` or `+0000`).
+fn is_datetime(text: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(text).is_ok()
+        || chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z").is_ok()
 }
 
 impl Store {
@@ -99,7 +251,9 @@ impl Store {
     pub(super) fn seed(&mut self, sobject: &str, id: &str, fields: &[(&str, &str)]) {
         let sobject = self.sobject_name(sobject);
         for (field, _) in fields {
-            self.add_known(&sobject, field);
+            if !self.knows(&sobject, field) {
+                self.define(&sobject, FieldDef::new(field, "string"));
+            }
         }
         let record = self.records.entry((sobject, id.to_string())).or_default();
         for (field, value) in fields {
@@ -107,30 +261,55 @@ impl Store {
         }
     }
 
-    fn add_known(&mut self, sobject: &str, field: &str) {
+    fn knows(&self, sobject: &str, field: &str) -> bool {
+        self.schemas
+            .get(sobject)
+            .is_some_and(|s| s.iter().any(|f| f.name.eq_ignore_ascii_case(field)))
+    }
+
+    /// Add `field` to the sObject, replacing a field of the same name.
+    fn define(&mut self, sobject: &str, field: FieldDef) {
         let schema = self.schemas.entry(sobject.to_string()).or_default();
-        if !schema.iter().any(|f| f.eq_ignore_ascii_case(field)) {
-            schema.push(field.to_string());
-        }
+        schema.retain(|f| !f.name.eq_ignore_ascii_case(&field.name));
+        schema.push(field);
     }
 
     pub(super) fn add_field(&mut self, sobject: &str, field: &str) {
         let sobject = self.sobject_name(sobject);
         // Without a field list every field is already accepted.
-        if self.schemas.contains_key(&sobject) {
-            self.add_known(&sobject, field);
+        if self.schemas.contains_key(&sobject) && !self.knows(&sobject, field) {
+            self.define(&sobject, FieldDef::new(field, "string"));
         }
+    }
+
+    pub(super) fn define_field(
+        &mut self,
+        sobject: &str,
+        field: &str,
+        kind: &str,
+        picklist: &[&str],
+    ) {
+        let sobject = self.sobject_name(sobject);
+        let def = FieldDef {
+            picklist: picklist.iter().map(|v| (*v).to_string()).collect(),
+            ..FieldDef::new(field, kind)
+        };
+        self.define(&sobject, def);
     }
 
     pub(super) fn remove_field(&mut self, sobject: &str, field: &str) {
         let sobject = self.sobject_name(sobject);
         if !self.schemas.contains_key(&sobject) {
             // Start the list from what records already hold, so only `field` becomes unknown.
-            let seen = self.record_fields(&sobject);
+            let seen = self
+                .record_fields(&sobject)
+                .iter()
+                .map(|name| FieldDef::new(name, "string"))
+                .collect();
             self.schemas.insert(sobject.clone(), seen);
         }
         if let Some(schema) = self.schemas.get_mut(&sobject) {
-            schema.retain(|f| !f.eq_ignore_ascii_case(field));
+            schema.retain(|f| !f.name.eq_ignore_ascii_case(field));
         }
     }
 
@@ -146,66 +325,99 @@ impl Store {
         fields
     }
 
+    /// The sObject's fields as `describe` reports them.
+    fn described(&self, sobject: &str) -> Option<Vec<FieldDef>> {
+        match self.schemas.get(sobject) {
+            Some(fields) => Some(fields.clone()),
+            None if self.records.keys().any(|(s, _)| s == sobject) => Some(
+                self.record_fields(sobject)
+                    .iter()
+                    .map(|name| FieldDef::new(name, "string"))
+                    .collect(),
+            ),
+            None => None,
+        }
+    }
+
     pub(super) fn record(&self, sobject: &str, id: &str) -> Option<BTreeMap<String, String>> {
         self.records
             .get(&(self.sobject_name(sobject), id.to_string()))
             .cloned()
     }
 
-    /// Checks a record body against the sObject's fields; returns the values by canonical name.
+    /// Checks a record body against the sObject's fields and their types; returns the values by
+    /// canonical name.
     fn check_fields(
         &self,
         sobject: &str,
-        body: &Map<String, Value>,
+        body: RawFields,
         skip: &[&str],
     ) -> Result<BTreeMap<String, String>, FieldError> {
         let schema = self.schemas.get(sobject);
         let mut out = BTreeMap::new();
-        for (name, value) in body {
-            if skip.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        for (name, raw) in body {
+            if skip.iter().any(|s| s.eq_ignore_ascii_case(&name)) {
                 continue;
             }
-            let canonical = if is_identifier(name) {
-                match schema {
-                    None => Some(name.clone()),
-                    Some(fields) => fields
-                        .iter()
-                        .find(|f| f.eq_ignore_ascii_case(name))
-                        .cloned(),
-                }
-            } else {
-                None
+            let def = match schema {
+                _ if !is_identifier(&name) => None,
+                None => Some(FieldDef::new(&name, "string")),
+                Some(fields) => fields
+                    .iter()
+                    .find(|f| f.name.eq_ignore_ascii_case(&name))
+                    .cloned(),
             };
-            let Some(canonical) = canonical else {
-                return Err(FieldError {
-                    code: "INVALID_FIELD",
-                    message: format!("No such column '{name}' on sobject of type {sobject}"),
-                    fields: vec![name.clone()],
-                });
+            let Some(def) = def else {
+                return Err(FieldError::record(
+                    "INVALID_FIELD",
+                    format!("No such column '{name}' on sobject of type {sobject}"),
+                    vec![name],
+                ));
             };
-            let value = match value {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                Value::Array(_) | Value::Object(_) => {
-                    return Err(FieldError {
-                        code: "JSON_PARSER_ERROR",
-                        message: format!(
-                            "Cannot deserialize instance of string from {} value for field {name}",
-                            if value.is_array() {
-                                "START_ARRAY"
-                            } else {
-                                "START_OBJECT"
-                            }
-                        ),
-                        fields: vec![name.clone()],
-                    })
-                }
-            };
-            out.insert(canonical, value);
+            let token = Token::of(&raw);
+            check_value(&def, &token)?;
+            out.insert(def.name, token.stored());
         }
         Ok(out)
+    }
+}
+
+/// Whether `token` is a value the field accepts, as Salesforce decides it.
+fn check_value(def: &FieldDef, token: &Token) -> Result<(), FieldError> {
+    match token {
+        Token::Array | Token::Object => return Err(FieldError::parser("string", token)),
+        Token::Null => return Ok(()),
+        _ => {}
+    }
+    if def.is_number() {
+        return match token {
+            Token::Number(_) => Ok(()),
+            _ => Err(FieldError::parser(&def.kind, token)),
+        };
+    }
+    match (def.kind.as_str(), token) {
+        ("datetime", Token::Text(text)) if is_datetime(text) => Ok(()),
+        ("date", Token::Text(text))
+            if chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok() =>
+        {
+            Ok(())
+        }
+        ("datetime" | "date", _) => Err(FieldError::parser(&def.kind, token)),
+        ("boolean", Token::Bool(_)) => Ok(()),
+        ("boolean", _) => Err(FieldError::parser("boolean", token)),
+        ("picklist", Token::Text(value))
+            if def.restricted && !value.is_empty() && !def.picklist.contains(value) =>
+        {
+            Err(FieldError::record(
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                format!(
+                    "{}: bad value for restricted picklist field: {value}",
+                    def.label()
+                ),
+                vec![def.name.clone()],
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -462,18 +674,18 @@ fn update(
     body: &[u8],
     now: Millis,
 ) -> Result<Reply, Reply> {
-    let body = parse_json(body)?;
     let sobject = inner.salesforce.sobject_name(sobject);
-    let Value::Object(fields) = body else {
+    if !parse_json(body)?.is_object() {
         return Err(errors(
             400,
             "JSON_PARSER_ERROR",
             format!("Cannot deserialize instance of {sobject} from a non-object value"),
         ));
-    };
+    }
+    let fields = raw_fields(body)?;
     let values = inner
         .salesforce
-        .check_fields(&sobject, &fields, &["attributes", "Id"])
+        .check_fields(&sobject, fields, &["attributes", "Id"])
         .map_err(|e| {
             Reply::json(
                 400,
@@ -504,8 +716,18 @@ fn read(state: &SandboxState, inner: &Inner, sobject: &str, id: &str) -> Result<
         },
         "Id": id,
     });
+    let schema = inner.salesforce.described(&sobject).unwrap_or_default();
     for (field, value) in record {
-        json[field] = Value::String(value.clone());
+        let def = schema.iter().find(|f| f.name == *field);
+        // Salesforce answers with typed JSON: numbers, booleans, and null for an empty field.
+        json[field] = match def {
+            _ if value.is_empty() => Value::Null,
+            Some(def) if def.is_number() => {
+                serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.clone()))
+            }
+            Some(def) if def.kind == "boolean" => Value::Bool(value == "true"),
+            _ => Value::String(value.clone()),
+        };
     }
     Ok(Reply::json(200, json))
 }
@@ -513,21 +735,24 @@ fn read(state: &SandboxState, inner: &Inner, sobject: &str, id: &str) -> Result<
 fn describe(inner: &Inner, sobject: &str) -> Result<Reply, Reply> {
     let store = &inner.salesforce;
     let sobject = store.sobject_name(sobject);
-    let fields = match store.schemas.get(&sobject) {
-        Some(fields) => fields.clone(),
-        None if store.records.keys().any(|(s, _)| *s == sobject) => store.record_fields(&sobject),
-        None => return Err(not_found()),
+    let Some(fields) = store.described(&sobject) else {
+        return Err(not_found());
     };
     let mut described = vec![json!({
         "name": "Id", "label": "Record ID", "type": "id", "custom": false, "updateable": false,
+        "picklistValues": [], "restrictedPicklist": false,
     })];
-    described.extend(fields.iter().map(|name| {
+    described.extend(fields.iter().map(|f| {
         json!({
-            "name": name,
-            "label": name.trim_end_matches("__c").replace('_', " "),
-            "type": "string",
-            "custom": name.ends_with("__c"),
+            "name": f.name,
+            "label": f.label(),
+            "type": f.kind,
+            "custom": f.name.ends_with("__c"),
             "updateable": true,
+            "picklistValues": f.picklist.iter().map(|value| json!({
+                "value": value, "label": value, "active": true, "defaultValue": false,
+            })).collect::<Vec<_>>(),
+            "restrictedPicklist": f.restricted,
         })
     }));
     Ok(Reply::json(
@@ -572,13 +797,24 @@ struct Checked {
     values: BTreeMap<String, String>,
 }
 
+/// An sObject Collections body with each record's values unparsed.
+#[derive(serde::Deserialize)]
+struct RawCollection {
+    records: Vec<RawFields>,
+}
+
+/// A record body with each value unparsed; the caller has checked it is an object.
+fn raw_fields(body: &[u8]) -> Result<RawFields, Reply> {
+    serde_json::from_slice(body).map_err(|e| errors(400, "JSON_PARSER_ERROR", e.to_string()))
+}
+
 fn collection_update(
     state: &SandboxState,
     inner: &mut Inner,
-    body: &[u8],
+    body_bytes: &[u8],
     now: Millis,
 ) -> Result<Reply, Reply> {
-    let body = parse_json(body)?;
+    let body = parse_json(body_bytes)?;
     let Some(records) = body.get("records").and_then(Value::as_array) else {
         return Err(errors(
             400,
@@ -597,8 +833,14 @@ fn collection_update(
         .get("allOrNone")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    // The same body again with each value unparsed, for the typed field checks.
+    let raw_records = serde_json::from_slice::<RawCollection>(body_bytes)
+        .map(|c| c.records)
+        .unwrap_or_default();
     let mut checked: Vec<(Option<String>, Result<Checked, FieldError>)> = Vec::new();
-    for record in records {
+    let mut chunks = 0;
+    let mut last_type: Option<String> = None;
+    for (i, record) in records.iter().enumerate() {
         let Some(fields) = record.as_object() else {
             return Err(errors(
                 400,
@@ -615,20 +857,26 @@ fn collection_update(
             ));
         };
         let sobject = inner.salesforce.sobject_name(sobject);
+        // Records are processed in chunks: a new one wherever the type changes.
+        if last_type.as_deref() != Some(sobject.as_str()) {
+            chunks += 1;
+            last_type = Some(sobject.clone());
+        }
         let id = fields
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("id"))
             .and_then(|(_, v)| v.as_str())
             .map(str::to_string);
+        let raw = raw_records.get(i).cloned().unwrap_or_default();
         let outcome = match &id {
-            None => Err(FieldError {
-                code: "MISSING_ARGUMENT",
-                message: "Id not specified in an update call".into(),
-                fields: vec!["Id".into()],
-            }),
+            None => Err(FieldError::record(
+                "MISSING_ARGUMENT",
+                "Id not specified in an update call".into(),
+                vec!["Id".into()],
+            )),
             Some(id) => inner
                 .salesforce
-                .check_fields(&sobject, fields, &["attributes", "Id"])
+                .check_fields(&sobject, raw, &["attributes", "Id"])
                 .and_then(|values| {
                     if exists_or_creatable(state, inner, &sobject, id) {
                         Ok(Checked {
@@ -637,15 +885,31 @@ fn collection_update(
                             values,
                         })
                     } else {
-                        Err(FieldError {
-                            code: "INVALID_CROSS_REFERENCE_KEY",
-                            message: "invalid cross reference id".into(),
-                            fields: Vec::new(),
-                        })
+                        Err(FieldError::record(
+                            "INVALID_CROSS_REFERENCE_KEY",
+                            "invalid cross reference id".into(),
+                            Vec::new(),
+                        ))
                     }
                 }),
         };
+        // A value of the wrong JSON type fails the parse of the whole body.
+        if let Err(e) = &outcome {
+            if e.whole_request {
+                return Err(Reply::json(
+                    400,
+                    json!([{ "message": e.message, "errorCode": e.code }]),
+                ));
+            }
+        }
         checked.push((id, outcome));
+    }
+    if chunks > MAX_CHUNKS {
+        return Err(errors(
+            400,
+            "INVALID_BATCH_SIZE",
+            "Cannot have more than 10 chunks in a single operation. Please rearrange the data to reduce chunking.",
+        ));
     }
     let roll_back = all_or_none && checked.iter().any(|(_, outcome)| outcome.is_err());
     let results: Vec<Value> = checked
@@ -709,6 +973,18 @@ mod tests {
             .bearer_auth(token)
             .json(&body)
             .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get_json(s: &Started, token: &str, rest: &str) -> Value {
+        reqwest::Client::new()
+            .get(data_url(s, rest))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
             .await
             .unwrap()
     }
@@ -884,15 +1160,7 @@ mod tests {
             resp.json::<Value>().await.unwrap()[0]["errorCode"],
             "INVALID_FIELD"
         );
-        let described: Value = reqwest::Client::new()
-            .get(data_url(&s, "/sobjects/Opportunity/describe"))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let described: Value = get_json(&s, &t, "/sobjects/Opportunity/describe").await;
         let names: Vec<&str> = described["fields"]
             .as_array()
             .unwrap()
@@ -1007,6 +1275,145 @@ mod tests {
             "EXCEEDED_ID_LIMIT"
         );
         assert_eq!(state.writes().len(), 1);
+        s.sandbox.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_collection_of_more_than_ten_type_chunks_is_refused() {
+        let s = start(SandboxConfig::default()).await;
+        let t = token(&s).await;
+        let record = |sobject: &str, i: usize| json!({ "attributes": { "type": sobject }, "id": format!("{i:03}"), "Referral_Code__c": "R" });
+        // Contact, Opportunity, Contact, … : each record starts a chunk.
+        let alternating: Vec<Value> = (0..24)
+            .map(|i| record(if i % 2 == 0 { "Contact" } else { "Opportunity" }, i))
+            .collect();
+        let resp = patch(
+            &s,
+            &t,
+            "/composite/sobjects",
+            json!({ "records": alternating }),
+        )
+        .await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(
+            resp.json::<Value>().await.unwrap(),
+            json!([{
+                "message": "Cannot have more than 10 chunks in a single operation. Please rearrange the data to reduce chunking.",
+                "errorCode": "INVALID_BATCH_SIZE",
+            }])
+        );
+        assert!(s.sandbox.state.writes().is_empty());
+
+        // The same records grouped by type are two chunks.
+        let grouped: Vec<Value> = (0..24)
+            .map(|i| record(if i < 12 { "Contact" } else { "Opportunity" }, i))
+            .collect();
+        let resp = patch(&s, &t, "/composite/sobjects", json!({ "records": grouped })).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(s.sandbox.state.writes().len(), 24);
+        s.sandbox.stop().await;
+    }
+
+    #[tokio::test]
+    async fn field_values_must_have_the_type_describe_reports() {
+        let s = start(SandboxConfig::default()).await;
+        let state = &s.sandbox.state;
+        let t = token(&s).await;
+        let opp = "/sobjects/Opportunity/006A";
+        let refused = [
+            (
+                json!({ "Referral_Reward_Amount__c": "5000.00" }),
+                "Cannot deserialize instance of double from VALUE_STRING value 5000.00 or request may be missing a required field",
+            ),
+            (
+                json!({ "Referral_Reward_Hold_Until__c": "" }),
+                "Cannot deserialize instance of datetime from VALUE_STRING value  or request may be missing a required field",
+            ),
+            (
+                json!({ "Referral_Reward_Hold_Until__c": 1795168800000_i64 }),
+                "Cannot deserialize instance of datetime from VALUE_NUMBER_INT value 1795168800000 or request may be missing a required field",
+            ),
+        ];
+        for (body, message) in refused {
+            let resp = patch(&s, &t, opp, body.clone()).await;
+            assert_eq!(resp.status(), 400, "{body}");
+            let errors: Value = resp.json().await.unwrap();
+            assert_eq!(errors[0]["errorCode"], "JSON_PARSER_ERROR");
+            assert_eq!(errors[0]["message"], message);
+        }
+        let resp = patch(
+            &s,
+            &t,
+            opp,
+            json!({ "Referral_Reward_Status__c": "approved-ish" }),
+        )
+        .await;
+        assert_eq!(resp.status(), 400);
+        let errors: Value = resp.json().await.unwrap();
+        assert_eq!(
+            errors[0]["errorCode"],
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+        );
+        assert_eq!(
+            errors[0]["message"],
+            "Referral Reward Status: bad value for restricted picklist field: approved-ish"
+        );
+        assert!(state.writes().is_empty());
+
+        // Numbers keep their exact text; null clears; a DateTime takes ISO 8601.
+        let body = r#"{"Referral_Reward_Amount__c": 12345678901234.50, "Referral_Reward_Hold_Until__c": null,
+            "Referral_First_Touch__c": "2026-11-20T10:00:00.000+0000", "Referral_Reward_Status__c": "needs_review"}"#;
+        let resp = reqwest::Client::new()
+            .patch(data_url(&s, opp))
+            .bearer_auth(&t)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+        let record = state.salesforce_record("Opportunity", "006A").unwrap();
+        assert_eq!(record["Referral_Reward_Amount__c"], "12345678901234.50");
+        assert_eq!(record["Referral_Reward_Hold_Until__c"], "");
+        let read: Value = get_json(&s, &t, opp).await;
+        assert_eq!(read["Referral_Reward_Amount__c"], json!(12345678901234.5));
+        assert_eq!(read["Referral_Reward_Hold_Until__c"], Value::Null);
+        assert_eq!(read["Referral_Reward_Status__c"], "needs_review");
+
+        // In a collection a value of the wrong JSON type fails the whole request.
+        let resp = patch(
+            &s,
+            &t,
+            "/composite/sobjects",
+            json!({ "records": [
+                { "attributes": { "type": "Opportunity" }, "id": "006A", "Referral_Code__c": "R" },
+                { "attributes": { "type": "Opportunity" }, "id": "006B", "Referral_Reward_Amount__c": "1.00" },
+            ] }),
+        )
+        .await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(
+            resp.json::<Value>().await.unwrap()[0]["errorCode"],
+            "JSON_PARSER_ERROR"
+        );
+        assert_eq!(state.writes().len(), 1);
+
+        let described: Value = get_json(&s, &t, "/sobjects/Opportunity/describe").await;
+        let field = |name: &str| {
+            described["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == name)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(field("Referral_Reward_Amount__c")["type"], "double");
+        assert_eq!(field("Referral_Reward_Hold_Until__c")["type"], "datetime");
+        let status = field("Referral_Reward_Status__c");
+        assert_eq!(status["type"], "picklist");
+        assert_eq!(status["restrictedPicklist"], true);
+        assert_eq!(status["picklistValues"].as_array().unwrap().len(), 7);
         s.sandbox.stop().await;
     }
 

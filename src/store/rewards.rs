@@ -122,6 +122,31 @@ impl Tx {
             .await?))
     }
 
+    /// A merged deal's rewards follow it into the deal it was merged into, so the survivor
+    /// winning again earns nothing twice, unless the survivor has rewards of its own (two won
+    /// deals merged keep both). Returns the rewards moved.
+    pub async fn move_deal_rewards(
+        &mut self,
+        crm: &str,
+        from_deal: &str,
+        to_deal: &str,
+        now: Millis,
+    ) -> Result<Vec<Reward>, StoreError> {
+        let sql = format!(
+            "UPDATE rewards SET deal_id = $3, updated_at = $4 \
+             WHERE crm = $1 AND deal_id = $2 \
+               AND NOT EXISTS (SELECT 1 FROM rewards AS own WHERE own.crm = $1 AND own.deal_id = $3) \
+             RETURNING {REWARD_COLUMNS}"
+        );
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(crm)
+            .bind(from_deal)
+            .bind(to_deal)
+            .bind(now)
+            .fetch_all(c)
+            .await?))
+    }
+
     /// Move a reward from one of `from` to `to`; `None` if it was not in one of `from` (or is
     /// unknown). `hold_until` is replaced only when given.
     pub async fn transition_reward(

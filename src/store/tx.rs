@@ -61,6 +61,17 @@ impl Tx {
         Ok(())
     }
 
+    /// Roll back now. Dropping a `Tx` rolls back too, but only when its connection is next used:
+    /// until then the locks it took (partitions, the reconcile lock) stay held, so a worker
+    /// giving up a transaction calls this.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
     /// Mark a point to roll back to if one step of a batch fails.
     pub async fn savepoint(&mut self) -> Result<(), StoreError> {
         on_tx!(self, |c| sqlx::query("SAVEPOINT step")

@@ -199,3 +199,26 @@ fn the_two_market_example_is_valid() {
         "dotted stage names survive"
     );
 }
+
+#[test]
+fn the_salesforce_api_version_may_be_written_with_or_without_the_v() {
+    for file in [
+        "[salesforce]\napi_version = \"62.0\"\n",
+        "[salesforce]\napi_version = \"v62.0\"\n",
+    ] {
+        assert!(load(&[], Some(file)).is_ok(), "{file}");
+    }
+    // From the environment, 62.0 arrives as a number.
+    let s = load(&[("REFERRAL_SYNC__SALESFORCE__API_VERSION", "62.0")], None).unwrap();
+    assert_eq!(s.salesforce.api_version, "62.0");
+
+    let problems = load(
+        &[("REFERRAL_SYNC__SALESFORCE__API_VERSION", "latest")],
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        problems,
+        ["salesforce.api_version: `latest` is not like 62.0 or v62.0"]
+    );
+}

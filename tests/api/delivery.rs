@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use referral_sync::clock::{Clock, FakeClock, Millis, DAY, MINUTE, SECOND};
-use referral_sync::config::{Secret, Settings};
+use referral_sync::config::Secret;
 use referral_sync::crm::http_client;
 use referral_sync::crm::hubspot::HubSpotClient;
 use referral_sync::crm::salesforce::SalesforceClient;
@@ -18,10 +18,11 @@ use referral_sync::sandbox::{Crm, CrmSandbox, Failure, SandboxConfig};
 use serde_json::json;
 
 use crate::both_backends;
+use crate::support::crm::{hubspot_referral, world, world_with};
 use crate::support::senders::{
-    deal_property, example_settings, hubspot_event, iso, outbound_message, SF_ORG, SF_TOKEN,
+    deal_property, hubspot_event, iso, outbound_message, SF_ORG, SF_TOKEN,
 };
-use crate::support::{spawn_app_with, Backend, SpawnOptions, TestApp, T0};
+use crate::support::{Backend, TestApp, T0};
 
 both_backends!(
     hubspot_receives_context_restores_rewards_and_a_note,
@@ -37,66 +38,6 @@ both_backends!(
     a_salesforce_write_in_doubt_is_read_back_not_repeated,
     a_round_that_would_outlast_its_lease_hands_the_rest_back_unsent,
 );
-
-struct World {
-    app: TestApp,
-    crm: CrmSandbox,
-    clock: Arc<FakeClock>,
-}
-
-async fn world(backend: Backend, sandbox: SandboxConfig) -> Option<World> {
-    world_with(backend, sandbox, |_| {}).await
-}
-
-async fn world_with(
-    backend: Backend,
-    sandbox: SandboxConfig,
-    adjust: impl Fn(&mut Settings) + Send + 'static,
-) -> Option<World> {
-    let clock = FakeClock::new(T0);
-    let crm = CrmSandbox::start(sandbox.clone(), clock.clone())
-        .await
-        .expect("sandbox");
-    let base = crm.base_url.clone();
-    let app = spawn_app_with(
-        backend,
-        SpawnOptions {
-            clock: Some(clock.clone()),
-            ..Default::default()
-        },
-        |s| {
-            crate::support::senders::configure(s);
-            s.programs = example_settings().programs;
-            s.hubspot.api_base_url = base.clone();
-            s.hubspot.access_token = Secret::new(sandbox.hubspot_token.clone());
-            s.salesforce.login_url = base.clone();
-            s.salesforce.client_id = sandbox.salesforce_client_id.clone();
-            s.salesforce.client_secret = Secret::new(sandbox.salesforce_client_secret.clone());
-            s.salesforce.api_version = sandbox.salesforce_api_version.clone();
-            s.outbox.hubspot_requests_per_10s = sandbox.hubspot_limit_per_10s;
-            adjust(s);
-        },
-    )
-    .await?;
-    Some(World { app, crm, clock })
-}
-
-/// A US referral for `email` with a HubSpot contact and a 40000 USD deal linked to it.
-async fn hubspot_referral(app: &TestApp, n: u64) -> (u64, u64) {
-    let (contact, deal) = (1000 + n, 2000 + n);
-    app.signup(json!({"id": format!("evt_{n}"), "type": "signup.created", "occurred_at": iso(T0),
-        "data": {"email": format!("p{n}@northwind.io"), "referral_code": "ACME-7", "source": "link", "market": "US"}}))
-        .await;
-    app.hubspot(json!([
-        hubspot_event(n * 10 + 1, "contact.propertyChange", contact, T0, json!({"propertyName": "email", "propertyValue": format!("p{n}@northwind.io")})),
-        hubspot_event(n * 10 + 2, "deal.associationChange", deal, T0, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})),
-        deal_property(n * 10 + 3, deal, "amount", "40000", T0),
-        deal_property(n * 10 + 4, deal, "deal_currency_code", "USD", T0),
-    ]))
-    .await;
-    app.process().await;
-    (contact, deal)
-}
 
 async fn hubspot_receives_context_restores_rewards_and_a_note(backend: Backend) {
     let Some(w) = world(backend, SandboxConfig::default()).await else {

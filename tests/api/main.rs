@@ -8,6 +8,7 @@ mod attribution;
 mod cli;
 mod config;
 mod delivery;
+mod fidelity;
 mod funnel;
 mod fuzz_corpus;
 mod health;

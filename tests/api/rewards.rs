@@ -169,10 +169,12 @@ async fn a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_e
         ["referrer", "referee"].map(|_| "eligible".to_string())
     );
     let notes = outbox_of(&app, 201, "create_note").await;
-    assert_eq!(notes.len(), 2, "one note per beneficiary's eligibility");
+    assert_eq!(notes.len(), 1, "one note for the deal, both sides in it");
     let body = payload(&notes[0])["body"].as_str().unwrap().to_string();
     assert!(
-        body.contains("3000.00 USD") && body.contains("ACME-7"),
+        body.contains("3000.00 USD")
+            && body.contains("ACME-7")
+            && body.contains("credit 500.00 USD, eligible"),
         "{body}"
     );
     let props = outbox_of(&app, 201, "update_properties").await;
@@ -404,10 +406,25 @@ async fn flagged_rewards_wait_for_an_admin_to_approve_or_reject(backend: Backend
             ("reward_paid".to_string(), "finance@acme.com".to_string())
         ]
     );
+    let notes: Vec<String> = outbox_of(&app, 205, "create_note")
+        .await
+        .iter()
+        .map(|n| payload(n)["body"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(
-        outbox_of(&app, 205, "create_note").await.len(),
-        1,
-        "approval of a reviewed reward announces it"
+        notes.len(),
+        2,
+        "the review is explained, and the approval of a reviewed reward announced: {notes:?}"
+    );
+    assert!(
+        notes[0].starts_with("Referral reward needs review"),
+        "{}",
+        notes[0]
+    );
+    assert!(
+        notes[1].starts_with("Referral reward approved"),
+        "{}",
+        notes[1]
     );
 }
 

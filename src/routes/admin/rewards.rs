@@ -11,15 +11,7 @@ use crate::error::ApiError;
 use crate::rewards::engine::{decide, Decision, DecisionError};
 use crate::startup::AppState;
 
-pub const STATUSES: &[&str] = &[
-    "pending",
-    "eligible",
-    "approved",
-    "paid",
-    "reversed",
-    "needs_review",
-    "rejected",
-];
+pub const STATUSES: &[&str] = &crate::domain::reward::RewardStatus::NAMES;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
