@@ -292,16 +292,13 @@ async fn post_product(client: &reqwest::Client, base: &str, event: &Value) {
     assert!(status.is_success(), "product event refused: {status}");
 }
 
-/// Store the mix through the real ingest (workers off), 8 requests at a time.
-async fn store_mix(settings: &Settings, store: &Store, mix: &Mix) {
-    let app = Application::build_with(
-        settings.clone(),
-        store.clone(),
-        Arc::new(SystemClock),
-        false,
-    )
-    .await
-    .expect("app");
+/// Store the mix through the real ingest (workers off), 8 requests at a time. The app has a
+/// store of its own: stopping it closes its pool.
+async fn store_mix(settings: &Settings, mix: &Mix) {
+    let store = Store::connect(&settings.database).await.expect("connect");
+    let app = Application::build_with(settings.clone(), store, Arc::new(SystemClock), false)
+        .await
+        .expect("app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let stop = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(stop.clone()));
@@ -575,7 +572,7 @@ async fn run_drain(
     }
     let mix = mix(events, 1, chrono::Utc::now().timestamp_millis());
     let stored_at = Instant::now();
-    store_mix(&settings, &store, &mix).await;
+    store_mix(&settings, &mix).await;
     let stored = stored_at.elapsed().as_secs_f64();
     let mut line = drain(&settings, &store, processors, mix.events()).await;
     let rewards = store.reward_status_counts().await.expect("rewards");
