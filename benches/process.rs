@@ -4,9 +4,9 @@
 //!
 //! **Drain.** A realistic mix is stored through the real HTTP ingest with the workers off: 20% of
 //! the events tell referral stories (partner joins, signups, contact creations and email changes,
-//! deal creations, associations, amounts, three stage changes up to closed-won, which makes
-//! rewards), 80% are property changes of records no referral touches (deal stages and amounts,
-//! contact emails). Then N processors (tasks in this process, each with its own connections, as
+//! deal creations, associations, amounts, three stage changes; a quarter of the deals are won,
+//! which makes rewards, a quarter lost), 80% are property changes of records no referral touches
+//! (deal stages and amounts, contact emails). Then N processors (tasks in this process, each with its own connections, as
 //! replicas would have) drain the inbox and the reconcile queue. Printed per run: events/s, this
 //! process's CPU µs per event, the database server's CPU µs per event (PostgreSQL: every
 //! `postgres` process), and on PostgreSQL the share of samples in which a processor's connection
@@ -192,7 +192,16 @@ fn mix(events: usize, tag: u64, now: i64) -> Mix {
                 "deal.propertyChange",
                 deal,
                 t + 3 * DAY_MS,
-                property("dealstage", "closedwon"),
+                // A quarter of the stories win, a quarter are lost, half are still open.
+                property(
+                    "dealstage",
+                    [
+                        "closedwon",
+                        "closedlost",
+                        "decisionmakerboughtin",
+                        "contractsent",
+                    ][(s % 4) as usize],
+                ),
             ),
         ] {
             hubspot.push(e);

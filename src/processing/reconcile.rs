@@ -843,7 +843,7 @@ impl<'a> State<'a> {
             .into_iter()
             .map(|r| (r.code, r.market))
             .collect();
-        let mut failures = Vec::new();
+        let mut due = Vec::new();
         for key in deals {
             let Some(deal) = self.records.get(key) else {
                 continue;
@@ -873,10 +873,34 @@ impl<'a> State<'a> {
             if !has_rewards && !at_success {
                 continue;
             }
+            due.push((key.clone(), deal.clone(), stage));
+        }
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        // All in one savepoint; only when one fails, again one savepoint per deal.
+        tx.savepoint().await?;
+        let mut failed = false;
+        for (_, deal, stage) in &due {
             let at = deal.stage_occurred_at.unwrap_or(self.now);
-            let deal = deal.clone();
+            if rewards::on_deal_stage(tx, self.settings, deal, *stage, at, self.now)
+                .await
+                .is_err()
+            {
+                failed = true;
+                break;
+            }
+        }
+        if !failed {
+            tx.release_savepoint().await?;
+            return Ok(Vec::new());
+        }
+        tx.rollback_to_savepoint().await?;
+        let mut failures = Vec::new();
+        for (key, deal, stage) in &due {
+            let at = deal.stage_occurred_at.unwrap_or(self.now);
             tx.savepoint().await?;
-            match rewards::on_deal_stage(tx, self.settings, &deal, stage, at, self.now).await {
+            match rewards::on_deal_stage(tx, self.settings, deal, *stage, at, self.now).await {
                 Ok(()) => tx.release_savepoint().await?,
                 Err(e) => {
                     tx.rollback_to_savepoint().await?;

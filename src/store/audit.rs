@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::bulk::{self, Col};
-use super::tx::{on_tx, Tx};
+use super::bulk::{Col, Param};
+use super::tx::Tx;
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;
 
@@ -72,8 +72,7 @@ impl Tx {
         if entries.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "INSERT INTO audit_log (at, actor, action, entity_type, entity_id, old_value, \
                  new_value, reason) \
              SELECT $2, r.actor, r.action, r.entity_type, r.entity_id, r.old_value, r.new_value, \
@@ -87,14 +86,10 @@ impl Tx {
                 ("new_value", Col::Text),
                 ("reason", Col::Text),
             ],
-        );
-        let rows = bulk::json(entries);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            entries,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 }

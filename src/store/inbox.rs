@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::bulk::{self, Col};
+use super::bulk::{self, Col, Param};
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Backend, BackendKind, Store, StoreError};
 use crate::clock::Millis;
@@ -234,22 +234,20 @@ impl Tx {
             Some(partitions) => {
                 let share = (limit + partitions.len() as i64 - 1) / partitions.len() as i64;
                 // Only PostgreSQL locks partitions; LATERAL takes each one's oldest by index.
-                let sql = bulk::with_list(
-                    self.kind(),
+                let partitions: Vec<String> = partitions.iter().map(i32::to_string).collect();
+                let partitions: Vec<&str> = partitions.iter().map(String::as_str).collect();
+                self.bulk_fetch(
                     &format!(
-                        "SELECT e.* FROM {{list}} CROSS JOIN LATERAL \
+                        "SELECT e.* FROM {{rows}} CROSS JOIN LATERAL \
                          (SELECT {INBOX_COLUMNS} FROM inbox_events \
-                          WHERE partition_no = CAST(l.v AS INTEGER) AND status = 'pending' \
+                          WHERE partition_no = CAST(r.v AS INTEGER) AND status = 'pending' \
                           ORDER BY id LIMIT $2) e ORDER BY e.id"
                     ),
-                );
-                let list =
-                    bulk::json(&partitions.iter().map(|p| p.to_string()).collect::<Vec<_>>());
-                on_tx!(self, |c| sqlx::query_as(&sql)
-                    .bind(&list)
-                    .bind(share)
-                    .fetch_all(c)
-                    .await?)
+                    &bulk::LIST,
+                    &bulk::list(&partitions),
+                    &[Param::Int(share)],
+                )
+                .await?
             }
         };
         rows.into_iter().map(InboxEvent::try_from).collect()
@@ -264,8 +262,7 @@ impl Tx {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "UPDATE inbox_events SET status = r.status, status_reason = r.reason, \
                  attempts = inbox_events.attempts + 1, processed_at = $2 \
              FROM {rows} WHERE inbox_events.id = r.id",
@@ -274,14 +271,10 @@ impl Tx {
                 ("status", Col::Text),
                 ("reason", Col::Text),
             ],
-        );
-        let rows = bulk::json(outcomes);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            outcomes,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 }

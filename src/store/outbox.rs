@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::bulk::{self, Col};
+use super::bulk::{Col, Param};
 use super::records::RecordKey;
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Backend, Store, StoreError};
@@ -58,8 +58,7 @@ impl Tx {
         if rows.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "INSERT INTO outbox (crm, account, object_type, object_id, kind, payload, \
                  next_attempt_at, created_at) \
              SELECT r.crm, r.account, r.object_type, r.object_id, r.kind, r.payload, $2, $2 \
@@ -72,14 +71,10 @@ impl Tx {
                 ("kind", Col::Text),
                 ("payload", Col::Text),
             ],
-        );
-        let json = bulk::json(rows);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&json)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            rows,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -92,23 +87,20 @@ impl Tx {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
-            "SELECT DISTINCT o.crm, o.object_type, o.object_id FROM {rows} JOIN outbox o \
+        let found: Vec<(String, String, String)> = self
+            .bulk_fetch(
+                "SELECT DISTINCT o.crm, o.object_type, o.object_id FROM {rows} JOIN outbox o \
              ON o.crm = r.crm AND o.object_type = r.object_type AND o.object_id = r.object_id \
              WHERE o.kind = $2 AND o.status = 'pending'",
-            &[
-                ("crm", Col::Text),
-                ("object_type", Col::Text),
-                ("object_id", Col::Text),
-            ],
-        );
-        let json = bulk::json(keys);
-        let found: Vec<(String, String, String)> = on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&json)
-            .bind(kind)
-            .fetch_all(c)
-            .await?);
+                &[
+                    ("crm", Col::Text),
+                    ("object_type", Col::Text),
+                    ("object_id", Col::Text),
+                ],
+                keys,
+                &[Param::Text(kind.to_string())],
+            )
+            .await?;
         Ok(found
             .into_iter()
             .map(|(crm, object_type, object_id)| RecordKey {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bulk::{self, Col};
+use super::bulk::{Col, Param};
 use super::tx::{on_tx, TxInner};
 use super::{on_pool, Store, StoreError, Tx};
 use crate::clock::Millis;
@@ -90,8 +90,7 @@ impl Tx {
         if rechecks.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "INSERT INTO reconcile_queue (kind, subject, detail, enqueued_at) \
              SELECT r.kind, r.subject, r.detail, $2 FROM {rows}",
             &[
@@ -99,14 +98,10 @@ impl Tx {
                 ("subject", Col::Text),
                 ("detail", Col::Text),
             ],
-        );
-        let rows = bulk::json(rechecks);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            rechecks,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -130,16 +125,18 @@ impl Tx {
         if ids.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_list(
-            self.kind(),
-            "DELETE FROM reconcile_queue WHERE id IN (SELECT CAST(l.v AS BIGINT) FROM {list})",
-        );
-        let list = bulk::json(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>());
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&list)
-            .execute(c)
-            .await?
-            .rows_affected());
+        #[derive(Serialize)]
+        struct Id {
+            id: i64,
+        }
+        let ids: Vec<Id> = ids.iter().map(|&id| Id { id }).collect();
+        self.bulk_execute(
+            "DELETE FROM reconcile_queue WHERE id IN (SELECT r.id FROM {rows})",
+            &[("id", Col::BigInt)],
+            &ids,
+            &[],
+        )
+        .await?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::bulk::{self, Col};
+use super::bulk::{self, Col, Param};
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;
@@ -280,8 +280,7 @@ impl Tx {
         if facts.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        let linked: Vec<(String, String, String, Option<String>)> = self.bulk_fetch(
             "INSERT INTO crm_records (crm, object_type, object_id, account, email, parent_id, \
                  crm_created_at, pipeline, amount, currency, stage_id, stage, stage_occurred_at, \
                  merged_into, created_at, updated_at) \
@@ -322,15 +321,10 @@ impl Tx {
                 ("stage_at", Col::BigInt),
                 ("merged_into", Col::Text),
             ],
-        );
-        let rows = bulk::json(facts);
-        let linked: Vec<(String, String, String, Option<String>)> = on_tx!(self, |c| {
-            sqlx::query_as(&sql)
-                .bind(&rows)
-                .bind(now)
-                .fetch_all(c)
-                .await?
-        });
+            facts,
+            &[Param::Int(now)],
+        )
+        .await?;
         let deletions: Vec<(&RecordFacts, Option<Millis>)> = facts
             .iter()
             .filter_map(|f| f.deleted.map(|d| (f, d)))
@@ -343,19 +337,16 @@ impl Tx {
                 object_id: &'a str,
                 deleted_at: Option<Millis>,
             }
-            let rows = bulk::json(
-                &deletions
-                    .iter()
-                    .map(|(f, at)| Deletion {
-                        crm: &f.crm,
-                        object_type: &f.object_type,
-                        object_id: &f.object_id,
-                        deleted_at: *at,
-                    })
-                    .collect::<Vec<_>>(),
-            );
-            let sql = bulk::with_rows(
-                self.kind(),
+            let rows: Vec<Deletion> = deletions
+                .iter()
+                .map(|(f, at)| Deletion {
+                    crm: &f.crm,
+                    object_type: &f.object_type,
+                    object_id: &f.object_id,
+                    deleted_at: *at,
+                })
+                .collect();
+            self.bulk_execute(
                 "UPDATE crm_records SET deleted_at = r.deleted_at FROM {rows} \
                  WHERE crm_records.crm = r.crm AND crm_records.object_type = r.object_type \
                    AND crm_records.object_id = r.object_id",
@@ -365,12 +356,10 @@ impl Tx {
                     ("object_id", Col::Text),
                     ("deleted_at", Col::BigInt),
                 ],
-            );
-            on_tx!(self, |c| sqlx::query(&sql)
-                .bind(&rows)
-                .execute(c)
-                .await?
-                .rows_affected());
+                &rows,
+                &[],
+            )
+            .await?;
         }
         Ok(linked
             .into_iter()
@@ -453,8 +442,7 @@ impl Tx {
         if links.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        Ok(self.bulk_fetch(
             "UPDATE crm_records SET referral_id = r.referral_id, referrer_code = r.referrer_code, \
                  source = r.source, market = r.market, first_touch_at = r.first_touch_at, \
                  linked_at = $2, updated_at = $2 \
@@ -472,13 +460,10 @@ impl Tx {
                 ("market", Col::Text),
                 ("first_touch_at", Col::BigInt),
             ],
-        );
-        let rows = bulk::json(links);
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&rows)
-            .bind(now)
-            .fetch_all(c)
-            .await?))
+            links,
+            &[Param::Int(now)],
+        )
+        .await?)
     }
 
     /// Link one record (admin override refresh).
@@ -502,8 +487,7 @@ impl Tx {
         if associations.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "INSERT INTO crm_associations (crm, deal_id, contact_id, removed, occurred_at) \
              SELECT r.crm, r.deal_id, r.contact_id, r.removed, r.occurred_at FROM {rows} WHERE true \
              ON CONFLICT (crm, deal_id, contact_id) DO UPDATE SET removed = excluded.removed, \
@@ -516,13 +500,10 @@ impl Tx {
                 ("removed", Col::Bool),
                 ("occurred_at", Col::BigInt),
             ],
-        );
-        let rows = bulk::json(associations);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .execute(c)
-            .await?
-            .rows_affected());
+            associations,
+            &[],
+        )
+        .await?;
         Ok(())
     }
 
@@ -535,8 +516,7 @@ impl Tx {
         if changes.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "INSERT INTO stage_history (crm, deal_id, pipeline, stage_id, stage, occurred_at, \
                  recorded_at, inbox_event_id) \
              SELECT r.crm, r.deal_id, r.pipeline, r.stage_id, r.stage, r.occurred_at, $2, \
@@ -553,14 +533,10 @@ impl Tx {
                 ("occurred_at", Col::BigInt),
                 ("inbox_event_id", Col::BigInt),
             ],
-        );
-        let rows = bulk::json(changes);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            changes,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -579,20 +555,18 @@ impl Tx {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
-            &format!(
-                "SELECT {} FROM {{rows}} JOIN crm_records c ON c.crm = r.crm \
+        Ok(self
+            .bulk_fetch(
+                &format!(
+                    "SELECT {} FROM {{rows}} JOIN crm_records c ON c.crm = r.crm \
                  AND c.object_type = r.object_type AND c.object_id = r.object_id",
-                record_columns_of_c()
-            ),
-            &KEY_COLUMNS,
-        );
-        let rows = bulk::json(keys);
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&rows)
-            .fetch_all(c)
-            .await?))
+                    record_columns_of_c()
+                ),
+                &KEY_COLUMNS,
+                keys,
+                &[],
+            )
+            .await?)
     }
 
     /// People (contacts, leads) in any CRM with one of these normalised emails.
@@ -603,20 +577,19 @@ impl Tx {
         if emails.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_list(
-            self.kind(),
-            &format!(
-                "SELECT {} FROM {{list}} JOIN crm_records c ON c.email = l.v \
+        Ok(self
+            .bulk_fetch(
+                &format!(
+                    "SELECT {} FROM {{rows}} JOIN crm_records c ON c.email = r.v \
                  WHERE c.object_type IN ('contact', 'Contact', 'Lead') \
                  ORDER BY c.crm, c.object_id",
-                record_columns_of_c()
-            ),
-        );
-        let list = bulk::json(emails);
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&list)
-            .fetch_all(c)
-            .await?))
+                    record_columns_of_c()
+                ),
+                &bulk::LIST,
+                &bulk::list(emails),
+                &[],
+            )
+            .await?)
     }
 
     /// Records of one CRM by id among the given object types (a person id from an association
@@ -667,28 +640,24 @@ impl Tx {
         if values.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
-            &format!(
+        let found: Vec<CrmRecord> = self
+            .bulk_fetch(
+                &format!(
                 "SELECT {} FROM {{rows}} JOIN crm_records c ON c.crm = r.crm AND c.{column} = r.id \
                  ORDER BY c.object_id",
                 record_columns_of_c()
             ),
-            &[("crm", Col::Text), ("id", Col::Text)],
-        );
-        let rows = bulk::json(
-            &values
-                .iter()
-                .map(|id| CrmIds {
-                    crm: crm.as_str(),
-                    id,
-                })
-                .collect::<Vec<_>>(),
-        );
-        let found: Vec<CrmRecord> = on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&rows)
-            .fetch_all(c)
-            .await?);
+                &[("crm", Col::Text), ("id", Col::Text)],
+                &values
+                    .iter()
+                    .map(|id| CrmIds {
+                        crm: crm.as_str(),
+                        id,
+                    })
+                    .collect::<Vec<_>>(),
+                &[],
+            )
+            .await?;
         Ok(found
             .into_iter()
             .filter(|r| object_types.contains(&r.object_type.as_str()))
@@ -722,27 +691,23 @@ impl Tx {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
-            &format!(
-                "SELECT a.deal_id, a.contact_id FROM {{rows}} JOIN crm_associations a \
+        Ok(self
+            .bulk_fetch(
+                &format!(
+                    "SELECT a.deal_id, a.contact_id FROM {{rows}} JOIN crm_associations a \
                  ON a.crm = r.crm AND a.{column} = r.id WHERE a.removed = FALSE \
                  ORDER BY a.deal_id, a.contact_id"
-            ),
-            &[("crm", Col::Text), ("id", Col::Text)],
-        );
-        let rows = bulk::json(
-            &ids.iter()
-                .map(|id| CrmIds {
-                    crm: crm.as_str(),
-                    id,
-                })
-                .collect::<Vec<_>>(),
-        );
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&rows)
-            .fetch_all(c)
-            .await?))
+                ),
+                &[("crm", Col::Text), ("id", Col::Text)],
+                &ids.iter()
+                    .map(|id| CrmIds {
+                        crm: crm.as_str(),
+                        id,
+                    })
+                    .collect::<Vec<_>>(),
+                &[],
+            )
+            .await?)
     }
 
     /// The stage histories of these deals, each in CRM time order.
@@ -753,19 +718,17 @@ impl Tx {
         if deals.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
-            "SELECT h.id, h.crm, h.deal_id, h.pipeline, h.stage_id, h.stage, h.occurred_at, \
+        Ok(self
+            .bulk_fetch(
+                "SELECT h.id, h.crm, h.deal_id, h.pipeline, h.stage_id, h.stage, h.occurred_at, \
                  h.recorded_at FROM {rows} JOIN stage_history h \
              ON h.crm = r.crm AND h.deal_id = r.object_id \
              ORDER BY h.crm, h.deal_id, h.occurred_at, h.id",
-            &[("crm", Col::Text), ("object_id", Col::Text)],
-        );
-        let rows = bulk::json(deals);
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&rows)
-            .fetch_all(c)
-            .await?))
+                &[("crm", Col::Text), ("object_id", Col::Text)],
+                deals,
+                &[],
+            )
+            .await?)
     }
 
     /// Every CRM record linked to a referral.

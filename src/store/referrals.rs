@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::bulk::{self, Col};
+use super::bulk::{self, Col, Param};
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;
@@ -225,8 +225,7 @@ impl Tx {
         if referrers.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "INSERT INTO referrers (id, code, name, email, company_domain, market, kind, status, \
                  invited_at, joined_at, created_at, updated_at) \
              SELECT r.id, r.code, r.name, r.email, r.company_domain, r.market, r.kind, \
@@ -254,14 +253,10 @@ impl Tx {
                 ("invited_at", Col::BigInt),
                 ("joined_at", Col::BigInt),
             ],
-        );
-        let rows = bulk::json(referrers);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            referrers,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -287,28 +282,24 @@ impl Tx {
         if referrals.is_empty() {
             return Ok(0);
         }
-        let sql = bulk::with_rows(
-            self.kind(),
-            "INSERT INTO referrals (id, email, referrer_code, source, market, first_touch_at, \
+        Ok(self
+            .bulk_execute(
+                "INSERT INTO referrals (id, email, referrer_code, source, market, first_touch_at, \
                  created_at, updated_at) \
              SELECT r.id, r.email, r.referrer_code, r.source, r.market, r.first_touch_at, $2, $2 \
              FROM {rows} WHERE true ON CONFLICT (email) DO NOTHING",
-            &[
-                ("id", Col::Text),
-                ("email", Col::Text),
-                ("referrer_code", Col::Text),
-                ("source", Col::Text),
-                ("market", Col::Text),
-                ("first_touch_at", Col::BigInt),
-            ],
-        );
-        let rows = bulk::json(referrals);
-        Ok(on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected()))
+                &[
+                    ("id", Col::Text),
+                    ("email", Col::Text),
+                    ("referrer_code", Col::Text),
+                    ("source", Col::Text),
+                    ("market", Col::Text),
+                    ("first_touch_at", Col::BigInt),
+                ],
+                referrals,
+                &[Param::Int(now)],
+            )
+            .await?)
     }
 
     /// Record the first touch for `email`. If one exists already, that one is returned unchanged.
@@ -346,8 +337,7 @@ impl Tx {
         if fills.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "UPDATE referrals SET \
                  referee_name = COALESCE(referrals.referee_name, r.name), \
                  referee_company = COALESCE(referrals.referee_company, r.company), \
@@ -367,14 +357,10 @@ impl Tx {
                 ("signed_up_at", Col::BigInt),
                 ("activated_at", Col::BigInt),
             ],
-        );
-        let rows = bulk::json(fills);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            fills,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -387,8 +373,7 @@ impl Tx {
         if fills.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "UPDATE referrals SET \
                  qualified_at = COALESCE(referrals.qualified_at, r.qualified_at), \
                  won_at = COALESCE(referrals.won_at, r.won_at), updated_at = $2 \
@@ -398,14 +383,10 @@ impl Tx {
                 ("qualified_at", Col::BigInt),
                 ("won_at", Col::BigInt),
             ],
-        );
-        let rows = bulk::json(fills);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            fills,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -417,8 +398,7 @@ impl Tx {
         if touches.is_empty() {
             return Ok(());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
+        self.bulk_execute(
             "INSERT INTO touches (referral_id, inbox_event_id, kind, referrer_code, source, \
                  market, occurred_at, outcome, recorded_at) \
              SELECT r.referral_id, r.inbox_event_id, r.kind, r.referrer_code, r.source, r.market, \
@@ -434,14 +414,10 @@ impl Tx {
                 ("occurred_at", Col::BigInt),
                 ("outcome", Col::Text),
             ],
-        );
-        let rows = bulk::json(touches);
-        on_tx!(self, |c| sqlx::query(&sql)
-            .bind(&rows)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected());
+            touches,
+            &[Param::Int(now)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -487,15 +463,14 @@ impl Tx {
             .map(|c| format!("x.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = bulk::with_list(
-            self.kind(),
-            &format!("SELECT {columns} FROM {{list}} JOIN referrers x ON x.code = l.v"),
-        );
-        let list = bulk::json(codes);
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&list)
-            .fetch_all(c)
-            .await?))
+        Ok(self
+            .bulk_fetch(
+                &format!("SELECT {columns} FROM {{rows}} JOIN referrers x ON x.code = r.v"),
+                &bulk::LIST,
+                &bulk::list(codes),
+                &[],
+            )
+            .await?)
     }
 
     pub async fn referral(&mut self, id: &str) -> Result<Option<Referral>, StoreError> {
@@ -521,18 +496,17 @@ impl Tx {
         if values.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_list(
-            self.kind(),
-            &format!(
-                "SELECT {} FROM {{list}} JOIN referrals f ON f.{column} = l.v",
-                referral_columns_of("f")
-            ),
-        );
-        let list = bulk::json(values);
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&list)
-            .fetch_all(c)
-            .await?))
+        Ok(self
+            .bulk_fetch(
+                &format!(
+                    "SELECT {} FROM {{rows}} JOIN referrals f ON f.{column} = r.v",
+                    referral_columns_of("f")
+                ),
+                &bulk::LIST,
+                &bulk::list(values),
+                &[],
+            )
+            .await?)
     }
 
     /// Number of referrals of `code` that reached won (successful referrals).
@@ -552,16 +526,15 @@ impl Tx {
         if codes.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_list(
-            self.kind(),
-            "SELECT f.referrer_code, COUNT(*) FROM {list} JOIN referrals f \
-             ON f.referrer_code = l.v WHERE f.won_at IS NOT NULL GROUP BY f.referrer_code",
-        );
-        let list = bulk::json(codes);
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&list)
-            .fetch_all(c)
-            .await?))
+        Ok(self
+            .bulk_fetch(
+                "SELECT f.referrer_code, COUNT(*) FROM {rows} JOIN referrals f \
+             ON f.referrer_code = r.v WHERE f.won_at IS NOT NULL GROUP BY f.referrer_code",
+                &bulk::LIST,
+                &bulk::list(codes),
+                &[],
+            )
+            .await?)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::bulk::{self, Col};
+use super::bulk::Col;
 use super::records::RecordKey;
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Store, StoreError};
@@ -191,17 +191,15 @@ impl Tx {
         if deals.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = bulk::with_rows(
-            self.kind(),
-            "SELECT DISTINCT w.crm, w.deal_id FROM {rows} JOIN rewards w \
+        Ok(self
+            .bulk_fetch(
+                "SELECT DISTINCT w.crm, w.deal_id FROM {rows} JOIN rewards w \
              ON w.crm = r.crm AND w.deal_id = r.object_id",
-            &[("crm", Col::Text), ("object_id", Col::Text)],
-        );
-        let rows = bulk::json(deals);
-        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
-            .bind(&rows)
-            .fetch_all(c)
-            .await?))
+                &[("crm", Col::Text), ("object_id", Col::Text)],
+                deals,
+                &[],
+            )
+            .await?)
     }
 
     /// Pending rewards whose hold has ended.
