@@ -442,7 +442,7 @@ impl Tx {
         if links.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.bulk_fetch(
+        self.bulk_fetch(
             "UPDATE crm_records SET referral_id = r.referral_id, referrer_code = r.referrer_code, \
                  source = r.source, market = r.market, first_touch_at = r.first_touch_at, \
                  linked_at = $2, updated_at = $2 \
@@ -463,7 +463,7 @@ impl Tx {
             links,
             &[Param::Int(now)],
         )
-        .await?)
+        .await
     }
 
     /// Link one record (admin override refresh).
@@ -555,18 +555,17 @@ impl Tx {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .bulk_fetch(
-                &format!(
-                    "SELECT {} FROM {{rows}} JOIN crm_records c ON c.crm = r.crm \
+        self.bulk_fetch(
+            &format!(
+                "SELECT {} FROM {{rows}} JOIN crm_records c ON c.crm = r.crm \
                  AND c.object_type = r.object_type AND c.object_id = r.object_id",
-                    record_columns_of_c()
-                ),
-                &KEY_COLUMNS,
-                keys,
-                &[],
-            )
-            .await?)
+                record_columns_of_c()
+            ),
+            &KEY_COLUMNS,
+            keys,
+            &[],
+        )
+        .await
     }
 
     /// People (contacts, leads) in any CRM with one of these normalised emails.
@@ -577,19 +576,18 @@ impl Tx {
         if emails.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .bulk_fetch(
-                &format!(
-                    "SELECT {} FROM {{rows}} JOIN crm_records c ON c.email = r.v \
+        self.bulk_fetch(
+            &format!(
+                "SELECT {} FROM {{rows}} JOIN crm_records c ON c.email = r.v \
                  WHERE c.object_type IN ('contact', 'Contact', 'Lead') \
                  ORDER BY c.crm, c.object_id",
-                    record_columns_of_c()
-                ),
-                &bulk::LIST,
-                &bulk::list(emails),
-                &[],
-            )
-            .await?)
+                record_columns_of_c()
+            ),
+            &bulk::LIST,
+            &bulk::list(emails),
+            &[],
+        )
+        .await
     }
 
     /// Records of one CRM by id among the given object types (a person id from an association
@@ -691,23 +689,22 @@ impl Tx {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .bulk_fetch(
-                &format!(
-                    "SELECT a.deal_id, a.contact_id FROM {{rows}} JOIN crm_associations a \
+        self.bulk_fetch(
+            &format!(
+                "SELECT a.deal_id, a.contact_id FROM {{rows}} JOIN crm_associations a \
                  ON a.crm = r.crm AND a.{column} = r.id WHERE a.removed = FALSE \
                  ORDER BY a.deal_id, a.contact_id"
-                ),
-                &[("crm", Col::Text), ("id", Col::Text)],
-                &ids.iter()
-                    .map(|id| CrmIds {
-                        crm: crm.as_str(),
-                        id,
-                    })
-                    .collect::<Vec<_>>(),
-                &[],
-            )
-            .await?)
+            ),
+            &[("crm", Col::Text), ("id", Col::Text)],
+            &ids.iter()
+                .map(|id| CrmIds {
+                    crm: crm.as_str(),
+                    id,
+                })
+                .collect::<Vec<_>>(),
+            &[],
+        )
+        .await
     }
 
     /// The stage histories of these deals, each in CRM time order.
@@ -718,17 +715,16 @@ impl Tx {
         if deals.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .bulk_fetch(
-                "SELECT h.id, h.crm, h.deal_id, h.pipeline, h.stage_id, h.stage, h.occurred_at, \
+        self.bulk_fetch(
+            "SELECT h.id, h.crm, h.deal_id, h.pipeline, h.stage_id, h.stage, h.occurred_at, \
                  h.recorded_at FROM {rows} JOIN stage_history h \
              ON h.crm = r.crm AND h.deal_id = r.object_id \
              ORDER BY h.crm, h.deal_id, h.occurred_at, h.id",
-                &[("crm", Col::Text), ("object_id", Col::Text)],
-                deals,
-                &[],
-            )
-            .await?)
+            &[("crm", Col::Text), ("object_id", Col::Text)],
+            deals,
+            &[],
+        )
+        .await
     }
 
     /// Every CRM record linked to a referral.

@@ -282,24 +282,23 @@ impl Tx {
         if referrals.is_empty() {
             return Ok(0);
         }
-        Ok(self
-            .bulk_execute(
-                "INSERT INTO referrals (id, email, referrer_code, source, market, first_touch_at, \
+        self.bulk_execute(
+            "INSERT INTO referrals (id, email, referrer_code, source, market, first_touch_at, \
                  created_at, updated_at) \
              SELECT r.id, r.email, r.referrer_code, r.source, r.market, r.first_touch_at, $2, $2 \
              FROM {rows} WHERE true ON CONFLICT (email) DO NOTHING",
-                &[
-                    ("id", Col::Text),
-                    ("email", Col::Text),
-                    ("referrer_code", Col::Text),
-                    ("source", Col::Text),
-                    ("market", Col::Text),
-                    ("first_touch_at", Col::BigInt),
-                ],
-                referrals,
-                &[Param::Int(now)],
-            )
-            .await?)
+            &[
+                ("id", Col::Text),
+                ("email", Col::Text),
+                ("referrer_code", Col::Text),
+                ("source", Col::Text),
+                ("market", Col::Text),
+                ("first_touch_at", Col::BigInt),
+            ],
+            referrals,
+            &[Param::Int(now)],
+        )
+        .await
     }
 
     /// Record the first touch for `email`. If one exists already, that one is returned unchanged.
@@ -463,14 +462,13 @@ impl Tx {
             .map(|c| format!("x.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
-        Ok(self
-            .bulk_fetch(
-                &format!("SELECT {columns} FROM {{rows}} JOIN referrers x ON x.code = r.v"),
-                &bulk::LIST,
-                &bulk::list(codes),
-                &[],
-            )
-            .await?)
+        self.bulk_fetch(
+            &format!("SELECT {columns} FROM {{rows}} JOIN referrers x ON x.code = r.v"),
+            &bulk::LIST,
+            &bulk::list(codes),
+            &[],
+        )
+        .await
     }
 
     pub async fn referral(&mut self, id: &str) -> Result<Option<Referral>, StoreError> {
@@ -496,17 +494,16 @@ impl Tx {
         if values.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .bulk_fetch(
-                &format!(
-                    "SELECT {} FROM {{rows}} JOIN referrals f ON f.{column} = r.v",
-                    referral_columns_of("f")
-                ),
-                &bulk::LIST,
-                &bulk::list(values),
-                &[],
-            )
-            .await?)
+        self.bulk_fetch(
+            &format!(
+                "SELECT {} FROM {{rows}} JOIN referrals f ON f.{column} = r.v",
+                referral_columns_of("f")
+            ),
+            &bulk::LIST,
+            &bulk::list(values),
+            &[],
+        )
+        .await
     }
 
     /// Number of referrals of `code` that reached won (successful referrals).
@@ -526,15 +523,14 @@ impl Tx {
         if codes.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .bulk_fetch(
-                "SELECT f.referrer_code, COUNT(*) FROM {rows} JOIN referrals f \
+        self.bulk_fetch(
+            "SELECT f.referrer_code, COUNT(*) FROM {rows} JOIN referrals f \
              ON f.referrer_code = r.v WHERE f.won_at IS NOT NULL GROUP BY f.referrer_code",
-                &bulk::LIST,
-                &bulk::list(codes),
-                &[],
-            )
-            .await?)
+            &bulk::LIST,
+            &bulk::list(codes),
+            &[],
+        )
+        .await
     }
 }
 

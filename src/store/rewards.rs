@@ -191,15 +191,14 @@ impl Tx {
         if deals.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .bulk_fetch(
-                "SELECT DISTINCT w.crm, w.deal_id FROM {rows} JOIN rewards w \
+        self.bulk_fetch(
+            "SELECT DISTINCT w.crm, w.deal_id FROM {rows} JOIN rewards w \
              ON w.crm = r.crm AND w.deal_id = r.object_id",
-                &[("crm", Col::Text), ("object_id", Col::Text)],
-                deals,
-                &[],
-            )
-            .await?)
+            &[("crm", Col::Text), ("object_id", Col::Text)],
+            deals,
+            &[],
+        )
+        .await
     }
 
     /// Pending rewards whose hold has ended.
