@@ -84,6 +84,18 @@ pub struct ServerSettings {
 pub struct WorkerSettings {
     /// Run background workers in this process (false: an API-only replica).
     pub enabled: bool,
+    /// First delay before a failed worker is restarted; it doubles up to `restart_backoff_max_secs`.
+    pub restart_backoff_initial_ms: u64,
+    pub restart_backoff_max_secs: u64,
+}
+
+impl WorkerSettings {
+    pub fn backoff(&self) -> crate::supervisor::Backoff {
+        crate::supervisor::Backoff {
+            initial: std::time::Duration::from_millis(self.restart_backoff_initial_ms),
+            max: std::time::Duration::from_secs(self.restart_backoff_max_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -449,6 +461,13 @@ impl Settings {
             || url.starts_with("postgresql://"))
         {
             p.push("database.url: must start with sqlite: or postgres://".into());
+        }
+        let w = &self.workers;
+        if w.restart_backoff_initial_ms == 0 {
+            p.push("workers.restart_backoff_initial_ms: must be at least 1".into());
+        }
+        if w.restart_backoff_max_secs.saturating_mul(1000) < w.restart_backoff_initial_ms {
+            p.push("workers.restart_backoff_max_secs: must not be shorter than workers.restart_backoff_initial_ms".into());
         }
         if self.database.max_connections == 0 {
             p.push("database.max_connections: must be at least 1".into());

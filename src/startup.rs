@@ -9,6 +9,7 @@ use actix_web::dev::{Server, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::{RequestId, TracingLogger};
 
@@ -20,6 +21,7 @@ use crate::ingest::InboxWriter;
 use crate::outbox::OutboxWorker;
 use crate::routes;
 use crate::store::Store;
+use crate::supervisor::{Supervisor, WorkerFactory, WorkerRegistry};
 
 /// Shared, read-only state handed to every handler.
 pub struct AppState {
@@ -32,6 +34,8 @@ pub struct AppState {
     /// Woken when processing queued CRM writes.
     pub outbox_wake: Arc<tokio::sync::Notify>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The supervised background workers' states (`/readyz`).
+    pub workers: WorkerRegistry,
 }
 
 pub struct Application {
@@ -42,6 +46,7 @@ pub struct Application {
     processor: InboxProcessor,
     outbox: OutboxWorker,
     run_workers: bool,
+    extra_workers: Vec<(String, WorkerFactory)>,
 }
 
 impl Application {
@@ -95,6 +100,7 @@ impl Application {
             inbox_wake,
             outbox_wake,
             metrics: crate::metrics::handle(),
+            workers: WorkerRegistry::default(),
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -158,7 +164,20 @@ impl Application {
             run_workers: run_workers && settings.workers.enabled,
             processor,
             outbox,
+            extra_workers: Vec::new(),
         })
+    }
+
+    /// Run one more background worker, supervised like the built-in ones (restarted with
+    /// backoff, shown in `/readyz` and `worker_restarts_total`). It runs whenever the application
+    /// runs, whatever `workers.enabled` says; tests use it to inject a worker that fails.
+    pub fn add_worker<F, Fut>(&mut self, name: &str, mut make_worker: F)
+    where
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let factory: WorkerFactory = Box::new(move |stop| Box::pin(make_worker(stop)));
+        self.extra_workers.push((name.to_string(), factory));
     }
 
     /// The inbox processor, for driving it by hand (tests, `replay`).
@@ -185,24 +204,40 @@ impl Application {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         let workers_stop = CancellationToken::new();
-        let processor = self
-            .run_workers
-            .then(|| tokio::spawn(self.processor.clone().run(workers_stop.clone())));
-        let outbox = self.run_workers.then(|| {
-            tokio::spawn(
-                self.outbox
-                    .clone()
-                    .run(workers_stop.clone(), self.state.outbox_wake.clone()),
-            )
-        });
-        let holds = self.run_workers.then(|| {
-            tokio::spawn(crate::rewards::engine::run_hold_timer(
+        let supervisor = Supervisor::new(
+            self.state.workers.clone(),
+            workers_stop.clone(),
+            self.state.settings.workers.backoff(),
+        );
+        let mut workers = Vec::new();
+        if self.run_workers {
+            let processor = self.processor.clone();
+            workers.push(supervisor.supervise("inbox_processor", move |stop| {
+                processor.clone().run(stop).map(Ok)
+            }));
+            let (outbox, wake) = (self.outbox.clone(), self.state.outbox_wake.clone());
+            workers.push(supervisor.supervise("outbox_worker", move |stop| {
+                outbox.clone().run(stop, wake.clone()).map(Ok)
+            }));
+            // Not the whole AppState: holding it would keep the inbox channel open at shutdown.
+            let (store, settings, clock) = (
                 self.state.store.clone(),
                 self.state.settings.clone(),
                 self.state.clock.clone(),
-                workers_stop.clone(),
-            ))
-        });
+            );
+            workers.push(supervisor.supervise("hold_timer", move |stop| {
+                crate::rewards::engine::run_hold_timer(
+                    store.clone(),
+                    settings.clone(),
+                    clock.clone(),
+                    stop,
+                )
+                .map(Ok)
+            }));
+        }
+        for (name, factory) in self.extra_workers {
+            workers.push(supervisor.supervise(&name, factory));
+        }
         let stopper = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -223,16 +258,9 @@ impl Application {
             tracing::warn!("inbox writers did not finish within the grace period");
         }
         workers_stop.cancel();
-        for (name, worker) in [
-            ("inbox processor", processor),
-            ("outbox worker", outbox),
-            ("hold timer", holds),
-        ] {
-            if let Some(worker) = worker {
-                if tokio::time::timeout(grace, worker).await.is_err() {
-                    tracing::warn!("{name} did not stop within the grace period");
-                }
-            }
+        let all_stopped = futures_util::future::join_all(workers);
+        if tokio::time::timeout(grace, all_stopped).await.is_err() {
+            tracing::warn!("background workers did not stop within the grace period");
         }
         store.close().await;
         tracing::info!("stopped");

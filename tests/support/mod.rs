@@ -15,6 +15,7 @@ use referral_sync::clock::FakeClock;
 use referral_sync::config::{ConfigSources, Secret, Settings};
 use referral_sync::startup::Application;
 use referral_sync::store::Store;
+use referral_sync::supervisor::{WorkerFactory, WorkerRegistry};
 use tokio_util::sync::CancellationToken;
 
 /// 2026-11-20T10:00:00Z, the day of the SPEC's story.
@@ -84,6 +85,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub processor: InboxProcessor,
     pub outbox: referral_sync::outbox::OutboxWorker,
+    /// The supervised workers' states (only [`SpawnOptions::workers`] run in tests).
+    pub workers: WorkerRegistry,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: TestDb,
@@ -134,6 +137,9 @@ pub struct SpawnOptions {
     pub migrate: bool,
     /// Share a clock with something else (the CRM sandbox); a new one at [`T0`] otherwise.
     pub clock: Option<Arc<FakeClock>>,
+    /// Background workers to run under the app's supervisor (the built-in ones don't run in
+    /// tests: they are driven step by step).
+    pub workers: Vec<(String, WorkerFactory)>,
 }
 
 impl Default for SpawnOptions {
@@ -141,6 +147,7 @@ impl Default for SpawnOptions {
         Self {
             migrate: true,
             clock: None,
+            workers: Vec::new(),
         }
     }
 }
@@ -168,9 +175,13 @@ pub async fn spawn_app_with(
         store.migrate().await.expect("migrate");
     }
     let clock = options.clock.clone().unwrap_or_else(|| FakeClock::new(T0));
-    let app = Application::build_with(settings.clone(), store.clone(), clock.clone(), false)
+    let mut app = Application::build_with(settings.clone(), store.clone(), clock.clone(), false)
         .await
         .expect("build app");
+    for (name, worker) in options.workers {
+        app.add_worker(&name, worker);
+    }
+    let workers = app.state().workers.clone();
     let port = app.port();
     let processor = app.processor();
     let outbox = app.outbox();
@@ -185,6 +196,7 @@ pub async fn spawn_app_with(
         settings,
         processor,
         outbox,
+        workers,
         shutdown,
         server: Some(server),
         _db: db,
