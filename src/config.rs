@@ -76,6 +76,11 @@ pub struct ServerSettings {
     pub bind: String,
     pub public_base_url: String,
     pub body_limit_bytes: usize,
+    /// A webhook body must arrive within this long, or the request is answered 408.
+    pub body_read_timeout_ms: u64,
+    /// Bytes buffered at once, over all requests, for webhook bodies whose signature is not
+    /// checked yet; a request that would go over is answered 503 with Retry-After.
+    pub unverified_body_budget_bytes: usize,
     pub workers: usize,
     pub shutdown_grace_secs: u64,
 }
@@ -118,6 +123,8 @@ pub struct IngestSettings {
     pub max_wait_micros: u64,
     pub writers_postgres: usize,
     pub timestamp_tolerance_secs: u64,
+    /// Attributes allowed on one element of a Salesforce SOAP message.
+    pub xml_max_attributes: usize,
     /// Benchmark ceiling only: answer after verification without storing.
     pub discard_after_verify: bool,
 }
@@ -455,6 +462,12 @@ impl Settings {
         if self.server.body_limit_bytes < 1024 {
             p.push("server.body_limit_bytes: must be at least 1024".into());
         }
+        if self.server.body_read_timeout_ms == 0 {
+            p.push("server.body_read_timeout_ms: must be at least 1".into());
+        }
+        if self.server.unverified_body_budget_bytes < self.server.body_limit_bytes {
+            p.push("server.unverified_body_budget_bytes: must be at least server.body_limit_bytes, or the largest allowed body could never be read".into());
+        }
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -486,6 +499,9 @@ impl Settings {
         }
         if self.ingest.max_batch_events == 0 {
             p.push("ingest.max_batch_events: must be at least 1".into());
+        }
+        if !(4..=10_000).contains(&self.ingest.xml_max_attributes) {
+            p.push("ingest.xml_max_attributes: must be between 4 and 10000".into());
         }
         if self.ingest.writers_postgres == 0 {
             p.push("ingest.writers_postgres: must be at least 1".into());
@@ -556,10 +572,9 @@ impl Settings {
     fn validate_salesforce(&self, p: &mut Vec<String>) {
         let sf = &self.salesforce;
         for id in &sf.organization_ids {
-            if !(id.len() == 15 || id.len() == 18) || !id.bytes().all(|b| b.is_ascii_alphanumeric())
-            {
+            if !crate::ingest::salesforce::is_salesforce_id(id) {
                 p.push(format!(
-                    "salesforce.organization_ids: `{id}` is not a 15- or 18-character organization id"
+                    "salesforce.organization_ids: `{id}` is not a 15-character organization id, or an 18-character one with its checksum suffix"
                 ));
             }
         }

@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The supervised background workers' states (`/readyz`).
     pub workers: WorkerRegistry,
+    /// Bytes all not-yet-verified webhook bodies may occupy together.
+    pub body_budget: crate::ingest::body::BodyBudget,
 }
 
 pub struct Application {
@@ -101,6 +103,9 @@ impl Application {
             outbox_wake,
             metrics: crate::metrics::handle(),
             workers: WorkerRegistry::default(),
+            body_budget: crate::ingest::body::BodyBudget::new(
+                settings.server.unverified_body_budget_bytes,
+            ),
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -118,6 +123,10 @@ impl Application {
                             match err {
                         JsonPayloadError::Deserialize(e) if e.is_data() => {
                             ApiError::Unprocessable(format!("invalid request body: {e}")).into()
+                        }
+                        JsonPayloadError::OverflowKnownLength { limit, .. }
+                        | JsonPayloadError::Overflow { limit } => {
+                            ApiError::PayloadTooLarge(limit).into()
                         }
                         JsonPayloadError::ContentType => ApiError::BadRequest(
                             "send the request body as JSON (Content-Type: application/json)".into(),

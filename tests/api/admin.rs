@@ -40,6 +40,8 @@ both_backends!(
     an_attribution_override_needs_an_admin_and_a_reason,
     rewards_are_listed_and_decided,
     dead_deliveries_are_listed_and_replayed,
+    a_replay_body_that_is_not_understood_requeues_nothing,
+    a_decision_body_that_is_not_understood_is_refused_not_ignored,
     the_openapi_document_lists_exactly_the_served_routes,
     the_funnel_answers_json_or_csv_and_refuses_bad_filters,
 );
@@ -586,6 +588,210 @@ async fn dead_deliveries_are_listed_and_replayed(backend: Backend) {
     )
     .await;
     assert_eq!(after["items"].as_array().unwrap().len(), 0);
+}
+
+/// Marks up to `n` pending CRM writes dead, as CRM refusals would; returns their outbox ids.
+async fn kill_deliveries(app: &TestApp, n: i64) -> Vec<i64> {
+    let claimed = app
+        .store
+        .claim_records("test", T0, T0 + 60_000, n, 1)
+        .await
+        .unwrap();
+    for record in &claimed {
+        app.store
+            .finish_delivery(
+                "test",
+                record.head_id,
+                &referral_sync::store::DeliveryResult::Dead {
+                    row_ids: vec![record.head_id],
+                    status: Some(400),
+                    error: "PROPERTY_DOESNT_EXIST".into(),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+    }
+    claimed.iter().map(|r| r.head_id).collect()
+}
+
+async fn dead_count(app: &TestApp) -> usize {
+    let (_, dead) = call(
+        app,
+        "GET",
+        "/api/v1/deliveries?status=dead",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    dead["items"].as_array().unwrap().len()
+}
+
+async fn a_replay_body_that_is_not_understood_requeues_nothing(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    seed(&app).await;
+    let ids = kill_deliveries(&app, 10).await;
+    let dead = ids.len();
+    assert!(dead >= 2, "the seed leaves at least two CRM writes");
+    let replay = |content_type: Option<&str>, body: String| {
+        let mut req = app
+            .client
+            .post(app.url("/api/v1/deliveries/replay"))
+            .bearer_auth(ADMIN_KEY)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (
+                status,
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+    };
+    let json = Some("application/json");
+    let one = format!("{{\"ids\":[{}]}}", ids[0]);
+
+    for (case, (status, message), expected, names) in [
+        (
+            "ids as strings",
+            replay(json, r#"{"ids":["1"]}"#.into()).await,
+            422,
+            "expected i64",
+        ),
+        (
+            "a form body (curl -d)",
+            replay(Some("application/x-www-form-urlencoded"), one.clone()).await,
+            400,
+            "Content-Type",
+        ),
+        (
+            "no content type",
+            replay(None, one.clone()).await,
+            400,
+            "Content-Type",
+        ),
+        (
+            "over the limit",
+            replay(json, format!("{{\"ids\":[{}]}}", "1,".repeat(40_000) + "1")).await,
+            413,
+            "limit",
+        ),
+        ("no body", replay(json, String::new()).await, 400, "JSON"),
+        (
+            "an empty object",
+            replay(json, "{}".into()).await,
+            422,
+            "all: true",
+        ),
+        (
+            "a misspelt key",
+            replay(json, r#"{"id":[1]}"#.into()).await,
+            422,
+            "id",
+        ),
+        (
+            "all with ids",
+            replay(json, format!("{{\"all\":true,\"ids\":[{}]}}", ids[0])).await,
+            422,
+            "all",
+        ),
+    ] {
+        assert_eq!(status, expected, "{case}: {message}");
+        assert!(message.contains(names), "{case}: {message}");
+    }
+    assert_eq!(dead_count(&app).await, dead, "nothing was re-queued");
+
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v1/deliveries/replay",
+        Some(ADMIN_KEY),
+        Some(serde_json::from_str(&one).unwrap()),
+    )
+    .await;
+    assert_eq!((status, body["requeued"].as_u64()), (200, Some(1)));
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v1/deliveries/replay",
+        Some(ADMIN_KEY),
+        Some(json!({"all": true})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["requeued"].as_u64()),
+        (200, Some(dead as u64 - 1)),
+        "all, when asked for"
+    );
+    assert_eq!(dead_count(&app).await, 0);
+}
+
+async fn a_decision_body_that_is_not_understood_is_refused_not_ignored(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let (_, reward) = seed(&app).await;
+    let path = format!("/api/v1/rewards/{reward}/reject");
+    let reject = |content_type: &'static str, body: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", content_type)
+            .body(body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+
+    let as_form = reject(
+        "application/x-www-form-urlencoded",
+        r#"{"reason":"duplicate"}"#,
+    )
+    .await;
+    let misspelt = reject("application/json", r#"{"reasn":"duplicate"}"#).await;
+    let not_json = reject("application/json", "reason=duplicate").await;
+
+    assert_eq!(as_form, 400, "a reason sent as a form is not dropped");
+    assert_eq!(misspelt, 422);
+    assert_eq!(not_json, 400);
+    let (_, rewards) = call(
+        &app,
+        "GET",
+        "/api/v1/rewards?status=rejected",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert!(
+        rewards["items"].as_array().unwrap().is_empty(),
+        "no decision was taken without its reason"
+    );
+    let (status, _) = call(
+        &app,
+        "POST",
+        &path,
+        Some(ADMIN_KEY),
+        Some(json!({"reason": "duplicate"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, story) = call(
+        &app,
+        "GET",
+        "/api/v1/rewards?status=rejected",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(story["items"].as_array().unwrap().len(), 1);
 }
 
 async fn the_openapi_document_lists_exactly_the_served_routes(backend: Backend) {

@@ -11,6 +11,7 @@ mod delivery;
 mod funnel;
 mod fuzz_corpus;
 mod health;
+mod hostile;
 mod rewards;
 mod store_contract;
 mod webhooks;

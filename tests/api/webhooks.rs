@@ -386,7 +386,7 @@ async fn salesforce_requests_with_a_wrong_token_org_or_body_are_refused(backend:
             &query,
             None,
             standard_message(
-                "00D000000000001AAA",
+                "00D000000000001EAA",
                 &[("04l7F000008aeB1QAI", "Lead", "00Q7F00000AbcdeQAI")],
             ),
         )
@@ -534,7 +534,8 @@ async fn product_events_are_accepted_under_every_scheme(backend: Backend) {
     assert_eq!(rows.len(), 4);
     assert_eq!(
         (rows[0].source.as_str(), rows[0].dedupe_key.as_str()),
-        ("signup:app", "msg_1")
+        ("signup:app", "evt_1"),
+        "the event id identifies a product event"
     );
     assert_eq!(
         (rows[1].source.as_str(), rows[1].dedupe_key.as_str()),
