@@ -500,8 +500,8 @@ impl Settings {
         if self.ingest.max_batch_events == 0 {
             p.push("ingest.max_batch_events: must be at least 1".into());
         }
-        if !(4..=10_000).contains(&self.ingest.xml_max_attributes) {
-            p.push("ingest.xml_max_attributes: must be between 4 and 10000".into());
+        if !(4..=1_000).contains(&self.ingest.xml_max_attributes) {
+            p.push("ingest.xml_max_attributes: must be between 4 and 1000 (parsing work grows with its square)".into());
         }
         if self.ingest.writers_postgres == 0 {
             p.push("ingest.writers_postgres: must be at least 1".into());

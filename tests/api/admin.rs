@@ -42,6 +42,9 @@ both_backends!(
     dead_deliveries_are_listed_and_replayed,
     a_replay_body_that_is_not_understood_requeues_nothing,
     a_decision_body_that_is_not_understood_is_refused_not_ignored,
+    the_bearer_scheme_is_case_insensitive,
+    an_override_to_a_market_or_source_outside_its_rule_is_refused,
+    funnel_csv_cells_a_spreadsheet_would_run_are_neutralised,
     the_openapi_document_lists_exactly_the_served_routes,
     the_funnel_answers_json_or_csv_and_refuses_bad_filters,
 );
@@ -887,4 +890,112 @@ async fn the_funnel_answers_json_or_csv_and_refuses_bad_filters(backend: Backend
     assert_eq!(bad_format, 422);
     assert_eq!(bad_from, 422);
     assert!(err["error"]["message"].as_str().unwrap().contains("from"));
+}
+
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = app
+            .client
+            .get(app.url("/api/v1/referrers"))
+            .header("authorization", format!("{scheme} {READ_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    let other = app
+        .client
+        .get(app.url("/api/v1/referrers"))
+        .header("authorization", format!("Basic {READ_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401, "another scheme is not a bearer key");
+}
+
+async fn an_override_to_a_market_or_source_outside_its_rule_is_refused(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let (referral, _) = seed(&app).await;
+    let path = format!("/api/v1/referrals/{referral}/attribution");
+
+    for (change, field) in [
+        (json!({"market": "=HYPERLINK(\"http://x\")"}), "market"),
+        (json!({"market": "+1+1"}), "market"),
+        (json!({"market": "@SUM(1+1)"}), "market"),
+        (json!({"source": "-2+3"}), "source"),
+    ] {
+        let mut body = change.clone();
+        body["reason"] = json!("fix");
+        let (status, err) = call(&app, "POST", &path, Some(ADMIN_KEY), Some(body)).await;
+        assert_eq!(status, 422, "{change}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{change}: {message}");
+    }
+    let (status, body) = call(
+        &app,
+        "POST",
+        &path,
+        Some(ADMIN_KEY),
+        Some(json!({"market": " eu-west ", "reason": "moved"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["referral"]["market"], "EU-WEST", "normalised once");
+}
+
+async fn funnel_csv_cells_a_spreadsheet_would_run_are_neutralised(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    // Values stored before markets were validated (or by hand in the database).
+    let formulas = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(1+1)"];
+    let mut tx = app.store.begin().await.unwrap();
+    for (i, formula) in formulas.iter().enumerate() {
+        let attribution = referral_sync::store::Attribution {
+            referrer_code: None,
+            source: Some(formula.to_string()),
+            market: Some(formula.to_string()),
+            first_touch_at: T0,
+        };
+        tx.insert_referral(&format!("r{i}@example.com"), &attribution, T0)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let response = app
+        .client
+        .get(app.url("/api/v1/reports/funnel?format=csv"))
+        .bearer_auth(READ_KEY)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let csv = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let cells: Vec<String> = reader
+        .records()
+        .flat_map(|r| {
+            let r = r.unwrap();
+            [r[0].to_string(), r[1].to_string()]
+        })
+        .collect();
+    for formula in formulas {
+        assert!(
+            cells.iter().any(|c| *c == format!("'{formula}")),
+            "{formula} not neutralised in:\n{csv}"
+        );
+    }
+    assert!(
+        !cells
+            .iter()
+            .any(|c| c.starts_with(['=', '+', '-', '@', '\t', '\r'])),
+        "{csv}"
+    );
 }

@@ -273,6 +273,15 @@ async fn every_hostile_request_is_refused_stores_nothing_and_leaves_the_service_
             status: 401,
         },
         Case {
+            name: "SOAP with the token twice, the right one first",
+            request: soap(
+                &format!("?token={SF_TOKEN}&token=wrong"),
+                "text/xml",
+                good_soap.clone(),
+            ),
+            status: 401,
+        },
+        Case {
             name: "SOAP from an 18-character org id with the allowed prefix but a wrong checksum",
             request: soap(
                 &token,
@@ -331,4 +340,132 @@ async fn every_hostile_request_is_refused_stores_nothing_and_leaves_the_service_
             case.name
         );
     }
+}
+
+both_backends!(
+    a_sender_that_stalls_mid_body_is_answered_408_and_disconnected,
+    bodies_beyond_the_unverified_budget_are_refused_with_503_and_retry_after,
+);
+
+async fn a_sender_that_stalls_mid_body_is_answered_408_and_disconnected(backend: Backend) {
+    let Some(app) = hostile_app(backend).await else {
+        return;
+    };
+
+    let answer = send_and_stall(
+        app.port,
+        &head("/webhooks/hubspot", 50_000, &forged_v3_headers(T0)),
+        &[b' '; 20_000],
+    )
+    .await;
+
+    assert_eq!(answer.status, 408, "{}", answer.head);
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout");
+    assert!(answer.closed, "the stalled connection is closed");
+    assert_eq!(app.body_budget.in_use(), 0, "its bytes are given back");
+    assert_eq!(app.store.count_inbox(None).await.unwrap(), 0);
+}
+
+async fn bodies_beyond_the_unverified_budget_are_refused_with_503_and_retry_after(
+    backend: Backend,
+) {
+    let Some(app) = spawn_app_with(backend, SpawnOptions::default(), |s| {
+        configure(s);
+        s.server.body_limit_bytes = 64 * 1024;
+        s.server.unverified_body_budget_bytes = 64 * 1024;
+        s.server.body_read_timeout_ms = 3_000;
+    })
+    .await
+    else {
+        return;
+    };
+    // A stalled sender holds 60 KB of the 64 KB budget until its deadline.
+    let port = app.port;
+    let hog = tokio::spawn(async move {
+        send_and_stall(
+            port,
+            &head("/webhooks/hubspot", 60_000, &forged_v3_headers(T0)),
+            b"[",
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.body_budget.in_use() < 60_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the first body was never reserved"
+        );
+        tokio::task::yield_now().await;
+    }
+
+    let refused = send_and_stall(
+        app.port,
+        &head("/webhooks/hubspot", 10_000, &forged_v3_headers(T0)),
+        &[],
+    )
+    .await;
+
+    assert_eq!(refused.status, 503, "{}", refused.head);
+    assert!(
+        refused.head.to_ascii_lowercase().contains("retry-after: 5"),
+        "{}",
+        refused.head
+    );
+    let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
+    // Once the stalled sender is cut off, its share is back and real senders get through.
+    assert_eq!(hog.await.unwrap().status, 408);
+    assert_eq!(app.body_budget.in_use(), 0);
+    app.hubspot(json!([hubspot_event(
+        1,
+        "contact.creation",
+        1,
+        T0,
+        json!({})
+    )]))
+    .await;
+    assert_eq!(app.store.count_inbox(None).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_soap_parse_does_not_hold_up_health_checks() {
+    // Limits raised far past their defaults so one message takes seconds to parse; the single
+    // HTTP worker of the test app must still answer /healthz meanwhile.
+    let app = spawn_app_with(Backend::Sqlite, SpawnOptions::default(), |s| {
+        configure(s);
+        s.server.body_limit_bytes = 4 * 1024 * 1024;
+        s.server.unverified_body_budget_bytes = 4 * 1024 * 1024;
+        s.ingest.xml_max_attributes = 1_000_000;
+    })
+    .await
+    .unwrap();
+    let request = app
+        .client
+        .post(app.url(&format!("/webhooks/salesforce?token={SF_TOKEN}")))
+        .header("content-type", "text/xml")
+        .body(soap_with_attributes(40_000));
+    let started = Instant::now();
+    let post = tokio::spawn(async move { request.send().await.unwrap().status().as_u16() });
+
+    let mut slowest = Duration::ZERO;
+    let mut checks = 0;
+    while !post.is_finished() {
+        let asked = Instant::now();
+        assert_eq!(app.get("/healthz").await.status(), 200);
+        slowest = slowest.max(asked.elapsed());
+        checks += 1;
+    }
+    let parse_took = started.elapsed();
+
+    assert_eq!(post.await.unwrap(), 200);
+    assert!(
+        parse_took > Duration::from_millis(500),
+        "the message was slow enough to matter ({parse_took:?})"
+    );
+    assert!(checks > 1);
+    assert!(
+        slowest < Duration::from_millis(250),
+        "/healthz took {slowest:?} while a {parse_took:?} parse ran"
+    );
 }

@@ -87,6 +87,8 @@ pub struct TestApp {
     pub outbox: referral_sync::outbox::OutboxWorker,
     /// The supervised workers' states (only [`SpawnOptions::workers`] run in tests).
     pub workers: WorkerRegistry,
+    /// Bytes reserved by webhook bodies not verified yet.
+    pub body_budget: referral_sync::ingest::body::BodyBudget,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: TestDb,
@@ -182,6 +184,7 @@ pub async fn spawn_app_with(
         app.add_worker(&name, worker);
     }
     let workers = app.state().workers.clone();
+    let body_budget = app.state().body_budget.clone();
     let port = app.port();
     let processor = app.processor();
     let outbox = app.outbox();
@@ -197,6 +200,7 @@ pub async fn spawn_app_with(
         processor,
         outbox,
         workers,
+        body_budget,
         shutdown,
         server: Some(server),
         _db: db,
