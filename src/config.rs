@@ -115,6 +115,8 @@ pub struct DatabaseSettings {
 pub struct TelemetrySettings {
     pub format: String,
     pub level: String,
+    /// Request-controlled text in a log line is cut to this many characters.
+    pub max_field_chars: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -496,6 +498,9 @@ impl Settings {
                 "telemetry.level: `{}` is not a valid log filter",
                 self.telemetry.level
             ));
+        }
+        if !(16..=65_536).contains(&self.telemetry.max_field_chars) {
+            p.push("telemetry.max_field_chars: must be between 16 and 65536".into());
         }
         if self.ingest.max_batch_events == 0 {
             p.push("ingest.max_batch_events: must be at least 1".into());

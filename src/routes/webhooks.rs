@@ -52,7 +52,9 @@ impl Rejection {
 fn record_rejection(source: &str, r: &Rejection) {
     metrics::counter!("webhooks_rejected_total", "source" => source.to_string(), "reason" => r.reason)
         .increment(1);
-    tracing::warn!(source, reason = r.reason, error = %r.error, "webhook rejected");
+    // The message can quote the request (a source name from the path, a parser's complaint).
+    let error = crate::telemetry::untrusted(&r.error.to_string());
+    tracing::warn!(source, reason = r.reason, %error, "webhook rejected");
 }
 
 /// Read the body within the limits of [`crate::ingest::body`]. The reservation counts the body

@@ -561,3 +561,112 @@ async fn secrets_never_reach_the_logs_even_at_debug_level() {
     }
     assert!(!logs.contains("token="), "query strings are not logged");
 }
+
+/// Runs `serve` with `env`, lets `drive` send requests to its base URL, stops it with SIGTERM,
+/// and returns everything it logged.
+async fn serve_and_collect_logs<F, Fut>(env: &[(&str, String)], drive: F) -> String
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (out, err) = (dir.path().join("out.log"), dir.path().join("err.log"));
+    let mut cmd = binary();
+    cmd.arg("serve")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/s.db", dir.path().display()),
+        )
+        .env("REFERRAL_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drive(base).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    format!(
+        "{}{}",
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&err).unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_text_cannot_forge_log_lines_or_flood_them_in_either_format() {
+    let forged =
+        "x%0A2026-11-20T10:00:00.000000Z%20%20INFO%20referral_sync:%20FORGED%1B[2J%E2%80%AE";
+    let huge = format!("/webhooks/signup/{}", "A".repeat(60_000));
+    for format in ["pretty", "json"] {
+        let (forged, huge) = (forged.to_string(), huge.clone());
+        let logs = serve_and_collect_logs(
+            &[("REFERRAL_SYNC__TELEMETRY__FORMAT", format.to_string())],
+            |base| async move {
+                let client = reqwest::Client::new();
+                for path in [format!("/webhooks/signup/{forged}"), huge] {
+                    let r = client
+                        .post(format!("{base}{path}"))
+                        .body("{}")
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 404, "{format}");
+                }
+            },
+        )
+        .await;
+
+        assert!(
+            logs.contains("webhook rejected"),
+            "{format}: the refusals were logged:\n{logs}"
+        );
+        for line in logs.lines() {
+            assert!(
+                !line.trim_start().contains("FORGED") || line.contains("webhook rejected"),
+                "{format}: a forged line of its own: {line}"
+            );
+            assert!(!line.starts_with("2026-11-20T10:00:00"), "{format}: {line}");
+            assert!(
+                line.len() < 4_000,
+                "{format}: a {} byte line: {}",
+                line.len(),
+                &line[..line.len().min(3000)]
+            );
+            if format == "json" {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+            }
+        }
+        assert!(!logs.contains('\u{1b}'), "{format}: a terminal escape");
+        assert!(!logs.contains('\u{202e}'), "{format}: a direction override");
+        assert!(
+            logs.contains("FORGED"),
+            "{format}: the text is there, escaped"
+        );
+    }
+}
