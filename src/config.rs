@@ -18,6 +18,14 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Environment variable prefix: `REFERRAL_SYNC__SERVER__BIND`.
 pub const ENV_PREFIX: &str = "REFERRAL_SYNC";
 
+/// Settings that are lists, given in one environment variable separated by commas.
+const ENV_LIST_KEYS: [&str; 4] = [
+    "hubspot.client_secrets",
+    "hubspot.signature_versions",
+    "salesforce.organization_ids",
+    "salesforce.callout_secrets",
+];
+
 /// A secret setting. Its value is reachable only through [`Secret::expose`]; `Debug` and
 /// `Serialize` show `[redacted]` (or an empty string when unset, so "not configured" stays visible).
 #[derive(Clone, Deserialize, Default)]
@@ -394,7 +402,7 @@ impl Settings {
             Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         let on_disk_default = dir.join("default.toml");
         if on_disk_default.is_file() {
-            builder = builder.add_source(File::from(on_disk_default).format(FileFormat::Toml));
+            builder = builder.add_source(toml_file(&on_disk_default)?);
         }
         if let Some(name) = env.get("REFERRAL_SYNC_ENV").filter(|n| !n.is_empty()) {
             let overlay = dir.join(format!("{name}.toml"));
@@ -404,7 +412,7 @@ impl Settings {
                     overlay.display()
                 )));
             }
-            builder = builder.add_source(File::from(overlay).format(FileFormat::Toml));
+            builder = builder.add_source(toml_file(&overlay)?);
         }
         if let Some(file) = &sources.file {
             if !file.is_file() {
@@ -413,24 +421,42 @@ impl Settings {
                     file.display()
                 )));
             }
-            builder = builder.add_source(File::from(file.as_path()).format(FileFormat::Toml));
+            builder = builder.add_source(toml_file(file)?);
         }
-        let env_source = Environment::with_prefix(ENV_PREFIX)
+        // Secrets (and URLs) are taken from the environment as they are: parsed, an all-digit
+        // secret would become a number that no longer fits, and leading zeros would be lost.
+        let (verbatim, parsed): (BTreeMap<_, _>, BTreeMap<_, _>) = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| is_verbatim_env_key(k));
+        let mut environment = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
             .list_separator(",")
-            .with_list_parse_key("hubspot.client_secrets")
-            .with_list_parse_key("hubspot.signature_versions")
-            .with_list_parse_key("salesforce.organization_ids")
-            .with_list_parse_key("salesforce.callout_secrets")
             .try_parsing(true)
-            .source(Some(
-                env.iter()
-                    .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ));
-        builder = builder.add_source(env_source);
+            .source(Some(parsed.into_iter().collect()));
+        for key in ENV_LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        builder = builder.add_source(environment);
+        for (env_key, value) in verbatim {
+            let key = env_key[ENV_PREFIX.len() + 2..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            let value: config::Value = if ENV_LIST_KEYS.contains(&key.as_str()) {
+                value
+                    .split(',')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+                    .into()
+            } else {
+                value.into()
+            };
+            builder = builder.set_override(&key, value).map_err(|_| {
+                ConfigError::Invalid(vec![format!("{env_key}: not a usable setting name")])
+            })?;
+        }
         if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
             builder = builder
                 .set_override("database.url", url.as_str())
@@ -442,10 +468,18 @@ impl Settings {
             .map_err(|e| ConfigError::Load(e.to_string()))?;
 
         let mut unknown = Vec::new();
-        let settings: Settings = serde_ignored::deserialize(merged, |path| {
-            unknown.push(format!("{path}: unknown key"));
-        })
-        .map_err(|e| ConfigError::Load(format!("the configuration has the wrong shape: {e}")))?;
+        let settings: Settings = serde_path_to_error::deserialize(
+            serde_ignored::Deserializer::new(merged, &mut |path: serde_ignored::Path<'_>| {
+                unknown.push(format!("{path}: unknown key"))
+            }),
+        )
+        .map_err(|e| {
+            ConfigError::Invalid(vec![format!(
+                "{}: {}",
+                e.path(),
+                describe_without_value(&e.inner().to_string())
+            )])
+        })?;
         Ok((settings, unknown))
     }
 
@@ -753,6 +787,70 @@ fn validate_rule(key: &str, rule: &RewardRule, p: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// A TOML file as a config source, its syntax checked first: the TOML parser's own error quotes
+/// the offending line, which may hold a secret, so only the position and the complaint are told.
+fn toml_file(
+    path: &Path,
+) -> Result<config::File<config::FileSourceString, config::FileFormat>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Load(format!("{}: could not be read: {e}", path.display())))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        let at = e.span().map_or(0, |span| span.start).min(text.len());
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        return Err(ConfigError::Load(format!(
+            "{}: not valid TOML at line {line}, column {column}: {}",
+            path.display(),
+            e.message().trim()
+        )));
+    }
+    Ok(config::File::from_str(&text, config::FileFormat::Toml))
+}
+
+/// Environment keys taken verbatim (never parsed as numbers or booleans): secrets, tokens and URLs,
+/// by the last segment of their name (`…__CLIENT_SECRETS`, `…__ACCESS_TOKEN`, `DATABASE…__URL`).
+fn is_verbatim_env_key(env_key: &str) -> bool {
+    let last = env_key
+        .rsplit("__")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    ["secret", "secrets", "token", "tokens", "url"]
+        .iter()
+        .any(|suffix| last == *suffix || last.ends_with(&format!("_{suffix}")))
+}
+
+/// A deserialization complaint without the value that caused it (it may be a secret): serde's
+/// messages quote it (`invalid type: string "…", expected …`); only what was expected and the
+/// kind of thing found are kept.
+fn describe_without_value(message: &str) -> String {
+    let expected = message
+        .rfind(", expected ")
+        .map(|i| &message[i + ", expected ".len()..]);
+    if let (Some(found), Some(expected)) = (message.strip_prefix("invalid type: "), expected) {
+        let kind = found
+            .split(['"', '`', ','])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        return format!("expected {expected}, found {kind} (value not shown)");
+    }
+    if message.starts_with("invalid value: ") || message.starts_with("unknown variant ") {
+        return match expected {
+            Some(expected) => format!("invalid value (not shown), expected {expected}"),
+            None => "invalid value (not shown)".into(),
+        };
+    }
+    if message.starts_with("missing field ")
+        || message.starts_with("invalid length ")
+        || message.starts_with("data did not match any variant")
+    {
+        return message.to_string();
+    }
+    "invalid value (not shown)".into()
 }
 
 fn is_http_url(s: &str) -> bool {

@@ -670,3 +670,28 @@ async fn request_text_cannot_forge_log_lines_or_flood_them_in_either_format() {
         );
     }
 }
+
+#[test]
+fn check_config_and_serve_name_the_key_of_a_misshapen_secret_without_printing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shape.toml");
+    std::fs::write(&file, "[hubspot]\nclient_secrets = \"3f6c-SECRET-VALUE\"\n").unwrap();
+
+    for command in ["check-config", "serve"] {
+        let out = binary()
+            .arg("--config")
+            .arg(&file)
+            .arg(command)
+            .output()
+            .unwrap();
+
+        assert!(!out.status.success(), "{command}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(all.contains("hubspot.client_secrets"), "{command}: {all}");
+        assert!(!all.contains("SECRET-VALUE"), "{command}: {all}");
+    }
+}
