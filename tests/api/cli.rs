@@ -695,3 +695,210 @@ fn check_config_and_serve_name_the_key_of_a_misshapen_secret_without_printing_it
         assert!(!all.contains("SECRET-VALUE"), "{command}: {all}");
     }
 }
+
+/// A stand-in for curl that records its arguments (one per line) and its standard input.
+fn fake_curl(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("curl");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> \"$RECORD/args\"; done\ncat > \"$RECORD/stdin\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// Runs `sign … --curl` (with `stdin` as the body when given), then the printed command in `sh`
+/// with the fake curl first on PATH; returns curl's arguments and standard input.
+fn sign_and_run(
+    dir: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (Vec<String>, Vec<u8>) {
+    use std::io::Write;
+    let record = dir.join("record");
+    let _ = std::fs::remove_dir_all(&record);
+    std::fs::create_dir_all(&record).unwrap();
+    let mut sign = binary()
+        .arg("sign")
+        .args(args)
+        .arg("--curl")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sign.stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or_default())
+        .unwrap();
+    let printed = sign.wait_with_output().unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let path = format!(
+        "{}:{}",
+        fake_curl(dir).display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = Command::new("sh")
+        .arg("-c")
+        .arg(String::from_utf8(printed.stdout).unwrap())
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("RECORD", &record)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let args = std::fs::read_to_string(record.join("args")).unwrap();
+    (
+        args.lines().map(String::from).collect(),
+        std::fs::read(record.join("stdin")).unwrap(),
+    )
+}
+
+#[test]
+fn sign_curl_output_runs_no_injected_command_and_sends_the_signed_bytes() {
+    use referral_sync::ingest::signature::{
+        verify_hubspot, verify_standard_webhooks, HubSpotRequest, HubSpotVersion,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = "http://127.0.0.1:9/webhooks/hubspot?x='$(touch PWNED1)'";
+    let body_file = dir.path().join("b'$(touch PWNED2)'.json");
+    std::fs::write(&body_file, br#"[{"objectId":1}]"#).unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    let (by_file, _) = sign_and_run(
+        dir.path(),
+        &[
+            "--scheme",
+            "standard-webhooks",
+            "--secret",
+            secret,
+            "--url",
+            url,
+            "--id",
+            "msg'; touch PWNED3; echo '",
+            "--body",
+            body_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    let binary_body = b"[{\"name\":\"\xff\xfe caf\xe9\"}]\x00end";
+    let (piped, sent) = sign_and_run(
+        dir.path(),
+        &["--source", "hubspot", "--secret", "hs-secret", "--url", url],
+        Some(binary_body),
+    );
+
+    for marker in ["PWNED1", "PWNED2", "PWNED3"] {
+        assert!(!dir.path().join(marker).exists(), "{marker}: a command ran");
+    }
+    assert!(by_file.contains(&url.to_string()), "{by_file:?}");
+    assert!(
+        by_file.contains(&"webhook-id: msg'; touch PWNED3; echo '".to_string()),
+        "{by_file:?}"
+    );
+    assert!(
+        by_file.contains(&format!("@{}", body_file.display())),
+        "{by_file:?}"
+    );
+    let headers: Vec<(String, String)> = by_file
+        .iter()
+        .filter_map(|a| {
+            a.split_once(": ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp();
+    assert!(verify_standard_webhooks(
+        &headers,
+        &std::fs::read(&body_file).unwrap(),
+        &[secret],
+        300,
+        now
+    )
+    .is_ok());
+
+    assert_eq!(sent, binary_body, "curl got the exact bytes");
+    let headers: Vec<(String, String)> = piped
+        .iter()
+        .filter_map(|a| {
+            a.split_once(": ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let request = HubSpotRequest {
+        method: "POST",
+        uri: url,
+        body: &sent,
+        headers: &headers,
+    };
+    assert_eq!(
+        verify_hubspot(
+            &request,
+            &["hs-secret"],
+            &[HubSpotVersion::V3],
+            300_000,
+            now * 1000
+        ),
+        Ok(HubSpotVersion::V3),
+        "the bytes sent are the bytes signed"
+    );
+}
+
+#[test]
+fn check_config_into_a_closed_pipe_ends_quietly() {
+    let mut child = binary()
+        .arg("check-config")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before anything is written, as `| head -1` does after its line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}
+
+#[test]
+fn demo_piped_into_head_ends_quietly_and_removes_its_temporary_folder() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = binary()
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        lines.next().unwrap().unwrap();
+    }
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
