@@ -132,7 +132,7 @@ fn soap_with_attributes(n: usize) -> String {
 }
 
 enum Request {
-    Http(reqwest::RequestBuilder),
+    Http(Box<reqwest::RequestBuilder>),
     Stalled { head: String, body: Vec<u8> },
 }
 
@@ -167,15 +167,15 @@ async fn every_hostile_request_is_refused_stores_nothing_and_leaves_the_service_
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        Request::Http(req)
+        Request::Http(Box::new(req))
     };
     let soap = |query: &str, content_type: &str, body: String| {
-        Request::Http(
+        Request::Http(Box::new(
             app.client
                 .post(app.url(&format!("/webhooks/salesforce{query}")))
                 .header("content-type", content_type)
                 .body(body),
-        )
+        ))
     };
     let token = format!("?token={SF_TOKEN}");
     let good_soap = outbound_message(
@@ -302,18 +302,18 @@ async fn every_hostile_request_is_refused_stores_nothing_and_leaves_the_service_
         },
         Case {
             name: "unknown product source whose name forges a log line",
-            request: Request::Http(
+            request: Request::Http(Box::new(
                 app.client
                     .post(
                         app.url("/webhooks/signup/x%0A2026-11-20T10:00:00Z%20INFO%20forged%1B[2J"),
                     )
                     .body("{}"),
-            ),
+            )),
             status: 404,
         },
         Case {
             name: "GET on a webhook path",
-            request: Request::Http(app.client.get(app.url("/webhooks/hubspot"))),
+            request: Request::Http(Box::new(app.client.get(app.url("/webhooks/hubspot")))),
             status: 405,
         },
     ];
