@@ -902,3 +902,43 @@ fn demo_piped_into_head_ends_quietly_and_removes_its_temporary_folder() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_csv_neutralises_cells_a_spreadsheet_would_run() {
+    let app = crate::support::spawn_app(Backend::Sqlite).await.unwrap();
+    // A market stored before markets were validated (or typed into the database by hand).
+    let mut tx = app.store.begin().await.unwrap();
+    let attribution = referral_sync::store::Attribution {
+        referrer_code: None,
+        source: Some("@SUM(1+1)".into()),
+        market: Some("=HYPERLINK(\"http://x\")".into()),
+        first_touch_at: crate::support::T0,
+    };
+    tx.insert_referral("ana@northwind.io", &attribution, crate::support::T0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let url = app.settings.database.url.expose().to_string();
+
+    let out = tokio::task::spawn_blocking(move || {
+        binary()
+            .args(["report", "--format", "csv"])
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let row = csv.lines().nth(1).expect("a data row");
+    assert!(
+        row.starts_with("\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1+1),"),
+        "{row}"
+    );
+}
