@@ -20,7 +20,6 @@
 mod postgres;
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,56 +31,26 @@ use support::{env_or, median, percentile_ms};
 const SECRET: &str = "bench-hubspot-secret";
 const PUBLIC_BASE: &str = "https://hooks.bench.local";
 
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+type Server = support::service::Service;
+
+fn start_server(database_url: Option<String>, discard: bool) -> Server {
+    Server::start(
+        env!("CARGO_BIN_EXE_referral-sync"),
+        database_url,
+        &[
+            ("REFERRAL_SYNC__SERVER__PUBLIC_BASE_URL", PUBLIC_BASE.into()),
+            ("REFERRAL_SYNC__HUBSPOT__CLIENT_SECRETS", SECRET.into()),
+            (
+                "REFERRAL_SYNC__INGEST__DISCARD_AFTER_VERIFY",
+                discard.to_string(),
+            ),
+            // Measure ingest alone, as an API-only replica; processing is benchmarked separately.
+            ("REFERRAL_SYNC__WORKERS__ENABLED", "false".into()),
+        ],
+    )
 }
 
 impl Server {
-    fn start(database_url: Option<String>, discard: bool) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let url =
-            database_url.unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
-        let child = Command::new(env!("CARGO_BIN_EXE_referral-sync"))
-            .arg("serve")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("DATABASE_URL", url)
-            .env("REFERRAL_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("REFERRAL_SYNC__SERVER__PUBLIC_BASE_URL", PUBLIC_BASE)
-            .env("REFERRAL_SYNC__HUBSPOT__CLIENT_SECRETS", SECRET)
-            .env(
-                "REFERRAL_SYNC__INGEST__DISCARD_AFTER_VERIFY",
-                discard.to_string(),
-            )
-            .env("REFERRAL_SYNC__TELEMETRY__LEVEL", "error")
-            // Measure ingest alone, as an API-only replica; processing is benchmarked separately.
-            .env("REFERRAL_SYNC__WORKERS__ENABLED", "false")
-            .env_remove("REFERRAL_SYNC_ENV")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start referral-sync");
-        let server = Server {
-            child,
-            port,
-            _dir: dir,
-        };
-        let ready = format!("http://127.0.0.1:{port}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if reqwest::blocking::get(&ready).is_ok_and(|r| r.status().is_success()) {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server did not become ready");
-    }
-
     /// CPU seconds (user + system) the server has used so far.
     fn cpu_seconds(&self) -> f64 {
         support::cpu_seconds_of(self.child.id())
@@ -103,24 +72,7 @@ impl Server {
     }
 
     fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        self.memory_kib("VmHWM")
     }
 }
 
@@ -228,7 +180,7 @@ fn measure(
     connections: usize,
     seconds: f64,
 ) -> serde_json::Value {
-    let server = Server::start(database_url, mode == "ceiling");
+    let server = start_server(database_url, mode == "ceiling");
     // Warm up connections and caches, then measure.
     runtime.block_on(drive(server.port, events, connections, 0.5));
     let cpu_before = server.cpu_seconds();

@@ -18,6 +18,14 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Environment variable prefix: `REFERRAL_SYNC__SERVER__BIND`.
 pub const ENV_PREFIX: &str = "REFERRAL_SYNC";
 
+/// Settings that are lists, given in one environment variable separated by commas.
+const ENV_LIST_KEYS: [&str; 4] = [
+    "hubspot.client_secrets",
+    "hubspot.signature_versions",
+    "salesforce.organization_ids",
+    "salesforce.callout_secrets",
+];
+
 /// A secret setting. Its value is reachable only through [`Secret::expose`]; `Debug` and
 /// `Serialize` show `[redacted]` (or an empty string when unset, so "not configured" stays visible).
 #[derive(Clone, Deserialize, Default)]
@@ -77,6 +85,11 @@ pub struct ServerSettings {
     pub bind: String,
     pub public_base_url: String,
     pub body_limit_bytes: usize,
+    /// A webhook body must arrive within this long, or the request is answered 408.
+    pub body_read_timeout_ms: u64,
+    /// Bytes buffered at once, over all requests, for webhook bodies whose signature is not
+    /// checked yet; a request that would go over is answered 503 with Retry-After.
+    pub unverified_body_budget_bytes: usize,
     pub workers: usize,
     pub shutdown_grace_secs: u64,
 }
@@ -85,6 +98,18 @@ pub struct ServerSettings {
 pub struct WorkerSettings {
     /// Run background workers in this process (false: an API-only replica).
     pub enabled: bool,
+    /// First delay before a failed worker is restarted; it doubles up to `restart_backoff_max_secs`.
+    pub restart_backoff_initial_ms: u64,
+    pub restart_backoff_max_secs: u64,
+}
+
+impl WorkerSettings {
+    pub fn backoff(&self) -> crate::supervisor::Backoff {
+        crate::supervisor::Backoff {
+            initial: std::time::Duration::from_millis(self.restart_backoff_initial_ms),
+            max: std::time::Duration::from_secs(self.restart_backoff_max_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -99,6 +124,8 @@ pub struct DatabaseSettings {
 pub struct TelemetrySettings {
     pub format: String,
     pub level: String,
+    /// Request-controlled text in a log line is cut to this many characters.
+    pub max_field_chars: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -107,6 +134,8 @@ pub struct IngestSettings {
     pub max_wait_micros: u64,
     pub writers_postgres: usize,
     pub timestamp_tolerance_secs: u64,
+    /// Attributes allowed on one element of a Salesforce SOAP message.
+    pub xml_max_attributes: usize,
     /// Benchmark ceiling only: answer after verification without storing.
     pub discard_after_verify: bool,
 }
@@ -405,7 +434,7 @@ impl Settings {
             Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         let on_disk_default = dir.join("default.toml");
         if on_disk_default.is_file() {
-            builder = builder.add_source(File::from(on_disk_default).format(FileFormat::Toml));
+            builder = builder.add_source(toml_file(&on_disk_default)?);
         }
         if let Some(name) = env.get("REFERRAL_SYNC_ENV").filter(|n| !n.is_empty()) {
             let overlay = dir.join(format!("{name}.toml"));
@@ -415,7 +444,7 @@ impl Settings {
                     overlay.display()
                 )));
             }
-            builder = builder.add_source(File::from(overlay).format(FileFormat::Toml));
+            builder = builder.add_source(toml_file(&overlay)?);
         }
         if let Some(file) = &sources.file {
             if !file.is_file() {
@@ -424,24 +453,42 @@ impl Settings {
                     file.display()
                 )));
             }
-            builder = builder.add_source(File::from(file.as_path()).format(FileFormat::Toml));
+            builder = builder.add_source(toml_file(file)?);
         }
-        let env_source = Environment::with_prefix(ENV_PREFIX)
+        // Secrets (and URLs) are taken from the environment as they are: parsed, an all-digit
+        // secret would become a number that no longer fits, and leading zeros would be lost.
+        let (verbatim, parsed): (BTreeMap<_, _>, BTreeMap<_, _>) = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| is_verbatim_env_key(k));
+        let mut environment = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
             .list_separator(",")
-            .with_list_parse_key("hubspot.client_secrets")
-            .with_list_parse_key("hubspot.signature_versions")
-            .with_list_parse_key("salesforce.organization_ids")
-            .with_list_parse_key("salesforce.callout_secrets")
             .try_parsing(true)
-            .source(Some(
-                env.iter()
-                    .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ));
-        builder = builder.add_source(env_source);
+            .source(Some(parsed.into_iter().collect()));
+        for key in ENV_LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        builder = builder.add_source(environment);
+        for (env_key, value) in verbatim {
+            let key = env_key[ENV_PREFIX.len() + 2..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            let value: config::Value = if ENV_LIST_KEYS.contains(&key.as_str()) {
+                value
+                    .split(',')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+                    .into()
+            } else {
+                value.into()
+            };
+            builder = builder.set_override(&key, value).map_err(|_| {
+                ConfigError::Invalid(vec![format!("{env_key}: not a usable setting name")])
+            })?;
+        }
         if let Some(url) = env.get("DATABASE_URL").filter(|u| !u.is_empty()) {
             builder = builder
                 .set_override("database.url", url.as_str())
@@ -453,10 +500,18 @@ impl Settings {
             .map_err(|e| ConfigError::Load(e.to_string()))?;
 
         let mut unknown = Vec::new();
-        let settings: Settings = serde_ignored::deserialize(merged, |path| {
-            unknown.push(format!("{path}: unknown key"));
-        })
-        .map_err(|e| ConfigError::Load(format!("the configuration has the wrong shape: {e}")))?;
+        let settings: Settings = serde_path_to_error::deserialize(
+            serde_ignored::Deserializer::new(merged, &mut |path: serde_ignored::Path<'_>| {
+                unknown.push(format!("{path}: unknown key"))
+            }),
+        )
+        .map_err(|e| {
+            ConfigError::Invalid(vec![format!(
+                "{}: {}",
+                e.path(),
+                describe_without_value(&e.inner().to_string())
+            )])
+        })?;
         Ok((settings, unknown))
     }
 
@@ -475,12 +530,25 @@ impl Settings {
         if self.server.body_limit_bytes < 1024 {
             p.push("server.body_limit_bytes: must be at least 1024".into());
         }
+        if self.server.body_read_timeout_ms == 0 {
+            p.push("server.body_read_timeout_ms: must be at least 1".into());
+        }
+        if self.server.unverified_body_budget_bytes < self.server.body_limit_bytes {
+            p.push("server.unverified_body_budget_bytes: must be at least server.body_limit_bytes, or the largest allowed body could never be read".into());
+        }
         let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
         {
             p.push("database.url: must start with sqlite: or postgres://".into());
+        }
+        let w = &self.workers;
+        if w.restart_backoff_initial_ms == 0 {
+            p.push("workers.restart_backoff_initial_ms: must be at least 1".into());
+        }
+        if w.restart_backoff_max_secs.saturating_mul(1000) < w.restart_backoff_initial_ms {
+            p.push("workers.restart_backoff_max_secs: must not be shorter than workers.restart_backoff_initial_ms".into());
         }
         if self.database.max_connections == 0 {
             p.push("database.max_connections: must be at least 1".into());
@@ -497,8 +565,14 @@ impl Settings {
                 self.telemetry.level
             ));
         }
+        if !(16..=65_536).contains(&self.telemetry.max_field_chars) {
+            p.push("telemetry.max_field_chars: must be between 16 and 65536".into());
+        }
         if self.ingest.max_batch_events == 0 {
             p.push("ingest.max_batch_events: must be at least 1".into());
+        }
+        if !(4..=1_000).contains(&self.ingest.xml_max_attributes) {
+            p.push("ingest.xml_max_attributes: must be between 4 and 1000 (parsing work grows with its square)".into());
         }
         if self.ingest.writers_postgres == 0 {
             p.push("ingest.writers_postgres: must be at least 1".into());
@@ -584,10 +658,9 @@ impl Settings {
     fn validate_salesforce(&self, p: &mut Vec<String>) {
         let sf = &self.salesforce;
         for id in &sf.organization_ids {
-            if !(id.len() == 15 || id.len() == 18) || !id.bytes().all(|b| b.is_ascii_alphanumeric())
-            {
+            if !crate::ingest::salesforce::is_salesforce_id(id) {
                 p.push(format!(
-                    "salesforce.organization_ids: `{id}` is not a 15- or 18-character organization id"
+                    "salesforce.organization_ids: `{id}` is not a 15-character organization id, or an 18-character one with its checksum suffix"
                 ));
             }
         }
@@ -760,6 +833,70 @@ fn validate_rule(key: &str, rule: &RewardRule, p: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// A TOML file as a config source, its syntax checked first: the TOML parser's own error quotes
+/// the offending line, which may hold a secret, so only the position and the complaint are told.
+fn toml_file(
+    path: &Path,
+) -> Result<config::File<config::FileSourceString, config::FileFormat>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Load(format!("{}: could not be read: {e}", path.display())))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        let at = e.span().map_or(0, |span| span.start).min(text.len());
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        return Err(ConfigError::Load(format!(
+            "{}: not valid TOML at line {line}, column {column}: {}",
+            path.display(),
+            e.message().trim()
+        )));
+    }
+    Ok(config::File::from_str(&text, config::FileFormat::Toml))
+}
+
+/// Environment keys taken verbatim (never parsed as numbers or booleans): secrets, tokens and URLs,
+/// by the last segment of their name (`…__CLIENT_SECRETS`, `…__ACCESS_TOKEN`, `DATABASE…__URL`).
+fn is_verbatim_env_key(env_key: &str) -> bool {
+    let last = env_key
+        .rsplit("__")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    ["secret", "secrets", "token", "tokens", "url"]
+        .iter()
+        .any(|suffix| last == *suffix || last.ends_with(&format!("_{suffix}")))
+}
+
+/// A deserialization complaint without the value that caused it (it may be a secret): serde's
+/// messages quote it (`invalid type: string "…", expected …`); only what was expected and the
+/// kind of thing found are kept.
+fn describe_without_value(message: &str) -> String {
+    let expected = message
+        .rfind(", expected ")
+        .map(|i| &message[i + ", expected ".len()..]);
+    if let (Some(found), Some(expected)) = (message.strip_prefix("invalid type: "), expected) {
+        let kind = found
+            .split(['"', '`', ','])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        return format!("expected {expected}, found {kind} (value not shown)");
+    }
+    if message.starts_with("invalid value: ") || message.starts_with("unknown variant ") {
+        return match expected {
+            Some(expected) => format!("invalid value (not shown), expected {expected}"),
+            None => "invalid value (not shown)".into(),
+        };
+    }
+    if message.starts_with("missing field ")
+        || message.starts_with("invalid length ")
+        || message.starts_with("data did not match any variant")
+    {
+        return message.to_string();
+    }
+    "invalid value (not shown)".into()
 }
 
 fn is_http_url(s: &str) -> bool {

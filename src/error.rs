@@ -26,6 +26,15 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// Too much is in flight right now; answered 503 with `Retry-After`.
+    #[error("{0}")]
+    Overloaded(String),
+    /// 405 with `Allow` naming the one method the path takes.
+    #[error("use {0} on this path")]
+    MethodNotAllowed(&'static str),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -42,6 +51,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unprocessable(_) => "unprocessable",
             Self::Unavailable(_) => "unavailable",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::Overloaded(_) => "overloaded",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Internal(_) => "internal",
         }
     }
@@ -59,6 +71,27 @@ impl std::fmt::Debug for ApiError {
     }
 }
 
+/// Seconds a sender is asked to wait after an [`ApiError::Overloaded`] answer.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
+impl ApiError {
+    /// The headers this error's answer needs, whatever its body (JSON here, SOAP for Salesforce).
+    pub fn add_headers(&self, response: &mut actix_web::HttpResponseBuilder) {
+        match self {
+            Self::Overloaded(_) => {
+                response.insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    RETRY_AFTER_SECS.to_string(),
+                ));
+            }
+            Self::MethodNotAllowed(method) => {
+                response.insert_header((actix_web::http::header::ALLOW, *method));
+            }
+            _ => {}
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -69,7 +102,9 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,8 +113,9 @@ impl ResponseError for ApiError {
         if let Self::Internal(_) = self {
             tracing::error!(error = ?self, "request failed");
         }
-        HttpResponse::build(self.status_code())
-            .json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        let mut response = HttpResponse::build(self.status_code());
+        self.add_headers(&mut response);
+        response.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
     }
 }
 

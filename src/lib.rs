@@ -19,4 +19,5 @@ pub mod routes;
 pub mod sandbox;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

@@ -9,6 +9,7 @@ use actix_web::dev::{Server, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::{RequestId, TracingLogger};
 
@@ -20,6 +21,7 @@ use crate::outbox::OutboxWorker;
 use crate::processing::InboxProcessor;
 use crate::routes;
 use crate::store::Store;
+use crate::supervisor::{Supervisor, WorkerFactory, WorkerRegistry};
 
 /// Shared, read-only state handed to every handler.
 pub struct AppState {
@@ -32,6 +34,10 @@ pub struct AppState {
     /// Woken when processing queued CRM writes.
     pub outbox_wake: Arc<tokio::sync::Notify>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The supervised background workers' states (`/readyz`).
+    pub workers: WorkerRegistry,
+    /// Bytes all not-yet-verified webhook bodies may occupy together.
+    pub body_budget: crate::ingest::body::BodyBudget,
 }
 
 pub struct Application {
@@ -42,6 +48,7 @@ pub struct Application {
     processor: InboxProcessor,
     outbox: OutboxWorker,
     run_workers: bool,
+    extra_workers: Vec<(String, WorkerFactory)>,
 }
 
 impl Application {
@@ -95,6 +102,10 @@ impl Application {
             inbox_wake,
             outbox_wake,
             metrics: crate::metrics::handle(),
+            workers: WorkerRegistry::default(),
+            body_budget: crate::ingest::body::BodyBudget::new(
+                settings.server.unverified_body_budget_bytes,
+            ),
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -112,6 +123,10 @@ impl Application {
                             match err {
                         JsonPayloadError::Deserialize(e) if e.is_data() => {
                             ApiError::Unprocessable(format!("invalid request body: {e}")).into()
+                        }
+                        JsonPayloadError::OverflowKnownLength { limit, .. }
+                        | JsonPayloadError::Overflow { limit } => {
+                            ApiError::PayloadTooLarge(limit).into()
                         }
                         JsonPayloadError::ContentType => ApiError::BadRequest(
                             "send the request body as JSON (Content-Type: application/json)".into(),
@@ -158,7 +173,20 @@ impl Application {
             run_workers: run_workers && settings.workers.enabled,
             processor,
             outbox,
+            extra_workers: Vec::new(),
         })
+    }
+
+    /// Run one more background worker, supervised like the built-in ones (restarted with
+    /// backoff, shown in `/readyz` and `worker_restarts_total`). It runs whenever the application
+    /// runs, whatever `workers.enabled` says; tests use it to inject a worker that fails.
+    pub fn add_worker<F, Fut>(&mut self, name: &str, mut make_worker: F)
+    where
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let factory: WorkerFactory = Box::new(move |stop| Box::pin(make_worker(stop)));
+        self.extra_workers.push((name.to_string(), factory));
     }
 
     /// The inbox processor, for driving it by hand (tests, `replay`).
@@ -185,33 +213,54 @@ impl Application {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         let workers_stop = CancellationToken::new();
-        // Several processors share the partitions (PostgreSQL); one more task keeps the backlog
-        // gauges current.
-        let processors: Vec<_> = if self.run_workers {
-            (0..self.processor.processors())
-                .map(|_| tokio::spawn(self.processor.clone().run(workers_stop.clone())))
-                .chain(std::iter::once(tokio::spawn(
-                    self.processor.clone().report_backlog(workers_stop.clone()),
-                )))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let outbox = self.run_workers.then(|| {
-            tokio::spawn(
-                self.outbox
-                    .clone()
-                    .run(workers_stop.clone(), self.state.outbox_wake.clone()),
-            )
-        });
-        let holds = self.run_workers.then(|| {
-            tokio::spawn(crate::rewards::engine::run_hold_timer(
+        let supervisor = Supervisor::new(
+            self.state.workers.clone(),
+            workers_stop.clone(),
+            self.state.settings.workers.backoff(),
+        );
+        let mut workers = Vec::new();
+        if self.run_workers {
+            // Several processors share the partitions (PostgreSQL); one more task keeps the
+            // backlog gauges current.
+            let count = self.processor.processors();
+            for i in 1..=count {
+                let processor = self.processor.clone();
+                let name = if count == 1 {
+                    "inbox_processor".to_string()
+                } else {
+                    format!("inbox_processor_{i}")
+                };
+                workers.push(supervisor.supervise(&name, move |stop| {
+                    processor.clone().run(stop).map(Ok)
+                }));
+            }
+            let reporter = self.processor.clone();
+            workers.push(supervisor.supervise("backlog_gauges", move |stop| {
+                reporter.clone().report_backlog(stop).map(Ok)
+            }));
+            let (outbox, wake) = (self.outbox.clone(), self.state.outbox_wake.clone());
+            workers.push(supervisor.supervise("outbox_worker", move |stop| {
+                outbox.clone().run(stop, wake.clone()).map(Ok)
+            }));
+            // Not the whole AppState: holding it would keep the inbox channel open at shutdown.
+            let (store, settings, clock) = (
                 self.state.store.clone(),
                 self.state.settings.clone(),
                 self.state.clock.clone(),
-                workers_stop.clone(),
-            ))
-        });
+            );
+            workers.push(supervisor.supervise("hold_timer", move |stop| {
+                crate::rewards::engine::run_hold_timer(
+                    store.clone(),
+                    settings.clone(),
+                    clock.clone(),
+                    stop,
+                )
+                .map(Ok)
+            }));
+        }
+        for (name, factory) in self.extra_workers {
+            workers.push(supervisor.supervise(&name, factory));
+        }
         let stopper = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -232,17 +281,9 @@ impl Application {
             tracing::warn!("inbox writers did not finish within the grace period");
         }
         workers_stop.cancel();
-        for processor in processors {
-            if tokio::time::timeout(grace, processor).await.is_err() {
-                tracing::warn!("an inbox processor did not stop within the grace period");
-            }
-        }
-        for (name, worker) in [("outbox worker", outbox), ("hold timer", holds)] {
-            if let Some(worker) = worker {
-                if tokio::time::timeout(grace, worker).await.is_err() {
-                    tracing::warn!("{name} did not stop within the grace period");
-                }
-            }
+        let all_stopped = futures_util::future::join_all(workers);
+        if tokio::time::timeout(grace, all_stopped).await.is_err() {
+            tracing::warn!("background workers did not stop within the grace period");
         }
         store.close().await;
         tracing::info!("stopped");

@@ -2,6 +2,8 @@
 //! summary statistics they print.
 #![allow(dead_code)]
 
+pub mod service;
+
 use std::str::FromStr;
 
 /// `key` from the environment, parsed, or `default`.

@@ -7,6 +7,8 @@ use serde::Deserialize;
 use super::writeback;
 use crate::clock::Millis;
 use crate::config::Settings;
+use crate::domain::market::Market;
+use crate::ingest::product::ReferralSource;
 use crate::store::{Attribution, NewAudit, NewTouch, Referral, Store, StoreError};
 
 /// The new attribution; omitted fields keep their value. The first-touch time never changes.
@@ -27,7 +29,8 @@ pub enum OverrideError {
     Store(#[from] StoreError),
 }
 
-pub const SOURCES: &[&str] = &["link", "code", "intro", "pool"];
+/// The sources a referral may have: [`ReferralSource`]'s values.
+pub const SOURCES: &[&str] = ReferralSource::NAMES;
 
 pub async fn override_attribution(
     store: &Store,
@@ -42,13 +45,19 @@ pub async fn override_attribution(
         return Err(OverrideError::Invalid("reason is required".into()));
     }
     if let Some(source) = &change.source {
-        if !SOURCES.contains(&source.as_str()) {
+        if ReferralSource::parse(source).is_none() {
             return Err(OverrideError::Invalid(format!(
                 "source must be one of {}",
                 SOURCES.join(", ")
             )));
         }
     }
+    let market = change
+        .market
+        .as_deref()
+        .map(Market::parse)
+        .transpose()
+        .map_err(|e| OverrideError::Invalid(format!("market {e}")))?;
     let mut tx = store.begin().await?;
     // Links are derived state: never interleave with a reconcile round linking this referral.
     tx.lock_reconcile().await?;
@@ -60,11 +69,7 @@ pub async fn override_attribution(
     let new = Attribution {
         referrer_code: change.referrer_code.clone().or(old.referrer_code.clone()),
         source: change.source.clone().or(old.source.clone()),
-        market: change
-            .market
-            .as_ref()
-            .map(|m| m.to_uppercase())
-            .or(old.market.clone()),
+        market: market.map(Market::into_string).or(old.market.clone()),
         first_touch_at: old.first_touch_at,
     };
     if new == old {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::output::outln;
 use crate::clock::{to_rfc3339, Clock, FakeClock, DAY, MINUTE};
 use crate::config::{ConfigSources, Secret, Settings, SourceSettings};
 use crate::ingest::signature::{sign_hubspot, sign_standard_webhooks, HubSpotVersion};
@@ -39,11 +40,12 @@ struct Demo {
 }
 
 pub async fn run(example: &std::path::Path) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
+    let temp = DemoDir::create()?;
+    let dir = temp.path();
     let clock = FakeClock::new(START);
     let sandbox = SandboxConfig::default();
     let crm = CrmSandbox::start(sandbox.clone(), clock.clone()).await?;
-    let settings = demo_settings(example, &dir, &crm.base_url, &sandbox)?;
+    let settings = demo_settings(example, dir, &crm.base_url, &sandbox)?;
     let store = Store::connect(&settings.database).await?;
     store.migrate().await?;
     let app =
@@ -64,29 +66,36 @@ pub async fn run(example: &std::path::Path) -> anyhow::Result<()> {
         step: 0,
     };
 
-    println!(
-        "referral-sync demo — temporary database in {}, CRM sandbox at {}\n",
-        dir.display(),
-        demo.crm.base_url
-    );
-    demo.us_story().await?;
-    demo.ru_story().await?;
-    demo.print_crm();
-    demo.print_funnel().await?;
+    let story = demo.play(dir).await;
+    // Stopped however the story ended (a reader of its output may have gone away mid-way).
     shutdown.cancel();
     let _ = server.await;
     demo.crm.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    story
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "referral-sync-demo-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// The demo's temporary folder, removed however the demo ends.
+struct DemoDir(std::path::PathBuf);
+
+impl DemoDir {
+    fn create() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "referral-sync-demo-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn demo_settings(
@@ -145,21 +154,34 @@ fn demo_settings(
 }
 
 impl Demo {
+    /// The whole story, printed as it happens.
+    async fn play(&mut self, dir: &std::path::Path) -> anyhow::Result<()> {
+        outln!(
+            "referral-sync demo — temporary database in {}, CRM sandbox at {}\n",
+            dir.display(),
+            self.crm.base_url
+        )?;
+        self.us_story().await?;
+        self.ru_story().await?;
+        self.print_crm()?;
+        self.print_funnel().await
+    }
+
     fn now(&self) -> i64 {
         self.clock.now()
     }
 
-    fn say(&mut self, what: &str) {
+    fn say(&mut self, what: &str) -> anyhow::Result<()> {
         self.step += 1;
-        println!(
+        outln!(
             "{:>2}. {}  {what}",
             self.step,
             &to_rfc3339(self.now())[..10]
-        );
+        )
     }
 
-    fn detail(&self, what: impl AsRef<str>) {
-        println!("              {}", what.as_ref());
+    fn detail(&self, what: impl AsRef<str>) -> anyhow::Result<()> {
+        outln!("              {}", what.as_ref())
     }
 
     /// Let the service work: process the inbox, deliver to the CRMs.
@@ -323,15 +345,15 @@ impl Demo {
     }
 
     async fn us_story(&mut self) -> anyhow::Result<()> {
-        println!("US market — HubSpot, 7.5% of the deal, Bronze/Silver/Gold, a 500 USD credit for the referee\n");
+        outln!("US market — HubSpot, 7.5% of the deal, Bronze/Silver/Gold, a 500 USD credit for the referee\n")?;
         self.product("evt_partner", "partner.joined", json!({"code": "ACME-7", "name": "Acme Partners", "email": "partners@acme.com", "company_domain": "acme.com", "market": "US", "kind": "partner"})).await?;
         self.settle().await?;
-        self.say("Acme Partners joins the program with code ACME-7");
+        self.say("Acme Partners joins the program with code ACME-7")?;
 
         let (contact, deal) = self
             .referred_deal(1, "ana@northwind.io", "Ana", "40000")
             .await?;
-        self.say("Ana (Northwind) signs up through ACME-7's link; HubSpot creates her contact and a 40,000 USD deal");
+        self.say("Ana (Northwind) signs up through ACME-7's link; HubSpot creates her contact and a 40,000 USD deal")?;
         let c = self
             .crm
             .state
@@ -342,13 +364,13 @@ impl Demo {
             c.get("referral_source").map_or("-", |s| s),
             c.get("referral_code").map_or("-", |s| s),
             c.get("referred_by").map_or("-", |s| s)
-        ));
+        ))?;
 
         self.clock.advance(20 * DAY);
         self.stage(11, deal, "qualifiedtobuy").await?;
         self.clock.advance(20 * DAY);
         self.stage(12, deal, "presentationscheduled").await?;
-        self.say("the deal moves: qualified to buy, presentation scheduled");
+        self.say("the deal moves: qualified to buy, presentation scheduled")?;
 
         self.clock.advance(5 * DAY);
         self.hubspot(json!([self.hs(
@@ -359,7 +381,7 @@ impl Demo {
         )]))
         .await?;
         self.settle().await?;
-        self.say("a rep overwrites Ana's referral source with \"trade show\"");
+        self.say("a rep overwrites Ana's referral source with \"trade show\"")?;
         let restored = self
             .crm
             .state
@@ -368,13 +390,13 @@ impl Demo {
         self.detail(format!(
             "restored in HubSpot: referral_source={} (audited as tamper_restored)",
             restored.get("referral_source").map_or("-", |s| s)
-        ));
+        ))?;
 
         self.clock.advance(60 * DAY);
         self.stage(14, deal, "closedwon").await?;
-        self.say("closed won after 105 days");
+        self.say("closed won after 105 days")?;
         for line in self.reward_line("hubspot", &deal.to_string()).await? {
-            self.detail(line);
+            self.detail(line)?;
         }
 
         // Two more referrals for the tier upgrade, and one that slips away during the hold.
@@ -391,37 +413,39 @@ impl Demo {
         self.stage(21, d2, "closedwon").await?;
         self.stage(22, d4, "closedwon").await?;
         self.stage(23, d3, "closedwon").await?;
-        self.say("three more ACME-7 referrals close; the third success makes ACME-7 Silver (1.5×)");
+        self.say(
+            "three more ACME-7 referrals close; the third success makes ACME-7 Silver (1.5×)",
+        )?;
         for d in [d2, d4, d3] {
             for line in self.reward_line("hubspot", &d.to_string()).await? {
-                self.detail(format!("deal {d}: {line}"));
+                self.detail(format!("deal {d}: {line}"))?;
             }
         }
         self.clock.advance(3 * DAY);
         self.stage(24, d4, "closedlost").await?;
-        self.say("Globex backs out during the hold: its reward is reversed");
+        self.say("Globex backs out during the hold: its reward is reversed")?;
         for line in self.reward_line("hubspot", &d4.to_string()).await? {
-            self.detail(line);
+            self.detail(line)?;
         }
 
         self.clock.advance(31 * DAY);
         let released = release_holds(&self.store, &self.settings, self.now()).await?;
         self.settle().await?;
-        self.say(&format!("30-day holds end: {released} reward(s) become eligible (or wait for review above the approval threshold)"));
+        self.say(&format!("30-day holds end: {released} reward(s) become eligible (or wait for review above the approval threshold)"))?;
         self.detail(format!(
             "HubSpot notes on deals: {}",
             self.crm.state.notes().len()
-        ));
-        println!();
+        ))?;
+        outln!()?;
         Ok(())
     }
 
     async fn ru_story(&mut self) -> anyhow::Result<()> {
-        println!("RU market — Salesforce, flat 50,000 RUB, member/insider/ambassador\n");
+        outln!("RU market — Salesforce, flat 50,000 RUB, member/insider/ambassador\n")?;
         self.product("evt_partner_ru", "partner.joined", json!({"code": "IVAN-1", "name": "Ivan Petrov", "email": "ivan@partner.ru", "market": "RU", "kind": "creator"})).await?;
         self.product("evt_signup_ru", "signup.created", json!({"email": "gus@initech.ru", "name": "Gus", "referral_code": "IVAN-1", "source": "code", "market": "RU"})).await?;
         self.settle().await?;
-        self.say("Ivan (creator) refers Gus from Initech with code IVAN-1");
+        self.say("Ivan (creator) refers Gus from Initech with code IVAN-1")?;
         self.clock.advance(DAY);
         self.salesforce(
             "04l0000000000R1AAA",
@@ -442,7 +466,7 @@ impl Demo {
         )
         .await?;
         self.settle().await?;
-        self.say("Salesforce sends the Contact and a 900,000 RUB Opportunity (Outbound Messages)");
+        self.say("Salesforce sends the Contact and a 900,000 RUB Opportunity (Outbound Messages)")?;
         self.clock.advance(40 * DAY);
         self.salesforce(
             "04l0000000000R3AAA",
@@ -458,20 +482,20 @@ impl Demo {
         )
         .await?;
         self.settle().await?;
-        self.say("Closed Won");
+        self.say("Closed Won")?;
         for line in self.reward_line("salesforce", "0067F00000RuRuRQAA").await? {
-            self.detail(line);
+            self.detail(line)?;
         }
         self.clock.advance(31 * DAY);
         release_holds(&self.store, &self.settings, self.now()).await?;
         self.settle().await?;
-        self.say("the hold ends: the reward is eligible and a Referral_Reward__e Platform Event is published");
-        println!();
+        self.say("the hold ends: the reward is eligible and a Referral_Reward__e Platform Event is published")?;
+        outln!()?;
         Ok(())
     }
 
-    fn print_crm(&self) {
-        println!("What the CRMs hold now\n");
+    fn print_crm(&self) -> anyhow::Result<()> {
+        outln!("What the CRMs hold now\n")?;
         for (kind, id) in [
             ("contacts", "101"),
             ("deals", "201"),
@@ -484,7 +508,7 @@ impl Demo {
                     .filter(|(k, _)| k.starts_with("referral"))
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                println!("  HubSpot {kind}/{id}: {}", shown.join(" "));
+                outln!("  HubSpot {kind}/{id}: {}", shown.join(" "))?;
             }
         }
         for (sobject, id) in [
@@ -497,34 +521,34 @@ impl Demo {
                     .filter(|(k, _)| k.starts_with("Referr"))
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
-                println!("  Salesforce {sobject}/{id}: {}", shown.join(" "));
+                outln!("  Salesforce {sobject}/{id}: {}", shown.join(" "))?;
             }
         }
         for (name, fields) in self.crm.state.platform_events() {
-            println!(
+            outln!(
                 "  Salesforce {name}: {}",
                 fields
                     .get("Summary__c")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
-            );
+            )?;
         }
         for note in self.crm.state.notes() {
-            println!(
+            outln!(
                 "  HubSpot note: {}",
                 note.pointer("/properties/hs_note_body")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
-            );
+            )?;
         }
-        println!();
+        outln!()
     }
 
     async fn print_funnel(&self) -> anyhow::Result<()> {
-        println!("Funnel\n");
+        outln!("Funnel\n")?;
         let report =
             crate::reports::funnel::compute(&self.store.funnel_facts(&Default::default()).await?);
-        println!("{}", crate::reports::funnel::to_table(&report));
+        outln!("{}", crate::reports::funnel::to_table(&report))?;
         Ok(())
     }
 }

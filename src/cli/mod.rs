@@ -2,6 +2,7 @@
 
 pub mod crm_setup;
 mod demo;
+mod output;
 mod partners;
 mod sign;
 
@@ -17,6 +18,7 @@ use crate::clock::SystemClock;
 use crate::config::{ConfigSources, Settings};
 use crate::startup::{cancel_on_signal, Application};
 use crate::store::Store;
+use output::{out, outln};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -130,10 +132,10 @@ pub fn main() -> ExitCode {
             .map_err(|e| anyhow::anyhow!("{e}"))
             .and_then(|s| sign::run(&s, args, crate::clock::Clock::now(&SystemClock)))
         {
-            Ok(out) => {
-                print!("{out}");
-                ExitCode::SUCCESS
-            }
+            Ok(text) => match out!("{text}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => exit_for_output_error(&e),
+            },
             Err(e) => {
                 eprintln!("referral-sync sign: {e:#}");
                 ExitCode::from(2)
@@ -202,7 +204,7 @@ pub fn main() -> ExitCode {
             } => {
                 let (lines, ok) = crm_setup::run(&settings).await;
                 for line in lines {
-                    println!("{line}");
+                    outln!("{line}")?;
                 }
                 if ok {
                     Ok(())
@@ -216,7 +218,7 @@ pub fn main() -> ExitCode {
                 let store = Store::connect(&settings.database).await?;
                 store.migrate().await?;
                 let n = partners::import(&store, &file).await?;
-                println!("imported {n} referrer(s) from {}", file.display());
+                outln!("imported {n} referrer(s) from {}", file.display())?;
                 Ok(())
             }
             Command::CheckConfig => unreachable!("handled before loading"),
@@ -231,10 +233,21 @@ pub fn main() -> ExitCode {
     runtime.shutdown_timeout(grace);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("referral-sync: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A reader that went away (`| head -1`) is not a failure; any other write error is.
+fn exit_for_output_error(e: &anyhow::Error) -> ExitCode {
+    if output::is_stdout_closed(e) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("referral-sync: {e:#}");
+        ExitCode::FAILURE
     }
 }
 
@@ -256,9 +269,13 @@ fn command_name(c: &Command) -> &'static str {
 fn check_config(sources: &ConfigSources) -> ExitCode {
     match Settings::load(sources) {
         Ok(settings) => {
-            println!("# configuration is valid; effective settings (secrets redacted):\n");
-            print!("{}", settings.to_redacted_toml());
-            ExitCode::SUCCESS
+            let printed =
+                outln!("# configuration is valid; effective settings (secrets redacted):\n")
+                    .and_then(|()| out!("{}", settings.to_redacted_toml()));
+            match printed {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => exit_for_output_error(&e),
+            }
         }
         Err(e) => {
             for problem in e.problems() {
@@ -284,7 +301,7 @@ async fn serve(settings: Settings, run_migrations: bool) -> anyhow::Result<()> {
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let store = Store::connect(&settings.database).await?;
     store.migrate().await?;
-    println!("migrations applied to {}", store.display_url());
+    outln!("migrations applied to {}", store.display_url())?;
     store.close().await;
     Ok(())
 }
@@ -312,7 +329,7 @@ async fn replay(settings: Settings, scope: ReplayScope) -> anyhow::Result<()> {
         let n = store
             .replay_dead(&scope.ids, since, crate::clock::Clock::now(&SystemClock))
             .await?;
-        println!("re-queued {n} dead deliver(y/ies); the running service delivers them");
+        outln!("re-queued {n} dead deliver(y/ies); the running service delivers them")?;
     }
     if !scope.inbox {
         store.close().await;
@@ -327,10 +344,10 @@ async fn replay(settings: Settings, scope: ReplayScope) -> anyhow::Result<()> {
     );
     let processed = processor.drain().await?;
     let still = store.inbox_status_counts().await?;
-    println!("re-queued {requeued} inbox event(s); processed {processed}");
+    outln!("re-queued {requeued} inbox event(s); processed {processed}")?;
     for (status, n) in still {
         if status == "failed" || status == "unmapped" {
-            println!("  still {status}: {n} (see status_reason; fix the cause and replay again)");
+            outln!("  still {status}: {n} (see status_reason; fix the cause and replay again)")?;
         }
     }
     store.close().await;
@@ -363,9 +380,9 @@ async fn report(
     let store = Store::connect(&settings.database).await?;
     let report = funnel::compute(&store.funnel_facts(&filter).await?);
     match format {
-        "csv" => print!("{}", funnel::to_csv(&report)),
-        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
-        _ => print!("{}", funnel::to_table(&report)),
+        "csv" => out!("{}", funnel::to_csv(&report))?,
+        "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+        _ => out!("{}", funnel::to_table(&report))?,
     }
     store.close().await;
     Ok(())
@@ -387,8 +404,7 @@ async fn healthcheck(settings: &Settings, url: Option<String>) -> anyhow::Result
     let url = format!("{}/readyz", base.trim_end_matches('/'));
     let response = client.get(&url).send().await?;
     if response.status().is_success() {
-        println!("ready");
-        Ok(())
+        outln!("ready")
     } else {
         anyhow::bail!("{url} answered {}", response.status())
     }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::clock::{Clock, SystemClock};
+use crate::domain::market::Market;
 use crate::ingest::product::normalize_email;
 use crate::store::{ReferrerFacts, Store};
 
@@ -58,12 +59,19 @@ pub async fn import(store: &Store, path: &Path) -> anyhow::Result<usize> {
                 "line {line}: code must be non-empty without spaces"
             ));
         }
+        let market = match non_empty(row.market).map(|m| Market::parse(&m)).transpose() {
+            Ok(market) => market.map(Market::into_string),
+            Err(e) => {
+                problems.push(format!("line {line}: market {e}"));
+                None
+            }
+        };
         facts.push(ReferrerFacts {
             code: row.code,
             name: non_empty(row.name),
             email: non_empty(row.email).map(|e| normalize_email(&e)),
             company_domain: non_empty(row.company_domain).map(|d| d.to_lowercase()),
-            market: non_empty(row.market).map(|m| m.to_uppercase()),
+            market,
             kind,
         });
     }

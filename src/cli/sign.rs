@@ -139,24 +139,69 @@ pub fn run(settings: &Settings, args: SignArgs, now_ms: i64) -> anyhow::Result<S
         }
     };
     Ok(if args.curl {
-        let mut cmd = format!("curl -sS -X {} '{url}'", args.method);
-        cmd.push_str(" -H 'content-type: application/json'");
-        for (name, value) in &headers {
-            cmd.push_str(&format!(" -H '{name}: {value}'"));
-        }
-        let body_arg = match &args.body {
-            Some(p) if p.as_os_str() != "-" => format!(" --data-binary @{}", p.display()),
-            _ => format!(
-                " --data-binary '{}'",
-                String::from_utf8_lossy(&body).replace('\'', "'\\''")
-            ),
-        };
-        cmd.push_str(&body_arg);
-        cmd.push('\n');
-        cmd
+        curl_command(&args.method, &url, &headers, args.body.as_deref(), &body)?
     } else {
         headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
     })
+}
+
+/// A curl command line for `sh` that sends exactly `body` with `headers`. Every argument is
+/// single-quoted, so a quote or `$(…)` in the URL, an id or a file name stays text. The body goes
+/// as `@FILE` when it came from a file; from standard input, inline when it is text, else through
+/// `printf` octal escapes, so the bytes sent are the bytes signed.
+fn curl_command(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body_file: Option<&std::path::Path>,
+    body: &[u8],
+) -> anyhow::Result<String> {
+    let mut args = vec![
+        "curl".to_string(),
+        "-sS".into(),
+        "-X".into(),
+        shell_quote(method),
+        shell_quote(url),
+        "-H".into(),
+        shell_quote("content-type: application/json"),
+    ];
+    for (name, value) in headers {
+        args.push("-H".into());
+        args.push(shell_quote(&format!("{name}: {value}")));
+    }
+    args.push("--data-binary".into());
+    let mut pipe_from = None;
+    match body_file.filter(|p| p.as_os_str() != "-") {
+        Some(path) => {
+            let path = path.to_str().ok_or_else(|| {
+                anyhow::anyhow!("the body file's name is not UTF-8; rename it or pipe the body in")
+            })?;
+            args.push(shell_quote(&format!("@{path}")));
+        }
+        None => match std::str::from_utf8(body) {
+            Ok(text) if !text.contains('\0') => args.push(shell_quote(text)),
+            _ => {
+                args.push("@-".into());
+                pipe_from = Some(printf_octal(body));
+            }
+        },
+    }
+    let curl = args.join(" ");
+    Ok(match pipe_from {
+        Some(printf) => format!("{printf} | {curl}\n"),
+        None => format!("{curl}\n"),
+    })
+}
+
+/// `text` as one POSIX shell word: single quotes, each `'` written as `'\''`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// A `printf` that writes `bytes` exactly: every byte as a `\NNN` octal escape.
+fn printf_octal(bytes: &[u8]) -> String {
+    let escaped: String = bytes.iter().map(|b| format!("\\{b:03o}")).collect();
+    format!("printf '{escaped}'")
 }
 
 fn read_body(path: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::domain::market::Market;
+
 pub const MAX_ID_CHARS: usize = 200;
 pub const MAX_CODE_CHARS: usize = 64;
 
@@ -57,7 +59,7 @@ pub struct PartnerData {
     pub name: Option<String>,
     /// Trimmed and lowercased.
     pub company_domain: Option<String>,
-    /// Trimmed and uppercased.
+    /// A [`Market`] code.
     pub market: Option<String>,
     pub kind: PartnerKind,
 }
@@ -100,7 +102,7 @@ pub struct ReferralData {
     pub company: Option<String>,
     pub referral_code: Option<String>,
     pub source: Option<ReferralSource>,
-    /// Trimmed and uppercased.
+    /// A [`Market`] code.
     pub market: Option<String>,
     pub utm: BTreeMap<String, String>,
     pub ip: Option<IpAddr>,
@@ -117,6 +119,14 @@ pub enum ReferralSource {
 }
 
 impl ReferralSource {
+    pub const ALL: [ReferralSource; 4] = [
+        ReferralSource::Link,
+        ReferralSource::Code,
+        ReferralSource::Intro,
+        ReferralSource::Pool,
+    ];
+    pub const NAMES: &'static [&'static str] = &["link", "code", "intro", "pool"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ReferralSource::Link => "link",
@@ -126,15 +136,8 @@ impl ReferralSource {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
-        [
-            ReferralSource::Link,
-            ReferralSource::Code,
-            ReferralSource::Intro,
-            ReferralSource::Pool,
-        ]
-        .into_iter()
-        .find(|source| source.as_str() == s)
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|source| source.as_str() == s)
     }
 }
 
@@ -329,8 +332,15 @@ impl<'a> Fields<'a> {
         Ok(code)
     }
 
+    /// Reports and CRM fields show markets verbatim, so only a [`Market`] code gets in.
     fn market(&self, name: &str) -> Result<Option<String>, ProductEventError> {
-        Ok(self.optional_string(name)?.map(|m| m.to_uppercase()))
+        self.optional_string(name)?
+            .map(|m| {
+                Market::parse(&m)
+                    .map(Market::into_string)
+                    .map_err(|e| self.invalid(name, &e.to_string()))
+            })
+            .transpose()
     }
 
     fn timestamp_ms(&self, name: &str) -> Result<i64, ProductEventError> {
@@ -424,6 +434,12 @@ mod tests {
             .unwrap()
             .insert(field.to_string(), value);
         data
+    }
+
+    #[test]
+    fn source_names_are_the_enum_values() {
+        let names: Vec<&str> = ReferralSource::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ReferralSource::NAMES);
     }
 
     #[test]

@@ -16,6 +16,27 @@ pub const MAX_NOTIFICATIONS: usize = 100;
 /// Outbound Messages are about six levels deep; anything far deeper is hostile.
 pub const MAX_DEPTH: usize = 32;
 pub const MAX_FIELDS_PER_SOBJECT: usize = 500;
+/// Attributes on one element, by default (`ingest.xml_max_attributes`). Outbound Messages carry
+/// at most a handful; the XML reader's duplicate check is quadratic in this number.
+pub const DEFAULT_MAX_ATTRIBUTES: usize = 32;
+/// Namespace declarations in scope at once (on an element and its ancestors). Every element and
+/// attribute name is resolved against them, so their number multiplies the work of every element.
+/// Salesforce declares four or five.
+pub const MAX_NAMESPACE_DECLARATIONS: usize = 64;
+
+/// Bounds on the work one message may cause, beyond the body size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoapLimits {
+    pub max_attributes_per_element: usize,
+}
+
+impl Default for SoapLimits {
+    fn default() -> Self {
+        Self {
+            max_attributes_per_element: DEFAULT_MAX_ATTRIBUTES,
+        }
+    }
+}
 
 const SOAP_ENVELOPE_NS: &[u8] = b"http://schemas.xmlsoap.org/soap/envelope/";
 const OUTBOUND_NS: &[u8] = b"http://soap.sforce.com/2005/09/outbound";
@@ -110,7 +131,7 @@ pub enum SoapParseError {
     MissingNotifications,
     #[error("notifications is missing OrganizationId")]
     MissingOrganizationId,
-    #[error("OrganizationId must be a 15- or 18-character alphanumeric Salesforce id")]
+    #[error("OrganizationId must be a 15-character Salesforce id, or an 18-character one with its checksum suffix")]
     InvalidOrganizationId,
     #[error("notification {index}: missing Id")]
     MissingNotificationId { index: usize },
@@ -126,14 +147,31 @@ pub enum SoapParseError {
     TooManyNotifications,
     #[error("XML is nested deeper than {MAX_DEPTH} elements")]
     TooDeep,
+    #[error("an element at byte {position} has more than {max} attributes")]
+    TooManyAttributes { position: u64, max: usize },
+    #[error("more than {MAX_NAMESPACE_DECLARATIONS} namespace declarations in scope at once")]
+    TooManyNamespaces,
 }
 
-/// Parses a `notifications` request. Rejects DTDs and unknown entities rather than expanding or
-/// keeping them.
+/// Parses a `notifications` request within the default [`SoapLimits`]. Rejects DTDs and unknown
+/// entities rather than expanding or keeping them.
 pub fn parse_outbound_message(body: &[u8]) -> Result<OutboundMessage, SoapParseError> {
+    parse_outbound_message_with(body, SoapLimits::default())
+}
+
+/// [`parse_outbound_message`] with explicit limits. Work is linear in the body size: every
+/// structure that would multiply it (attributes per element, namespace declarations, depth,
+/// notifications, fields) is bounded.
+pub fn parse_outbound_message_with(
+    body: &[u8],
+    limits: SoapLimits,
+) -> Result<OutboundMessage, SoapParseError> {
     let mut reader = NsReader::from_reader(body);
     reader.config_mut().expand_empty_elements = true;
-    let mut parser = Parser::default();
+    let mut parser = Parser {
+        limits,
+        ..Parser::default()
+    };
     loop {
         let event = reader.read_event().map_err(|e| reader_error(&reader, e))?;
         match event {
@@ -156,15 +194,46 @@ pub fn parse_outbound_message(body: &[u8]) -> Result<OutboundMessage, SoapParseE
     parser.finish(reader.buffer_position())
 }
 
-/// Compares organization ids on their first 15 characters, so the 15- and 18-character forms of
-/// one id match. The first 15 are case-sensitive; the 18-character suffix only encodes their case.
+/// Whether `got` names the organization `allowed` names. The 15- and 18-character forms of one id
+/// match; two 18-character ids must be equal, and an 18-character id must carry the checksum
+/// suffix its first 15 characters give (the suffix encodes their case).
 pub fn org_id_matches(allowed: &str, got: &str) -> bool {
     if !is_salesforce_id(allowed) || !is_salesforce_id(got) {
         return false;
     }
-    allowed
-        .get(..15)
-        .is_some_and(|prefix| got.get(..15) == Some(prefix))
+    if allowed.len() == 18 && got.len() == 18 {
+        return allowed == got;
+    }
+    allowed.get(..15) == got.get(..15)
+}
+
+/// A 15-character id, or an 18-character one whose suffix is the checksum of its first 15.
+pub fn is_salesforce_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    match bytes.len() {
+        15 => bytes.iter().all(u8::is_ascii_alphanumeric),
+        18 => {
+            bytes.iter().all(u8::is_ascii_alphanumeric)
+                && checksum_suffix(&bytes[..15]) == bytes[15..]
+        }
+        _ => false,
+    }
+}
+
+/// Salesforce's case checksum: for each 5-character chunk, one bit per uppercase letter (the
+/// chunk's first character is the lowest bit), written as one of `A`–`Z`, `0`–`5`.
+fn checksum_suffix(id15: &[u8]) -> [u8; 3] {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let mut suffix = [0u8; 3];
+    for (chunk, out) in id15.chunks(5).zip(suffix.iter_mut()) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.is_ascii_uppercase())
+            .fold(0usize, |acc, (i, _)| acc | (1 << i));
+        *out = ALPHABET[bits];
+    }
+    suffix
 }
 
 /// The acknowledgement Salesforce needs to stop redelivering a message.
@@ -182,10 +251,6 @@ pub fn fault_response(fault_code: FaultCode, message: &str) -> String {
         fault_code.as_str(),
         escape_xml_text(message)
     )
-}
-
-fn is_salesforce_id(id: &str) -> bool {
-    matches!(id.len(), 15 | 18) && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Escapes markup and replaces characters XML 1.0 cannot carry at all, so any message yields a
@@ -341,6 +406,10 @@ struct SObjectDraft {
 /// Streaming state: the open elements' roles and what has been collected so far.
 #[derive(Default)]
 struct Parser {
+    limits: SoapLimits,
+    /// Namespace declarations of each open element, and their sum.
+    declared: Vec<usize>,
+    in_scope: usize,
     stack: Vec<Role>,
     text: String,
     root_seen: bool,
@@ -362,6 +431,7 @@ impl Parser {
         if self.stack.is_empty() && self.root_seen {
             return Err(malformed(reader, "more than one root element"));
         }
+        self.check_attribute_counts(reader, start)?;
         let attributes = read_attributes(reader, start)?;
         let (resolved, local) = reader.resolve_element(start.name());
         let ns = classify(resolved).map_err(|reason| malformed(reader, reason))?;
@@ -372,6 +442,35 @@ impl Parser {
             self.text.clear();
         }
         self.stack.push(role);
+        Ok(())
+    }
+
+    /// Counted without the reader's duplicate check, which is quadratic in the attribute count.
+    fn check_attribute_counts(
+        &mut self,
+        reader: &NsReader<&[u8]>,
+        start: &BytesStart,
+    ) -> Result<(), SoapParseError> {
+        let (mut count, mut declarations) = (0, 0);
+        for attribute in start.attributes().with_checks(false) {
+            count += 1;
+            if count > self.limits.max_attributes_per_element {
+                return Err(SoapParseError::TooManyAttributes {
+                    position: reader.buffer_position(),
+                    max: self.limits.max_attributes_per_element,
+                });
+            }
+            if let Ok(attribute) = attribute {
+                if attribute.key.as_namespace_binding().is_some() {
+                    declarations += 1;
+                }
+            }
+        }
+        self.in_scope += declarations;
+        if self.in_scope > MAX_NAMESPACE_DECLARATIONS {
+            return Err(SoapParseError::TooManyNamespaces);
+        }
+        self.declared.push(declarations);
         Ok(())
     }
 
@@ -468,6 +567,7 @@ impl Parser {
     }
 
     fn close(&mut self) -> Result<(), SoapParseError> {
+        self.in_scope -= self.declared.pop().unwrap_or(0);
         let Some(role) = self.stack.pop() else {
             return Ok(());
         };
@@ -924,6 +1024,47 @@ mod tests {
         assert!(!org_id_matches("", ""));
         assert!(!org_id_matches("00D7F00000107Xs", "00D7F00000107Xs1"));
         assert!(!org_id_matches("00D7F00000107Xé", "00D7F00000107Xé"));
+    }
+
+    #[test]
+    fn eighteen_character_ids_must_carry_their_checksum() {
+        assert!(is_salesforce_id("00D7F00000107XsUAI"));
+        assert!(is_salesforce_id("00D000000000001EAA"));
+        // Same first 15 characters, wrong suffix: not an id, so it matches nothing.
+        assert!(!is_salesforce_id("00D7F00000107XsAAA"));
+        assert!(!org_id_matches("00D7F00000107XsUAI", "00D7F00000107XsAAA"));
+        assert!(!org_id_matches("00D7F00000107Xs", "00D7F00000107XsAAA"));
+        let message = REAL_EXAMPLE.replace("00D7F00000107XsUAI", "00D7F00000107XsAAA");
+        assert_eq!(
+            parse_outbound_message(message.as_bytes()),
+            Err(SoapParseError::InvalidOrganizationId)
+        );
+    }
+
+    #[test]
+    fn attributes_and_namespace_declarations_are_bounded() {
+        let attributes: String = (0..40).map(|i| format!(" a{i}=\"x\"")).collect();
+        let crowded =
+            REAL_EXAMPLE.replacen("<soapenv:Body>", &format!("<soapenv:Body{attributes}>"), 1);
+        assert!(matches!(
+            parse_outbound_message(crowded.as_bytes()),
+            Err(SoapParseError::TooManyAttributes { max: 32, .. })
+        ));
+        let roomy = SoapLimits {
+            max_attributes_per_element: 64,
+        };
+        assert!(parse_outbound_message_with(crowded.as_bytes(), roomy).is_ok());
+
+        let declarations: String = (0..30)
+            .map(|i| format!(" xmlns:p{i}=\"urn:p{i}\""))
+            .collect();
+        let nested = format!("<x{declarations}>").repeat(3) + &"</x>".repeat(3);
+        let namespaced =
+            REAL_EXAMPLE.replacen("<soapenv:Body>", &format!("<soapenv:Body>{nested}"), 1);
+        assert_eq!(
+            parse_outbound_message(namespaced.as_bytes()),
+            Err(SoapParseError::TooManyNamespaces)
+        );
     }
 
     #[test]

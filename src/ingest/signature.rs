@@ -167,16 +167,60 @@ pub fn verify_hubspot(
     tolerance_ms: i64,
     now_unix_ms: i64,
 ) -> Result<HubSpotVersion, SignatureError> {
+    hubspot_claim(
+        req.headers,
+        secrets,
+        accepted_versions,
+        tolerance_ms,
+        now_unix_ms,
+    )?
+    .verify(req.method, req.uri, req.body)
+}
+
+/// What a HubSpot request's headers claim, checked as far as the headers alone allow (a secret
+/// configured, the headers present and well formed, the version accepted, the timestamp inside
+/// the window), so a request that cannot pass is refused before its body is read.
+/// [`HubSpotClaim::verify`] finishes the check against the body.
+#[derive(Debug)]
+pub struct HubSpotClaim<'a> {
+    version: HubSpotVersion,
+    secrets: Vec<&'a str>,
+    provided: Vec<u8>,
+    /// v3 only: the timestamp header as sent (it is signed as text).
+    timestamp: Option<&'a str>,
+}
+
+/// See [`HubSpotClaim`]; the rules are those of [`verify_hubspot`].
+pub fn hubspot_claim<'a>(
+    headers: &'a dyn HeaderSource,
+    secrets: &[&'a str],
+    accepted_versions: &[HubSpotVersion],
+    tolerance_ms: i64,
+    now_unix_ms: i64,
+) -> Result<HubSpotClaim<'a>, SignatureError> {
     let secrets = usable_secrets(secrets)?;
-    let v3_signature = present(req.headers, HUBSPOT_SIGNATURE_V3);
+    let v3_signature = present(headers, HUBSPOT_SIGNATURE_V3);
     let v3_accepted = accepted_versions.contains(&HubSpotVersion::V3);
 
     if let (Some(signature), true) = (v3_signature, v3_accepted) {
-        verify_hubspot_v3(req, signature, &secrets, tolerance_ms, now_unix_ms)?;
-        return Ok(HubSpotVersion::V3);
+        let timestamp = required(headers, HUBSPOT_REQUEST_TIMESTAMP)?;
+        let timestamp_ms = parse_timestamp(timestamp, HUBSPOT_REQUEST_TIMESTAMP)?;
+        check_window(timestamp_ms, now_unix_ms, tolerance_ms)?;
+        let provided = STANDARD
+            .decode(signature)
+            .map_err(|_| SignatureError::MalformedHeader {
+                header: HUBSPOT_SIGNATURE_V3,
+                reason: "not base64",
+            })?;
+        return Ok(HubSpotClaim {
+            version: HubSpotVersion::V3,
+            secrets,
+            provided: sha256_sized(provided)?,
+            timestamp: Some(timestamp),
+        });
     }
 
-    let Some(signature) = present(req.headers, HUBSPOT_SIGNATURE) else {
+    let Some(signature) = present(headers, HUBSPOT_SIGNATURE) else {
         return Err(if v3_signature.is_some() {
             SignatureError::VersionNotAccepted(HubSpotVersion::V3.as_str().into())
         } else if v3_accepted {
@@ -185,7 +229,7 @@ pub fn verify_hubspot(
             SignatureError::MissingHeader(HUBSPOT_SIGNATURE)
         });
     };
-    let version = match required(req.headers, HUBSPOT_SIGNATURE_VERSION)?.parse() {
+    let version = match required(headers, HUBSPOT_SIGNATURE_VERSION)?.parse() {
         Ok(v @ (HubSpotVersion::V1 | HubSpotVersion::V2)) => v,
         _ => {
             return Err(SignatureError::MalformedHeader {
@@ -201,43 +245,41 @@ pub fn verify_hubspot(
         header: HUBSPOT_SIGNATURE,
         reason: "not hex",
     })?;
-    let matched = secrets.iter().any(|secret| {
-        let expected = hubspot_legacy_digest(version, secret, req.method, req.uri, req.body);
-        bool::from(expected.as_slice().ct_eq(&provided))
-    });
-    if matched {
-        Ok(version)
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    Ok(HubSpotClaim {
+        version,
+        secrets,
+        provided: sha256_sized(provided)?,
+        timestamp: None,
+    })
 }
 
-fn verify_hubspot_v3(
-    req: &HubSpotRequest<'_>,
-    signature: &str,
-    secrets: &[&str],
-    tolerance_ms: i64,
-    now_unix_ms: i64,
-) -> Result<(), SignatureError> {
-    let timestamp = required(req.headers, HUBSPOT_REQUEST_TIMESTAMP)?;
-    let timestamp_ms = parse_timestamp(timestamp, HUBSPOT_REQUEST_TIMESTAMP)?;
-    check_window(timestamp_ms, now_unix_ms, tolerance_ms)?;
-    let provided = STANDARD
-        .decode(signature)
-        .map_err(|_| SignatureError::MalformedHeader {
-            header: HUBSPOT_SIGNATURE_V3,
-            reason: "not base64",
-        })?;
-    let uri = hubspot_v3_normalize_uri(req.uri);
-    let matched = secrets.iter().any(|secret| {
-        hubspot_v3_mac(secret, req.method, &uri, req.body, timestamp)
-            .verify_slice(&provided)
-            .is_ok()
-    });
-    if matched {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
+impl HubSpotClaim<'_> {
+    /// Checks the signature over `method`, the full public `uri` HubSpot called, and `body`.
+    pub fn verify(
+        &self,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+    ) -> Result<HubSpotVersion, SignatureError> {
+        let matched = match (self.version, self.timestamp) {
+            (HubSpotVersion::V3, Some(timestamp)) => {
+                let uri = hubspot_v3_normalize_uri(uri);
+                self.secrets.iter().any(|secret| {
+                    hubspot_v3_mac(secret, method, &uri, body, timestamp)
+                        .verify_slice(&self.provided)
+                        .is_ok()
+                })
+            }
+            (version, _) => self.secrets.iter().any(|secret| {
+                let expected = hubspot_legacy_digest(version, secret, method, uri, body);
+                bool::from(expected.as_slice().ct_eq(&self.provided))
+            }),
+        };
+        if matched {
+            Ok(self.version)
+        } else {
+            Err(SignatureError::Mismatch)
+        }
     }
 }
 
@@ -371,6 +413,24 @@ pub fn verify_standard_webhooks(
     tolerance_secs: i64,
     now_unix_secs: i64,
 ) -> Result<String, SignatureError> {
+    standard_webhooks_claim(headers, secrets, tolerance_secs, now_unix_secs)?.verify(body)
+}
+
+/// The headers-only part of [`verify_standard_webhooks`] (see [`HubSpotClaim`] for why).
+#[derive(Debug)]
+pub struct StandardWebhooksClaim<'h> {
+    keys: Vec<Vec<u8>>,
+    id: &'h str,
+    timestamp: &'h str,
+    provided: Vec<Vec<u8>>,
+}
+
+pub fn standard_webhooks_claim<'h>(
+    headers: &'h dyn HeaderSource,
+    secrets: &[&str],
+    tolerance_secs: i64,
+    now_unix_secs: i64,
+) -> Result<StandardWebhooksClaim<'h>, SignatureError> {
     let keys: Vec<Vec<u8>> = secrets
         .iter()
         .filter_map(|s| parse_standard_secret(s).ok())
@@ -384,22 +444,39 @@ pub fn verify_standard_webhooks(
     let timestamp_secs = parse_timestamp(timestamp, WEBHOOK_TIMESTAMP)?;
     check_window(timestamp_secs, now_unix_secs, tolerance_secs)?;
 
-    // Entries with other version prefixes (`v1a,` is asymmetric) or bad base64 cannot match.
+    // Entries with other version prefixes (`v1a,` is asymmetric), bad base64 or the wrong length
+    // cannot match; with none left, no body can.
     let provided: Vec<Vec<u8>> = signatures
         .split_whitespace()
         .filter_map(|entry| entry.strip_prefix("v1,"))
         .filter_map(|b64| STANDARD.decode(b64).ok())
+        .filter(|sig| sig.len() == SHA256_LEN)
         .collect();
-    let matched = keys.iter().any(|key| {
-        let mac = standard_webhooks_mac(key, id, timestamp, body);
-        provided
-            .iter()
-            .any(|sig| mac.clone().verify_slice(sig).is_ok())
-    });
-    if matched {
-        Ok(id.to_string())
-    } else {
-        Err(SignatureError::Mismatch)
+    if provided.is_empty() {
+        return Err(SignatureError::Mismatch);
+    }
+    Ok(StandardWebhooksClaim {
+        keys,
+        id,
+        timestamp,
+        provided,
+    })
+}
+
+impl StandardWebhooksClaim<'_> {
+    /// Checks the signature over the body; returns the `webhook-id`.
+    pub fn verify(&self, body: &[u8]) -> Result<String, SignatureError> {
+        let matched = self.keys.iter().any(|key| {
+            let mac = standard_webhooks_mac(key, self.id, self.timestamp, body);
+            self.provided
+                .iter()
+                .any(|sig| mac.clone().verify_slice(sig).is_ok())
+        });
+        if matched {
+            Ok(self.id.to_string())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
     }
 }
 
@@ -445,6 +522,23 @@ pub fn verify_stripe(
     tolerance_secs: i64,
     now_unix_secs: i64,
 ) -> Result<(), SignatureError> {
+    stripe_claim(headers, secrets, tolerance_secs, now_unix_secs)?.verify(body)
+}
+
+/// The headers-only part of [`verify_stripe`] (see [`HubSpotClaim`] for why).
+#[derive(Debug)]
+pub struct StripeClaim<'a> {
+    secrets: Vec<&'a str>,
+    timestamp: &'a str,
+    provided: Vec<Vec<u8>>,
+}
+
+pub fn stripe_claim<'a>(
+    headers: &'a dyn HeaderSource,
+    secrets: &[&'a str],
+    tolerance_secs: i64,
+    now_unix_secs: i64,
+) -> Result<StripeClaim<'a>, SignatureError> {
     let secrets = usable_secrets(secrets)?;
     let value = required(headers, STRIPE_SIGNATURE)?;
     let malformed = |reason| SignatureError::MalformedHeader {
@@ -473,16 +567,30 @@ pub fn verify_stripe(
         return Err(malformed("no valid v1 signature"));
     }
     check_window(timestamp_secs, now_unix_secs, tolerance_secs)?;
-    let matched = secrets.iter().any(|secret| {
-        let mac = stripe_mac(secret, timestamp, body);
-        provided
-            .iter()
-            .any(|sig| mac.clone().verify_slice(sig).is_ok())
-    });
-    if matched {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
+    provided.retain(|sig| sig.len() == SHA256_LEN);
+    if provided.is_empty() {
+        return Err(SignatureError::Mismatch);
+    }
+    Ok(StripeClaim {
+        secrets,
+        timestamp,
+        provided,
+    })
+}
+
+impl StripeClaim<'_> {
+    pub fn verify(&self, body: &[u8]) -> Result<(), SignatureError> {
+        let matched = self.secrets.iter().any(|secret| {
+            let mac = stripe_mac(secret, self.timestamp, body);
+            self.provided
+                .iter()
+                .any(|sig| mac.clone().verify_slice(sig).is_ok())
+        });
+        if matched {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
     }
 }
 
@@ -524,6 +632,22 @@ pub fn verify_hmac_sha256(
     secrets: &[&str],
     encoding: HmacEncoding,
 ) -> Result<(), SignatureError> {
+    hmac_sha256_claim(headers, header_name, secrets, encoding)?.verify(body)
+}
+
+/// The headers-only part of [`verify_hmac_sha256`] (see [`HubSpotClaim`] for why).
+#[derive(Debug)]
+pub struct HmacClaim<'a> {
+    secrets: Vec<&'a str>,
+    provided: Vec<u8>,
+}
+
+pub fn hmac_sha256_claim<'a>(
+    headers: &dyn HeaderSource,
+    header_name: &str,
+    secrets: &[&'a str],
+    encoding: HmacEncoding,
+) -> Result<HmacClaim<'a>, SignatureError> {
     let secrets = usable_secrets(secrets)?;
     let value =
         present(headers, header_name).ok_or(SignatureError::MissingHeader(HMAC_HEADER_LABEL))?;
@@ -536,13 +660,23 @@ pub fn verify_hmac_sha256(
         header: HMAC_HEADER_LABEL,
         reason,
     })?;
-    let matched = secrets
-        .iter()
-        .any(|secret| body_mac(secret, body).verify_slice(&provided).is_ok());
-    if matched {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
+    Ok(HmacClaim {
+        secrets,
+        provided: sha256_sized(provided)?,
+    })
+}
+
+impl HmacClaim<'_> {
+    pub fn verify(&self, body: &[u8]) -> Result<(), SignatureError> {
+        let matched = self
+            .secrets
+            .iter()
+            .any(|secret| body_mac(secret, body).verify_slice(&self.provided).is_ok());
+        if matched {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
     }
 }
 
@@ -580,6 +714,18 @@ fn usable_secrets<'a>(secrets: &[&'a str]) -> Result<Vec<&'a str>, SignatureErro
         Err(SignatureError::NoSecret)
     } else {
         Ok(usable)
+    }
+}
+
+/// Every scheme here signs with HMAC-SHA256 (or SHA-256 for HubSpot v1/v2): 32 bytes.
+const SHA256_LEN: usize = 32;
+
+/// A signature of any other length cannot match whatever the body is.
+fn sha256_sized(provided: Vec<u8>) -> Result<Vec<u8>, SignatureError> {
+    if provided.len() == SHA256_LEN {
+        Ok(provided)
+    } else {
+        Err(SignatureError::Mismatch)
     }
 }
 

@@ -348,7 +348,21 @@ fn csv_fields(row: &FunnelRow) -> [String; 19] {
     ]
 }
 
-/// A header line, one line per row, then the totals row (RFC 4180 quoting where needed).
+/// A cell a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return) gets a leading `'`, as OWASP recommends for CSV injection; the CSV writer
+/// then quotes it where needed. Markets and sources are validated where they enter, but this is
+/// the last line before a spreadsheet. No numeric cell here starts with one of those characters
+/// (amounts are written as `USD -12.50`), so numbers are never touched.
+fn neutralize_formula(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
+/// A header line, one line per row, then the totals row (RFC 4180 quoting where needed, formula
+/// cells neutralised).
 pub fn to_csv(report: &FunnelReport) -> String {
     let mut out = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
@@ -359,7 +373,7 @@ pub fn to_csv(report: &FunnelReport) -> String {
     };
     write(&mut out, &COLUMNS.map(String::from));
     for row in report.rows.iter().chain([&report.totals]) {
-        write(&mut out, &csv_fields(row));
+        write(&mut out, &csv_fields(row).map(neutralize_formula));
     }
     let bytes = out.into_inner().expect("CSV to memory");
     String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
@@ -858,6 +872,36 @@ mod tests {
         let csv = to_csv(&report);
 
         assert!(csv.contains("US,\"partner, \"\"vip\"\"\",3,"));
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
+        let mut report = sample();
+        let formulas = [
+            "=HYPERLINK(\"http://x\")",
+            "+1+1",
+            "-2+3",
+            "@SUM(1+1)",
+            "\tcmd",
+            "\rcmd",
+        ];
+        let rows = report.rows.clone();
+        report.rows = formulas
+            .iter()
+            .map(|f| FunnelRow {
+                market: f.to_string(),
+                source: f.to_string(),
+                ..rows[0].clone()
+            })
+            .collect();
+        let csv = to_csv(&report);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        for (record, formula) in reader.records().zip(formulas) {
+            let record = record.unwrap();
+            assert_eq!(&record[0], format!("'{formula}"));
+            assert_eq!(&record[1], format!("'{formula}"));
+        }
+        assert!(csv.contains("\"'=HYPERLINK(\"\"http://x\"\")\""), "{csv}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database answers and
-//! every migration this binary knows is applied).
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database answers,
+//! every migration this binary knows is applied, and every supervised background worker runs).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -13,6 +13,13 @@ pub async fn get_healthz() -> HttpResponse {
 }
 
 pub async fn get_readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let down = state.workers.not_running();
+    if !down.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "background worker(s) down: {}; see the log for why (restarting with backoff)",
+            down.join(", ")
+        )));
+    }
     match state.store.readiness().await {
         Ok(Readiness::Ready) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),
         Ok(Readiness::MigrationsPending(versions)) => Err(ApiError::Unavailable(format!(

@@ -1,19 +1,22 @@
-//! Webhook endpoints (SPEC §3). Each request is verified against its raw bytes before anything is
-//! parsed, split into events, stored through the group-commit inbox writer, and only then answered.
-//! A duplicate gets the same answer as the original. Nothing from the body or any secret is logged.
+//! Webhook endpoints (SPEC §3). Each request is refused on its headers alone when they already fail
+//! (missing or garbled signature headers, a stale timestamp, a wrong Salesforce token) before any
+//! body byte is read; otherwise its body is read within the limits of [`crate::ingest::body`],
+//! verified against its raw bytes before anything is parsed, split into events, stored through the
+//! group-commit inbox writer, and only then answered. A duplicate gets the same answer as the
+//! original. Nothing from the body or any secret is logged.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
-use actix_web::web::{Bytes, BytesMut};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::web::Bytes;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use base64::Engine;
-use futures_util::StreamExt;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::ingest::body::{self, BodyError, BodyLimits, Reservation};
 use crate::ingest::partition::{partition_of, product_route_key};
 use crate::ingest::signature::{self, HeaderSource, SignatureError};
 use crate::ingest::{hubspot, product, salesforce, AppendError};
@@ -50,38 +53,44 @@ impl Rejection {
 fn record_rejection(source: &str, r: &Rejection) {
     metrics::counter!("webhooks_rejected_total", "source" => source.to_string(), "reason" => r.reason)
         .increment(1);
-    tracing::warn!(source, reason = r.reason, error = %r.error, "webhook rejected");
+    // The message can quote the request (a source name from the path, a parser's complaint).
+    let error = crate::telemetry::untrusted(&r.error.to_string());
+    tracing::warn!(source, reason = r.reason, %error, "webhook rejected");
 }
 
-/// Read the body, refusing more than `limit` bytes (by Content-Length up front, or while streaming).
+/// Read the body within the limits of [`crate::ingest::body`]. The reservation counts the body
+/// against the unverified-bytes budget: drop it once the request is authenticated.
 async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, Rejection> {
-    let too_large = || Rejection::new("too_large", ApiError::PayloadTooLarge(limit));
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(Bytes, Reservation), Rejection> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            Rejection::new(
-                "unreadable",
-                ApiError::BadRequest(format!("could not read the body: {e}")),
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+    let server = &state.settings.server;
+    let limits = BodyLimits {
+        max_bytes: server.body_limit_bytes,
+        deadline: Duration::from_millis(server.body_read_timeout_ms),
+    };
+    body::read_body(payload, declared, limits, &state.body_budget)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => {
+                Rejection::new("too_large", ApiError::PayloadTooLarge(limit))
+            }
+            BodyError::TimedOut(_) => {
+                Rejection::new("body_timeout", ApiError::RequestTimeout(e.to_string()))
+            }
+            BodyError::Overloaded => {
+                Rejection::new("overloaded", ApiError::Overloaded(e.to_string()))
+            }
+            BodyError::Unreadable(_) => {
+                Rejection::new("unreadable", ApiError::BadRequest(e.to_string()))
+            }
+        })
 }
 
 /// Store events; `Ok(true)` when at least one was new.
@@ -178,7 +187,6 @@ async fn receive_hubspot(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Rejection> {
     let settings = &state.settings;
-    let body = read_body(&req, payload, settings.server.body_limit_bytes).await?;
     let secrets: Vec<&str> = settings
         .hubspot
         .client_secrets
@@ -191,21 +199,22 @@ async fn receive_hubspot(
         .iter()
         .filter_map(|v| v.parse().ok())
         .collect();
-    let url = public_url(&req, &settings.server.public_base_url);
     let now = state.clock.now();
-    let version = signature::verify_hubspot(
-        &signature::HubSpotRequest {
-            method: req.method().as_str(),
-            uri: &url,
-            body: &body,
-            headers: &Headers(req.headers()),
-        },
+    let headers = Headers(req.headers());
+    let claim = signature::hubspot_claim(
+        &headers,
         &secrets,
         &versions,
         settings.ingest.timestamp_tolerance_secs as i64 * 1000,
         now,
     )
     .map_err(|e| Rejection::signature("hubspot", e))?;
+    let (body, unverified) = read_body(&req, payload, &state).await?;
+    let url = public_url(&req, &settings.server.public_base_url);
+    let version = claim
+        .verify(req.method().as_str(), &url, &body)
+        .map_err(|e| Rejection::signature("hubspot", e))?;
+    drop(unverified);
 
     let parsed = hubspot::parse_body(&body)
         .map_err(|e| Rejection::new("malformed", ApiError::BadRequest(e.to_string())))?;
@@ -242,11 +251,12 @@ pub async fn post_salesforce(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    // Media types are case-insensitive (RFC 9110 §8.3.1): `Application/JSON` is JSON too.
     let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.essence_str() == "application/json");
     if is_json {
         return instrumented(
             "salesforce-callout",
@@ -279,30 +289,37 @@ fn soap_fault(error: &ApiError) -> HttpResponse {
     } else {
         salesforce::FaultCode::Server
     };
-    HttpResponse::build(status)
+    let mut response = HttpResponse::build(status);
+    error.add_headers(&mut response);
+    response
         .content_type("text/xml; charset=utf-8")
         .body(salesforce::fault_response(code, &error.to_string()))
 }
 
-/// The Outbound Message secret: `?token=` in the endpoint URL or the HTTP Basic password.
-fn outbound_credential(req: &HttpRequest) -> Option<String> {
-    let from_query =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .ok()
-            .and_then(|q| q.get("token").cloned());
-    from_query.or_else(|| {
-        let auth = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-        let encoded = auth
-            .strip_prefix("Basic ")
-            .or_else(|| auth.strip_prefix("basic "))?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        decoded
-            .split_once(':')
-            .map(|(_, password)| password.to_string())
-    })
+/// The Outbound Message secret: `?token=` in the endpoint URL or the HTTP Basic password. A token
+/// given twice is refused rather than one of them picked: which one a proxy or framework would
+/// use differs, and an attacker who can append to the URL should not get to choose.
+fn outbound_credential(req: &HttpRequest) -> Result<Option<String>, Rejection> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let mut tokens = pairs.into_iter().filter(|(k, _)| k == "token");
+    match (tokens.next(), tokens.next()) {
+        (Some(_), Some(_)) => Err(Rejection::new(
+            "repeated_credential",
+            ApiError::Unauthorized("?token= is given more than once; give it once".into()),
+        )),
+        (Some((_, token)), None) => Ok(Some(token)),
+        (None, _) => Ok(super::authorization(req, "Basic").and_then(|encoded| {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            decoded
+                .split_once(':')
+                .map(|(_, password)| password.to_string())
+        })),
+    }
 }
 
 async fn receive_outbound_message(
@@ -321,7 +338,7 @@ async fn receive_outbound_message(
             ),
         ));
     }
-    let presented = outbound_credential(&req).ok_or_else(|| {
+    let presented = outbound_credential(&req)?.ok_or_else(|| {
         Rejection::new(
             "missing_credential",
             ApiError::Unauthorized("missing ?token= or HTTP Basic credentials".into()),
@@ -333,8 +350,20 @@ async fn receive_outbound_message(
             ApiError::Unauthorized("the outbound message token does not match".into()),
         ));
     }
-    let body = read_body(&req, payload, settings.server.body_limit_bytes).await?;
-    let message = salesforce::parse_outbound_message(&body)
+    // The token authenticated the sender: its body does not count as unverified.
+    let (body, _) = read_body(&req, payload, &state).await?;
+    let limits = salesforce::SoapLimits {
+        max_attributes_per_element: settings.ingest.xml_max_attributes,
+    };
+    // A large message takes a while to parse: not on the threads that answer other requests.
+    let message = web::block(move || salesforce::parse_outbound_message_with(&body, limits))
+        .await
+        .map_err(|e| {
+            Rejection::new(
+                "internal",
+                ApiError::Internal(anyhow::anyhow!("SOAP parsing did not finish: {e}")),
+            )
+        })?
         .map_err(|e| Rejection::new("malformed", ApiError::BadRequest(e.to_string())))?;
     if !settings
         .salesforce
@@ -396,7 +425,6 @@ async fn receive_salesforce_callout(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Rejection> {
     let settings = &state.settings;
-    let body = read_body(&req, payload, settings.server.body_limit_bytes).await?;
     let secrets: Vec<&str> = settings
         .salesforce
         .callout_secrets
@@ -404,14 +432,19 @@ async fn receive_salesforce_callout(
         .map(|s| s.expose())
         .collect();
     let now = state.clock.now();
-    let webhook_id = signature::verify_standard_webhooks(
-        &Headers(req.headers()),
-        &body,
+    let headers = Headers(req.headers());
+    let claim = signature::standard_webhooks_claim(
+        &headers,
         &secrets,
         settings.ingest.timestamp_tolerance_secs as i64,
         now / 1000,
     )
     .map_err(|e| Rejection::signature("standard-webhooks", e))?;
+    let (body, unverified) = read_body(&req, payload, &state).await?;
+    let webhook_id = claim
+        .verify(&body)
+        .map_err(|e| Rejection::signature("standard-webhooks", e))?;
+    drop(unverified);
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         Rejection::new(
             "malformed",
@@ -488,21 +521,17 @@ async fn receive_signup(
             )),
         ));
     };
-    let body = read_body(&req, payload, settings.server.body_limit_bytes).await?;
     let secrets: Vec<&str> = source.secrets.iter().map(|s| s.expose()).collect();
     let headers = Headers(req.headers());
     let now = state.clock.now();
     let tolerance = settings.ingest.timestamp_tolerance_secs as i64;
-    let webhook_id = match source.scheme.as_str() {
-        "standard-webhooks" => Some(
-            signature::verify_standard_webhooks(&headers, &body, &secrets, tolerance, now / 1000)
-                .map_err(|e| Rejection::signature("standard-webhooks", e))?,
-        ),
-        "stripe" => {
-            signature::verify_stripe(&headers, &body, &secrets, tolerance, now / 1000)
-                .map_err(|e| Rejection::signature("stripe", e))?;
-            None
+    let claim = match source.scheme.as_str() {
+        "standard-webhooks" => {
+            signature::standard_webhooks_claim(&headers, &secrets, tolerance, now / 1000)
+                .map(ProductClaim::StandardWebhooks)
         }
+        "stripe" => signature::stripe_claim(&headers, &secrets, tolerance, now / 1000)
+            .map(ProductClaim::Stripe),
         _ => {
             let header_name = source
                 .header
@@ -513,11 +542,16 @@ async fn receive_signup(
                 Some("base64") => signature::HmacEncoding::Base64,
                 _ => signature::HmacEncoding::Hex,
             };
-            signature::verify_hmac_sha256(&headers, &header_name, &body, &secrets, encoding)
-                .map_err(|e| Rejection::signature("hmac-sha256", e))?;
-            None
+            signature::hmac_sha256_claim(&headers, &header_name, &secrets, encoding)
+                .map(ProductClaim::HmacSha256)
         }
-    };
+    }
+    .map_err(|e| Rejection::signature(&source.scheme, e))?;
+    let (body, unverified) = read_body(&req, payload, &state).await?;
+    let webhook_id = claim
+        .verify(&body)
+        .map_err(|e| Rejection::signature(&source.scheme, e))?;
+    drop(unverified);
     let event = product::parse_product_event(&body).map_err(|e| {
         if e.is_malformed() {
             Rejection::new("malformed", ApiError::BadRequest(e.to_string()))
@@ -529,7 +563,8 @@ async fn receive_signup(
     let stored = NewInboxEvent {
         partition_no: partition_of(&product_route_key(&event)),
         source: source_label.clone(),
-        dedupe_key: webhook_id.unwrap_or_else(|| event.id.clone()),
+        // SPEC §3: the event `id` identifies a product event, whatever webhook-id carried it.
+        dedupe_key: event.id.clone(),
         event_type: event.event_type.clone(),
         object_key: None,
         occurred_at: Some(event.occurred_at_ms),
@@ -537,10 +572,29 @@ async fn receive_signup(
         meta: meta(&[
             ("signature", json!(source.scheme)),
             ("event_id", json!(event.id)),
+            ("webhook_id", json!(webhook_id)),
         ]),
         payload: String::from_utf8_lossy(&body).into_owned(),
     };
     let new = store_events(&state, &source_label, vec![stored]).await?;
     Ok(HttpResponse::build(StatusCode::ACCEPTED)
         .json(json!({"id": event.id, "status": "accepted", "duplicate": !new})))
+}
+
+/// What a product request's signature headers claim, per scheme (checked before the body).
+enum ProductClaim<'a> {
+    StandardWebhooks(signature::StandardWebhooksClaim<'a>),
+    Stripe(signature::StripeClaim<'a>),
+    HmacSha256(signature::HmacClaim<'a>),
+}
+
+impl ProductClaim<'_> {
+    /// Verifies the body; the Standard Webhooks `webhook-id` when the scheme has one.
+    fn verify(&self, body: &[u8]) -> Result<Option<String>, SignatureError> {
+        match self {
+            Self::StandardWebhooks(claim) => claim.verify(body).map(Some),
+            Self::Stripe(claim) => claim.verify(body).map(|()| None),
+            Self::HmacSha256(claim) => claim.verify(body).map(|()| None),
+        }
+    }
 }

@@ -40,6 +40,11 @@ both_backends!(
     an_attribution_override_needs_an_admin_and_a_reason,
     rewards_are_listed_and_decided,
     dead_deliveries_are_listed_and_replayed,
+    a_replay_body_that_is_not_understood_requeues_nothing,
+    a_decision_body_that_is_not_understood_is_refused_not_ignored,
+    the_bearer_scheme_is_case_insensitive,
+    an_override_to_a_market_or_source_outside_its_rule_is_refused,
+    funnel_csv_cells_a_spreadsheet_would_run_are_neutralised,
     the_openapi_document_lists_exactly_the_served_routes,
     the_funnel_answers_json_or_csv_and_refuses_bad_filters,
 );
@@ -588,6 +593,210 @@ async fn dead_deliveries_are_listed_and_replayed(backend: Backend) {
     assert_eq!(after["items"].as_array().unwrap().len(), 0);
 }
 
+/// Marks up to `n` pending CRM writes dead, as CRM refusals would; returns their outbox ids.
+async fn kill_deliveries(app: &TestApp, n: i64) -> Vec<i64> {
+    let claimed = app
+        .store
+        .claim_records("test", T0, T0 + 60_000, n, 1)
+        .await
+        .unwrap();
+    for record in &claimed {
+        app.store
+            .finish_delivery(
+                "test",
+                record.head_id,
+                &referral_sync::store::DeliveryResult::Dead {
+                    row_ids: vec![record.head_id],
+                    status: Some(400),
+                    error: "PROPERTY_DOESNT_EXIST".into(),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+    }
+    claimed.iter().map(|r| r.head_id).collect()
+}
+
+async fn dead_count(app: &TestApp) -> usize {
+    let (_, dead) = call(
+        app,
+        "GET",
+        "/api/v1/deliveries?status=dead",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    dead["items"].as_array().unwrap().len()
+}
+
+async fn a_replay_body_that_is_not_understood_requeues_nothing(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    seed(&app).await;
+    let ids = kill_deliveries(&app, 10).await;
+    let dead = ids.len();
+    assert!(dead >= 2, "the seed leaves at least two CRM writes");
+    let replay = |content_type: Option<&str>, body: String| {
+        let mut req = app
+            .client
+            .post(app.url("/api/v1/deliveries/replay"))
+            .bearer_auth(ADMIN_KEY)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (
+                status,
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+    };
+    let json = Some("application/json");
+    let one = format!("{{\"ids\":[{}]}}", ids[0]);
+
+    for (case, (status, message), expected, names) in [
+        (
+            "ids as strings",
+            replay(json, r#"{"ids":["1"]}"#.into()).await,
+            422,
+            "expected i64",
+        ),
+        (
+            "a form body (curl -d)",
+            replay(Some("application/x-www-form-urlencoded"), one.clone()).await,
+            400,
+            "Content-Type",
+        ),
+        (
+            "no content type",
+            replay(None, one.clone()).await,
+            400,
+            "Content-Type",
+        ),
+        (
+            "over the limit",
+            replay(json, format!("{{\"ids\":[{}]}}", "1,".repeat(40_000) + "1")).await,
+            413,
+            "limit",
+        ),
+        ("no body", replay(json, String::new()).await, 400, "JSON"),
+        (
+            "an empty object",
+            replay(json, "{}".into()).await,
+            422,
+            "all: true",
+        ),
+        (
+            "a misspelt key",
+            replay(json, r#"{"id":[1]}"#.into()).await,
+            422,
+            "id",
+        ),
+        (
+            "all with ids",
+            replay(json, format!("{{\"all\":true,\"ids\":[{}]}}", ids[0])).await,
+            422,
+            "all",
+        ),
+    ] {
+        assert_eq!(status, expected, "{case}: {message}");
+        assert!(message.contains(names), "{case}: {message}");
+    }
+    assert_eq!(dead_count(&app).await, dead, "nothing was re-queued");
+
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v1/deliveries/replay",
+        Some(ADMIN_KEY),
+        Some(serde_json::from_str(&one).unwrap()),
+    )
+    .await;
+    assert_eq!((status, body["requeued"].as_u64()), (200, Some(1)));
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/api/v1/deliveries/replay",
+        Some(ADMIN_KEY),
+        Some(json!({"all": true})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["requeued"].as_u64()),
+        (200, Some(dead as u64 - 1)),
+        "all, when asked for"
+    );
+    assert_eq!(dead_count(&app).await, 0);
+}
+
+async fn a_decision_body_that_is_not_understood_is_refused_not_ignored(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let (_, reward) = seed(&app).await;
+    let path = format!("/api/v1/rewards/{reward}/reject");
+    let reject = |content_type: &'static str, body: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", content_type)
+            .body(body);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+
+    let as_form = reject(
+        "application/x-www-form-urlencoded",
+        r#"{"reason":"duplicate"}"#,
+    )
+    .await;
+    let misspelt = reject("application/json", r#"{"reasn":"duplicate"}"#).await;
+    let not_json = reject("application/json", "reason=duplicate").await;
+
+    assert_eq!(as_form, 400, "a reason sent as a form is not dropped");
+    assert_eq!(misspelt, 422);
+    assert_eq!(not_json, 400);
+    let (_, rewards) = call(
+        &app,
+        "GET",
+        "/api/v1/rewards?status=rejected",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert!(
+        rewards["items"].as_array().unwrap().is_empty(),
+        "no decision was taken without its reason"
+    );
+    let (status, _) = call(
+        &app,
+        "POST",
+        &path,
+        Some(ADMIN_KEY),
+        Some(json!({"reason": "duplicate"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, story) = call(
+        &app,
+        "GET",
+        "/api/v1/rewards?status=rejected",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(story["items"].as_array().unwrap().len(), 1);
+}
+
 async fn the_openapi_document_lists_exactly_the_served_routes(backend: Backend) {
     let Some(app) = app(backend).await else {
         return;
@@ -681,4 +890,112 @@ async fn the_funnel_answers_json_or_csv_and_refuses_bad_filters(backend: Backend
     assert_eq!(bad_format, 422);
     assert_eq!(bad_from, 422);
     assert!(err["error"]["message"].as_str().unwrap().contains("from"));
+}
+
+async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = app
+            .client
+            .get(app.url("/api/v1/referrers"))
+            .header("authorization", format!("{scheme} {READ_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    let other = app
+        .client
+        .get(app.url("/api/v1/referrers"))
+        .header("authorization", format!("Basic {READ_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401, "another scheme is not a bearer key");
+}
+
+async fn an_override_to_a_market_or_source_outside_its_rule_is_refused(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let (referral, _) = seed(&app).await;
+    let path = format!("/api/v1/referrals/{referral}/attribution");
+
+    for (change, field) in [
+        (json!({"market": "=HYPERLINK(\"http://x\")"}), "market"),
+        (json!({"market": "+1+1"}), "market"),
+        (json!({"market": "@SUM(1+1)"}), "market"),
+        (json!({"source": "-2+3"}), "source"),
+    ] {
+        let mut body = change.clone();
+        body["reason"] = json!("fix");
+        let (status, err) = call(&app, "POST", &path, Some(ADMIN_KEY), Some(body)).await;
+        assert_eq!(status, 422, "{change}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{change}: {message}");
+    }
+    let (status, body) = call(
+        &app,
+        "POST",
+        &path,
+        Some(ADMIN_KEY),
+        Some(json!({"market": " eu-west ", "reason": "moved"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["referral"]["market"], "EU-WEST", "normalised once");
+}
+
+async fn funnel_csv_cells_a_spreadsheet_would_run_are_neutralised(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    // Values stored before markets were validated (or by hand in the database).
+    let formulas = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(1+1)"];
+    let mut tx = app.store.begin().await.unwrap();
+    for (i, formula) in formulas.iter().enumerate() {
+        let attribution = referral_sync::store::Attribution {
+            referrer_code: None,
+            source: Some(formula.to_string()),
+            market: Some(formula.to_string()),
+            first_touch_at: T0,
+        };
+        tx.insert_referral(&format!("r{i}@example.com"), &attribution, T0)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let response = app
+        .client
+        .get(app.url("/api/v1/reports/funnel?format=csv"))
+        .bearer_auth(READ_KEY)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let csv = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let cells: Vec<String> = reader
+        .records()
+        .flat_map(|r| {
+            let r = r.unwrap();
+            [r[0].to_string(), r[1].to_string()]
+        })
+        .collect();
+    for formula in formulas {
+        assert!(
+            cells.iter().any(|c| *c == format!("'{formula}")),
+            "{formula} not neutralised in:\n{csv}"
+        );
+    }
+    assert!(
+        !cells
+            .iter()
+            .any(|c| c.starts_with(['=', '+', '-', '@', '\t', '\r'])),
+        "{csv}"
+    );
 }

@@ -561,3 +561,384 @@ async fn secrets_never_reach_the_logs_even_at_debug_level() {
     }
     assert!(!logs.contains("token="), "query strings are not logged");
 }
+
+/// Runs `serve` with `env`, lets `drive` send requests to its base URL, stops it with SIGTERM,
+/// and returns everything it logged.
+async fn serve_and_collect_logs<F, Fut>(env: &[(&str, String)], drive: F) -> String
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (out, err) = (dir.path().join("out.log"), dir.path().join("err.log"));
+    let mut cmd = binary();
+    cmd.arg("serve")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/s.db", dir.path().display()),
+        )
+        .env("REFERRAL_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drive(base).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    format!(
+        "{}{}",
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&err).unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_text_cannot_forge_log_lines_or_flood_them_in_either_format() {
+    let forged =
+        "x%0A2026-11-20T10:00:00.000000Z%20%20INFO%20referral_sync:%20FORGED%1B[2J%E2%80%AE";
+    let huge = format!("/webhooks/signup/{}", "A".repeat(60_000));
+    for format in ["pretty", "json"] {
+        let (forged, huge) = (forged.to_string(), huge.clone());
+        let logs = serve_and_collect_logs(
+            &[("REFERRAL_SYNC__TELEMETRY__FORMAT", format.to_string())],
+            |base| async move {
+                let client = reqwest::Client::new();
+                for path in [format!("/webhooks/signup/{forged}"), huge] {
+                    let r = client
+                        .post(format!("{base}{path}"))
+                        .body("{}")
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 404, "{format}");
+                }
+            },
+        )
+        .await;
+
+        assert!(
+            logs.contains("webhook rejected"),
+            "{format}: the refusals were logged:\n{logs}"
+        );
+        for line in logs.lines() {
+            assert!(
+                !line.trim_start().contains("FORGED") || line.contains("webhook rejected"),
+                "{format}: a forged line of its own: {line}"
+            );
+            assert!(!line.starts_with("2026-11-20T10:00:00"), "{format}: {line}");
+            assert!(
+                line.len() < 4_000,
+                "{format}: a {} byte line: {}",
+                line.len(),
+                &line[..line.len().min(3000)]
+            );
+            if format == "json" {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+            }
+        }
+        assert!(!logs.contains('\u{1b}'), "{format}: a terminal escape");
+        assert!(!logs.contains('\u{202e}'), "{format}: a direction override");
+        assert!(
+            logs.contains("FORGED"),
+            "{format}: the text is there, escaped"
+        );
+    }
+}
+
+#[test]
+fn check_config_and_serve_name_the_key_of_a_misshapen_secret_without_printing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shape.toml");
+    std::fs::write(&file, "[hubspot]\nclient_secrets = \"3f6c-SECRET-VALUE\"\n").unwrap();
+
+    for command in ["check-config", "serve"] {
+        let out = binary()
+            .arg("--config")
+            .arg(&file)
+            .arg(command)
+            .output()
+            .unwrap();
+
+        assert!(!out.status.success(), "{command}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(all.contains("hubspot.client_secrets"), "{command}: {all}");
+        assert!(!all.contains("SECRET-VALUE"), "{command}: {all}");
+    }
+}
+
+/// A stand-in for curl that records its arguments (one per line) and its standard input.
+fn fake_curl(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("curl");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> \"$RECORD/args\"; done\ncat > \"$RECORD/stdin\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// Runs `sign … --curl` (with `stdin` as the body when given), then the printed command in `sh`
+/// with the fake curl first on PATH; returns curl's arguments and standard input.
+fn sign_and_run(
+    dir: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> (Vec<String>, Vec<u8>) {
+    use std::io::Write;
+    let record = dir.join("record");
+    let _ = std::fs::remove_dir_all(&record);
+    std::fs::create_dir_all(&record).unwrap();
+    let mut sign = binary()
+        .arg("sign")
+        .args(args)
+        .arg("--curl")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sign.stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or_default())
+        .unwrap();
+    let printed = sign.wait_with_output().unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let path = format!(
+        "{}:{}",
+        fake_curl(dir).display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = Command::new("sh")
+        .arg("-c")
+        .arg(String::from_utf8(printed.stdout).unwrap())
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("RECORD", &record)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let args = std::fs::read_to_string(record.join("args")).unwrap();
+    (
+        args.lines().map(String::from).collect(),
+        std::fs::read(record.join("stdin")).unwrap(),
+    )
+}
+
+#[test]
+fn sign_curl_output_runs_no_injected_command_and_sends_the_signed_bytes() {
+    use referral_sync::ingest::signature::{
+        verify_hubspot, verify_standard_webhooks, HubSpotRequest, HubSpotVersion,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = "http://127.0.0.1:9/webhooks/hubspot?x='$(touch PWNED1)'";
+    let body_file = dir.path().join("b'$(touch PWNED2)'.json");
+    std::fs::write(&body_file, br#"[{"objectId":1}]"#).unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    let (by_file, _) = sign_and_run(
+        dir.path(),
+        &[
+            "--scheme",
+            "standard-webhooks",
+            "--secret",
+            secret,
+            "--url",
+            url,
+            "--id",
+            "msg'; touch PWNED3; echo '",
+            "--body",
+            body_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    let binary_body = b"[{\"name\":\"\xff\xfe caf\xe9\"}]\x00end";
+    let (piped, sent) = sign_and_run(
+        dir.path(),
+        &["--source", "hubspot", "--secret", "hs-secret", "--url", url],
+        Some(binary_body),
+    );
+
+    for marker in ["PWNED1", "PWNED2", "PWNED3"] {
+        assert!(!dir.path().join(marker).exists(), "{marker}: a command ran");
+    }
+    assert!(by_file.contains(&url.to_string()), "{by_file:?}");
+    assert!(
+        by_file.contains(&"webhook-id: msg'; touch PWNED3; echo '".to_string()),
+        "{by_file:?}"
+    );
+    assert!(
+        by_file.contains(&format!("@{}", body_file.display())),
+        "{by_file:?}"
+    );
+    let headers: Vec<(String, String)> = by_file
+        .iter()
+        .filter_map(|a| {
+            a.split_once(": ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp();
+    assert!(verify_standard_webhooks(
+        &headers,
+        &std::fs::read(&body_file).unwrap(),
+        &[secret],
+        300,
+        now
+    )
+    .is_ok());
+
+    assert_eq!(sent, binary_body, "curl got the exact bytes");
+    let headers: Vec<(String, String)> = piped
+        .iter()
+        .filter_map(|a| {
+            a.split_once(": ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let request = HubSpotRequest {
+        method: "POST",
+        uri: url,
+        body: &sent,
+        headers: &headers,
+    };
+    assert_eq!(
+        verify_hubspot(
+            &request,
+            &["hs-secret"],
+            &[HubSpotVersion::V3],
+            300_000,
+            now * 1000
+        ),
+        Ok(HubSpotVersion::V3),
+        "the bytes sent are the bytes signed"
+    );
+}
+
+#[test]
+fn check_config_into_a_closed_pipe_ends_quietly() {
+    let mut child = binary()
+        .arg("check-config")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before anything is written, as `| head -1` does after its line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}
+
+#[test]
+fn demo_piped_into_head_ends_quietly_and_removes_its_temporary_folder() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = binary()
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        lines.next().unwrap().unwrap();
+    }
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_csv_neutralises_cells_a_spreadsheet_would_run() {
+    let app = crate::support::spawn_app(Backend::Sqlite).await.unwrap();
+    // A market stored before markets were validated (or typed into the database by hand).
+    let mut tx = app.store.begin().await.unwrap();
+    let attribution = referral_sync::store::Attribution {
+        referrer_code: None,
+        source: Some("@SUM(1+1)".into()),
+        market: Some("=HYPERLINK(\"http://x\")".into()),
+        first_touch_at: crate::support::T0,
+    };
+    tx.insert_referral("ana@northwind.io", &attribution, crate::support::T0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let url = app.settings.database.url.expose().to_string();
+
+    let out = tokio::task::spawn_blocking(move || {
+        binary()
+            .args(["report", "--format", "csv"])
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let row = csv.lines().nth(1).expect("a data row");
+    assert!(
+        row.starts_with("\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1+1),"),
+        "{row}"
+    );
+}

@@ -222,3 +222,90 @@ fn the_salesforce_api_version_may_be_written_with_or_without_the_v() {
         ["salesforce.api_version: `latest` is not like 62.0 or v62.0"]
     );
 }
+
+#[test]
+fn a_value_of_the_wrong_shape_names_its_key_and_never_its_value() {
+    for (body, key) in [
+        (
+            "[hubspot]\nclient_secrets = \"3f6c-SECRET-VALUE-abc\"\n",
+            "hubspot.client_secrets",
+        ),
+        (
+            "[admin]\nkeys = [{ hash = 3, role = \"admin\" }]\n",
+            "admin.keys[0].hash",
+        ),
+        (
+            "[salesforce]\noutbound_token = [\"3f6c-SECRET-VALUE-abc\"]\n",
+            "salesforce.outbound_token",
+        ),
+        (
+            "[sources.app]\nscheme = \"stripe\"\nsecrets = 12345\n",
+            "sources.app.secrets",
+        ),
+    ] {
+        let problems = load(&[], Some(body)).unwrap_err();
+
+        assert!(
+            problems.iter().any(|p| p.starts_with(&format!("{key}: "))),
+            "{key} not named: {problems:?}"
+        );
+        let all = problems.join("\n");
+        assert!(!all.contains("SECRET-VALUE"), "value shown: {all}");
+        assert!(!all.contains("12345"), "value shown: {all}");
+    }
+}
+
+#[test]
+fn a_toml_syntax_error_gives_its_position_without_quoting_the_line() {
+    let problems = load(
+        &[],
+        Some("[hubspot]\naccess_token = \"pat-na1-SECRET-TOKEN\nsignature_versions = [\"v3\"]\n"),
+    )
+    .unwrap_err();
+
+    let all = problems.join("\n");
+    assert!(all.contains("not valid TOML at line 2"), "{all}");
+    assert!(!all.contains("SECRET"), "the line was quoted: {all}");
+}
+
+#[test]
+fn all_digit_secrets_can_be_set_from_the_environment() {
+    let s = load(
+        &[
+            ("REFERRAL_SYNC__HUBSPOT__ACCESS_TOKEN", "0123456789"),
+            ("REFERRAL_SYNC__HUBSPOT__CLIENT_SECRETS", "123456"),
+            (
+                "REFERRAL_SYNC__SALESFORCE__ORGANIZATION_IDS",
+                "00D7F00000107XsUAI",
+            ),
+            (
+                "REFERRAL_SYNC__SALESFORCE__OUTBOUND_TOKEN",
+                "0000111122223333",
+            ),
+            ("REFERRAL_SYNC__SALESFORCE__CLIENT_SECRET", "1e5"),
+            ("REFERRAL_SYNC__SOURCES__APP__SCHEME", "stripe"),
+            ("REFERRAL_SYNC__SOURCES__APP__SECRETS", "000111,true"),
+            ("REFERRAL_SYNC__SERVER__WORKERS", "3"),
+        ],
+        None,
+    )
+    .unwrap();
+
+    assert_eq!(s.hubspot.access_token.expose(), "0123456789");
+    let secrets: Vec<&str> = s
+        .hubspot
+        .client_secrets
+        .iter()
+        .map(|s| s.expose())
+        .collect();
+    assert_eq!(secrets, ["123456"]);
+    assert_eq!(s.salesforce.outbound_token.expose(), "0000111122223333");
+    assert_eq!(s.salesforce.client_secret.expose(), "1e5");
+    let source: Vec<&str> = s.sources["app"]
+        .secrets
+        .iter()
+        .map(|s| s.expose())
+        .collect();
+    assert_eq!(source, ["000111", "true"]);
+    assert_eq!(s.server.workers, 3, "other numbers are still numbers");
+}

@@ -12,6 +12,7 @@ mod fidelity;
 mod funnel;
 mod fuzz_corpus;
 mod health;
+mod hostile;
 mod processing;
 mod rewards;
 mod store_contract;

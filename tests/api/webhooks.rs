@@ -55,6 +55,10 @@ both_backends!(
     product_events_are_accepted_under_every_scheme,
     product_events_with_bad_signatures_or_fields_are_refused,
     metrics_count_received_accepted_and_rejected_webhooks,
+    a_product_event_is_one_event_whatever_webhook_id_carries_it,
+    media_types_are_matched_case_insensitively,
+    webhook_paths_answer_other_methods_with_405_and_allow_post,
+    a_market_or_source_outside_its_rule_is_refused_naming_the_field,
 );
 
 async fn hubspot_batches_are_split_into_one_row_per_event_and_stored_once(backend: Backend) {
@@ -386,7 +390,7 @@ async fn salesforce_requests_with_a_wrong_token_org_or_body_are_refused(backend:
             &query,
             None,
             standard_message(
-                "00D000000000001AAA",
+                "00D000000000001EAA",
                 &[("04l7F000008aeB1QAI", "Lead", "00Q7F00000AbcdeQAI")],
             ),
         )
@@ -534,7 +538,8 @@ async fn product_events_are_accepted_under_every_scheme(backend: Backend) {
     assert_eq!(rows.len(), 4);
     assert_eq!(
         (rows[0].source.as_str(), rows[0].dedupe_key.as_str()),
-        ("signup:app", "msg_1")
+        ("signup:app", "evt_1"),
+        "the event id identifies a product event"
     );
     assert_eq!(
         (rows[1].source.as_str(), rows[1].dedupe_key.as_str()),
@@ -639,4 +644,134 @@ async fn metrics_count_received_accepted_and_rejected_webhooks(backend: Backend)
     );
     assert!(text.contains("inbox_events_total{source=\"hubspot\",outcome=\"new\"}"));
     assert!(text.contains("webhook_ingest_seconds_bucket"));
+}
+
+async fn a_product_event_is_one_event_whatever_webhook_id_carries_it(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let body = signup_body("evt_same", "signup.created");
+
+    let mut duplicates = Vec::new();
+    for webhook_id in ["msg_a", "msg_b", "msg_c"] {
+        let headers =
+            signature::sign_standard_webhooks(APP_SECRET, webhook_id, now_secs(), body.as_bytes())
+                .unwrap();
+        let response = app.post_signup_raw("app", &body, headers).await;
+        assert_eq!(response.status(), 202);
+        duplicates.push(response.json::<Value>().await.unwrap()["duplicate"].clone());
+    }
+    app.process().await;
+
+    assert_eq!(duplicates, [json!(false), json!(true), json!(true)]);
+    assert_eq!(app.store.count_inbox(None).await.unwrap(), 1);
+    let referral = app
+        .store
+        .referral_by_email("ana@northwind.io")
+        .await
+        .unwrap()
+        .expect("the referral");
+    assert_eq!(
+        app.store.touches(&referral.id).await.unwrap().len(),
+        1,
+        "applied once"
+    );
+}
+
+async fn media_types_are_matched_case_insensitively(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let body = r#"{"type":"opportunity.updated","data":{"Id":"0067F000003pmdWQAQ"}}"#;
+    let headers =
+        signature::sign_standard_webhooks(CALLOUT_SECRET, "msg_case", now_secs(), body.as_bytes())
+            .unwrap();
+    let mut request = app
+        .client
+        .post(app.url("/webhooks/salesforce"))
+        .header("content-type", "Application/JSON; charset=UTF-8");
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+
+    let response = request.body(body).send().await.unwrap();
+
+    assert_eq!(response.status(), 204, "routed as a JSON callout");
+    let rows = app
+        .store
+        .list_inbox(Some("salesforce-callout"), 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+async fn webhook_paths_answer_other_methods_with_405_and_allow_post(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    for path in [
+        "/webhooks/hubspot",
+        "/webhooks/salesforce",
+        "/webhooks/signup/app",
+    ] {
+        for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+            let response = app
+                .client
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 405, "{method} {path}");
+            assert_eq!(response.headers()["allow"], "POST", "{method} {path}");
+            let (_, code, message) = error_of(response).await;
+            assert_eq!(code, "method_not_allowed");
+            assert!(message.contains("POST"), "{message}");
+        }
+    }
+}
+
+async fn a_market_or_source_outside_its_rule_is_refused_naming_the_field(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let post = |id: &str, data: Value| {
+        let body = json!({"id": id, "type": "signup.created", "occurred_at": "2026-11-20T09:58:00Z", "data": data}).to_string();
+        let headers =
+            signature::sign_standard_webhooks(APP_SECRET, id, now_secs(), body.as_bytes()).unwrap();
+        let app = &app;
+        async move { error_of(app.post_signup_raw("app", &body, headers).await).await }
+    };
+
+    for (i, market) in [
+        "=HYPERLINK(\"http://x\")",
+        "+1+1",
+        "-2+3",
+        "@SUM(1+1)",
+        "US\t=1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, _, message) = post(
+            &format!("evt_m{i}"),
+            json!({"email": "ana@northwind.io", "market": market}),
+        )
+        .await;
+        assert_eq!(status, 422, "{market}");
+        assert!(
+            message.starts_with("data.market must be a market code"),
+            "{message}"
+        );
+    }
+    let (status, _, message) = post(
+        "evt_s",
+        json!({"email": "ana@northwind.io", "source": "=cmd"}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        message.starts_with("data.source must be one of"),
+        "{message}"
+    );
+    assert_eq!(app.store.count_inbox(None).await.unwrap(), 0);
 }

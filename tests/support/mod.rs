@@ -16,6 +16,7 @@ use referral_sync::config::{ConfigSources, Secret, Settings};
 use referral_sync::processing::InboxProcessor;
 use referral_sync::startup::Application;
 use referral_sync::store::Store;
+use referral_sync::supervisor::{WorkerFactory, WorkerRegistry};
 use tokio_util::sync::CancellationToken;
 
 /// 2026-11-20T10:00:00Z, the day of the SPEC's story.
@@ -85,6 +86,10 @@ pub struct TestApp {
     pub settings: Settings,
     pub processor: InboxProcessor,
     pub outbox: referral_sync::outbox::OutboxWorker,
+    /// The supervised workers' states (only [`SpawnOptions::workers`] run in tests).
+    pub workers: WorkerRegistry,
+    /// Bytes reserved by webhook bodies not verified yet.
+    pub body_budget: referral_sync::ingest::body::BodyBudget,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: TestDb,
@@ -135,6 +140,9 @@ pub struct SpawnOptions {
     pub migrate: bool,
     /// Share a clock with something else (the CRM sandbox); a new one at [`T0`] otherwise.
     pub clock: Option<Arc<FakeClock>>,
+    /// Background workers to run under the app's supervisor (the built-in ones don't run in
+    /// tests: they are driven step by step).
+    pub workers: Vec<(String, WorkerFactory)>,
 }
 
 impl Default for SpawnOptions {
@@ -142,6 +150,7 @@ impl Default for SpawnOptions {
         Self {
             migrate: true,
             clock: None,
+            workers: Vec::new(),
         }
     }
 }
@@ -169,9 +178,14 @@ pub async fn spawn_app_with(
         store.migrate().await.expect("migrate");
     }
     let clock = options.clock.clone().unwrap_or_else(|| FakeClock::new(T0));
-    let app = Application::build_with(settings.clone(), store.clone(), clock.clone(), false)
+    let mut app = Application::build_with(settings.clone(), store.clone(), clock.clone(), false)
         .await
         .expect("build app");
+    for (name, worker) in options.workers {
+        app.add_worker(&name, worker);
+    }
+    let workers = app.state().workers.clone();
+    let body_budget = app.state().body_budget.clone();
     let port = app.port();
     let processor = app.processor();
     let outbox = app.outbox();
@@ -186,6 +200,8 @@ pub async fn spawn_app_with(
         settings,
         processor,
         outbox,
+        workers,
+        body_budget,
         shutdown,
         server: Some(server),
         _db: db,

@@ -25,19 +25,9 @@ fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())
-        })?;
+    let presented = crate::routes::authorization(req, "Bearer").ok_or_else(|| {
+        ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())
+    })?;
     let digest = hex::encode(Sha256::digest(presented.as_bytes()));
     let mut found = None;
     for key in &state.settings.admin.keys {

@@ -1,5 +1,6 @@
 //! `GET /api/v1/deliveries?status=` (CRM writes; `dead` shows the CRM's error) and
-//! `POST /api/v1/deliveries/replay` (by ids or since a time; all dead when neither is given).
+//! `POST /api/v1/deliveries/replay` (by ids, since a time, or all with an explicit `"all": true`;
+//! a missing or mistyped body re-queues nothing).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -45,13 +46,19 @@ pub async fn list_deliveries(
     Ok(HttpResponse::Ok().json(Paged::new(items, limit, |r| r.id.to_string())))
 }
 
+/// Which dead deliveries to re-queue: `ids`, `since`, both (those ids, if created since), or
+/// `"all": true` alone. Nothing given is an error, never "everything".
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// Outbox ids of dead deliveries to re-queue.
     #[serde(default)]
     pub ids: Vec<i64>,
     /// Re-queue dead deliveries created at or after this RFC 3339 time.
     pub since: Option<String>,
+    /// Re-queue every dead delivery.
+    #[serde(default)]
+    pub all: bool,
 }
 
 /// Re-queue dead deliveries (after fixing the cause).
@@ -61,10 +68,24 @@ pub struct ReplayRequest {
     security(("api_key" = [])))]
 pub async fn post_replay(
     AdminAccess(caller): AdminAccess,
-    body: Option<web::Json<ReplayRequest>>,
+    body: web::Json<ReplayRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let body = body.into_inner();
+    let selective = !body.ids.is_empty() || body.since.is_some();
+    match (body.all, selective) {
+        (true, true) => {
+            return Err(ApiError::Unprocessable(
+                "all: true re-queues every dead delivery; leave out ids and since, or all".into(),
+            ))
+        }
+        (false, false) => {
+            return Err(ApiError::Unprocessable(
+                "say which dead deliveries to re-queue: ids, since, or all: true".into(),
+            ))
+        }
+        _ => {}
+    }
     let since = parse_time("since", body.since.as_deref())?;
     let requeued = state
         .store

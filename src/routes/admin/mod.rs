@@ -10,7 +10,9 @@ pub mod referrers;
 pub mod reports;
 pub mod rewards;
 
-use actix_web::web;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::{FutureExt, LocalBoxFuture};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -105,5 +107,31 @@ pub fn one_of(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), A
             allowed.join(", ")
         ))),
         _ => Ok(()),
+    }
+}
+
+/// A JSON body that may be left out. No body at all is `None`; a body that is there must be JSON
+/// of `T` sent as `application/json`, or the request is refused naming the problem (400, 413,
+/// 422) — a reason is never dropped because it came as a form or with a typo.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+        let headers = req.headers();
+        let has_body = headers.contains_key(TRANSFER_ENCODING)
+            || headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() != "0");
+        if !has_body {
+            return std::future::ready(Ok(Self(None))).boxed_local();
+        }
+        web::Json::<T>::from_request(req, payload)
+            .map(|json| json.map(|j| Self(Some(j.into_inner()))))
+            .boxed_local()
     }
 }

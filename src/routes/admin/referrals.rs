@@ -97,9 +97,11 @@ pub async fn get_referral(
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AttributionRequest {
     pub referrer_code: Option<String>,
     pub source: Option<String>,
+    /// A market code such as US or EU-WEST.
     pub market: Option<String>,
     /// Why the recorded attribution is wrong; required, kept in the audit log.
     pub reason: String,

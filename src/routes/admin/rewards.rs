@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{AdminAccess, ReadAccess};
-use super::{one_of, Page, Paged};
+use super::{one_of, OptionalJson, Page, Paged};
 use crate::error::ApiError;
 use crate::rewards::engine::{decide, Decision, DecisionError};
 use crate::startup::AppState;
@@ -40,6 +40,7 @@ pub async fn list_rewards(
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     /// Why; required to reject, kept in the audit log.
     pub reason: Option<String>,
@@ -49,10 +50,10 @@ async fn apply(
     decision: Decision,
     actor: &str,
     id: &str,
-    body: Option<web::Json<DecisionRequest>>,
+    body: OptionalJson<DecisionRequest>,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let reason = body.and_then(|b| b.into_inner().reason);
+    let reason = body.0.and_then(|b| b.reason);
     match decide(
         &state.store,
         &state.settings,
@@ -83,7 +84,7 @@ async fn apply(
 pub async fn post_approve(
     AdminAccess(c): AdminAccess,
     id: web::Path<String>,
-    body: Option<web::Json<DecisionRequest>>,
+    body: OptionalJson<DecisionRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     apply(Decision::Approve, &c.actor, &id, body, &state).await
@@ -97,7 +98,7 @@ pub async fn post_approve(
 pub async fn post_reject(
     AdminAccess(c): AdminAccess,
     id: web::Path<String>,
-    body: Option<web::Json<DecisionRequest>>,
+    body: OptionalJson<DecisionRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     apply(Decision::Reject, &c.actor, &id, body, &state).await
@@ -111,7 +112,7 @@ pub async fn post_reject(
 pub async fn post_paid(
     AdminAccess(c): AdminAccess,
     id: web::Path<String>,
-    body: Option<web::Json<DecisionRequest>>,
+    body: OptionalJson<DecisionRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     apply(Decision::Paid, &c.actor, &id, body, &state).await
