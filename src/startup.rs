@@ -230,9 +230,9 @@ impl Application {
                 } else {
                     format!("inbox_processor_{i}")
                 };
-                workers.push(supervisor.supervise(&name, move |stop| {
-                    processor.clone().run(stop).map(Ok)
-                }));
+                workers.push(
+                    supervisor.supervise(&name, move |stop| processor.clone().run(stop).map(Ok)),
+                );
             }
             let reporter = self.processor.clone();
             workers.push(supervisor.supervise("backlog_gauges", move |stop| {

@@ -91,9 +91,10 @@ pub(super) async fn round(
     deals.extend(state.deals_of(tx, &linked_people).await?);
     let settled = state.link_deals(tx, &deals).await?;
     state.guard(tx, &guards).await?;
+    let changed_meanwhile = state.write_links(tx).await?;
     state.milestones(tx, &settled).await?;
     state.context_writes(tx).await?;
-    let changed_meanwhile = state.write(tx).await?;
+    state.write_audit_and_outbox(tx).await?;
     let mut done = Reconciled {
         rechecks: rechecks.len(),
         queued_writes: !state.outbox.is_empty(),
@@ -181,6 +182,8 @@ struct State<'a> {
     outbox: Vec<NewOutbox>,
     /// Deals merged into each surviving deal this round looked at.
     merged_deals: HashMap<RecordKey, Vec<RecordKey>>,
+    /// Deals whose link moved from one referral to another this round, with the one they left.
+    relinked: Vec<(RecordKey, String)>,
 }
 
 impl<'a> State<'a> {
@@ -195,6 +198,7 @@ impl<'a> State<'a> {
             audits: Vec::new(),
             outbox: Vec::new(),
             merged_deals: HashMap::new(),
+            relinked: Vec::new(),
         }
     }
 
@@ -351,6 +355,11 @@ impl<'a> State<'a> {
             return false;
         }
         let previous = record.referral_id.clone();
+        if let Some(left) = previous.as_ref().filter(|p| **p != best.referral_id) {
+            if kind_of_key(key) == Some(RecordKind::Deal) {
+                self.relinked.push((key.clone(), left.clone()));
+            }
+        }
         let action = match (best.from, &previous, relink_reason) {
             (From::Merged, _, _) => Some((
                 "merge_kept_earliest",
@@ -672,19 +681,61 @@ impl<'a> State<'a> {
         Ok(())
     }
 
-    /// `qualified_at` / `won_at` of the referrals of linked deals, from the deals' stage history:
-    /// the first time each reached a stage from `qualified` up (not `lost`), and `won`.
+    /// `qualified_at` / `won_at` of the referrals whose deals this round looked at or relinked,
+    /// from the stage history of every deal linked to them now: the first time one reached a
+    /// stage from `qualified` up (not `lost`), and `won`. Stated on current links, so a deal that
+    /// was linked to a later first touch for a while leaves no milestone behind there.
     async fn milestones(&mut self, tx: &mut Tx, deals: &[RecordKey]) -> Result<(), StoreError> {
-        let mut fills: BTreeMap<String, MilestoneFill> = BTreeMap::new();
-        let referral_of: HashMap<(String, String), String> = deals
+        let mut affected: BTreeSet<String> = deals
+            .iter()
+            .filter_map(|k| self.records.get(k)?.referral_id.clone())
+            .collect();
+        affected.extend(self.relinked.iter().map(|(_, left)| left.clone()));
+        if affected.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = affected.iter().map(String::as_str).collect();
+        self.load_referrals(tx, ids.iter().copied(), []).await?;
+        let linked = tx.deals_linked_to(&ids).await?;
+        let referral_of: HashMap<(String, String), String> = linked
             .iter()
             .filter_map(|k| {
-                let r = self.records.get(k)?;
-                Some(((r.crm.clone(), r.object_id.clone()), r.referral_id.clone()?))
+                let referral = match self.records.get(k) {
+                    Some(r) => r.referral_id.clone()?,
+                    None => return None,
+                };
+                Some(((k.crm.clone(), k.object_id.clone()), referral))
             })
             .collect();
-        for change in tx.stage_histories(deals).await? {
-            let Some(referral_id) = referral_of.get(&(change.crm.clone(), change.deal_id.clone()))
+        // Deals not loaded this round keep the link the database has.
+        let unloaded: Vec<RecordKey> = linked
+            .iter()
+            .filter(|k| !self.records.contains_key(*k))
+            .cloned()
+            .collect();
+        let mut referral_of = referral_of;
+        for r in tx.records(&unloaded).await? {
+            if let Some(referral) = r.referral_id.clone() {
+                referral_of.insert((r.crm.clone(), r.object_id.clone()), referral);
+            }
+        }
+        let mut derived: BTreeMap<String, MilestoneFill> = affected
+            .iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    MilestoneFill {
+                        id: id.clone(),
+                        qualified_at: None,
+                        won_at: None,
+                    },
+                )
+            })
+            .collect();
+        for change in tx.stage_histories(&linked).await? {
+            let Some(fill) = referral_of
+                .get(&(change.crm.clone(), change.deal_id.clone()))
+                .and_then(|id| derived.get_mut(id))
             else {
                 continue;
             };
@@ -695,13 +746,6 @@ impl<'a> State<'a> {
             else {
                 continue;
             };
-            let fill = fills
-                .entry(referral_id.clone())
-                .or_insert_with(|| MilestoneFill {
-                    id: referral_id.clone(),
-                    qualified_at: None,
-                    won_at: None,
-                });
             let first = |known: Option<Millis>| {
                 Some(known.map_or(change.occurred_at, |k| k.min(change.occurred_at)))
             };
@@ -712,18 +756,16 @@ impl<'a> State<'a> {
                 fill.won_at = first(fill.won_at);
             }
         }
-        let fills: Vec<MilestoneFill> = fills
+        let changed: Vec<MilestoneFill> = derived
             .into_values()
             .filter(|f| {
-                let known = self.referrals_by_id.get(&f.id);
-                let new_qualified =
-                    f.qualified_at.is_some() && known.is_none_or(|r| r.qualified_at.is_none());
-                let new_won = f.won_at.is_some() && known.is_none_or(|r| r.won_at.is_none());
-                new_qualified || new_won
+                self.referrals_by_id
+                    .get(&f.id)
+                    .is_none_or(|r| r.qualified_at != f.qualified_at || r.won_at != f.won_at)
             })
             .collect();
         // Written now: the tiers of this round's context writes count these wins.
-        tx.fill_milestones(&fills, self.now).await
+        tx.set_milestones(&changed, self.now).await
     }
 
     /// The referral context of every record linked this round, queued before any restore.
@@ -770,9 +812,9 @@ impl<'a> State<'a> {
         Ok(())
     }
 
-    /// Write links, audits and CRM writes. Returns the deals whose facts changed between this
-    /// round's read and its link (a batch committed meanwhile): they are rechecked.
-    async fn write(&mut self, tx: &mut Tx) -> Result<Vec<RecordKey>, StoreError> {
+    /// Write the links. Returns the deals whose facts changed between this round's read and its
+    /// link (a batch committed meanwhile): they are rechecked.
+    async fn write_links(&mut self, tx: &mut Tx) -> Result<Vec<RecordKey>, StoreError> {
         let links: Vec<RecordLink> = self.links.values().cloned().collect();
         let after: Vec<LinkedFacts> = tx.link_records(&links, self.now).await?;
         let changed = after
@@ -790,9 +832,12 @@ impl<'a> State<'a> {
                 (!same).then_some(key)
             })
             .collect();
-        tx.audit_all(&self.audits, self.now).await?;
-        tx.enqueue_all(&self.outbox, self.now).await?;
         Ok(changed)
+    }
+
+    async fn write_audit_and_outbox(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        tx.audit_all(&self.audits, self.now).await?;
+        tx.enqueue_all(&self.outbox, self.now).await
     }
 
     /// Rewards follow each linked deal's current stage. Only deals at a program's success stage,
@@ -803,9 +848,30 @@ impl<'a> State<'a> {
         tx: &mut Tx,
         deals: &[RecordKey],
     ) -> Result<Vec<(RecordKey, String)>, StoreError> {
+        // A deal relinked to an earlier first touch has its reward decided again for that
+        // referral, unless it was already announced as eligible, approved or paid.
+        let mut moved = Vec::new();
+        for (deal, left) in &self.relinked {
+            for reward in tx
+                .withdraw_unsettled_rewards(&deal.crm, &deal.object_id)
+                .await?
+            {
+                moved.push(AuditRecord {
+                    actor: "system".into(),
+                    action: "reward_withdrawn".into(),
+                    entity_type: "reward".into(),
+                    entity_id: reward.id.clone(),
+                    old_value: serde_json::to_string(&reward).ok(),
+                    new_value: None,
+                    reason: Some(format!(
+                        "deal {} moved from referral {left} to an earlier first touch",
+                        deal.object_id
+                    )),
+                });
+            }
+        }
         // A merged deal's rewards follow it into its survivor (unless the survivor has its own),
         // so winning the survivor again earns nothing twice.
-        let mut moved = Vec::new();
         for survivor in deals {
             for merged in self.merged_deals.get(survivor).into_iter().flatten() {
                 for reward in tx

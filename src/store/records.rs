@@ -727,6 +727,34 @@ impl Tx {
         .await
     }
 
+    /// The deals linked to these referrals.
+    pub async fn deals_linked_to(
+        &mut self,
+        referral_ids: &[&str],
+    ) -> Result<Vec<RecordKey>, StoreError> {
+        if referral_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<(String, String, String)> = self
+            .bulk_fetch(
+                "SELECT c.crm, c.object_type, c.object_id FROM {rows} JOIN crm_records c \
+                 ON c.referral_id = r.v WHERE c.object_type IN ('deal', 'Opportunity') \
+                 ORDER BY c.crm, c.object_type, c.object_id",
+                &bulk::LIST,
+                &bulk::list(referral_ids),
+                &[],
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(crm, object_type, object_id)| RecordKey {
+                crm,
+                object_type,
+                object_id,
+            })
+            .collect())
+    }
+
     /// Every CRM record linked to a referral.
     pub async fn records_linked_to(
         &mut self,

@@ -189,7 +189,7 @@ pub struct NewTouch {
     pub outcome: String,
 }
 
-/// Milestones the reconcile step derived from linked deals' stages; each sets an empty one.
+/// A referral's milestones as the reconcile step derives them from its linked deals' stages.
 #[derive(Debug, Clone, Serialize)]
 pub struct MilestoneFill {
     pub id: String,
@@ -364,7 +364,7 @@ impl Tx {
     }
 
     /// Set qualified/won milestones that are still empty.
-    pub async fn fill_milestones(
+    pub async fn set_milestones(
         &mut self,
         fills: &[MilestoneFill],
         now: Millis,
@@ -373,9 +373,8 @@ impl Tx {
             return Ok(());
         }
         self.bulk_execute(
-            "UPDATE referrals SET \
-                 qualified_at = COALESCE(referrals.qualified_at, r.qualified_at), \
-                 won_at = COALESCE(referrals.won_at, r.won_at), updated_at = $2 \
+            "UPDATE referrals SET qualified_at = r.qualified_at, won_at = r.won_at, \
+                 updated_at = $2 \
              FROM {rows} WHERE referrals.id = r.id",
             &[
                 ("id", Col::Text),

@@ -147,6 +147,25 @@ impl Tx {
             .await?))
     }
 
+    /// Delete a deal's rewards that are still `pending` or `needs_review` (nothing announced as
+    /// eligible, nothing approved or paid), returning them: when the deal's link moves to an
+    /// earlier first touch, its reward is decided again for that referral.
+    pub async fn withdraw_unsettled_rewards(
+        &mut self,
+        crm: &str,
+        deal_id: &str,
+    ) -> Result<Vec<Reward>, StoreError> {
+        let sql = format!(
+            "DELETE FROM rewards WHERE crm = $1 AND deal_id = $2 \
+               AND status IN ('pending', 'needs_review') RETURNING {REWARD_COLUMNS}"
+        );
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(crm)
+            .bind(deal_id)
+            .fetch_all(c)
+            .await?))
+    }
+
     /// Move a reward from one of `from` to `to`; `None` if it was not in one of `from` (or is
     /// unknown). `hold_until` is replaced only when given.
     pub async fn transition_reward(

@@ -109,12 +109,26 @@ impl Ledger {
     }
 
     async fn milestone(&mut self, r: &Referral, milestone: Milestone, at: i64) {
+        let now = self
+            .tx
+            .referral(&r.id)
+            .await
+            .unwrap()
+            .expect("seeded referral");
         let fill = MilestoneFill {
             id: r.id.clone(),
-            qualified_at: (milestone == Milestone::Qualified).then_some(at),
-            won_at: (milestone == Milestone::Won).then_some(at),
+            qualified_at: if milestone == Milestone::Qualified {
+                Some(at)
+            } else {
+                now.qualified_at
+            },
+            won_at: if milestone == Milestone::Won {
+                Some(at)
+            } else {
+                now.won_at
+            },
         };
-        self.tx.fill_milestones(&[fill], at).await.unwrap();
+        self.tx.set_milestones(&[fill], at).await.unwrap();
     }
 
     #[allow(clippy::too_many_arguments)]
