@@ -12,7 +12,7 @@ ALTER TABLE inbox_events ADD COLUMN partition_no INTEGER NOT NULL DEFAULT 0;
 -- the entry.
 CREATE TABLE reconcile_queue (
     id          INTEGER PRIMARY KEY,
-    kind        TEXT   NOT NULL CHECK (kind IN ('email', 'record', 'guard')),
+    kind        TEXT   NOT NULL,                -- a RecheckKind (src/store/reconcile.rs)
     subject     TEXT   NOT NULL,                -- a normalised email, or crm:object_type:object_id
     detail      TEXT,                           -- guard: JSON {"value", "change_source"}
     enqueued_at BIGINT NOT NULL,
