@@ -19,11 +19,13 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "REFERRAL_SYNC";
 
 /// Settings that are lists, given in one environment variable separated by commas.
-const ENV_LIST_KEYS: [&str; 4] = [
+const ENV_LIST_KEYS: [&str; 6] = [
     "hubspot.client_secrets",
     "hubspot.signature_versions",
     "salesforce.organization_ids",
     "salesforce.callout_secrets",
+    "renewals.hubspot_pipelines",
+    "renewals.salesforce_types",
 ];
 
 /// A secret setting. Its value is reachable only through [`Secret::expose`]; `Debug` and
@@ -74,6 +76,7 @@ pub struct Settings {
     #[serde(default)]
     pub sources: BTreeMap<String, SourceSettings>,
     pub rewards: RewardSettings,
+    pub renewals: RenewalSettings,
     pub fraud: FraudSettings,
     #[serde(default)]
     pub programs: BTreeMap<String, ProgramSettings>,
@@ -228,6 +231,31 @@ pub struct SourceSettings {
 pub struct RewardSettings {
     pub program_by: String,
     pub default_market: String,
+}
+
+/// Which won deals are renewals of an existing customer rather than new business: HubSpot deals
+/// in these pipelines, Salesforce Opportunities of these `Type`s.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct RenewalSettings {
+    pub hubspot_pipelines: Vec<String>,
+    pub salesforce_types: Vec<String>,
+}
+
+impl RenewalSettings {
+    /// Whether `deal` is a renewal (or expansion) deal by this configuration.
+    pub fn is_renewal(&self, deal: &crate::store::CrmRecord) -> bool {
+        match deal.crm.parse::<crate::domain::Crm>() {
+            Ok(crate::domain::Crm::HubSpot) => deal
+                .pipeline
+                .as_ref()
+                .is_some_and(|p| self.hubspot_pipelines.contains(p)),
+            Ok(crate::domain::Crm::Salesforce) => deal
+                .deal_type
+                .as_ref()
+                .is_some_and(|t| self.salesforce_types.contains(t)),
+            Err(_) => false,
+        }
+    }
 }
 
 /// Fraud-check parameters (SPEC §4); which flags block is per program (`block_on`).
@@ -931,4 +959,55 @@ pub fn sqlite_path(url: &str) -> Option<&Path> {
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::RenewalSettings;
+    use crate::store::CrmRecord;
+
+    fn deal(crm: &str, pipeline: Option<&str>, deal_type: Option<&str>) -> CrmRecord {
+        CrmRecord {
+            crm: crm.into(),
+            object_type: if crm == "hubspot" {
+                "deal"
+            } else {
+                "Opportunity"
+            }
+            .into(),
+            object_id: "1".into(),
+            account: String::new(),
+            referral_id: None,
+            email: None,
+            referrer_code: None,
+            source: None,
+            market: None,
+            first_touch_at: None,
+            linked_at: None,
+            pipeline: pipeline.map(Into::into),
+            stage_id: None,
+            stage: None,
+            stage_occurred_at: None,
+            amount: None,
+            currency: None,
+            parent_id: None,
+            merged_into: None,
+            deleted_at: None,
+            crm_created_at: None,
+            deal_type: deal_type.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn renewals_are_told_by_hubspot_pipeline_and_salesforce_type() {
+        let renewals = RenewalSettings {
+            hubspot_pipelines: vec!["renewals".into()],
+            salesforce_types: vec!["Renewal".into()],
+        };
+        assert!(renewals.is_renewal(&deal("hubspot", Some("renewals"), None)));
+        assert!(!renewals.is_renewal(&deal("hubspot", Some("default"), Some("Renewal"))));
+        assert!(renewals.is_renewal(&deal("salesforce", None, Some("Renewal"))));
+        assert!(!renewals.is_renewal(&deal("salesforce", Some("renewals"), Some("New Customer"))));
+        assert!(!RenewalSettings::default().is_renewal(&deal("hubspot", Some("renewals"), None)));
+    }
 }

@@ -54,6 +54,8 @@ pub enum CrmChange {
         pipeline: Option<String>,
         amount: Option<String>,
         currency: Option<String>,
+        /// Salesforce `Opportunity.Type` (e.g. a renewal), see [`crate::config::RenewalSettings`].
+        deal_type: Option<String>,
     },
     /// A deal ↔ person association appeared or was removed.
     Associate {
@@ -329,6 +331,7 @@ fn hubspot_property(
                 pipeline: value.clone().filter(|_| name == "pipeline"),
                 amount: value.clone().filter(|_| name == "amount"),
                 currency: value.filter(|_| name == "deal_currency_code"),
+                deal_type: None,
                 deal: record,
             }]
         }
@@ -382,6 +385,7 @@ fn snapshot_changes(
             pipeline: props.get("pipeline").cloned(),
             amount: props.get("amount").cloned(),
             currency: props.get("deal_currency_code").cloned(),
+            deal_type: None,
         });
         if let Some(stage_id) = props.get("dealstage") {
             changes.push(CrmChange::Stage {
@@ -518,6 +522,7 @@ fn decode_salesforce(
             pipeline: None,
             amount: field("Amount"),
             currency: field("CurrencyIsoCode"),
+            deal_type: field("Type"),
         });
         if let Some(contact) = field("ContactId") {
             changes.push(CrmChange::Associate {
@@ -684,13 +689,13 @@ mod tests {
         let e = event(
             "salesforce",
             "salesforce.Opportunity",
-            r#"{"organization_id":"00D","sobject_type":"Opportunity","fields":{"Id":"006A","StageName":"Closed Won","IsWon":"true","Amount":"120000.0","CurrencyIsoCode":"EUR","ContactId":"003B","AccountId":"001C","Referral_Source__c":null}}"#,
+            r#"{"organization_id":"00D","sobject_type":"Opportunity","fields":{"Id":"006A","StageName":"Closed Won","IsWon":"true","Amount":"120000.0","CurrencyIsoCode":"EUR","Type":"Renewal","ContactId":"003B","AccountId":"001C","Referral_Source__c":null}}"#,
         );
 
         let c = changes(&e);
 
         assert!(c.iter().any(|x| matches!(x, CrmChange::Stage { stage_id, is_won: Some(true), .. } if stage_id == "Closed Won")));
-        assert!(c.iter().any(|x| matches!(x, CrmChange::DealFields { amount: Some(a), currency: Some(cur), .. } if a == "120000.0" && cur == "EUR")));
+        assert!(c.iter().any(|x| matches!(x, CrmChange::DealFields { amount: Some(a), currency: Some(cur), deal_type: Some(t), .. } if a == "120000.0" && cur == "EUR" && t == "Renewal")));
         assert!(c
             .iter()
             .any(|x| matches!(x, CrmChange::Associate { person_id, .. } if person_id == "003B")));

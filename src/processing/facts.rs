@@ -440,6 +440,7 @@ impl<'a> Batch<'a> {
                 pipeline,
                 amount,
                 currency,
+                deal_type,
             } => {
                 let key = deal.key();
                 self.facts(
@@ -448,6 +449,7 @@ impl<'a> Batch<'a> {
                         pipeline,
                         amount,
                         currency,
+                        deal_type,
                         ..RecordFacts::new(&key)
                     },
                 );

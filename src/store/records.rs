@@ -36,6 +36,8 @@ pub struct CrmRecord {
     pub merged_into: Option<String>,
     pub deleted_at: Option<i64>,
     pub crm_created_at: Option<i64>,
+    /// Salesforce `Opportunity.Type`.
+    pub deal_type: Option<String>,
 }
 
 /// Identifies a CRM record.
@@ -123,6 +125,7 @@ pub struct RecordFacts {
     pub pipeline: Option<String>,
     pub amount: Option<String>,
     pub currency: Option<String>,
+    pub deal_type: Option<String>,
     /// The latest mapped stage in CRM time, with its time.
     pub stage_id: Option<String>,
     pub stage: Option<String>,
@@ -163,6 +166,7 @@ impl RecordFacts {
         self.pipeline = later.pipeline.or(self.pipeline.take());
         self.amount = later.amount.or(self.amount.take());
         self.currency = later.currency.or(self.currency.take());
+        self.deal_type = later.deal_type.or(self.deal_type.take());
         if let Some(at) = later.stage_at {
             if self.stage_at.is_none_or(|current| current <= at) {
                 self.stage_id = later.stage_id;
@@ -243,7 +247,8 @@ pub struct LinkedFacts {
 pub(super) const RECORD_COLUMNS: &str =
     "crm, object_type, object_id, account, referral_id, email, \
      referrer_code, source, market, first_touch_at, linked_at, pipeline, stage_id, stage, \
-     stage_occurred_at, amount, currency, parent_id, merged_into, deleted_at, crm_created_at";
+     stage_occurred_at, amount, currency, parent_id, merged_into, deleted_at, crm_created_at, \
+     deal_type";
 
 const KEY_COLUMNS: [(&str, Col); 3] = [
     ("crm", Col::Text),
@@ -282,11 +287,11 @@ impl Tx {
         }
         let linked: Vec<(String, String, String, Option<String>)> = self.bulk_fetch(
             "INSERT INTO crm_records (crm, object_type, object_id, account, email, parent_id, \
-                 crm_created_at, pipeline, amount, currency, stage_id, stage, stage_occurred_at, \
-                 merged_into, created_at, updated_at) \
+                 crm_created_at, pipeline, amount, currency, deal_type, stage_id, stage, \
+                 stage_occurred_at, merged_into, created_at, updated_at) \
              SELECT r.crm, r.object_type, r.object_id, COALESCE(r.account, ''), r.email, \
-                 r.parent_id, r.crm_created_at, r.pipeline, r.amount, r.currency, r.stage_id, \
-                 r.stage, r.stage_at, r.merged_into, $2, $2 FROM {rows} WHERE true \
+                 r.parent_id, r.crm_created_at, r.pipeline, r.amount, r.currency, r.deal_type, \
+                 r.stage_id, r.stage, r.stage_at, r.merged_into, $2, $2 FROM {rows} WHERE true \
              ON CONFLICT (crm, object_type, object_id) DO UPDATE SET \
                  account = CASE WHEN excluded.account <> '' THEN excluded.account \
                      ELSE crm_records.account END, \
@@ -296,6 +301,7 @@ impl Tx {
                  pipeline = COALESCE(excluded.pipeline, crm_records.pipeline), \
                  amount = COALESCE(excluded.amount, crm_records.amount), \
                  currency = COALESCE(excluded.currency, crm_records.currency), \
+                 deal_type = COALESCE(excluded.deal_type, crm_records.deal_type), \
                  stage_id = CASE WHEN excluded.stage_occurred_at >= COALESCE(crm_records.stage_occurred_at, excluded.stage_occurred_at) \
                      THEN excluded.stage_id ELSE crm_records.stage_id END, \
                  stage = CASE WHEN excluded.stage_occurred_at >= COALESCE(crm_records.stage_occurred_at, excluded.stage_occurred_at) \
@@ -316,6 +322,7 @@ impl Tx {
                 ("pipeline", Col::Text),
                 ("amount", Col::Text),
                 ("currency", Col::Text),
+                ("deal_type", Col::Text),
                 ("stage_id", Col::Text),
                 ("stage", Col::Text),
                 ("stage_at", Col::BigInt),
