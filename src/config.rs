@@ -152,6 +152,8 @@ pub struct ProcessingSettings {
     pub partitions_per_batch: u8,
     /// Processors per process on PostgreSQL (SQLite always runs one: it has one writer).
     pub processors: usize,
+    /// `/readyz` answers 503 when no processing round completed for this long.
+    pub stuck_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -619,6 +621,12 @@ impl Settings {
         }
         if pr.processors == 0 {
             p.push("processing.processors: must be at least 1".into());
+        }
+        if pr.stuck_after_secs < 10 {
+            p.push(
+                "processing.stuck_after_secs: must be at least 10 (a busy round may take seconds)"
+                    .into(),
+            );
         }
         let o = &self.outbox;
         if o.batch_records == 0 || o.batch_records > 200 {

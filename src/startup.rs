@@ -38,6 +38,9 @@ pub struct AppState {
     pub workers: WorkerRegistry,
     /// Bytes all not-yet-verified webhook bodies may occupy together.
     pub body_budget: crate::ingest::body::BodyBudget,
+    /// This replica's processing progress, when it runs processors (`/readyz`), and when it
+    /// started watching it.
+    pub processing: Option<(crate::processing::ProcessingHealth, crate::clock::Millis)>,
 }
 
 pub struct Application {
@@ -94,6 +97,8 @@ impl Application {
             clock.clone(),
             inbox_wake.clone(),
         );
+        let processing =
+            (run_workers && settings.workers.enabled).then(|| (processor.health(), clock.now()));
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             store,
@@ -106,6 +111,7 @@ impl Application {
             body_budget: crate::ingest::body::BodyBudget::new(
                 settings.server.unverified_body_budget_bytes,
             ),
+            processing,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),

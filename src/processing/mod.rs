@@ -37,6 +37,49 @@ pub struct InboxProcessor {
     names: GuardedNames,
     wake: Arc<Notify>,
     outbox_wake: Option<Arc<Notify>>,
+    health: ProcessingHealth,
+}
+
+/// When this process's processors last completed a round, and the last error if the rounds since
+/// failed, for `/readyz`: a processor that is alive but makes no progress (its database refuses
+/// every round) is as unready as one that is down. Shared by every clone of a processor.
+#[derive(Clone, Default)]
+pub struct ProcessingHealth(Arc<std::sync::Mutex<HealthState>>);
+
+#[derive(Default)]
+struct HealthState {
+    last_round_at: Option<Millis>,
+    last_error: Option<String>,
+}
+
+impl ProcessingHealth {
+    fn completed(&self, at: Millis) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.last_round_at = Some(at);
+        s.last_error = None;
+    }
+
+    fn failed(&self, error: &StoreError) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.last_error = Some(format!("{error:#}"));
+    }
+
+    /// Why processing counts as stalled at `now`: no round completed for more than `after` ms
+    /// (counted from `started` before the first one).
+    pub fn stalled(&self, now: Millis, started: Millis, after: Millis) -> Option<String> {
+        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let since = s.last_round_at.unwrap_or(started);
+        (now - since > after).then(|| {
+            format!(
+                "inbox processing has completed no round for {} s{}",
+                (now - since) / 1000,
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            )
+        })
+    }
 }
 
 /// What one [`InboxProcessor::tick`] did.
@@ -72,7 +115,13 @@ impl InboxProcessor {
             names,
             wake,
             outbox_wake: None,
+            health: ProcessingHealth::default(),
         }
+    }
+
+    /// This processor's (and its clones') progress, for `/readyz`.
+    pub fn health(&self) -> ProcessingHealth {
+        self.health.clone()
     }
 
     /// Wake the outbox worker after each round that may have queued CRM writes or reads.
@@ -92,9 +141,17 @@ impl InboxProcessor {
 
     /// One batch of facts, then one reconcile round.
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
-        let events = self.apply_facts().await?;
-        let rechecks = self.reconcile().await?;
-        Ok(TickReport { events, rechecks })
+        let round = async {
+            let events = self.apply_facts().await?;
+            let rechecks = self.reconcile().await?;
+            Ok(TickReport { events, rechecks })
+        };
+        let report = round.await;
+        match &report {
+            Ok(_) => self.health.completed(self.clock.now()),
+            Err(e) => self.health.failed(e),
+        }
+        report
     }
 
     /// Process until nothing is pending (tests and `replay`). Returns the events applied.

@@ -1,5 +1,6 @@
 //! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database answers,
-//! every migration this binary knows is applied, and every supervised background worker runs).
+//! every migration this binary knows is applied, every supervised background worker runs, and
+//! this replica's inbox processing completes rounds).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -19,6 +20,12 @@ pub async fn get_readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
             "background worker(s) down: {}; see the log for why (restarting with backoff)",
             down.join(", ")
         )));
+    }
+    if let Some((health, started)) = &state.processing {
+        let after = state.settings.processing.stuck_after_secs as i64 * 1000;
+        if let Some(why) = health.stalled(state.clock.now(), *started, after) {
+            return Err(ApiError::Unavailable(why));
+        }
     }
     match state.store.readiness().await {
         Ok(Readiness::Ready) => Ok(HttpResponse::Ok().json(json!({"status": "ready"}))),

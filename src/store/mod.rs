@@ -60,11 +60,11 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("database error")]
+    #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("migration error")]
+    #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),

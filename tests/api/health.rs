@@ -15,7 +15,67 @@ both_backends!(
     every_response_carries_a_request_id,
     an_unknown_route_gets_the_json_error_body,
     shutdown_drains_and_the_server_stops_cleanly,
+    readyz_says_when_processing_completes_no_round,
 );
+
+/// Runs `sql` on the test app's database directly (to break it the way an operator might).
+async fn execute(app: &crate::support::TestApp, sql: &str) {
+    let url = app.settings.database.url.expose();
+    if url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+async fn readyz_says_when_processing_completes_no_round(backend: Backend) {
+    let Some(app) = spawn_app_with(
+        backend,
+        SpawnOptions {
+            run_workers: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // Every round now fails: the reconcile queue is gone.
+    execute(
+        &app,
+        "ALTER TABLE reconcile_queue RENAME TO reconcile_queue_away",
+    )
+    .await;
+    assert!(app.processor.tick().await.is_err());
+    app.clock
+        .advance((app.settings.processing.stuck_after_secs as i64 + 1) * 1000);
+    let stalled = app.get("/readyz").await;
+    let status = stalled.status();
+    let body: serde_json::Value = stalled.json().await.unwrap();
+
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("completed no round"), "{message}");
+    assert!(
+        message.contains("reconcile_queue"),
+        "names the last error: {message}"
+    );
+
+    execute(
+        &app,
+        "ALTER TABLE reconcile_queue_away RENAME TO reconcile_queue",
+    )
+    .await;
+    app.processor.tick().await.expect("a round completes again");
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
 
 async fn healthz_and_readyz_answer_200_on_a_migrated_database(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {

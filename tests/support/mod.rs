@@ -143,6 +143,8 @@ pub struct SpawnOptions {
     /// Background workers to run under the app's supervisor (the built-in ones don't run in
     /// tests: they are driven step by step).
     pub workers: Vec<(String, WorkerFactory)>,
+    /// Run the built-in background workers too (processors, outbox, hold timer).
+    pub run_workers: bool,
 }
 
 impl Default for SpawnOptions {
@@ -151,6 +153,7 @@ impl Default for SpawnOptions {
             migrate: true,
             clock: None,
             workers: Vec::new(),
+            run_workers: false,
         }
     }
 }
@@ -178,9 +181,14 @@ pub async fn spawn_app_with(
         store.migrate().await.expect("migrate");
     }
     let clock = options.clock.clone().unwrap_or_else(|| FakeClock::new(T0));
-    let mut app = Application::build_with(settings.clone(), store.clone(), clock.clone(), false)
-        .await
-        .expect("build app");
+    let mut app = Application::build_with(
+        settings.clone(),
+        store.clone(),
+        clock.clone(),
+        options.run_workers,
+    )
+    .await
+    .expect("build app");
     for (name, worker) in options.workers {
         app.add_worker(&name, worker);
     }
