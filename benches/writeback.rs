@@ -8,7 +8,8 @@
 //!     steady rate; each links a contact to an existing referral, which queues a CRM write. Latency
 //!     is webhook sent → the sandbox applying the write. Reports p50/p99.
 //!
-//! Run: `cargo bench --bench writeback` (env: BENCH_RATE=500, BENCH_SECONDS=10, BENCH_LIMIT=190).
+//! Run: `cargo bench --bench writeback` (env: BENCH_RATE=500, BENCH_SECONDS=10, BENCH_LIMIT=190,
+//! BENCH_BACKENDS=sqlite,postgres for the latency run).
 
 #[path = "../tests/support/postgres.rs"]
 #[allow(dead_code)]
@@ -125,7 +126,12 @@ async fn backlog(limit: u32) -> serde_json::Value {
     })
 }
 
-async fn latency(rate: u32, seconds: u64, limit: u32) -> serde_json::Value {
+async fn latency(
+    rate: u32,
+    seconds: u64,
+    limit: u32,
+    database_url: Option<String>,
+) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock: SharedClock = Arc::new(SystemClock);
     let crm = CrmSandbox::start(
@@ -137,7 +143,15 @@ async fn latency(rate: u32, seconds: u64, limit: u32) -> serde_json::Value {
     )
     .await
     .expect("sandbox");
-    let settings = settings(dir.path(), &crm.base_url, limit);
+    let mut settings = settings(dir.path(), &crm.base_url, limit);
+    let backend = if database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    if let Some(url) = database_url {
+        settings.database.url = Secret::new(url);
+    }
     let store = Store::connect(&settings.database).await.expect("store");
     store.migrate().await.expect("migrate");
     let total = rate as u64 * seconds;
@@ -227,7 +241,7 @@ async fn latency(rate: u32, seconds: u64, limit: u32) -> serde_json::Value {
     let _ = server.await;
     crm.stop().await;
     json!({
-        "benchmark": "latency", "events": total, "target_rate": rate, "achieved_rate": (total as f64 / send_s).round(),
+        "benchmark": "latency", "backend": backend, "events": total, "target_rate": rate, "achieved_rate": (total as f64 / send_s).round(),
         "writes_seen": latencies.len(), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": latencies.last().copied().unwrap_or(-1),
         "api_calls": requests.len(), "http_429": requests.iter().filter(|r| r.status == 429).count(), "limit_per_10s": limit,
     })
@@ -242,8 +256,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let backends: String = env_or("BENCH_BACKENDS", "sqlite,postgres".to_string());
     runtime.block_on(async {
         println!("{}", backlog(100).await);
-        println!("{}", latency(rate, seconds, limit).await);
+        for backend in backends.split(',') {
+            let (url, _db) = match backend {
+                "sqlite" => (None, None),
+                _ => match postgres::test_database() {
+                    postgres::Availability::Available(db) => (Some(db.url.clone()), Some(db)),
+                    postgres::Availability::Unavailable(why) => {
+                        eprintln!("postgres skipped: {why}");
+                        continue;
+                    }
+                },
+            };
+            println!("{}", latency(rate, seconds, limit, url).await);
+        }
     });
 }

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 echo "== ingest (SQLite and PostgreSQL)";  cargo bench --bench ingest    | tee "$out/ingest.jsonl"
 echo "== write-back";                     cargo bench --bench writeback | tee "$out/writeback.jsonl"
+echo "== processing (drain and burst)";    cargo bench --bench process   | tee "$out/process.jsonl"
 echo "== funnel over 1,000,000 referrals"; cargo bench --bench funnel    | tee "$out/funnel.jsonl"
 echo "== crash and scale-out (full form)"
 RELIABILITY_FULL=1 REQUIRE_POSTGRES=1 cargo test --release --test reliability -- --nocapture 2>&1 | tee "$out/reliability.log"
@@ -22,11 +23,15 @@ def jsonl(name):
             except json.JSONDecodeError: pass
     return rows
 ingest = jsonl("ingest.jsonl"); wb = jsonl("writeback.jsonl"); fun = jsonl("funnel.jsonl")
+proc_rows = jsonl("process.jsonl")
+drain = {(r["backend"], r["processors"]): r for r in proc_rows if r.get("benchmark") == "drain" and not r.get("history")}
+burst = {r["backend"]: r for r in proc_rows if r.get("benchmark") == "burst"}
 summary = next((r["summary"] for r in ingest if "summary" in r), [])
 ratio = {(s["backend"], s["workload"]): s["durable_over_ceiling"] for s in summary}
 durable_rate = {(s["backend"], s["workload"]): s["durable_events_per_s"] for s in summary}
 backlog = next((r for r in wb if r.get("benchmark") == "backlog"), {})
-latency = next((r for r in wb if r.get("benchmark") == "latency"), {})
+latency = next((r for r in wb if r.get("benchmark") == "latency" and r.get("backend", "sqlite") == "sqlite"), {})
+latency_pg = next((r for r in wb if r.get("benchmark") == "latency" and r.get("backend") == "postgres"), {})
 report = next((r for r in fun if "report_ms_median" in r), {})
 rel = (out / "reliability.log").read_text()
 rel_ok = "test result: ok" in rel and "FAILED" not in rel
@@ -36,7 +41,12 @@ rows = [
     ("durable single-event ingest ÷ ceiling (PostgreSQL, median of rounds)", "≥ 0.70", ratio.get(("postgres", "single_event"))),
     ("100-event batches, SQLite, events/s (median of rounds)", "≥ 100,000", durable_rate.get(("sqlite", "batch_100"))),
     ("100-event batches, PostgreSQL, events/s (median of rounds)", "≥ 100,000", durable_rate.get(("postgres", "batch_100"))),
-    ("webhook → CRM p99 at ~500 events/s (ms)", "≤ 1000", latency.get("p99_ms")),
+    ("webhook → CRM p99 at ~500 events/s (ms), SQLite", "≤ 1000", latency.get("p99_ms")),
+    ("webhook → CRM p99 at ~500 events/s (ms), PostgreSQL", "≤ 1000", latency_pg.get("p99_ms")),
+    ("processing, SQLite, events/s", "≥ 20,000", drain.get(("sqlite", 1), {}).get("events_per_s")),
+    ("processing, PostgreSQL, 1 processor, events/s", "≥ 10,000", drain.get(("postgres", 1), {}).get("events_per_s")),
+    ("processing, PostgreSQL, 2 processors, events/s", "≥ the 1-processor figure", drain.get(("postgres", 2), {}).get("events_per_s")),
+    ("3,000 events/s burst for 60 s, PostgreSQL: max lag (s) / drain after (s)", "≤ 5", f'{burst.get("postgres", {}).get("max_lag_s")} / {burst.get("postgres", {}).get("drain_after_burst_s")}'),
     ("API calls per record update under backlog", "≤ 0.02", backlog.get("calls_per_update")),
     ("429s with the limit at the CRM's", "0", backlog.get("http_429")),
     ("peak server RSS across ingest runs (MB, ≥ 5,000 req/s)", "≤ 64", rss),
