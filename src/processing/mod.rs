@@ -198,19 +198,11 @@ impl InboxProcessor {
             tx.rollback().await?;
             return Ok(0);
         }
-        let applied = match facts::apply(&mut tx, &self.settings, &self.names, &events, now).await {
-            Ok(applied) => {
-                tx.commit().await?;
-                applied
-            }
-            Err(e) => {
-                // Released now, not when the connection is next used: its partitions stay locked
-                // until then.
-                tx.rollback().await?;
-                if !blames_the_input(&e) {
-                    return Err(e);
-                }
-                tracing::warn!(error = ?e, events = events.len(), "a batch was refused; applying its events one by one");
+        let outcome = facts::apply(&mut tx, &self.settings, &self.names, &events, now).await;
+        let applied = match settle(tx, outcome).await? {
+            Ok(applied) => applied,
+            Err(refused) => {
+                tracing::warn!(error = ?refused, events = events.len(), "a batch was refused; applying its events one by one");
                 return self.apply_facts_one_by_one().await;
             }
         };
@@ -285,17 +277,11 @@ impl InboxProcessor {
             tx.rollback().await?;
             return Ok(0);
         }
-        let done = match reconcile::round(&mut tx, &self.settings, &rechecks, now).await {
-            Ok(done) => {
-                tx.commit().await?;
-                done
-            }
-            Err(e) => {
-                tx.rollback().await?;
-                if !blames_the_input(&e) {
-                    return Err(e);
-                }
-                tracing::warn!(error = ?e, "a reconcile round failed; rechecking one by one");
+        let outcome = reconcile::round(&mut tx, &self.settings, &rechecks, now).await;
+        let done = match settle(tx, outcome).await? {
+            Ok(done) => done,
+            Err(refused) => {
+                tracing::warn!(error = ?refused, "a reconcile round failed; rechecking one by one");
                 return self.reconcile_one_by_one().await;
             }
         };
@@ -379,6 +365,30 @@ impl InboxProcessor {
         if let Ok((queued, failing)) = self.store.reconcile_backlog().await {
             metrics::gauge!("reconcile_queue").set(queued as f64);
             metrics::gauge!("reconcile_queue_failing").set(failing as f64);
+        }
+    }
+}
+
+/// Commit `tx` when `outcome` is a success; otherwise roll it back at once — dropping it would
+/// leave its partition and reconcile locks held until the connection is next used — and hand
+/// back the error the input is to blame for (`Ok(Err(_))`), or fail with one that a retry of the
+/// same batch cures.
+async fn settle<T>(
+    tx: Tx,
+    outcome: Result<T, StoreError>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    match outcome {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(Ok(value))
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            if blames_the_input(&e) {
+                Ok(Err(e))
+            } else {
+                Err(e)
+            }
         }
     }
 }

@@ -332,6 +332,41 @@ impl<'a> State<'a> {
         })
     }
 
+    /// Candidates from the links of `records` (missing or unlinked ones offer none).
+    fn candidates(&self, records: Option<&Vec<RecordKey>>, from: From) -> Vec<Candidate> {
+        records
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.candidate_of(self.records.get(k)?, from))
+            .collect()
+    }
+
+    /// Give each of `keys` the earliest of what it carries and what `offer` puts forward for it
+    /// (with the reason to audit a relink), until nothing changes: a record linked in one pass
+    /// may be what another should take in the next (a merged record, a deal's person).
+    fn until_stable<'k>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'k RecordKey> + Clone,
+        offer: impl Fn(&Self, &RecordKey, &CrmRecord) -> (Vec<Candidate>, Option<&'static str>),
+    ) {
+        let rounds = keys.clone().into_iter().count() + 1;
+        for _ in 0..rounds {
+            let mut changed = false;
+            for key in keys.clone() {
+                let Some(record) = self.records.get(key) else {
+                    continue;
+                };
+                let (offered, relink_reason) = offer(self, key, record);
+                if let Some(best) = earliest(Self::current(record).into_iter().chain(offered)) {
+                    changed |= self.link(key, best, relink_reason);
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
     fn current(record: &CrmRecord) -> Option<Candidate> {
         let (referral_id, attribution) = record.attribution()?;
         Some(Candidate {
@@ -443,41 +478,20 @@ impl<'a> State<'a> {
         let merged = self.merged_into(tx, &people).await?;
         // Until nothing changes: a merged record linked in this pass may be what its survivor
         // should keep in the next.
-        for _ in 0..=people.len() {
-            let mut changed = false;
-            for key in &people {
-                let Some(person) = self.records.get(key) else {
-                    continue;
-                };
-                let by_email = person
-                    .email
-                    .as_deref()
-                    .and_then(|e| self.referrals_by_email.get(e))
-                    .map(|r| Candidate {
-                        referral_id: r.id.clone(),
-                        attribution: r.attribution(),
-                        from: From::Referral,
-                    });
-                let from_merged: Vec<Candidate> = merged
-                    .get(key)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|k| self.candidate_of(self.records.get(k)?, From::Merged))
-                    .collect();
-                let best = earliest(
-                    Self::current(person)
-                        .into_iter()
-                        .chain(by_email)
-                        .chain(from_merged),
-                );
-                if let Some(best) = best {
-                    changed |= self.link(key, best, None);
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
+        self.until_stable(&people, |state, key, person| {
+            let by_email = person
+                .email
+                .as_deref()
+                .and_then(|e| state.referrals_by_email.get(e))
+                .map(|r| Candidate {
+                    referral_id: r.id.clone(),
+                    attribution: r.attribution(),
+                    from: From::Referral,
+                });
+            let mut offered: Vec<Candidate> = by_email.into_iter().collect();
+            offered.extend(state.candidates(merged.get(key), From::Merged));
+            (offered, None)
+        });
         Ok(people
             .into_iter()
             .filter(|k| self.records.get(k).is_some_and(|r| r.referral_id.is_some()))
@@ -580,45 +594,17 @@ impl<'a> State<'a> {
             .await?;
         let merged = self.merged_into(tx, deals).await?;
         self.merged_deals = merged.clone();
-        for _ in 0..=deals.len() {
-            let mut changed = false;
-            for key in deals {
-                let Some(deal) = self.records.get(key) else {
-                    continue;
-                };
-                if deal.deleted_at.is_some() {
-                    continue;
-                }
-                let from_people: Vec<Candidate> = people_of
-                    .get(key)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| self.candidate_of(self.records.get(p)?, From::Referral))
-                    .collect();
-                let from_merged: Vec<Candidate> = merged
-                    .get(key)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|k| self.candidate_of(self.records.get(k)?, From::Merged))
-                    .collect();
-                let best = earliest(
-                    Self::current(deal)
-                        .into_iter()
-                        .chain(from_people)
-                        .chain(from_merged),
-                );
-                if let Some(best) = best {
-                    changed |= self.link(
-                        key,
-                        best,
-                        Some("a contact with an earlier first touch joined the deal"),
-                    );
-                }
+        self.until_stable(deals, |state, key, deal| {
+            if deal.deleted_at.is_some() {
+                return (Vec::new(), None);
             }
-            if !changed {
-                break;
-            }
-        }
+            let mut offered = state.candidates(people_of.get(key), From::Referral);
+            offered.extend(state.candidates(merged.get(key), From::Merged));
+            (
+                offered,
+                Some("a contact with an earlier first touch joined the deal"),
+            )
+        });
         let settled = deals
             .iter()
             .filter(|k| {

@@ -17,7 +17,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::FromRow;
 
 use super::tx::TxInner;
-use super::{StoreError, Tx};
+use super::{BackendKind, StoreError, Tx};
 
 /// The SQL type of one column of a row source.
 #[derive(Debug, Clone, Copy)]
@@ -188,9 +188,12 @@ fn chunks(n: usize, width: usize) -> Vec<usize> {
     sizes
 }
 
+/// Bind in placeholder order: the statement's parameters where they stand, the rows' values
+/// (moved, not copied) where the rows stand.
 macro_rules! bind_slots {
     ($query:expr, $slots:expr, $params:expr, $values:expr) => {{
         let mut q = $query;
+        let mut values = Some($values);
         for slot in $slots {
             match slot {
                 Slot::Param(n) => {
@@ -201,11 +204,11 @@ macro_rules! bind_slots {
                     }
                 }
                 Slot::Rows => {
-                    for v in $values {
+                    for v in values.take().into_iter().flatten() {
                         q = match v {
-                            Bound::Text(s) => q.bind(s.clone()),
-                            Bound::Int(i) => q.bind(*i),
-                            Bound::Bool(b) => q.bind(*b),
+                            Bound::Text(s) => q.bind(s),
+                            Bound::Int(i) => q.bind(i),
+                            Bound::Bool(b) => q.bind(b),
                         };
                     }
                 }
@@ -215,8 +218,8 @@ macro_rules! bind_slots {
     }};
 }
 
-macro_rules! bind_all {
-    ($query:expr, $params:expr, $values:expr) => {{
+macro_rules! bind_params {
+    ($query:expr, $params:expr) => {{
         let mut q = $query;
         for p in $params {
             q = match p {
@@ -224,15 +227,45 @@ macro_rules! bind_all {
                 Param::Text(s) => q.bind(s.clone()),
             };
         }
-        for v in $values {
-            q = match v {
-                Bound::Text(s) => q.bind(s.clone()),
-                Bound::Int(i) => q.bind(*i),
-                Bound::Bool(b) => q.bind(*b),
-            };
-        }
         q
     }};
+}
+
+/// One bulk operation, as its backend runs it.
+enum Plan {
+    /// One statement, the rows bound as one JSON array.
+    Postgres { sql: String, rows: String },
+    /// A statement per chunk, each with where its placeholders take their values from.
+    Sqlite(Vec<(String, Vec<Slot>, Vec<Bound>)>),
+}
+
+impl Plan {
+    fn new<T: Serialize>(
+        postgres: bool,
+        template: &str,
+        columns: &[(&str, Col)],
+        rows: &[T],
+    ) -> Result<Plan, StoreError> {
+        if postgres {
+            let rows = serde_json::to_string(rows)
+                .map_err(|e| StoreError::Corrupt(format!("rows do not serialise: {e}")))?;
+            return Ok(Plan::Postgres {
+                sql: postgres_sql(template, columns),
+                rows,
+            });
+        }
+        let values = sqlite_values(rows, columns)?;
+        let sizes = chunks(values.len(), columns.len());
+        let mut values = values.into_iter();
+        let statements = sizes
+            .into_iter()
+            .map(|size| {
+                let (sql, slots) = sqlite_sql(template, columns, size);
+                (sql, slots, values.by_ref().take(size).flatten().collect())
+            })
+            .collect();
+        Ok(Plan::Sqlite(statements))
+    }
 }
 
 impl Tx {
@@ -247,32 +280,27 @@ impl Tx {
         if rows.is_empty() {
             return Ok(0);
         }
-        match &mut self.inner {
-            TxInner::Postgres(t) => {
-                let json = serde_json::to_string(rows)
-                    .map_err(|e| StoreError::Corrupt(format!("rows do not serialise: {e}")))?;
-                let sql = postgres_sql(template, columns);
-                let q = bind_all!(
-                    sqlx::query(&sql).bind(json),
-                    params,
-                    std::iter::empty::<&Bound>()
-                );
-                Ok(q.execute(&mut **t).await?.rows_affected())
+        let plan = Plan::new(
+            self.kind() == BackendKind::Postgres,
+            template,
+            columns,
+            rows,
+        )?;
+        let mut affected = 0;
+        match (&mut self.inner, plan) {
+            (TxInner::Postgres(t), Plan::Postgres { sql, rows }) => {
+                let q = bind_params!(sqlx::query(&sql).bind(rows), params);
+                affected += q.execute(&mut **t).await?.rows_affected();
             }
-            TxInner::Sqlite(t) => {
-                let values = sqlite_values(rows, columns)?;
-                let mut affected = 0;
-                let mut rest = values.as_slice();
-                for size in chunks(values.len(), columns.len()) {
-                    let (chunk, more) = rest.split_at(size);
-                    rest = more;
-                    let (sql, slots) = sqlite_sql(template, columns, size);
-                    let q = bind_slots!(sqlx::query(&sql), &slots, params, chunk.iter().flatten());
+            (TxInner::Sqlite(t), Plan::Sqlite(statements)) => {
+                for (sql, slots, values) in statements {
+                    let q = bind_slots!(sqlx::query(&sql), &slots, params, values);
                     affected += q.execute(&mut **t).await?.rows_affected();
                 }
-                Ok(affected)
             }
+            _ => unreachable!("a plan is made for its transaction's backend"),
         }
+        Ok(affected)
     }
 
     /// Run `template` over `rows`; returns what it selects (or `RETURNING`s).
@@ -290,37 +318,27 @@ impl Tx {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        match &mut self.inner {
-            TxInner::Postgres(t) => {
-                let json = serde_json::to_string(rows)
-                    .map_err(|e| StoreError::Corrupt(format!("rows do not serialise: {e}")))?;
-                let sql = postgres_sql(template, columns);
-                let q = bind_all!(
-                    sqlx::query_as::<_, O>(&sql).bind(json),
-                    params,
-                    std::iter::empty::<&Bound>()
-                );
-                Ok(q.fetch_all(&mut **t).await?)
+        let plan = Plan::new(
+            self.kind() == BackendKind::Postgres,
+            template,
+            columns,
+            rows,
+        )?;
+        let mut found = Vec::new();
+        match (&mut self.inner, plan) {
+            (TxInner::Postgres(t), Plan::Postgres { sql, rows }) => {
+                let q = bind_params!(sqlx::query_as::<_, O>(&sql).bind(rows), params);
+                found.extend(q.fetch_all(&mut **t).await?);
             }
-            TxInner::Sqlite(t) => {
-                let values = sqlite_values(rows, columns)?;
-                let mut found = Vec::new();
-                let mut rest = values.as_slice();
-                for size in chunks(values.len(), columns.len()) {
-                    let (chunk, more) = rest.split_at(size);
-                    rest = more;
-                    let (sql, slots) = sqlite_sql(template, columns, size);
-                    let q = bind_slots!(
-                        sqlx::query_as::<_, O>(&sql),
-                        &slots,
-                        params,
-                        chunk.iter().flatten()
-                    );
+            (TxInner::Sqlite(t), Plan::Sqlite(statements)) => {
+                for (sql, slots, values) in statements {
+                    let q = bind_slots!(sqlx::query_as::<_, O>(&sql), &slots, params, values);
                     found.extend(q.fetch_all(&mut **t).await?);
                 }
-                Ok(found)
             }
+            _ => unreachable!("a plan is made for its transaction's backend"),
         }
+        Ok(found)
     }
 }
 
