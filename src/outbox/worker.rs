@@ -139,6 +139,7 @@ impl OutboxWorker {
     }
 
     /// Deliver one round of due records.
+    #[tracing::instrument(name = "delivery_round", skip_all, fields(records))]
     pub async fn tick(&self) -> Result<TickReport, StoreError> {
         let me = &self.inner;
         let now = me.clock.now();
@@ -153,6 +154,7 @@ impl OutboxWorker {
                 ROWS_PER_RECORD,
             )
             .await?;
+        tracing::Span::current().record("records", claimed.len());
         let mut report = TickReport {
             records: claimed.len(),
             calls: 0,
@@ -246,6 +248,7 @@ impl OutboxWorker {
     }
 
     /// Send merged property updates for up to one batch of records; returns API calls made.
+    #[tracing::instrument(name = "crm_write", skip_all, fields(crm = crm, account = account, records = chunk.len()))]
     async fn send_updates(
         &self,
         crm: &str,
@@ -412,6 +415,11 @@ impl OutboxWorker {
     }
 
     /// A note, a Platform Event or a read: one call per row.
+    #[tracing::instrument(
+        name = "crm_call",
+        skip_all,
+        fields(crm = %s.crm, record = %format_args!("{}:{}", s.object_type, s.object_id), kind = %s.kind, attempt = s.attempts)
+    )]
     async fn send_single(&self, s: Segment) -> Result<usize, StoreError> {
         if let Some(now) = self.lease_runs_out(std::slice::from_ref(&s)) {
             return self.defer_all(vec![s], now).await.map(|_| 0);

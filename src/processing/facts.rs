@@ -45,6 +45,13 @@ pub(super) async fn apply(
         events.iter().map(|e| decode::decode(e, names)).collect();
     let mut batch = Batch::load(tx, settings, &decoded, now).await?;
     for (event, d) in events.iter().zip(decoded) {
+        let _span = tracing::debug_span!(
+            "inbox_event",
+            id = event.id,
+            source = %event.source,
+            kind = %event.event_type
+        )
+        .entered();
         let outcome = match d {
             Err(e) => Outcome::failed(e.to_string()),
             Ok(Decoded::Ignore(reason)) => Outcome::ignored(reason),

@@ -189,6 +189,7 @@ impl InboxProcessor {
     }
 
     /// The facts step for one batch; returns how many events it applied.
+    #[tracing::instrument(name = "inbox_facts", skip_all, fields(events))]
     async fn apply_facts(&self) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
@@ -198,6 +199,7 @@ impl InboxProcessor {
             tx.rollback().await?;
             return Ok(0);
         }
+        tracing::Span::current().record("events", events.len());
         let outcome = facts::apply(&mut tx, &self.settings, &self.names, &events, now).await;
         let applied = match settle(tx, outcome).await? {
             Ok(applied) => applied,
@@ -263,6 +265,7 @@ impl InboxProcessor {
     }
 
     /// One reconcile round, if no other processor is running one; returns the rechecks settled.
+    #[tracing::instrument(name = "reconcile_round", skip_all, fields(rechecks))]
     async fn reconcile(&self) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
@@ -277,6 +280,7 @@ impl InboxProcessor {
             tx.rollback().await?;
             return Ok(0);
         }
+        tracing::Span::current().record("rechecks", rechecks.len());
         let outcome = reconcile::round(&mut tx, &self.settings, &rechecks, now).await;
         let done = match settle(tx, outcome).await? {
             Ok(done) => done,
