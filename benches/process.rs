@@ -362,18 +362,24 @@ async fn drain(settings: &Settings, store: &Store, processors: usize, events: us
     let clock: SharedClock = Arc::new(SystemClock);
     let done = Arc::new(AtomicBool::new(false));
     let lock_samples = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    // What the waiting sessions wait on, summed over the samples (PostgreSQL).
     let sampler = (store.kind() == BackendKind::Postgres).then(|| {
         let (store, done, samples) = (store.clone(), done.clone(), lock_samples.clone());
         tokio::spawn(async move {
+            let mut waits: BTreeMap<String, u64> = BTreeMap::new();
             while !done.load(Ordering::Relaxed) {
-                if let Ok(n) = store.sessions_waiting_on_locks().await {
+                if let Ok(waiting) = store.sessions_waiting_on_locks().await {
                     samples.0.fetch_add(1, Ordering::Relaxed);
-                    if n > 0 {
+                    if !waiting.is_empty() {
                         samples.1.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for w in waiting {
+                        *waits.entry(w).or_default() += 1;
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            waits
         })
     });
     let me = std::process::id();
@@ -409,9 +415,10 @@ async fn drain(settings: &Settings, store: &Store, processors: usize, events: us
         cpu_seconds_of(me) - cpu0,
         cpu_seconds_of_all("postgres") - db0,
     );
-    if let Some(s) = sampler {
-        s.await.expect("sampler");
-    }
+    let waits = match sampler {
+        Some(s) => s.await.expect("sampler"),
+        None => BTreeMap::new(),
+    };
     let (samples, waiting) = (
         lock_samples.0.load(Ordering::Relaxed),
         lock_samples.1.load(Ordering::Relaxed),
@@ -424,6 +431,7 @@ async fn drain(settings: &Settings, store: &Store, processors: usize, events: us
         "processor_cpu_us_per_event": per_event(cpu),
         "database_cpu_us_per_event": if store.kind() == BackendKind::Postgres { json!(per_event(db)) } else { json!(null) },
         "lock_wait_share": if samples > 0 { json!((waiting as f64 / samples as f64 * 1000.0).round() / 1000.0) } else { json!(null) },
+        "lock_waits_by_kind": waits,
     })
 }
 

@@ -206,18 +206,22 @@ impl Store {
         }))
     }
 
-    /// Sessions of this service waiting for a lock another session holds (PostgreSQL; SQLite
-    /// has no such view and answers 0). For benchmarks and diagnosis.
-    pub async fn sessions_waiting_on_locks(&self) -> Result<i64, StoreError> {
+    /// What the sessions of this service waiting for a lock another session holds wait on
+    /// (`pg_stat_activity.wait_event`: `tuple`, `transactionid`, `extend`, …), one entry per
+    /// session. PostgreSQL only; SQLite has no such view and answers none. For benchmarks and
+    /// diagnosis.
+    pub async fn sessions_waiting_on_locks(&self) -> Result<Vec<String>, StoreError> {
         match self.kind() {
-            super::BackendKind::Sqlite => Ok(0),
-            super::BackendKind::Postgres => Ok(on_pool!(self, |p| sqlx::query_as::<_, (i64,)>(
-                "SELECT COUNT(*) FROM pg_stat_activity \
-                 WHERE application_name = 'referral-sync' AND wait_event_type = 'Lock'"
-            )
-            .fetch_one(p)
-            .await?)
-            .0),
+            super::BackendKind::Sqlite => Ok(Vec::new()),
+            super::BackendKind::Postgres => {
+                let waiting: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(
+                    "SELECT COALESCE(wait_event, '') FROM pg_stat_activity \
+                     WHERE application_name = 'referral-sync' AND wait_event_type = 'Lock'"
+                )
+                .fetch_all(p)
+                .await?);
+                Ok(waiting.into_iter().map(|(w,)| w).collect())
+            }
         }
     }
 

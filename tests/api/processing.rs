@@ -530,7 +530,7 @@ async fn a_fact_racing_a_link_is_never_lost(backend: Backend) {
 /// where the second writer waits inside the busy handler, the order is right either way).
 async fn until_someone_waits(store: &Store) {
     for _ in 0..1_000 {
-        if store.sessions_waiting_on_locks().await.unwrap() > 0 {
+        if !store.sessions_waiting_on_locks().await.unwrap().is_empty() {
             return;
         }
         if store.kind() == referral_sync::store::BackendKind::Sqlite {
