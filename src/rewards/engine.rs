@@ -166,8 +166,16 @@ async fn evaluate(
             .person_known_before(&referral.email, referral.first_touch_at)
             .await?,
     };
+    // Only referees near this one in time can share its IP (the rule's window), so a referrer's
+    // whole history is never read.
+    let ip_window = i64::from(fraud.shared_ip_window_days) * DAY;
     let other_ips = tx
-        .referee_ips(&code, &referral.id)
+        .referee_ips(
+            &code,
+            &referral.id,
+            referral.first_touch_at - ip_window,
+            referral.first_touch_at + ip_window,
+        )
         .await?
         .into_iter()
         .filter_map(|(ip, t)| ip.parse().ok().map(|ip| (ip, t)))

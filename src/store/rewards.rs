@@ -241,18 +241,23 @@ impl Tx {
             .await?))
     }
 
-    /// Signup IPs and first-touch times of a referrer's other referees.
+    /// Signup IPs and first-touch times of a referrer's other referees first touched in `[from, to]`.
     pub async fn referee_ips(
         &mut self,
         code: &str,
         except_referral: &str,
+        from: Millis,
+        to: Millis,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(on_tx!(self, |c| sqlx::query_as(
             "SELECT signup_ip, first_touch_at FROM referrals \
-             WHERE referrer_code = $1 AND id <> $2 AND signup_ip IS NOT NULL"
+             WHERE referrer_code = $1 AND first_touch_at >= $3 AND first_touch_at <= $4 \
+               AND id <> $2 AND signup_ip IS NOT NULL"
         )
         .bind(code)
         .bind(except_referral)
+        .bind(from)
+        .bind(to)
         .fetch_all(c)
         .await?))
     }
