@@ -5,15 +5,19 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /app
 # Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock change.
+# A production build: without the `demo` feature, so the CRM sandbox (crm-sandbox/) is not in it.
 COPY Cargo.toml Cargo.lock ./
+COPY crm-sandbox/Cargo.toml crm-sandbox/Cargo.toml
 COPY migrations migrations
-RUN mkdir -p src config benches \
- && echo 'fn main() {}' > src/main.rs && for b in ingest funnel writeback; do cp src/main.rs benches/$b.rs; done && touch src/lib.rs config/default.toml \
- && cargo build --release --locked --bin referral-sync \
+RUN mkdir -p src config benches crm-sandbox/src \
+ && echo 'fn main() {}' > src/main.rs \
+ && for b in ingest funnel writeback process stalled; do cp src/main.rs benches/$b.rs; done \
+ && touch src/lib.rs config/default.toml crm-sandbox/src/lib.rs \
+ && cargo build --release --locked --no-default-features --bin referral-sync \
  && rm -rf src config target/release/.fingerprint/referral-sync-*
 COPY config config
 COPY src src
-RUN cargo build --release --locked --bin referral-sync
+RUN cargo build --release --locked --no-default-features --bin referral-sync
 
 FROM debian:bookworm-slim
 RUN apt-get update \

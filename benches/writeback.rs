@@ -19,11 +19,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crm_sandbox::{CrmSandbox, SandboxConfig};
 use referral_sync::clock::{Clock, FakeClock, SharedClock, SystemClock};
 use referral_sync::config::{ConfigSources, Secret, Settings};
 use referral_sync::ingest::signature::{sign_hubspot, HubSpotVersion};
 use referral_sync::outbox::OutboxWorker;
-use referral_sync::sandbox::{CrmSandbox, SandboxConfig};
 use referral_sync::startup::Application;
 use referral_sync::store::{Attribution, NewOutbox, Store};
 use serde_json::json;
@@ -64,7 +64,7 @@ async fn backlog(limit: u32) -> serde_json::Value {
             hubspot_limit_per_10s: limit,
             ..Default::default()
         },
-        clock.clone(),
+        referral_sync::clock::for_sandbox(clock.clone()),
     )
     .await
     .expect("sandbox");
@@ -139,7 +139,7 @@ async fn latency(
             hubspot_limit_per_10s: limit,
             ..Default::default()
         },
-        clock.clone(),
+        referral_sync::clock::for_sandbox(clock.clone()),
     )
     .await
     .expect("sandbox");

@@ -56,6 +56,12 @@ pub fn to_rfc3339(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
+/// `clock` as the CRM sandbox reads time, so the sandbox and the service share one clock.
+#[cfg(feature = "demo")]
+pub fn for_sandbox(clock: SharedClock) -> crm_sandbox::SharedClock {
+    Arc::new(move || clock.now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,6 @@ pub mod processing;
 pub mod reports;
 pub mod rewards;
 pub mod routes;
-pub mod sandbox;
 pub mod startup;
 pub mod store;
 pub mod supervisor;

@@ -16,9 +16,9 @@ use crate::ingest::signature::{sign_hubspot, sign_standard_webhooks, HubSpotVers
 use crate::outbox::OutboxWorker;
 use crate::processing::InboxProcessor;
 use crate::rewards::engine::release_holds;
-use crate::sandbox::{CrmSandbox, SandboxConfig};
 use crate::startup::Application;
 use crate::store::Store;
+use crm_sandbox::{CrmSandbox, SandboxConfig};
 
 const HUBSPOT_SECRET: &str = "demo-hubspot-app-secret";
 const APP_SECRET: &str = "whsec_ZGVtby1wcm9kdWN0LXNpZ25pbmcta2V5LTEyMzQ1";
@@ -44,7 +44,7 @@ pub async fn run(example: &std::path::Path) -> anyhow::Result<()> {
     let dir = temp.path();
     let clock = FakeClock::new(START);
     let sandbox = SandboxConfig::default();
-    let crm = CrmSandbox::start(sandbox.clone(), clock.clone()).await?;
+    let crm = CrmSandbox::start(sandbox.clone(), crate::clock::for_sandbox(clock.clone())).await?;
     let settings = demo_settings(example, dir, &crm.base_url, &sandbox)?;
     let store = Store::connect(&settings.database).await?;
     store.migrate().await?;

@@ -1,6 +1,7 @@
 //! The command line (SPEC §7): `referral-sync [--config FILE] <command>`; no command serves.
 
 pub mod crm_setup;
+#[cfg(feature = "demo")]
 mod demo;
 mod output;
 mod partners;
@@ -92,6 +93,7 @@ pub enum Command {
     /// Print signature headers for a body, to test a setup with curl.
     Sign(sign::SignArgs),
     /// Play the whole story against a built-in CRM sandbox and print what happened.
+    #[cfg(feature = "demo")]
     Demo,
     /// Exit 0 if the local server answers /readyz (for Docker HEALTHCHECK).
     Healthcheck {
@@ -99,6 +101,18 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+impl Command {
+    /// Commands whose output a person reads: only real problems belong between their lines.
+    fn prints_for_a_person(&self) -> bool {
+        match self {
+            Command::Report { .. } => true,
+            #[cfg(feature = "demo")]
+            Command::Demo => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,8 +167,7 @@ pub fn main() -> ExitCode {
         }
     };
     let mut telemetry = settings.telemetry.clone();
-    if matches!(command, Command::Demo | Command::Report { .. }) {
-        // These print for a person; only real problems belong between their lines.
+    if command.prints_for_a_person() {
         telemetry.level = "error".into();
     }
     crate::telemetry::init(&telemetry);
@@ -198,6 +211,7 @@ pub fn main() -> ExitCode {
                 from,
                 to,
             } => report(&settings, &format, market, source, from, to).await,
+            #[cfg(feature = "demo")]
             Command::Demo => demo::run(&std::path::PathBuf::from("config/example.toml")).await,
             Command::Crm {
                 action: CrmCommand::Setup,
@@ -261,6 +275,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Partners { .. } => "partners import",
         Command::Report { .. } => "report",
         Command::Sign(_) => "sign",
+        #[cfg(feature = "demo")]
         Command::Demo => "demo",
         Command::Healthcheck { .. } => "healthcheck",
     }

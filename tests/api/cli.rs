@@ -942,3 +942,33 @@ async fn report_csv_neutralises_cells_a_spreadsheet_would_run() {
         "{row}"
     );
 }
+
+/// The Dockerfile builds dependencies in a layer of their own from stub sources: every bench the
+/// manifest declares needs a stub there, or the image does not build.
+#[test]
+fn the_dockerfile_stubs_every_bench_the_manifest_declares() {
+    let manifest = std::fs::read_to_string(crate::support::repo_dir().join("Cargo.toml")).unwrap();
+    let dockerfile =
+        std::fs::read_to_string(crate::support::repo_dir().join("Dockerfile")).unwrap();
+    let stubbed = dockerfile
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("&& for b in "))
+        .and_then(|l| l.split_once("; do"))
+        .map(|(names, _)| names.split_whitespace().collect::<Vec<_>>())
+        .expect("the Dockerfile's bench stub loop");
+    let mut lines = manifest.lines();
+    let mut declared = Vec::new();
+    while let Some(line) = lines.next() {
+        if line.trim() == "[[bench]]" {
+            let name = lines
+                .next()
+                .and_then(|l| l.split('"').nth(1))
+                .expect("name");
+            declared.push(name);
+        }
+    }
+    declared.sort_unstable();
+    let mut stubbed = stubbed;
+    stubbed.sort_unstable();
+    assert_eq!(stubbed, declared);
+}

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crm_sandbox::{Crm, CrmSandbox, Failure, SandboxConfig};
 use referral_sync::clock::{Clock, FakeClock, Millis, DAY, MINUTE, SECOND};
 use referral_sync::config::Secret;
 use referral_sync::crm::http_client;
@@ -14,7 +15,6 @@ use referral_sync::crm::hubspot::HubSpotClient;
 use referral_sync::crm::salesforce::SalesforceClient;
 use referral_sync::outbox::OutboxWorker;
 use referral_sync::rewards::engine::release_holds;
-use referral_sync::sandbox::{Crm, CrmSandbox, Failure, SandboxConfig};
 use serde_json::json;
 
 use crate::both_backends;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crm_sandbox::SandboxConfig;
 use referral_sync::cli::crm_setup;
 use referral_sync::clock::{DAY, SECOND};
 use referral_sync::config::{Secret, Settings, TierSettings};
@@ -12,7 +13,6 @@ use referral_sync::crm::http_client;
 use referral_sync::crm::salesforce::SalesforceClient;
 use referral_sync::domain::reward::RewardStatus;
 use referral_sync::rewards::engine::release_holds;
-use referral_sync::sandbox::SandboxConfig;
 use referral_sync::store::{CrmRecord, RecordKey};
 use serde_json::{json, Value};
 
@@ -906,4 +906,14 @@ async fn a_deal_merge_that_creates_a_record_carries_the_link_contacts_and_reward
         "code"
     );
     nothing_dead(&w).await;
+}
+
+/// The sandbox's Salesforce org has the reward-status pick-list the README tells an admin to set
+/// up: exactly the statuses the service writes.
+#[test]
+fn the_sandbox_pick_list_holds_every_reward_status() {
+    assert_eq!(
+        crm_sandbox::REWARD_STATUSES,
+        referral_sync::domain::reward::RewardStatus::NAMES
+    );
 }

@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crm_sandbox::{CrmSandbox, SandboxConfig};
 use referral_sync::clock::SystemClock;
-use referral_sync::sandbox::{CrmSandbox, SandboxConfig};
 
 use service::{run_to_completion, write_config_file, Service, Shared};
 use traffic::{stories, Plan, Rng, Traffic};
@@ -84,7 +84,7 @@ async fn sandbox() -> CrmSandbox {
             hubspot_limit_per_10s: 190,
             ..Default::default()
         },
-        Arc::new(SystemClock),
+        referral_sync::clock::for_sandbox(Arc::new(SystemClock)),
     )
     .await
     .expect("start the CRM sandbox")

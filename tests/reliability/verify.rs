@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crm_sandbox::{RecordedWrite, SandboxState};
 use referral_sync::config::Secret;
-use referral_sync::sandbox::{RecordedWrite, SandboxState};
 use referral_sync::store::{InboxStatus, Store};
 
 use crate::support::default_settings;

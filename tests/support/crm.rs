@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use crm_sandbox::{CrmSandbox, SandboxConfig};
 use referral_sync::clock::FakeClock;
 use referral_sync::config::{Secret, Settings};
-use referral_sync::sandbox::{CrmSandbox, SandboxConfig};
 use serde_json::json;
 
 use super::senders::{configure, deal_property, example_settings, hubspot_event, iso};
@@ -27,9 +27,12 @@ pub async fn world_with(
     adjust: impl Fn(&mut Settings) + Send + 'static,
 ) -> Option<World> {
     let clock = FakeClock::new(T0);
-    let crm = CrmSandbox::start(sandbox.clone(), clock.clone())
-        .await
-        .expect("sandbox");
+    let crm = CrmSandbox::start(
+        sandbox.clone(),
+        referral_sync::clock::for_sandbox(clock.clone()),
+    )
+    .await
+    .expect("sandbox");
     let base = crm.base_url.clone();
     let app = spawn_app_with(
         backend,

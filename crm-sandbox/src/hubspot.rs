@@ -13,7 +13,7 @@ use super::{
     answer_after, correlation_id, record_request, segments, Crm, Failure, Gate, Inner,
     RecordedWrite, Reply, SandboxState,
 };
-use crate::clock::{to_rfc3339, Millis};
+use crate::{to_rfc3339, Millis};
 
 const WINDOW_MS: Millis = 10_000;
 const MAX_BATCH: usize = 100;

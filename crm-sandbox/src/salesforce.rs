@@ -19,13 +19,22 @@ use super::{
     answer_after, bearer_token, record_request, segments, Crm, Failure, Gate, Inner, RecordedWrite,
     Reply, SandboxState,
 };
-use crate::clock::Millis;
-use crate::domain::reward::RewardStatus;
+use crate::Millis;
 
 const DAILY_API_LIMIT: u64 = 15_000;
 const MAX_COLLECTION: usize = 200;
 /// Type chunks per sObject Collections request.
 const MAX_CHUNKS: usize = 10;
+/// The `Referral_Reward_Status__c` pick-list as the README tells an admin to set it up.
+pub const REWARD_STATUSES: [&str; 7] = [
+    "pending",
+    "eligible",
+    "approved",
+    "paid",
+    "reversed",
+    "needs_review",
+    "rejected",
+];
 const ORG_ID: &str = "00D000000000001AAA";
 const USER_ID: &str = "005000000000001AAA";
 
@@ -86,7 +95,7 @@ fn org_schema(sobject: &str) -> Vec<FieldDef> {
     ];
     match sobject {
         "Opportunity" => fields.extend([
-            FieldDef::picklist("Referral_Reward_Status__c", &RewardStatus::NAMES, true),
+            FieldDef::picklist("Referral_Reward_Status__c", &REWARD_STATUSES, true),
             FieldDef::new("Referral_Reward_Amount__c", "double"),
             FieldDef::new("Referral_Reward_Currency__c", "string"),
             FieldDef::new("Referral_Reward_Hold_Until__c", "datetime"),
@@ -95,11 +104,7 @@ fn org_schema(sobject: &str) -> Vec<FieldDef> {
             FieldDef::picklist("CurrencyIsoCode", &[], false),
         ]),
         "Contact" => fields.extend([
-            FieldDef::picklist(
-                "Referral_Referee_Reward_Status__c",
-                &RewardStatus::NAMES,
-                true,
-            ),
+            FieldDef::picklist("Referral_Referee_Reward_Status__c", &REWARD_STATUSES, true),
             FieldDef::new("Referral_Referee_Reward_Amount__c", "double"),
             FieldDef::new("Referral_Referee_Reward_Currency__c", "string"),
         ]),

@@ -7,9 +7,38 @@
 //!
 //! Time comes from the injected [`SharedClock`], so rate-limit windows move only when a test moves
 //! the clock; only [`Failure::Delay`] waits in real time.
+//!
+//! A crate of its own: the service's tests and its `demo` command use it, a production build
+//! leaves it out (the service's `demo` feature).
 
 mod hubspot;
 mod salesforce;
+
+pub use salesforce::REWARD_STATUSES;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// Where the sandbox reads the time; any `Fn() -> Millis` is one, so a caller passes its own
+/// clock as `Arc::new(move || clock.now())`.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Millis;
+}
+
+impl<F: Fn() -> Millis + Send + Sync> Clock for F {
+    fn now(&self) -> Millis {
+        self()
+    }
+}
+
+pub type SharedClock = Arc<dyn Clock>;
+
+/// RFC 3339 with milliseconds, as Salesforce writes times.
+fn to_rfc3339(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::TcpListener;
@@ -21,8 +50,6 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::Value;
-
-use crate::clock::{Millis, SharedClock};
 
 /// A running sandbox. Dropping it without [`CrmSandbox::stop`] leaves the server running until the
 /// runtime shuts down.
@@ -458,7 +485,25 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, FakeClock};
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    /// A clock the sandbox's own tests move by hand.
+    pub(super) struct FakeClock(AtomicI64);
+
+    impl FakeClock {
+        pub(super) fn new(start: Millis) -> Arc<Self> {
+            Arc::new(Self(AtomicI64::new(start)))
+        }
+        pub(super) fn advance(&self, by: Millis) {
+            self.0.fetch_add(by, Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> Millis {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
 
     pub(super) struct Started {
         pub(super) sandbox: CrmSandbox,
