@@ -27,14 +27,26 @@ pub fn referrer_key(code: &str) -> String {
     format!("referrer:{code}")
 }
 
-/// What a product event is about: the referee's email for claims and activations, the referrer's
-/// code for partner events, the event itself otherwise.
+/// The routing key of an invoice's events that name no referee (refunds).
+pub fn invoice_key(invoice_id: &str) -> String {
+    format!("invoice:{invoice_id}")
+}
+
+/// What a product event is about: the referee's email for claims, activations and payments, the
+/// referrer's code for partner events, the invoice for refunds (and payments known by a CRM id
+/// only), the event itself otherwise. A refund may so land in another partition than its
+/// payment: the reconcile step matches them.
 pub fn product_route_key(event: &ProductEvent) -> String {
     match &event.payload {
         ProductPayload::ReferralCreated(d) | ProductPayload::SignupCreated(d) => {
             email_key(&d.email)
         }
         ProductPayload::SignupActivated(a) => email_key(&a.email),
+        ProductPayload::InvoicePaid(i) => match &i.email {
+            Some(email) => email_key(email),
+            None => invoice_key(&i.invoice_id),
+        },
+        ProductPayload::InvoiceRefunded(r) => invoice_key(&r.invoice_id),
         ProductPayload::PartnerInvited(p) | ProductPayload::PartnerJoined(p) => {
             referrer_key(&p.code)
         }

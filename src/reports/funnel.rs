@@ -353,7 +353,7 @@ fn csv_fields(row: &FunnelRow) -> [String; 19] {
 /// then quotes it where needed. Markets and sources are validated where they enter, but this is
 /// the last line before a spreadsheet. No numeric cell here starts with one of those characters
 /// (amounts are written as `USD -12.50`), so numbers are never touched.
-fn neutralize_formula(cell: String) -> String {
+pub(crate) fn neutralize_formula(cell: String) -> String {
     if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{cell}")
     } else {
