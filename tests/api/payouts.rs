@@ -31,6 +31,7 @@ both_backends!(
     a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment,
     a_payout_schedule_pays_half_at_the_win_and_takes_it_back_when_the_hold_is_broken,
     the_payouts_api_names_what_is_wrong_with_a_request,
+    the_funnel_counts_recurring_revenue_and_rewards_net_of_refunds,
 );
 
 async fn app_with(backend: Backend, change: impl FnOnce(&mut Settings)) -> Option<TestApp> {
@@ -942,4 +943,50 @@ async fn the_payouts_api_names_what_is_wrong_with_a_request(backend: Backend) {
     );
     let (status, body) = post("nope", json!({"reference": "W", "total": "lots"})).await;
     assert_eq!(status, 422, "{body}");
+}
+
+async fn the_funnel_counts_recurring_revenue_and_rewards_net_of_refunds(backend: Backend) {
+    let Some(app) = app_with(backend, |_| {}).await else {
+        return;
+    };
+    let won = T0 + 10 * DAY;
+    ana_won(&app, won, T0).await;
+    let usd = |report: &referral_sync::reports::FunnelReport| {
+        let t = &report.totals;
+        (
+            t.revenue["USD"].to_string(),
+            t.reward_cost["USD"].to_string(),
+            t.roi["USD"].to_string(),
+        )
+    };
+    let filter = referral_sync::reports::FunnelFilter::default();
+    let before = referral_sync::reports::report(&app.store, &filter)
+        .await
+        .unwrap();
+    // The won deal; its reward 3000.00 and the referee's 500.00 credit: (40000 − 3500) / 3500.
+    assert_eq!(
+        usd(&before),
+        ("40000.00".into(), "3500.00".into(), "10.4286".into())
+    );
+
+    invoice(
+        &app,
+        "evt_in_1",
+        "in_1",
+        "ana@northwind.io",
+        "1000.00",
+        won + DAY,
+    )
+    .await;
+    refund(&app, "evt_re_1", "in_1", "250.00", won + 2 * DAY).await;
+    app.process().await;
+
+    let after = referral_sync::reports::report(&app.store, &filter)
+        .await
+        .unwrap();
+    // Revenue 40000 + 1000 − 250; cost 3500 + 100 − 25; ROI (40750 − 3575) / 3575 = 10.39860…
+    assert_eq!(
+        usd(&after),
+        ("40750.00".into(), "3575.00".into(), "10.3986".into())
+    );
 }
