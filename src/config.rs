@@ -561,7 +561,9 @@ impl Settings {
         let mut unknown = Vec::new();
         let settings: Settings = serde_path_to_error::deserialize(
             serde_ignored::Deserializer::new(merged, &mut |path: serde_ignored::Path<'_>| {
-                unknown.push(format!("{path}: unknown key"))
+                // An optional table's path shows `?` for "present"; the key is what people wrote.
+                let key = path.to_string().replace(".?.", ".");
+                unknown.push(format!("{key}: unknown key"))
             }),
         )
         .map_err(|e| {

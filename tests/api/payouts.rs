@@ -32,6 +32,7 @@ both_backends!(
     a_payout_schedule_pays_half_at_the_win_and_takes_it_back_when_the_hold_is_broken,
     the_payouts_api_names_what_is_wrong_with_a_request,
     the_funnel_counts_recurring_revenue_and_rewards_net_of_refunds,
+    an_invoice_event_missing_a_field_is_refused_naming_it,
 );
 
 async fn app_with(backend: Backend, change: impl FnOnce(&mut Settings)) -> Option<TestApp> {
@@ -988,5 +989,41 @@ async fn the_funnel_counts_recurring_revenue_and_rewards_net_of_refunds(backend:
     assert_eq!(
         usd(&after),
         ("40750.00".into(), "3575.00".into(), "10.3986".into())
+    );
+}
+
+async fn an_invoice_event_missing_a_field_is_refused_naming_it(backend: Backend) {
+    let Some(app) = app_with(backend, |_| {}).await else {
+        return;
+    };
+    for (body, message) in [
+        (
+            json!({"id": "e1", "type": "invoice.paid", "occurred_at": iso(T0),
+                   "data": {"email": "ana@northwind.io", "amount": "10.00", "currency": "USD", "paid_at": iso(T0)}}),
+            "data.invoice_id is required",
+        ),
+        (
+            json!({"id": "e2", "type": "invoice.refunded", "occurred_at": iso(T0),
+                   "data": {"invoice_id": "in_1", "amount": 10.5, "currency": "USD", "refunded_at": iso(T0)}}),
+            "data.amount must be a positive decimal string such as \"99.50\"",
+        ),
+    ] {
+        let body = body.to_string();
+        let headers = referral_sync::ingest::signature::sign_standard_webhooks(
+            crate::support::senders::APP_SECRET,
+            "m",
+            T0 / 1000,
+            body.as_bytes(),
+        )
+        .unwrap();
+        let response = app.post_signup_raw("app", &body, headers).await;
+        assert_eq!(response.status(), 422);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["message"], message);
+    }
+    assert_eq!(
+        app.store.count_inbox(None).await.unwrap(),
+        0,
+        "nothing stored"
     );
 }
