@@ -719,15 +719,13 @@ async fn announce_released(
     for (deal, r) in released {
         let headline = match r.line_kind()? {
             LineKind::Adjustment => continue,
-            LineKind::Recurring if !r.is_deals_own() => "Referral recurring reward eligible",
-            _ => {
-                // Both sides of a deal's own reward share one note.
-                if deal.crm == "hubspot" && !noted.insert(deal.key()) {
-                    continue;
-                }
-                "Referral reward eligible"
-            }
+            LineKind::Recurring => "Referral recurring reward eligible",
+            LineKind::Reward => "Referral reward eligible",
         };
+        // Both sides of a deal's own reward share one note.
+        if r.is_deals_own() && deal.crm == "hubspot" && !noted.insert(deal.key()) {
+            continue;
+        }
         let announcement = announcement(tx, settings, deal, r, headline, now).await?;
         tx.enqueue(&announcement, now).await?;
     }
