@@ -7,7 +7,6 @@ use std::str::FromStr;
 use chrono::{Datelike, Days, Months, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::reward::UnknownName;
 use crate::clock::Millis;
 
 /// `open` (gathered again whenever its period is read) → `paid` (frozen, with a reference).
@@ -29,22 +28,7 @@ impl PayoutStatus {
     }
 }
 
-impl fmt::Display for PayoutStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PayoutStatus {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_string()))
-    }
-}
+names!(PayoutStatus);
 
 /// When a `payout_schedule` installment becomes payable: when the deal is won (even while the
 /// hold runs) or when the hold ends.
@@ -56,6 +40,8 @@ pub enum InstallmentAt {
 }
 
 impl InstallmentAt {
+    pub const ALL: [InstallmentAt; 2] = [Self::Won, Self::HoldEnd];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Won => "won",
@@ -64,11 +50,7 @@ impl InstallmentAt {
     }
 }
 
-impl fmt::Display for InstallmentAt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+names!(InstallmentAt);
 
 /// A calendar month in UTC, written `YYYY-MM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -130,22 +130,7 @@ impl LineKind {
     }
 }
 
-impl fmt::Display for LineKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LineKind {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_string()))
-    }
-}
+names!(LineKind);
 
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a known name")]

@@ -539,18 +539,14 @@ async fn pay(
         .into_iter()
         .collect();
     let why = format!("paid with payout statement {id}, reference {reference}");
-    let mut fully_paid: Vec<&String> = rewards
-        .iter()
-        .filter(|(rid, r)| {
-            let installments = r.payout_schedule.as_deref().map_or(Ok(1), |_| {
-                schedule_of(rid, r.payout_schedule.as_deref()).map(|s| s.len())
-            });
-            installments.is_ok_and(|n| {
-                counts.get(*rid).copied().unwrap_or(0) >= i64::try_from(n).unwrap_or(i64::MAX)
-            })
-        })
-        .map(|(rid, _)| rid)
-        .collect();
+    let mut fully_paid = Vec::new();
+    for (rid, r) in &rewards {
+        let installments = schedule_of(rid, r.payout_schedule.as_deref())?.len().max(1);
+        let on_paid = counts.get(rid).copied().unwrap_or(0);
+        if usize::try_from(on_paid).is_ok_and(|n| n >= installments) {
+            fully_paid.push(rid);
+        }
+    }
     fully_paid.sort();
     let mut paid_rewards = Vec::new();
     for rid in fully_paid {

@@ -279,6 +279,14 @@ pub async fn on_deal_stage(
     Ok(())
 }
 
+/// The deal's amount as the CRM gave it; `None` when it has none, or none that is a number (the
+/// reward then waits for review, saying so).
+fn deal_amount(deal: &CrmRecord) -> Option<Decimal> {
+    deal.amount
+        .as_deref()
+        .and_then(|a| a.trim().parse::<Decimal>().ok())
+}
+
 /// The deal's own lines (what its win earned), referrer first.
 async fn own_lines(tx: &mut Tx, deal: &CrmRecord) -> Result<Vec<Reward>, StoreError> {
     Ok(tx
@@ -389,10 +397,7 @@ async fn evaluate(
 ) -> Result<(), StoreError> {
     let code = e.referral.referrer_code.clone().unwrap_or_default();
     let deal_facts = DealFacts {
-        amount: deal
-            .amount
-            .as_deref()
-            .and_then(|a| a.trim().parse::<Decimal>().ok()),
+        amount: deal_amount(deal),
         currency: deal.currency.clone(),
         won_at: at,
     };
@@ -488,12 +493,8 @@ async fn renewal(
         )
         .await;
     }
-    let amount = deal
-        .amount
-        .as_deref()
-        .and_then(|a| a.trim().parse::<Decimal>().ok());
     let payment = PaymentFacts {
-        amount,
+        amount: deal_amount(deal),
         currency: deal.currency.clone(),
         paid_at: at,
         source: format!("renewal deal {}", deal.object_id),

@@ -92,6 +92,10 @@ async fn pay(app: &TestApp, id: &str, reference: &str, total: Option<&str>) -> (
     if let Some(total) = total {
         body["total"] = json!(total);
     }
+    post_paid(app, id, body).await
+}
+
+async fn post_paid(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
     call(
         app,
         "POST",
@@ -910,25 +914,12 @@ async fn the_payouts_api_names_what_is_wrong_with_a_request(backend: Backend) {
         )
     );
 
-    let post = |id: &'static str, body: Value| {
-        let app = &app;
-        async move {
-            call(
-                app,
-                "POST",
-                &format!("/api/v1/payouts/{id}/paid"),
-                Some(ADMIN_KEY),
-                Some(body),
-            )
-            .await
-        }
-    };
-    let (status, body) = post("nope", json!({"reference": "WIRE-1"})).await;
+    let (status, body) = post_paid(&app, "nope", json!({"reference": "WIRE-1"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
-    let (status, body) = post("nope", json!({})).await;
+    let (status, body) = post_paid(&app, "nope", json!({})).await;
     assert_eq!(status, 422, "{body}");
     assert!(
         body["error"]["message"]
@@ -937,12 +928,12 @@ async fn the_payouts_api_names_what_is_wrong_with_a_request(backend: Backend) {
             .contains("reference"),
         "{body}"
     );
-    let (status, body) = post("nope", json!({"reference": "  "})).await;
+    let (status, body) = post_paid(&app, "nope", json!({"reference": "  "})).await;
     assert_eq!(
         (status, body["error"]["message"].as_str()),
         (422, Some("reference is required: the transfer's reference"))
     );
-    let (status, body) = post("nope", json!({"reference": "W", "total": "lots"})).await;
+    let (status, body) = post_paid(&app, "nope", json!({"reference": "W", "total": "lots"})).await;
     assert_eq!(status, 422, "{body}");
 }
 

@@ -93,6 +93,17 @@ pub(crate) async fn outbox_of(app: &TestApp, deal: u64, kind: &str) -> Vec<Outbo
         .collect()
 }
 
+/// What happened to a reward, in order.
+async fn audit_actions(app: &TestApp, reward_id: &str) -> Vec<String> {
+    app.store
+        .audit_entries("reward", reward_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect()
+}
+
 pub(crate) fn payload(row: &OutboxRow) -> Value {
     serde_json::from_str(&row.payload).unwrap()
 }
@@ -283,16 +294,8 @@ async fn a_replayed_win_still_yields_one_reward_per_beneficiary(backend: Backend
         Some(T0 + 12 * DAY + 30 * DAY),
         "the hold restarts with the new win"
     );
-    let actions: Vec<String> = app
-        .store
-        .audit_entries("reward", &referrer.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
     assert_eq!(
-        actions,
+        audit_actions(&app, &referrer.id).await,
         ["reward_created", "reward_reversed", "reward_reinstated"]
     );
     assert_eq!(app.store.rewards(None, 100).await.unwrap().len(), 2);
@@ -545,15 +548,10 @@ async fn a_program_without_a_hold_makes_the_reward_eligible_with_the_win(backend
         .iter()
         .find(|r| r.beneficiary == "referrer")
         .unwrap();
-    let actions: Vec<String> = app
-        .store
-        .audit_entries("reward", &referrer.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
-    assert_eq!(actions, ["reward_created", "reward_eligible"]);
+    assert_eq!(
+        audit_actions(&app, &referrer.id).await,
+        ["reward_created", "reward_eligible"]
+    );
 }
 
 async fn a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win(backend: Backend) {
