@@ -44,11 +44,18 @@ fn clawback_source(line_id: &str) -> String {
 }
 
 /// Source key of the adjustment taking back the installments already paid out of a line reversed
-/// or rejected during its hold.
+/// during its hold.
 fn paid_share_clawback_source(line_id: &str) -> String {
     format!("clawback-paid:{line_id}")
 }
 
+/// Source key of the adjustment taking back the installments already paid out of a line an admin
+/// rejected (never withdrawn by the deal's stage).
+fn rejected_share_source(line_id: &str) -> String {
+    format!("rejected-paid:{line_id}")
+}
+
+/// An adjustment the deal's stage put in force (and takes back when the deal is won again).
 fn is_clawback(r: &Reward) -> bool {
     r.source_key
         .as_deref()
@@ -250,7 +257,8 @@ pub async fn on_deal_stage(
                         now,
                     )
                     .await?;
-                    claw_back_paid_shares(tx, settings, deal, &r, &why, now).await?;
+                    let source = paid_share_clawback_source(&r.id);
+                    claw_back_paid_shares(tx, settings, deal, &r, &source, &why, now).await?;
                 }
                 // After the hold: the line stays as it is; a negative adjustment takes it back.
                 RewardStatus::Eligible | RewardStatus::Approved | RewardStatus::Paid
@@ -1078,12 +1086,13 @@ async fn claw_back(
 }
 
 /// A line reversed or rejected before it was payable in full, of which installments were paid
-/// out already: what was paid comes back as a negative adjustment.
+/// out already: what was paid comes back as a negative adjustment keyed `source`.
 async fn claw_back_paid_shares(
     tx: &mut Tx,
     settings: &Settings,
     deal: &CrmRecord,
     line: &Reward,
+    source: &str,
     why: &str,
     now: Millis,
 ) -> Result<(), StoreError> {
@@ -1095,17 +1104,7 @@ async fn claw_back_paid_shares(
         return Ok(());
     }
     let why = format!("{why}; {paid} {} of it was paid out", line.currency);
-    claw_back(
-        tx,
-        settings,
-        deal,
-        line,
-        paid,
-        &paid_share_clawback_source(&line.id),
-        &why,
-        now,
-    )
-    .await
+    claw_back(tx, settings, deal, line, paid, source, &why, now).await
 }
 
 /// Pending rewards whose hold has ended become eligible; the CRM hears about it (properties plus a
@@ -1270,7 +1269,8 @@ pub async fn decide(
     }
     if decision == Decision::Reject {
         let why = reason.unwrap_or_default().to_string();
-        claw_back_paid_shares(&mut tx, settings, &deal, &updated, &why, now).await?;
+        let source = rejected_share_source(&updated.id);
+        claw_back_paid_shares(&mut tx, settings, &deal, &updated, &source, &why, now).await?;
     }
     if decision == Decision::Approve && current.status == RewardStatus::NeedsReview.as_str() {
         let announcement = announcement(

@@ -33,6 +33,7 @@ both_backends!(
     the_payouts_api_names_what_is_wrong_with_a_request,
     the_funnel_counts_recurring_revenue_and_rewards_net_of_refunds,
     an_invoice_event_missing_a_field_is_refused_naming_it,
+    rejecting_a_reward_whose_first_half_was_paid_takes_that_half_back,
 );
 
 async fn app_with(backend: Backend, change: impl FnOnce(&mut Settings)) -> Option<TestApp> {
@@ -1016,5 +1017,60 @@ async fn an_invoice_event_missing_a_field_is_refused_naming_it(backend: Backend)
         app.store.count_inbox(None).await.unwrap(),
         0,
         "nothing stored"
+    );
+}
+
+async fn rejecting_a_reward_whose_first_half_was_paid_takes_that_half_back(backend: Backend) {
+    let Some(app) = app_with(backend, |_| {}).await else {
+        return;
+    };
+    app.clock.set(T0 + 3 * DAY);
+    ru_deal_won(&app, 1, "gus@initech.ru", T0 + 2 * DAY).await;
+    let november = payouts(&app, "2026-11").await;
+    let id = november["statements"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(pay(&app, &id, "SWIFT-1", Some("25000.00")).await.0, 200);
+    let line = app.store.rewards_of_deal("hubspot", "401").await.unwrap()[0].clone();
+
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/rewards/{}/reject", line.id),
+        Some(ADMIN_KEY),
+        Some(json!({"reason": "the intro was not Ivan's"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The deal is rechecked while still won (its amount changes): the rejection's clawback stays.
+    app.hubspot(json!([deal_property(
+        199,
+        401,
+        "amount",
+        "950000",
+        T0 + 4 * DAY
+    )]))
+    .await;
+    app.process().await;
+
+    let on_deal = app.store.rewards_of_deal("hubspot", "401").await.unwrap();
+    let clawback = on_deal
+        .iter()
+        .find(|r| r.line_kind == "adjustment")
+        .expect("the paid half comes back");
+    assert_eq!(
+        (clawback.amount.as_str(), clawback.status.as_str()),
+        ("-25000.00", "eligible")
+    );
+    assert_eq!(
+        clawback.source_key,
+        Some(format!("rejected-paid:{}", line.id))
+    );
+    app.clock.set(T0 + 12 * DAY);
+    let december = payouts(&app, "2026-12").await;
+    assert_eq!(
+        shown(&december["statements"][0]),
+        [("adjustment".to_string(), None, "-25000.00".to_string())]
     );
 }
