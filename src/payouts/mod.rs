@@ -391,12 +391,28 @@ fn statement(p: PayoutRow, rows: Vec<PayoutLineRow>) -> Result<Statement, StoreE
         sum += amount;
         let installment = match usize::try_from(l.installment) {
             Ok(0) => None,
-            Ok(n) => schedule_of(&l.reward_id, l.payout_schedule.as_deref())?
-                .get(n - 1)
-                .map(|s| s.at.as_str().to_string()),
-            Err(_) => None,
+            Ok(n) => Some(
+                schedule_of(&l.reward_id, l.payout_schedule.as_deref())?
+                    .get(n - 1)
+                    .map(|s| s.at.as_str().to_string())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "payout {} line {}: no installment {n} in its schedule",
+                            p.id, l.reward_id
+                        ))
+                    })?,
+            ),
+            Err(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "payout {} line {}: installment {}",
+                    p.id, l.reward_id, l.installment
+                )))
+            }
         };
-        let deal_type = l.crm.parse::<Crm>().map_or("deal", Crm::deal_type);
+        let crm: Crm = l.crm.parse().map_err(|e| {
+            StoreError::Corrupt(format!("payout {} line {}: {e}", p.id, l.reward_id))
+        })?;
+        let deal_type = crm.deal_type();
         lines.push(StatementLine {
             reward_id: l.reward_id,
             deal: format!("{}:{deal_type}:{}", l.crm, l.deal_id),
@@ -681,4 +697,89 @@ pub fn to_table(payouts: &PeriodPayouts) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WON: Millis = 1_000_000;
+    const ELIGIBLE: Millis = 2_000_000;
+
+    fn line(status: &str, schedule: Option<&str>, review: Option<&str>) -> Reward {
+        Reward {
+            id: "r1".into(),
+            crm: "hubspot".into(),
+            deal_id: "201".into(),
+            beneficiary: "referrer".into(),
+            referral_id: "ref".into(),
+            referrer_code: Some("IVAN-1".into()),
+            market: "RU".into(),
+            status: status.into(),
+            kind: "flat".into(),
+            amount: "50000.00".into(),
+            currency: "RUB".into(),
+            tier: None,
+            deal_amount: None,
+            deal_currency: None,
+            fx_rate: None,
+            calculation: "{}".into(),
+            flags: "[]".into(),
+            review_reason: review.map(Into::into),
+            won_at: WON,
+            hold_until: None,
+            decided_by: None,
+            created_at: WON,
+            updated_at: WON,
+            line_kind: "reward".into(),
+            source_key: None,
+            adjusts: None,
+            payable_at: matches!(status, "eligible" | "approved").then_some(ELIGIBLE),
+            payout_schedule: schedule.map(Into::into),
+        }
+    }
+
+    const HALVES: &str = r#"[{"at":"won","share":"0.5"},{"at":"hold_end","share":"0.5"}]"#;
+
+    /// (installment, amount, payable at) of what is payable.
+    fn due(r: &Reward) -> Vec<(i64, String, Millis)> {
+        payable(r)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.installment, d.amount.to_string(), d.payable_at))
+            .collect()
+    }
+
+    #[test]
+    fn what_of_a_line_is_payable_follows_its_status_and_schedule() {
+        let half = |i: i64, at: Millis| (i, "25000.00".to_string(), at);
+        let whole = || (0, "50000.00".to_string(), ELIGIBLE);
+        // Paid whole once payable; nothing before, nothing after.
+        assert_eq!(due(&line("pending", None, None)), []);
+        assert_eq!(due(&line("eligible", None, None)), [whole()]);
+        assert_eq!(
+            due(&line("approved", None, Some("above threshold"))),
+            [whole()]
+        );
+        for settled in ["paid", "reversed", "rejected", "needs_review"] {
+            assert_eq!(due(&line(settled, Some(HALVES), None)), [], "{settled}");
+        }
+        // Half at the win, even while the hold runs; the other half once eligible.
+        assert_eq!(due(&line("pending", Some(HALVES), None)), [half(1, WON)]);
+        assert_eq!(
+            due(&line("eligible", Some(HALVES), None)),
+            [half(1, WON), half(2, ELIGIBLE)]
+        );
+        // After a review, nothing is payable before the approval, and both halves from it.
+        assert_eq!(due(&line("pending", Some(HALVES), Some("flagged"))), []);
+        assert_eq!(
+            due(&line("approved", Some(HALVES), Some("flagged"))),
+            [half(1, ELIGIBLE), half(2, ELIGIBLE)]
+        );
+        // What cannot be read is an error, never a guess.
+        assert!(payable(&line("eligible", Some("[{\"at\":\"signed\"}]"), None)).is_err());
+        let mut no_time = line("eligible", None, None);
+        no_time.payable_at = None;
+        assert!(payable(&no_time).is_err());
+    }
 }

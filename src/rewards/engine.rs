@@ -1468,7 +1468,8 @@ async fn deal_properties(
         if is_clawback(r) && r.adjusts.as_deref() == Some(own.id.as_str()) {
             status = RewardStatus::Reversed.as_str().to_string();
         }
-        net = net.map(|n| n + r.amount().unwrap_or_default());
+        let amount = r.amount()?;
+        net = net.map(|n| n + amount);
     }
     let hubspot = deal.crm == "hubspot";
     let n = field_names(settings, &deal.crm);
