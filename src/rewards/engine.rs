@@ -914,11 +914,25 @@ async fn refund_adjustment(
         return Ok(());
     }
     if !refund.currency.eq_ignore_ascii_case(&invoice.currency) {
+        // Never converted by guess: a person settles it.
         let reason = format!(
             "refund {} is in {}, its invoice in {}: take it back by hand",
             refund.refund_key, refund.currency, invoice.currency
         );
-        return not_eligible(tx, &invoice_source(&invoice.invoice_id), &reason, now).await;
+        return tx
+            .audit(
+                &NewAudit {
+                    actor: "system",
+                    action: "refund_unmatched",
+                    entity_type: "invoice",
+                    entity_id: &invoice.invoice_id,
+                    old_value: None,
+                    new_value: None,
+                    reason: Some(&reason),
+                },
+                now,
+            )
+            .await;
     }
     let taken =
         recurring::refund_adjustment(line.amount()?, invoice_amount, refunded_before, refunded);

@@ -559,6 +559,13 @@ async fn a_refund_that_arrives_before_its_invoice_still_takes_back_its_share(bac
 
     // The refund first (its own partition), then the invoice, named by Ana's HubSpot contact.
     refund(&app, "evt_re_7", "in_7", "400.00", won + 9 * DAY).await;
+    // And one in another currency than the invoice: never converted by guess.
+    app.signup(
+        json!({"id": "evt_re_7_eur", "type": "invoice.refunded", "occurred_at": iso(won + 9 * DAY),
+        "data": {"invoice_id": "in_7", "refund_id": "re_eur", "amount": "10.00", "currency": "EUR",
+                 "refunded_at": iso(won + 9 * DAY)}}),
+    )
+    .await;
     app.process().await;
     assert!(lines(&app, LineKind::Adjustment).await.is_empty());
     app.signup(
@@ -583,6 +590,18 @@ async fn a_refund_that_arrives_before_its_invoice_still_takes_back_its_share(bac
             adjustment.hold_until
         ),
         ("-40.00", "pending", line.hold_until)
+    );
+    assert_eq!(lines(&app, LineKind::Adjustment).await.len(), 1);
+    let audit = app.store.audit_entries("invoice", "in_7").await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .map(|a| (a.action.as_str(), a.reason.as_deref()))
+            .collect::<Vec<_>>(),
+        [(
+            "refund_unmatched",
+            Some("refund re_eur is in EUR, its invoice in USD: take it back by hand")
+        )]
     );
     assert_eq!(
         release_holds(&app.store, &app.settings, line.hold_until.unwrap())
