@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::domain::payout::InstallmentAt;
 use crate::domain::stage::CanonicalStage;
 
 /// The defaults, compiled in so the binary runs from any directory.
@@ -294,6 +295,33 @@ pub struct ProgramSettings {
     pub fx: BTreeMap<String, Decimal>,
     #[serde(default = "default_block_on")]
     pub block_on: Vec<String>,
+    /// A share of the referred customer's later revenue (paid invoices, won renewals).
+    #[serde(default)]
+    pub recurring: Option<RecurringRule>,
+    /// A statement is due this many days after the end of its month.
+    #[serde(default = "default_payout_terms_days")]
+    pub payout_terms_days: u32,
+    /// Pay a won deal's reward in installments; empty pays it whole once payable.
+    #[serde(default)]
+    pub payout_schedule: Vec<InstallmentSettings>,
+}
+
+/// `recurring = { percent, months, cap }`: each payment of a referred customer within `months`
+/// calendar months of its first won deal earns the referrer `percent` of it (times the tier
+/// multiplier); `cap` bounds what one customer's recurring rewards add up to.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct RecurringRule {
+    pub percent: Decimal,
+    pub months: u32,
+    #[serde(default)]
+    pub cap: Option<Decimal>,
+}
+
+/// One installment of `payout_schedule`: `share` of the reward, payable when `at` is reached.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct InstallmentSettings {
+    pub at: InstallmentAt,
+    pub share: Decimal,
 }
 
 /// How a reward is computed.
@@ -362,6 +390,9 @@ fn default_window_days() -> u32 {
     365
 }
 fn default_hold_days() -> u32 {
+    30
+}
+fn default_payout_terms_days() -> u32 {
     30
 }
 fn default_block_on() -> Vec<String> {
@@ -532,7 +563,9 @@ impl Settings {
         let mut unknown = Vec::new();
         let settings: Settings = serde_path_to_error::deserialize(
             serde_ignored::Deserializer::new(merged, &mut |path: serde_ignored::Path<'_>| {
-                unknown.push(format!("{path}: unknown key"))
+                // An optional table's path shows `?` for "present"; the key is what people wrote.
+                let key = path.to_string().replace(".?.", ".");
+                unknown.push(format!("{key}: unknown key"))
             }),
         )
         .map_err(|e| {
@@ -839,6 +872,25 @@ impl Settings {
                     p.push(format!("{key}.{name}: must not be negative"));
                 }
             }
+            if let Some(r) = &prog.recurring {
+                if r.percent <= Decimal::ZERO || r.percent > Decimal::ONE_HUNDRED {
+                    p.push(format!(
+                        "{key}.recurring.percent: must be above 0 and at most 100"
+                    ));
+                }
+                if r.months == 0 || r.months > 1200 {
+                    p.push(format!(
+                        "{key}.recurring.months: must be between 1 and 1200"
+                    ));
+                }
+                if r.cap.is_some_and(|c| c <= Decimal::ZERO) {
+                    p.push(format!("{key}.recurring.cap: must be positive"));
+                }
+            }
+            if prog.payout_terms_days > 3650 {
+                p.push(format!("{key}.payout_terms_days: must be at most 3650"));
+            }
+            validate_schedule(&format!("{key}.payout_schedule"), &prog.payout_schedule, p);
         }
     }
 
@@ -850,6 +902,31 @@ impl Settings {
     /// True when the database URL names SQLite.
     pub fn is_sqlite(&self) -> bool {
         self.database.url.expose().starts_with("sqlite:")
+    }
+}
+
+/// Shares above 0, each moment once, adding up to exactly 1 (the whole reward, never more).
+fn validate_schedule(key: &str, schedule: &[InstallmentSettings], p: &mut Vec<String>) {
+    if schedule.is_empty() {
+        return;
+    }
+    for (i, step) in schedule.iter().enumerate() {
+        if step.share <= Decimal::ZERO || step.share > Decimal::ONE {
+            p.push(format!("{key}[{i}].share: must be above 0 and at most 1"));
+        }
+        if schedule[..i].iter().any(|earlier| earlier.at == step.at) {
+            p.push(format!(
+                "{key}[{i}].at: `{}` appears twice (one installment per moment)",
+                step.at
+            ));
+        }
+    }
+    let total: Decimal = schedule.iter().map(|s| s.share).sum();
+    if total != Decimal::ONE {
+        p.push(format!(
+            "{key}: the shares add up to {}, not 1",
+            total.normalize()
+        ));
     }
 }
 

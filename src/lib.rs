@@ -12,6 +12,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod outbox;
+pub mod payouts;
 pub mod processing;
 pub mod reports;
 pub mod rewards;

@@ -39,6 +39,17 @@ pub fn check(data: &[u8]) {
             vec![referral.email.as_str()]
         }
         ProductPayload::SignupActivated(activation) => vec![activation.email.as_str()],
+        ProductPayload::InvoicePaid(invoice) => {
+            assert!(invoice.amount.is_sign_positive() && !invoice.amount.is_zero());
+            assert!(invoice.email.is_some() || invoice.crm_id.is_some());
+            assert_eq!(invoice.currency.len(), 3);
+            invoice.email.as_deref().into_iter().collect()
+        }
+        ProductPayload::InvoiceRefunded(refund) => {
+            assert!(refund.amount.is_sign_positive() && !refund.amount.is_zero());
+            assert!(!refund.key().is_empty());
+            Vec::new()
+        }
         ProductPayload::Unknown => Vec::new(),
     };
     for email in emails {

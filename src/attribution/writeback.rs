@@ -47,6 +47,7 @@ pub async fn context_write(
 }
 
 /// The referral-context write, given the referrer's name and successful referrals so far.
+/// `referrer_tier` is the tier those successes reach, or the first tier before the first one.
 pub fn context_properties(
     settings: &Settings,
     record: &CrmRecord,
@@ -62,12 +63,14 @@ pub fn context_properties(
             .as_ref()
             .and_then(|m| settings.programs.get(m)),
     ) {
-        (Some(_), Some(program)) => program
-            .tiers
-            .iter()
-            .rev()
-            .find(|t| i64::from(t.min_successful) <= successes)
-            .map(|t| t.name.clone()),
+        // Before the referrer's first success: the tier they would have with it, the first one,
+        // so the field is never blank on a referred record.
+        (Some(_), Some(program)) => crate::rewards::calculate::tier_for(
+            &program.tiers,
+            u32::try_from(successes).unwrap_or(u32::MAX),
+        )
+        .or_else(|| program.tiers.iter().min_by_key(|t| t.min_successful))
+        .map(|t| t.name.clone()),
         _ => None,
     };
     // HubSpot datetime properties take epoch milliseconds; Salesforce DateTime fields ISO 8601.

@@ -1,7 +1,9 @@
 //! `referral-sync demo`: the whole story of SPEC §2, for a US (HubSpot) and a RU (Salesforce)
 //! program, played against the built-in CRM sandbox on loopback with a temporary SQLite database.
 //! Webhooks go over real HTTP with real signatures; a fake clock lets months pass in an instant.
-//! Prints a timeline, what the CRMs now hold, and the funnel.
+//! Then the money after the win: recurring rewards from invoices and a renewal, a refund clawing
+//! part of one back, and the month's payout statements, one per currency. Prints a timeline, what
+//! the CRMs now hold, and the funnel.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,9 +11,11 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::output::outln;
+use super::output::{out, outln};
 use crate::clock::{to_rfc3339, Clock, FakeClock, DAY, MINUTE};
 use crate::config::{ConfigSources, Secret, Settings, SourceSettings};
+use crate::domain::payout::Period;
+use crate::domain::reward::LineKind;
 use crate::ingest::signature::{sign_hubspot, sign_standard_webhooks, HubSpotVersion};
 use crate::outbox::OutboxWorker;
 use crate::processing::InboxProcessor;
@@ -26,6 +30,9 @@ const SF_TOKEN: &str = "demo-outbound-token-0123456789";
 const SF_ORG: &str = "00D7F00000107XsUAI";
 /// 2026-11-02T09:00:00Z
 const START: i64 = 1_793_610_000_000;
+/// The renewals pipeline of config/example.toml, and its won stage.
+const RENEWALS_PIPELINE: &str = "renewals";
+const RENEWAL_WON: &str = "3482934002";
 
 struct Demo {
     http: reqwest::Client,
@@ -118,14 +125,23 @@ fn demo_settings(
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         s.programs = ex.programs;
+        s.renewals = ex.renewals;
+        s.hubspot.pipelines.extend(ex.hubspot.pipelines);
     } else {
         let ex: toml::Value = toml::from_str(include_str!("../../config/example.toml"))?;
-        s.programs = ex
-            .get("programs")
-            .cloned()
+        let part = |path: &[&str]| path.iter().try_fold(&ex, |v, key| v.get(key)).cloned();
+        s.programs = part(&["programs"])
             .map(|p| p.try_into())
             .transpose()?
             .unwrap_or_default();
+        if let Some(renewals) = part(&["renewals"]) {
+            s.renewals = renewals.try_into()?;
+        }
+        if let Some(pipeline) = part(&["hubspot", "pipelines", RENEWALS_PIPELINE]) {
+            s.hubspot
+                .pipelines
+                .insert(RENEWALS_PIPELINE.into(), pipeline.try_into()?);
+        }
     }
     s.database.url = Secret::new(format!("sqlite://{}/demo.db", dir.display()));
     s.server.bind = "127.0.0.1:0".into();
@@ -163,6 +179,7 @@ impl Demo {
         )?;
         self.us_story().await?;
         self.ru_story().await?;
+        self.money_story().await?;
         self.print_crm()?;
         self.print_funnel().await
     }
@@ -494,6 +511,128 @@ impl Demo {
         Ok(())
     }
 
+    /// Lines of a kind made since the story began, as one line each.
+    async fn lines_of(&self, kind: LineKind) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .store
+            .rewards(None, 500)
+            .await?
+            .into_iter()
+            .filter(|r| r.line_kind == kind.as_str())
+            .map(|r| {
+                format!(
+                    "{} {} {} {} ({}{})",
+                    r.line_kind,
+                    r.status,
+                    r.amount,
+                    r.currency,
+                    r.source_key
+                        .as_deref()
+                        .map_or_else(|| format!("deal {}", r.deal_id), str::to_string),
+                    r.tier.map(|t| format!(", tier {t}")).unwrap_or_default()
+                )
+            })
+            .collect())
+    }
+
+    async fn money_story(&mut self) -> anyhow::Result<()> {
+        outln!("After the win — recurring rewards, a refund, the month's payouts\n")?;
+        // Northwind (Ana, the first US referral) is billed monthly by the product.
+        for month in 1..=3 {
+            if month > 1 {
+                self.clock.advance(30 * DAY);
+            }
+            let id = format!("in_nw_{month}");
+            self.product(
+                &format!("evt_{id}"),
+                "invoice.paid",
+                json!({"email": "ana@northwind.io", "invoice_id": id, "amount": "4000.00",
+                       "currency": "USD", "paid_at": to_rfc3339(self.now())}),
+            )
+            .await?;
+            self.settle().await?;
+        }
+        self.say("Northwind pays three monthly invoices of 4,000 USD: ACME-7 earns 10% of each, at its tier when paid")?;
+        // Contoso (Bo) renews: a won deal in the renewals pipeline, on his contact.
+        let (contact, deal) = ("102", "205");
+        self.crm.state.seed_hubspot(
+            "deals",
+            deal,
+            &[
+                ("amount", "15000"),
+                ("deal_currency_code", "USD"),
+                ("pipeline", RENEWALS_PIPELINE),
+            ],
+            &[contact],
+        );
+        self.hubspot(json!([
+            self.hs(5001, "deal.creation", 205, json!({})),
+            self.hs(5002, "deal.associationChange", 205, json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": 205, "toObjectId": 102})),
+            self.hs(5003, "deal.propertyChange", 205, json!({"propertyName": "pipeline", "propertyValue": RENEWALS_PIPELINE})),
+            self.hs(5004, "deal.propertyChange", 205, json!({"propertyName": "amount", "propertyValue": "15000"})),
+            self.hs(5005, "deal.propertyChange", 205, json!({"propertyName": "deal_currency_code", "propertyValue": "USD"})),
+            self.hs(5006, "deal.propertyChange", 205, json!({"propertyName": "dealstage", "propertyValue": RENEWAL_WON})),
+        ]))
+        .await?;
+        self.clock.advance(5 * DAY);
+        self.settle().await?;
+        self.say("Contoso renews for 15,000 USD (a won deal in the renewals pipeline): a recurring reward, not a second first-win reward")?;
+        self.clock.advance(31 * DAY);
+        release_holds(&self.store, &self.settings, self.now()).await?;
+        self.settle().await?;
+        for line in self.lines_of(LineKind::Recurring).await? {
+            self.detail(line)?;
+        }
+        self.product(
+            "evt_re_nw_2",
+            "invoice.refunded",
+            json!({"invoice_id": "in_nw_2", "refund_id": "re_nw_2", "amount": "1000.00",
+                   "currency": "USD", "refunded_at": to_rfc3339(self.now())}),
+        )
+        .await?;
+        self.settle().await?;
+        self.say("Northwind is refunded 1,000 USD of its second invoice: a quarter of that reward comes back")?;
+        for line in self.lines_of(LineKind::Adjustment).await? {
+            self.detail(line)?;
+        }
+        let period = Period::of(self.now());
+        let payouts = crate::payouts::read_period(
+            &self.store,
+            &self.settings,
+            period,
+            &crate::payouts::StatementFilter::default(),
+            self.now(),
+        )
+        .await?;
+        self.say(&format!(
+            "the {period} payout statements, one per referrer and currency (what became payable and was on no statement yet)"
+        ))?;
+        outln!()?;
+        out!("{}", crate::payouts::to_table(&payouts))?;
+        if let Some(usd) = payouts.statements.iter().find(|s| s.currency == "USD") {
+            let paid = crate::payouts::mark_paid(
+                &self.store,
+                &self.settings,
+                &usd.id,
+                "WIRE-ACME-7",
+                Some(usd.total),
+                "finance@example.com",
+                self.now(),
+            )
+            .await?;
+            self.settle().await?;
+            outln!()?;
+            self.say(&format!(
+                "finance transfers {} {} to ACME-7 and marks the statement paid (reference {}): its lines are paid, the statement frozen",
+                paid.total,
+                paid.currency,
+                paid.reference.as_deref().unwrap_or_default()
+            ))?;
+        }
+        outln!()?;
+        Ok(())
+    }
+
     fn print_crm(&self) -> anyhow::Result<()> {
         outln!("What the CRMs hold now\n")?;
         for (kind, id) in [
@@ -501,6 +640,7 @@ impl Demo {
             ("deals", "201"),
             ("deals", "203"),
             ("deals", "204"),
+            ("deals", "205"),
         ] {
             if let Some(props) = self.crm.state.hubspot_object(kind, id) {
                 let shown: Vec<String> = props

@@ -90,6 +90,21 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Print a month's payout statements, one per referrer and currency (gathering them first).
+    Payouts {
+        /// The month, YYYY-MM (UTC).
+        #[arg(long)]
+        period: String,
+        /// table, csv or json.
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+        format: String,
+        /// Only statements in this currency (e.g. USD).
+        #[arg(long)]
+        currency: Option<String>,
+        /// Only this referrer's statements (referrer code).
+        #[arg(long)]
+        referrer: Option<String>,
+    },
     /// Print signature headers for a body, to test a setup with curl.
     Sign(sign::SignArgs),
     /// Play the whole story against a built-in CRM sandbox and print what happened.
@@ -107,7 +122,7 @@ impl Command {
     /// Commands whose output a person reads: only real problems belong between their lines.
     fn prints_for_a_person(&self) -> bool {
         match self {
-            Command::Report { .. } => true,
+            Command::Report { .. } | Command::Payouts { .. } => true,
             #[cfg(feature = "demo")]
             Command::Demo => true,
             _ => false,
@@ -211,6 +226,12 @@ pub fn main() -> ExitCode {
                 from,
                 to,
             } => report(&settings, &format, market, source, from, to).await,
+            Command::Payouts {
+                period,
+                format,
+                currency,
+                referrer,
+            } => payouts(&settings, &period, &format, currency, referrer).await,
             #[cfg(feature = "demo")]
             Command::Demo => demo::run(&std::path::PathBuf::from("config/example.toml")).await,
             Command::Crm {
@@ -274,6 +295,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Replay { .. } => "replay",
         Command::Partners { .. } => "partners import",
         Command::Report { .. } => "report",
+        Command::Payouts { .. } => "payouts",
         Command::Sign(_) => "sign",
         #[cfg(feature = "demo")]
         Command::Demo => "demo",
@@ -398,6 +420,37 @@ async fn report(
         "csv" => out!("{}", funnel::to_csv(&report))?,
         "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
         _ => out!("{}", funnel::to_table(&report))?,
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn payouts(
+    settings: &Settings,
+    period: &str,
+    format: &str,
+    currency: Option<String>,
+    referrer: Option<String>,
+) -> anyhow::Result<()> {
+    use crate::payouts::{self, StatementFilter};
+    let period: crate::domain::payout::Period = period
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--period: {e}"))?;
+    let store = Store::connect(&settings.database).await?;
+    // Reading a period writes its statements: the schema must be current.
+    store.migrate().await?;
+    let filter = StatementFilter {
+        currency: currency.map(|c| c.trim().to_ascii_uppercase()),
+        referrer,
+    };
+    let now = crate::clock::Clock::now(&SystemClock);
+    let read = payouts::read_period(&store, settings, period, &filter, now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match format {
+        "csv" => out!("{}", payouts::to_csv(&read))?,
+        "json" => outln!("{}", serde_json::to_string_pretty(&read)?)?,
+        _ => out!("{}", payouts::to_table(&read))?,
     }
     store.close().await;
     Ok(())

@@ -1,5 +1,6 @@
-//! Reward vocabulary (SPEC §4): who a reward is for and the states of its lifecycle. The status
-//! names are also the values of the CRM pick-lists `crm setup` creates, so they are fixed here once.
+//! Reward vocabulary (SPEC §4): who a reward is for, the states of its lifecycle, and what kind of
+//! line it is. The status names are also the values of the CRM pick-lists `crm setup` creates, so
+//! they are fixed here once.
 
 use std::fmt;
 use std::str::FromStr;
@@ -105,9 +106,35 @@ impl FromStr for RewardStatus {
     }
 }
 
+/// What made a reward line (SPEC §4 "Payouts": the kinds a statement shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// A referred deal reaching its program's success stage.
+    Reward,
+    /// A share of a referred customer's later revenue: a paid invoice or a won renewal deal.
+    Recurring,
+    /// Money taken back (negative): a refund, or a deal reopened or lost after its hold.
+    Adjustment,
+}
+
+impl LineKind {
+    pub const ALL: [LineKind; 3] = [Self::Reward, Self::Recurring, Self::Adjustment];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reward => "reward",
+            Self::Recurring => "recurring",
+            Self::Adjustment => "adjustment",
+        }
+    }
+}
+
+names!(LineKind);
+
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a known name")]
-pub struct UnknownName(String);
+pub struct UnknownName(pub(crate) String);
 
 #[cfg(test)]
 mod tests {
@@ -123,6 +150,14 @@ mod tests {
             );
         }
         assert!("cancelled".parse::<RewardStatus>().is_err());
+        for kind in LineKind::ALL {
+            assert_eq!(kind.as_str().parse::<LineKind>().unwrap(), kind);
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        assert!("bonus".parse::<LineKind>().is_err());
         assert_eq!(
             "referee".parse::<Beneficiary>().unwrap(),
             Beneficiary::Referee

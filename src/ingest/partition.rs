@@ -27,14 +27,26 @@ pub fn referrer_key(code: &str) -> String {
     format!("referrer:{code}")
 }
 
-/// What a product event is about: the referee's email for claims and activations, the referrer's
-/// code for partner events, the event itself otherwise.
+/// The routing key of an invoice's events that name no referee (refunds).
+pub fn invoice_key(invoice_id: &str) -> String {
+    format!("invoice:{invoice_id}")
+}
+
+/// What a product event is about: the referee's email for claims, activations and payments, the
+/// referrer's code for partner events, the invoice for refunds (and payments known by a CRM id
+/// only), the event itself otherwise. A refund may so land in another partition than its
+/// payment: the reconcile step matches them.
 pub fn product_route_key(event: &ProductEvent) -> String {
     match &event.payload {
         ProductPayload::ReferralCreated(d) | ProductPayload::SignupCreated(d) => {
             email_key(&d.email)
         }
         ProductPayload::SignupActivated(a) => email_key(&a.email),
+        ProductPayload::InvoicePaid(i) => match &i.email {
+            Some(email) => email_key(email),
+            None => invoice_key(&i.invoice_id),
+        },
+        ProductPayload::InvoiceRefunded(r) => invoice_key(&r.invoice_id),
         ProductPayload::PartnerInvited(p) | ProductPayload::PartnerJoined(p) => {
             referrer_key(&p.code)
         }
@@ -72,4 +84,29 @@ mod tests {
     }
 
     const PINNED: [i32; 3] = [49, 1, 2];
+
+    #[test]
+    fn payments_go_with_their_referee_and_refunds_with_their_invoice() {
+        let route = |body: serde_json::Value| {
+            let event = crate::ingest::product::parse_product_event(body.to_string().as_bytes())
+                .expect("a valid event");
+            product_route_key(&event)
+        };
+        let paid = |data: serde_json::Value| {
+            serde_json::json!({"id": "e", "type": "invoice.paid", "occurred_at": "2026-12-01T00:00:00Z",
+                "data": data})
+        };
+        let fields = serde_json::json!({"invoice_id": "in_1", "amount": "10", "currency": "USD",
+            "paid_at": "2026-12-01T00:00:00Z"});
+        let mut by_email = fields.clone();
+        by_email["email"] = "Ana@Northwind.io".into();
+        let mut by_record = fields;
+        by_record["crm_id"] = "hubspot:contact:101".into();
+        assert_eq!(route(paid(by_email)), "email:ana@northwind.io");
+        assert_eq!(route(paid(by_record)), "invoice:in_1");
+        let refund = serde_json::json!({"id": "r", "type": "invoice.refunded",
+            "occurred_at": "2026-12-09T00:00:00Z", "data": {"invoice_id": "in_1", "amount": "5",
+            "currency": "USD", "refunded_at": "2026-12-09T00:00:00Z"}});
+        assert_eq!(route(refund), "invoice:in_1");
+    }
 }

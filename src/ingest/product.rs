@@ -1,14 +1,16 @@
-//! The company's own product events (`partner.*`, `referral.created`, `signup.*`): validates one
-//! JSON event per request and turns it into typed, normalised data. Unknown event types are
+//! The company's own product events (`partner.*`, `referral.created`, `signup.*`, `invoice.*`):
+//! validates one JSON event per request and turns it into typed, normalised data. Unknown event types are
 //! accepted without looking at their data, so senders can add types before this service knows them.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::domain::market::Market;
+use crate::domain::Crm;
 
 pub const MAX_ID_CHARS: usize = 200;
 pub const MAX_CODE_CHARS: usize = 64;
@@ -46,6 +48,8 @@ pub enum ProductPayload {
     ReferralCreated(ReferralData),
     SignupCreated(ReferralData),
     SignupActivated(ActivationData),
+    InvoicePaid(InvoicePaid),
+    InvoiceRefunded(InvoiceRefunded),
     /// A type this service does not know; stored and ignored.
     Unknown,
 }
@@ -148,6 +152,47 @@ pub struct ActivationData {
     pub email: String,
 }
 
+/// `invoice.paid`: a customer paid an invoice (recurring rewards). The customer is named by email
+/// or by a CRM record the service links (`crm_id`, e.g. `hubspot:contact:123`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvoicePaid {
+    pub invoice_id: String,
+    /// Normalised with [`normalize_email`].
+    pub email: Option<String>,
+    /// `crm:object_type:object_id` of a person or deal.
+    pub crm_id: Option<String>,
+    /// Positive.
+    pub amount: Decimal,
+    /// Uppercase ISO code.
+    pub currency: String,
+    pub paid_at: i64,
+    pub period_start: Option<i64>,
+    pub period_end: Option<i64>,
+}
+
+/// `invoice.refunded`: part (or all) of a paid invoice was given back (clawbacks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvoiceRefunded {
+    pub invoice_id: String,
+    /// The sender's id for the refund, when it has one; a refund is otherwise known by its
+    /// invoice and time.
+    pub refund_id: Option<String>,
+    /// The refunded part, positive.
+    pub amount: Decimal,
+    pub currency: String,
+    pub refunded_at: i64,
+}
+
+impl InvoiceRefunded {
+    /// What tells this refund from another: the sender's refund id, else invoice and time.
+    pub fn key(&self) -> String {
+        match &self.refund_id {
+            Some(id) => id.clone(),
+            None => format!("{}@{}", self.invoice_id, self.refunded_at),
+        }
+    }
+}
+
 /// Parses and validates one product event.
 pub fn parse_product_event(body: &[u8]) -> Result<ProductEvent, ProductEventError> {
     let value: Value =
@@ -193,6 +238,8 @@ fn parse_payload(event_type: &str, event: &Fields) -> Result<ProductPayload, Pro
         "signup.activated" => ProductPayload::SignupActivated(ActivationData {
             email: event.data()?.required_email("email")?,
         }),
+        "invoice.paid" => ProductPayload::InvoicePaid(invoice_paid(&event.data()?)?),
+        "invoice.refunded" => ProductPayload::InvoiceRefunded(invoice_refunded(&event.data()?)?),
         _ => ProductPayload::Unknown,
     };
     Ok(payload)
@@ -248,6 +295,41 @@ fn referral_data(data: &Fields, code_required: bool) -> Result<ReferralData, Pro
         market: data.market("market")?,
         utm: data.string_map("utm")?,
         ip: data.ip("ip")?,
+    })
+}
+
+fn invoice_paid(data: &Fields) -> Result<InvoicePaid, ProductEventError> {
+    let email = data.optional_email("email")?;
+    let crm_id = data.crm_id("crm_id")?;
+    if email.is_none() && crm_id.is_none() {
+        return Err(data.invalid(
+            "email",
+            "is required (or data.crm_id, a CRM record such as hubspot:contact:123)",
+        ));
+    }
+    Ok(InvoicePaid {
+        invoice_id: data.identifier("invoice_id")?,
+        email,
+        crm_id,
+        amount: data.positive_amount("amount")?,
+        currency: data.currency("currency")?,
+        paid_at: data.timestamp_ms("paid_at")?,
+        period_start: data.optional_timestamp_ms("period_start")?,
+        period_end: data.optional_timestamp_ms("period_end")?,
+    })
+}
+
+fn invoice_refunded(data: &Fields) -> Result<InvoiceRefunded, ProductEventError> {
+    let refund_id = match data.present("refund_id") {
+        Some(_) => Some(data.identifier("refund_id")?),
+        None => None,
+    };
+    Ok(InvoiceRefunded {
+        invoice_id: data.identifier("invoice_id")?,
+        refund_id,
+        amount: data.positive_amount("amount")?,
+        currency: data.currency("currency")?,
+        refunded_at: data.timestamp_ms("refunded_at")?,
     })
 }
 
@@ -353,6 +435,74 @@ impl<'a> Fields<'a> {
                     "must be an RFC 3339 timestamp such as 2026-11-20T10:00:00Z",
                 )
             })
+    }
+
+    fn optional_timestamp_ms(&self, name: &str) -> Result<Option<i64>, ProductEventError> {
+        match self.present(name) {
+            Some(_) => self.timestamp_ms(name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An id another system gave (an invoice, a refund): any text up to [`MAX_ID_CHARS`].
+    fn identifier(&self, name: &str) -> Result<String, ProductEventError> {
+        let id = self.required_string(name)?;
+        if id.chars().count() > MAX_ID_CHARS {
+            return Err(self.invalid(name, &format!("must be at most {MAX_ID_CHARS} characters")));
+        }
+        Ok(id)
+    }
+
+    /// Money as a decimal string ("99.50"): a JSON number may already have lost its cents.
+    fn positive_amount(&self, name: &str) -> Result<Decimal, ProductEventError> {
+        let must = "must be a positive decimal string such as \"99.50\"";
+        let amount = match self.present(name) {
+            Some(Value::String(s)) => s
+                .trim()
+                .parse::<Decimal>()
+                .map_err(|_| self.invalid(name, must))?,
+            Some(_) => return Err(self.invalid(name, must)),
+            None => return Err(self.invalid(name, "is required")),
+        };
+        if amount <= Decimal::ZERO {
+            return Err(self.invalid(name, must));
+        }
+        Ok(amount)
+    }
+
+    /// A three-letter ISO code, uppercased.
+    fn currency(&self, name: &str) -> Result<String, ProductEventError> {
+        let code = self.required_string(name)?.to_ascii_uppercase();
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(self.invalid(name, "must be a three-letter currency code such as USD"));
+        }
+        Ok(code)
+    }
+
+    /// A person or deal the CRMs know, as `crm:object_type:object_id`.
+    fn crm_id(&self, name: &str) -> Result<Option<String>, ProductEventError> {
+        let Some(text) = self.optional_string(name)? else {
+            return Ok(None);
+        };
+        let mut parts = text.splitn(3, ':');
+        let known = match (parts.next(), parts.next(), parts.next()) {
+            (Some(crm), Some(object_type), Some(id)) => {
+                !id.is_empty()
+                    && id.chars().count() <= MAX_ID_CHARS
+                    && !id.chars().any(char::is_whitespace)
+                    && crm
+                        .parse::<Crm>()
+                        .is_ok_and(|crm| crm.kind_of(object_type).is_some())
+            }
+            _ => false,
+        };
+        if !known {
+            return Err(self.invalid(
+                name,
+                "must name a CRM person or deal such as hubspot:contact:123 or salesforce:Contact:0035…",
+            ));
+        }
+        Ok(Some(text))
     }
 
     fn ip(&self, name: &str) -> Result<Option<IpAddr>, ProductEventError> {
@@ -540,10 +690,10 @@ mod tests {
 
     #[test]
     fn unknown_types_are_accepted_without_data_checks() {
-        let body = br#"{"id":"evt_9","type":"invoice.paid","occurred_at":"2026-11-20T10:00:00+02:00","data":[1,2]}"#;
+        let body = br#"{"id":"evt_9","type":"subscription.paused","occurred_at":"2026-11-20T10:00:00+02:00","data":[1,2]}"#;
         let parsed = parse_product_event(body).unwrap();
         assert_eq!(parsed.payload, ProductPayload::Unknown);
-        assert_eq!(parsed.event_type, "invoice.paid");
+        assert_eq!(parsed.event_type, "subscription.paused");
         assert_eq!(parsed.occurred_at_ms, 1_795_161_600_000);
     }
 
@@ -605,6 +755,92 @@ mod tests {
                 serde_json::json!({}),
                 "data.email is required",
             ),
+        ];
+        for (event_type, data, expected) in cases {
+            assert_eq!(
+                rejection(&event(event_type, data)),
+                expected,
+                "{event_type}"
+            );
+        }
+    }
+
+    fn invoice() -> Value {
+        serde_json::json!({"email": " Ana@Northwind.io", "invoice_id": "in_1", "amount": "1200.50",
+                           "currency": "usd", "paid_at": "2026-12-01T00:00:00Z",
+                           "period_start": "2026-12-01T00:00:00Z", "period_end": "2027-01-01T00:00:00Z"})
+    }
+
+    fn refund() -> Value {
+        serde_json::json!({"invoice_id": "in_1", "amount": "300", "currency": "USD",
+                           "refunded_at": "2026-12-10T00:00:00Z"})
+    }
+
+    #[test]
+    fn invoice_events_are_parsed() {
+        let paid = parse_product_event(&event("invoice.paid", invoice())).unwrap();
+        let ProductPayload::InvoicePaid(paid) = paid.payload else {
+            panic!("wrong payload");
+        };
+        assert_eq!(paid.email.as_deref(), Some("ana@northwind.io"));
+        assert_eq!(paid.invoice_id, "in_1");
+        assert_eq!(paid.amount.to_string(), "1200.50");
+        assert_eq!(paid.currency, "USD");
+        assert_eq!(paid.paid_at, 1_796_083_200_000);
+        assert_eq!(paid.period_end, Some(1_798_761_600_000));
+        let by_record = with(
+            without(invoice(), "email"),
+            "crm_id",
+            Value::from("salesforce:Contact:0037F00000RuRuRQAA"),
+        );
+        let ProductPayload::InvoicePaid(paid) =
+            parse_product_event(&event("invoice.paid", by_record))
+                .unwrap()
+                .payload
+        else {
+            panic!("wrong payload");
+        };
+        assert_eq!(
+            paid.crm_id.as_deref(),
+            Some("salesforce:Contact:0037F00000RuRuRQAA")
+        );
+
+        let refunded = parse_product_event(&event("invoice.refunded", refund())).unwrap();
+        let ProductPayload::InvoiceRefunded(refunded) = refunded.payload else {
+            panic!("wrong payload");
+        };
+        assert_eq!(refunded.amount.to_string(), "300");
+        assert_eq!(refunded.key(), "in_1@1796860800000");
+        let with_id = with(refund(), "refund_id", Value::from("re_9"));
+        let ProductPayload::InvoiceRefunded(refunded) =
+            parse_product_event(&event("invoice.refunded", with_id))
+                .unwrap()
+                .payload
+        else {
+            panic!("wrong payload");
+        };
+        assert_eq!(refunded.key(), "re_9");
+    }
+
+    #[test]
+    fn invoice_events_name_the_field_they_lack_or_break() {
+        let cases = [
+            ("invoice.paid", without(invoice(), "email"), "data.email is required (or data.crm_id, a CRM record such as hubspot:contact:123)"),
+            ("invoice.paid", without(invoice(), "invoice_id"), "data.invoice_id is required"),
+            ("invoice.paid", without(invoice(), "amount"), "data.amount is required"),
+            ("invoice.paid", without(invoice(), "currency"), "data.currency is required"),
+            ("invoice.paid", without(invoice(), "paid_at"), "data.paid_at is required"),
+            ("invoice.paid", with(invoice(), "amount", Value::from(12.5)), "data.amount must be a positive decimal string such as \"99.50\""),
+            ("invoice.paid", with(invoice(), "amount", Value::from("-3")), "data.amount must be a positive decimal string such as \"99.50\""),
+            ("invoice.paid", with(invoice(), "amount", Value::from("1,200")), "data.amount must be a positive decimal string such as \"99.50\""),
+            ("invoice.paid", with(invoice(), "currency", Value::from("dollars")), "data.currency must be a three-letter currency code such as USD"),
+            ("invoice.paid", with(invoice(), "paid_at", Value::from("yesterday")), "data.paid_at must be an RFC 3339 timestamp such as 2026-11-20T10:00:00Z"),
+            ("invoice.paid", with(invoice(), "period_end", Value::from("soon")), "data.period_end must be an RFC 3339 timestamp such as 2026-11-20T10:00:00Z"),
+            ("invoice.paid", with(invoice(), "crm_id", Value::from("hubspot:company:1")), "data.crm_id must name a CRM person or deal such as hubspot:contact:123 or salesforce:Contact:0035…"),
+            ("invoice.refunded", without(refund(), "invoice_id"), "data.invoice_id is required"),
+            ("invoice.refunded", without(refund(), "amount"), "data.amount is required"),
+            ("invoice.refunded", without(refund(), "refunded_at"), "data.refunded_at is required"),
+            ("invoice.refunded", with(refund(), "amount", Value::from("0")), "data.amount must be a positive decimal string such as \"99.50\""),
         ];
         for (event_type, data, expected) in cases {
             assert_eq!(

@@ -1,5 +1,6 @@
 //! The first step of processing: what a batch of stored events *says* — referrers, first touches
-//! and touches, CRM records and their facts, associations, stage history, API reads to make —
+//! and touches, CRM records and their facts, associations, stage history, paid and refunded
+//! invoices, API reads to make —
 //! applied in arrival order in memory and written with one statement per table. Nothing here
 //! decides links or rewards: every fact that may change them queues a recheck for the reconcile
 //! step in the same transaction ([`crate::store::NewRecheck`]).
@@ -17,12 +18,13 @@ use crate::config::Settings;
 use crate::domain::stage::CanonicalStage;
 use crate::domain::Crm;
 use crate::ingest::product::{
-    PartnerData, ProductEvent, ProductPayload, ReferralData, ReferralSource,
+    InvoicePaid, InvoiceRefunded, PartnerData, ProductEvent, ProductPayload, ReferralData,
+    ReferralSource,
 };
 use crate::store::{
-    Association, GuardDetail, InboxEvent, InboxOutcome, InboxStatus, NewOutbox, NewRecheck,
-    NewReferral, NewStageChange, NewTouch, RecheckKind, RecordFacts, RecordKey, RefereeFill,
-    ReferrerFacts, ReferrerUpsert, StoreError, Tx,
+    Association, GuardDetail, InboxEvent, InboxOutcome, InboxStatus, NewInvoice, NewOutbox,
+    NewRecheck, NewReferral, NewRefund, NewStageChange, NewTouch, RecheckKind, RecordFacts,
+    RecordKey, RefereeFill, ReferrerFacts, ReferrerUpsert, StoreError, Tx,
 };
 
 /// What applying a batch's facts did.
@@ -145,6 +147,9 @@ struct Batch<'a> {
     referrer_markets: HashMap<String, Option<String>>,
     deals_of_merged_people: HashMap<(Crm, String), Vec<String>>,
     people_of_merged_deals: HashMap<(Crm, String), Vec<String>>,
+    /// Invoice ids and refund keys recorded already (and by this batch).
+    known_invoices: HashSet<String>,
+    known_refunds: HashSet<String>,
     // To write.
     referrers: BTreeMap<String, ReferrerUpsert>,
     new_referrals: Vec<NewReferral>,
@@ -154,6 +159,8 @@ struct Batch<'a> {
     if_linked: Vec<IfLinked>,
     associations: BTreeMap<(String, String, String), Association>,
     stage_changes: BTreeMap<(RecordKey, String, Millis), NewStageChange>,
+    invoices: Vec<NewInvoice>,
+    refunds: Vec<NewRefund>,
     rechecks: Vec<NewRecheck>,
     queued: HashSet<(RecheckKind, String)>,
     outbox: Vec<NewOutbox>,
@@ -173,6 +180,8 @@ impl<'a> Batch<'a> {
         let mut codes: Vec<&str> = Vec::new();
         let mut merged_people: HashMap<Crm, Vec<&str>> = HashMap::new();
         let mut merged_deals: HashMap<Crm, Vec<&str>> = HashMap::new();
+        let mut invoice_ids: Vec<&str> = Vec::new();
+        let mut refund_keys: Vec<String> = Vec::new();
         for d in decoded.iter().flatten() {
             match d {
                 Decoded::Crm { changes, .. } => {
@@ -199,6 +208,8 @@ impl<'a> Batch<'a> {
                         codes.extend(d.referral_code.as_deref());
                     }
                     ProductPayload::SignupActivated(a) => emails.push(&a.email),
+                    ProductPayload::InvoicePaid(i) => invoice_ids.push(&i.invoice_id),
+                    ProductPayload::InvoiceRefunded(r) => refund_keys.push(r.key()),
                     _ => {}
                 },
                 Decoded::Ignore(_) => {}
@@ -256,6 +267,10 @@ impl<'a> Batch<'a> {
                     .push(person_id);
             }
         }
+        // Only batches carrying invoices pay for these reads.
+        let known_invoices = tx.known_invoices(&invoice_ids).await?.into_iter().collect();
+        let refund_keys: Vec<&str> = refund_keys.iter().map(String::as_str).collect();
+        let known_refunds = tx.known_refunds(&refund_keys).await?.into_iter().collect();
         Ok(Batch {
             settings,
             now,
@@ -265,6 +280,8 @@ impl<'a> Batch<'a> {
             referrer_markets,
             deals_of_merged_people,
             people_of_merged_deals,
+            known_invoices,
+            known_refunds,
             referrers: BTreeMap::new(),
             new_referrals: Vec::new(),
             fills: BTreeMap::new(),
@@ -273,6 +290,8 @@ impl<'a> Batch<'a> {
             if_linked: Vec::new(),
             associations: BTreeMap::new(),
             stage_changes: BTreeMap::new(),
+            invoices: Vec::new(),
+            refunds: Vec::new(),
             rechecks: Vec::new(),
             queued: HashSet::new(),
             outbox: Vec::new(),
@@ -305,10 +324,52 @@ impl<'a> Batch<'a> {
                 }
                 None => Outcome::ignored("activation for an email with no referral"),
             },
+            ProductPayload::InvoicePaid(i) => self.invoice_paid(event, i),
+            ProductPayload::InvoiceRefunded(r) => self.invoice_refunded(event, r),
             ProductPayload::Unknown => {
                 Outcome::ignored(format!("unknown event type {}", event.event_type))
             }
         }
+    }
+
+    /// A paid invoice is recorded once per invoice id; whether it earns a recurring reward is the
+    /// reconcile step's to decide.
+    fn invoice_paid(&mut self, event: &InboxEvent, i: InvoicePaid) -> Outcome {
+        if !self.known_invoices.insert(i.invoice_id.clone()) {
+            return Outcome::ignored(format!("invoice {} was recorded already", i.invoice_id));
+        }
+        self.recheck(RecheckKind::Invoice, i.invoice_id.clone(), None);
+        self.invoices.push(NewInvoice {
+            invoice_id: i.invoice_id,
+            email: i.email,
+            crm_id: i.crm_id,
+            amount: i.amount.to_string(),
+            currency: i.currency,
+            paid_at: i.paid_at,
+            period_start: i.period_start,
+            period_end: i.period_end,
+            inbox_event_id: event.id,
+        });
+        Outcome::processed()
+    }
+
+    /// A refund is recorded once; it may arrive before its invoice (another partition), which the
+    /// reconcile step matches whatever the order.
+    fn invoice_refunded(&mut self, event: &InboxEvent, r: InvoiceRefunded) -> Outcome {
+        let key = r.key();
+        if !self.known_refunds.insert(key.clone()) {
+            return Outcome::ignored(format!("refund {key} was recorded already"));
+        }
+        self.recheck(RecheckKind::Invoice, r.invoice_id.clone(), None);
+        self.refunds.push(NewRefund {
+            refund_key: key,
+            invoice_id: r.invoice_id,
+            amount: r.amount.to_string(),
+            currency: r.currency,
+            refunded_at: r.refunded_at,
+            inbox_event_id: event.id,
+        });
+        Outcome::processed()
     }
 
     fn referrer(&mut self, p: &PartnerData, joined: bool, at: Millis) -> Outcome {
@@ -739,6 +800,8 @@ impl<'a> Batch<'a> {
             .into_values()
             .collect();
         tx.append_stage_changes(&changes, now).await?;
+        tx.insert_invoices(&self.invoices, now).await?;
+        tx.insert_refunds(&self.refunds, now).await?;
         tx.queue_rechecks(&self.rechecks, now).await?;
         tx.enqueue_all(&self.outbox, now).await?;
         tx.set_outcomes(&self.outcomes, now).await?;

@@ -12,6 +12,8 @@
 //!   associated people's and its account's people's, and the deals merged into it;
 //! - a linked deal's referral gets `qualified_at`/`won_at` from the deal's stage history, and its
 //!   rewards follow the deal's current stage ([`crate::rewards::engine::on_deal_stage`]);
+//! - a referred customer's paid invoice has its recurring line, and each refund of it its
+//!   adjustment ([`crate::rewards::engine::on_invoice`]), whichever arrived first;
 //! - a linked record whose CRM shows another referral source than recorded gets it restored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -23,8 +25,9 @@ use crate::domain::stage::CanonicalStage;
 use crate::domain::{Crm, RecordKind};
 use crate::rewards::engine as rewards;
 use crate::store::{
-    Attribution, AuditRecord, CrmRecord, GuardDetail, LinkedFacts, MilestoneFill, NewOutbox,
-    NewRecheck, Recheck, RecheckKind, RecordKey, RecordLink, Referral, StoreError, Tx,
+    Attribution, AuditRecord, CrmRecord, GuardDetail, Invoice, InvoiceReferral, LinkedFacts,
+    MilestoneFill, NewOutbox, NewRecheck, Recheck, RecheckKind, RecordKey, RecordLink, Referral,
+    Refund, StoreError, Tx,
 };
 
 /// What one round did.
@@ -34,8 +37,9 @@ pub(super) struct Reconciled {
     pub rechecks: usize,
     /// CRM writes queued (the outbox worker should look).
     pub queued_writes: bool,
-    /// Deals whose rewards could not be settled, with the error (queued again for later).
-    pub failures: Vec<(RecordKey, String)>,
+    /// Deals and invoices whose rewards could not be settled, with the error (queued again for
+    /// later).
+    pub failures: Vec<(NewRecheck, String)>,
 }
 
 /// After a failure, a deal's recheck waits this long before it is tried again.
@@ -50,6 +54,7 @@ pub(super) async fn round(
 ) -> Result<Reconciled, StoreError> {
     let mut emails = BTreeSet::new();
     let mut subjects = BTreeSet::new();
+    let mut invoices = BTreeSet::new();
     let mut guards = Vec::new();
     for r in rechecks {
         match r.kind()? {
@@ -67,6 +72,9 @@ pub(super) async fn round(
                     })?;
                 subjects.insert(key.clone());
                 guards.push((key, detail));
+            }
+            RecheckKind::Invoice => {
+                invoices.insert(r.subject.clone());
             }
         }
     }
@@ -100,8 +108,10 @@ pub(super) async fn round(
         queued_writes: !state.outbox.is_empty(),
         failures: Vec::new(),
     };
-    done.failures = state.settle_rewards(tx, &settled).await?;
-    done.queued_writes |= !settled.is_empty();
+    let mut work = state.deal_work(tx, &settled).await?;
+    work.extend(state.invoice_work(tx, &invoices).await?);
+    done.failures = state.settle(tx, &work).await?;
+    done.queued_writes |= !work.is_empty();
     let mut again: Vec<NewRecheck> = changed_meanwhile
         .into_iter()
         .map(|k| NewRecheck {
@@ -112,13 +122,8 @@ pub(super) async fn round(
         .collect();
     again.sort_by(|a, b| a.subject.cmp(&b.subject));
     tx.queue_rechecks(&again, now).await?;
-    for (key, error) in &done.failures {
-        let retry = NewRecheck {
-            kind: RecheckKind::Record,
-            subject: key.label(),
-            detail: None,
-        };
-        tx.queue_retry(&retry, 1, error, now + RETRY_AFTER, now)
+    for (retry, error) in &done.failures {
+        tx.queue_retry(retry, 1, error, now + RETRY_AFTER, now)
             .await?;
     }
     tx.delete_rechecks(&rechecks.iter().map(|r| r.id).collect::<Vec<_>>())
@@ -827,19 +832,18 @@ impl<'a> State<'a> {
     }
 
     /// Rewards follow each linked deal's current stage. Only deals at a program's success stage,
-    /// or with rewards already, are handed to the reward engine; each in a savepoint, so one that
-    /// fails is retried later without undoing the rest.
-    async fn settle_rewards(
+    /// or with rewards already, are handed to the reward engine.
+    async fn deal_work(
         &mut self,
         tx: &mut Tx,
         deals: &[RecordKey],
-    ) -> Result<Vec<(RecordKey, String)>, StoreError> {
+    ) -> Result<Vec<Work>, StoreError> {
         // A deal relinked to an earlier first touch has its reward decided again for that
         // referral, unless it was already announced as eligible, approved or paid.
         let mut moved = Vec::new();
         for (deal, left) in &self.relinked {
             for reward in tx
-                .withdraw_unsettled_rewards(&deal.crm, &deal.object_id)
+                .withdraw_unsettled_rewards(&deal.crm, &deal.object_id, false)
                 .await?
             {
                 moved.push(AuditRecord {
@@ -925,20 +929,90 @@ impl<'a> State<'a> {
             if !has_rewards && !at_success {
                 continue;
             }
-            due.push((key.clone(), deal.clone(), stage));
+            due.push(Work::Deal(Box::new(deal.clone()), stage));
         }
-        if due.is_empty() {
+        Ok(due)
+    }
+
+    /// Invoices of referred customers, with their refunds (the referral each belongs to is
+    /// recorded on it: by its email, or by the CRM record it names).
+    async fn invoice_work(
+        &mut self,
+        tx: &mut Tx,
+        ids: &BTreeSet<String>,
+    ) -> Result<Vec<Work>, StoreError> {
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // All in one savepoint; only when one fails, again one savepoint per deal.
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let invoices = tx.invoices(&ids).await?;
+        let mut refunds: HashMap<String, Vec<Refund>> = HashMap::new();
+        for r in tx.refunds_of(&ids).await? {
+            refunds.entry(r.invoice_id.clone()).or_default().push(r);
+        }
+        let emails: Vec<&str> = invoices
+            .iter()
+            .filter(|i| i.referral_id.is_none())
+            .filter_map(|i| i.email.as_deref())
+            .collect();
+        self.load_referrals(tx, [], emails).await?;
+        let named: Vec<RecordKey> = invoices
+            .iter()
+            .filter(|i| i.referral_id.is_none())
+            .filter_map(|i| RecordKey::parse_label(i.crm_id.as_deref()?))
+            .collect();
+        let named: BTreeSet<RecordKey> = named.into_iter().collect();
+        self.load_records(tx, &named).await?;
+        let mut found = Vec::new();
+        let mut work = Vec::new();
+        for invoice in invoices {
+            let referral = invoice.referral_id.clone().or_else(|| {
+                let by_email = invoice
+                    .email
+                    .as_deref()
+                    .and_then(|e| self.referrals_by_email.get(e))
+                    .map(|r| r.id.clone());
+                let by_record = invoice
+                    .crm_id
+                    .as_deref()
+                    .and_then(RecordKey::parse_label)
+                    .and_then(|k| self.records.get(&k)?.referral_id.clone());
+                by_email.or(by_record)
+            });
+            let Some(referral) = referral else {
+                continue;
+            };
+            if invoice.referral_id.is_none() {
+                found.push(InvoiceReferral {
+                    invoice_id: invoice.invoice_id.clone(),
+                    referral_id: referral.clone(),
+                });
+            }
+            let of_invoice = refunds.remove(&invoice.invoice_id).unwrap_or_default();
+            work.push(Work::Invoice(Box::new(InvoiceWork {
+                invoice,
+                referral_id: referral,
+                refunds: of_invoice,
+            })));
+        }
+        tx.set_invoice_referrals(&found).await?;
+        Ok(work)
+    }
+
+    /// Hand each deal and invoice to the reward engine, all in one savepoint; only when one fails,
+    /// again one savepoint each, so the one that fails is retried later without undoing the rest.
+    async fn settle(
+        &mut self,
+        tx: &mut Tx,
+        work: &[Work],
+    ) -> Result<Vec<(NewRecheck, String)>, StoreError> {
+        if work.is_empty() {
+            return Ok(Vec::new());
+        }
         tx.savepoint().await?;
         let mut failed = false;
-        for (_, deal, stage) in &due {
-            let at = deal.stage_occurred_at.unwrap_or(self.now);
-            if rewards::on_deal_stage(tx, self.settings, deal, *stage, at, self.now)
-                .await
-                .is_err()
-            {
+        for w in work {
+            if self.apply(tx, w).await.is_err() {
                 failed = true;
                 break;
             }
@@ -949,18 +1023,72 @@ impl<'a> State<'a> {
         }
         tx.rollback_to_savepoint().await?;
         let mut failures = Vec::new();
-        for (key, deal, stage) in &due {
-            let at = deal.stage_occurred_at.unwrap_or(self.now);
+        for w in work {
             tx.savepoint().await?;
-            match rewards::on_deal_stage(tx, self.settings, deal, *stage, at, self.now).await {
+            match self.apply(tx, w).await {
                 Ok(()) => tx.release_savepoint().await?,
                 Err(e) => {
                     tx.rollback_to_savepoint().await?;
-                    tracing::warn!(deal = %key.label(), error = ?e, "settling a deal's rewards failed; retrying later");
-                    failures.push((key.clone(), format!("{e:#}")));
+                    let retry = w.recheck();
+                    tracing::warn!(subject = %retry.subject, error = ?e, "settling rewards failed; retrying later");
+                    failures.push((retry, format!("{e:#}")));
                 }
             }
         }
         Ok(failures)
+    }
+
+    async fn apply(&self, tx: &mut Tx, work: &Work) -> Result<(), StoreError> {
+        match work {
+            Work::Deal(deal, stage) => {
+                let at = deal.stage_occurred_at.unwrap_or(self.now);
+                rewards::on_deal_stage(tx, self.settings, deal, *stage, at, self.now).await
+            }
+            Work::Invoice(w) => {
+                let refunds: Vec<&Refund> = w.refunds.iter().collect();
+                rewards::on_invoice(
+                    tx,
+                    self.settings,
+                    &w.invoice,
+                    &w.referral_id,
+                    &refunds,
+                    self.now,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// What the reward engine is handed in a round.
+enum Work {
+    /// A linked deal at its current stage.
+    Deal(Box<CrmRecord>, CanonicalStage),
+    /// A referred customer's invoice.
+    Invoice(Box<InvoiceWork>),
+}
+
+/// An invoice with the referral it belongs to and its refunds.
+struct InvoiceWork {
+    invoice: Invoice,
+    referral_id: String,
+    refunds: Vec<Refund>,
+}
+
+impl Work {
+    /// The recheck that brings this work back after a failure.
+    fn recheck(&self) -> NewRecheck {
+        match self {
+            Work::Deal(deal, _) => NewRecheck {
+                kind: RecheckKind::Record,
+                subject: deal.key().label(),
+                detail: None,
+            },
+            Work::Invoice(w) => NewRecheck {
+                kind: RecheckKind::Invoice,
+                subject: w.invoice.invoice_id.clone(),
+                detail: None,
+            },
+        }
     }
 }

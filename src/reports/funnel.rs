@@ -14,8 +14,9 @@
 //! - days to win: first touch → won in days to 1 dp, nearest-rank median and p90;
 //! - revenue: amounts of the won referrals' deals now at stage `won` (not deleted or merged away),
 //!   per deal currency (`unknown` when the CRM gave none; amounts that are not decimals are left
-//!   out); reward cost: rewards neither `reversed` nor `rejected`, per reward currency; ROI only for
-//!   currencies with both and a non-zero cost.
+//!   out), plus the referred customers' paid invoices net of refunds (recurring revenue); reward
+//!   cost: reward lines neither `reversed` nor `rejected` (recurring rewards included, adjustments
+//!   taken off), per reward currency; ROI only for currencies with both and a non-zero cost.
 //!
 //! Rates are ratios rounded half away from zero to 4 dp (`None` when the denominator is 0); ROI to
 //! 4 dp; cost per acquisition to 2 dp. A missing market or source reads `unknown`.
@@ -353,7 +354,7 @@ fn csv_fields(row: &FunnelRow) -> [String; 19] {
 /// then quotes it where needed. Markets and sources are validated where they enter, but this is
 /// the last line before a spreadsheet. No numeric cell here starts with one of those characters
 /// (amounts are written as `USD -12.50`), so numbers are never touched.
-fn neutralize_formula(cell: String) -> String {
+pub(crate) fn neutralize_formula(cell: String) -> String {
     if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{cell}")
     } else {

@@ -128,7 +128,7 @@ pub enum Evaluation {
 
 /// The deal amount in the program currency, or why it is not known.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum DealValue {
+pub(crate) enum DealValue {
     Known(Decimal),
     /// The deal has no amount.
     Missing,
@@ -200,37 +200,13 @@ pub fn evaluate(
     }
 
     // 2. Currency: never guess a rate.
-    let program_currency = program.currency.trim().to_ascii_uppercase();
-    let (deal_currency, currency_assumed) = match deal
-        .currency
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
-        Some(c) => (c.to_ascii_uppercase(), false),
-        None => (program_currency.clone(), true),
-    };
-    let same_currency = deal_currency == program_currency;
-    let fx_rate = if same_currency {
-        None
-    } else {
-        program
-            .fx
-            .iter()
-            .find(|(cur, _)| cur.trim().eq_ignore_ascii_case(&deal_currency))
-            .map(|(_, rate)| *rate)
-            .filter(|rate| *rate > Decimal::ZERO)
-    };
-    let fx_missing = (!same_currency && fx_rate.is_none())
-        .then(|| format!("no FX rate for {deal_currency} → {}", program.currency));
-    let value = match (deal.amount, fx_rate) {
-        (None, _) => DealValue::Missing,
-        (Some(_), None) if fx_missing.is_some() => DealValue::NoRate,
-        (Some(amount), None) => DealValue::Known(amount),
-        (Some(amount), Some(rate)) => amount
-            .checked_mul(rate)
-            .map_or(DealValue::Overflow, DealValue::Known),
-    };
+    let Converted {
+        currency: deal_currency,
+        assumed: currency_assumed,
+        fx_rate,
+        fx_missing,
+        value,
+    } = convert(program, deal.amount, deal.currency.as_deref());
 
     // 3. The program minimum, on the converted amount.
     let mut min_unchecked = None;
@@ -249,7 +225,7 @@ pub fn evaluate(
                 min_unchecked = Some(format!(
                     "the program minimum {min} {} could not be checked: {}",
                     program.currency,
-                    value_problem(other, deal, &deal_currency, fx_missing.as_deref())
+                    value_problem(other, deal.amount, &deal_currency, fx_missing.as_deref())
                 ));
             }
         }
@@ -347,7 +323,8 @@ fn not_eligible(reason: String) -> Evaluation {
     Evaluation::NotEligible { reason }
 }
 
-fn round_money(amount: Decimal) -> Decimal {
+/// 2 dp, midpoint away from zero, always with scale 2.
+pub(crate) fn round_money(amount: Decimal) -> Decimal {
     let mut rounded = amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
     // Only pads (the value already has at most 2 dp): 50000 → 50000.00.
     rounded.rescale(2);
@@ -363,9 +340,9 @@ fn kind_of(rule: &RewardRule) -> &'static str {
 }
 
 /// Why the deal amount in the program currency is not known.
-fn value_problem(
+pub(crate) fn value_problem(
     value: DealValue,
-    deal: &DealFacts,
+    amount: Option<Decimal>,
     deal_currency: &str,
     fx_missing: Option<&str>,
 ) -> String {
@@ -375,8 +352,63 @@ fn value_problem(
         DealValue::NoRate => fx_missing.unwrap_or("no FX rate").to_string(),
         DealValue::Overflow => format!(
             "deal amount {} {deal_currency} is too large to convert",
-            deal.amount.unwrap_or_default()
+            amount.unwrap_or_default()
         ),
+    }
+}
+
+/// An amount in the program currency, or why it is not known.
+pub(crate) struct Converted {
+    /// The amount's currency (uppercase); the program's when none was given.
+    pub currency: String,
+    /// No currency was given and the program's was assumed.
+    pub assumed: bool,
+    /// The rate used, when the amount is in another currency.
+    pub fx_rate: Option<Decimal>,
+    /// "no FX rate for GBP → USD" when there is none.
+    pub fx_missing: Option<String>,
+    pub value: DealValue,
+}
+
+/// `amount` in `currency` converted into the program currency with the program's `fx` table;
+/// never guessed.
+pub(crate) fn convert(
+    program: &ProgramSettings,
+    amount: Option<Decimal>,
+    currency: Option<&str>,
+) -> Converted {
+    let program_currency = program.currency.trim().to_ascii_uppercase();
+    let (currency, assumed) = match currency.map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) => (c.to_ascii_uppercase(), false),
+        None => (program_currency.clone(), true),
+    };
+    let same_currency = currency == program_currency;
+    let fx_rate = if same_currency {
+        None
+    } else {
+        program
+            .fx
+            .iter()
+            .find(|(cur, _)| cur.trim().eq_ignore_ascii_case(&currency))
+            .map(|(_, rate)| *rate)
+            .filter(|rate| *rate > Decimal::ZERO)
+    };
+    let fx_missing = (!same_currency && fx_rate.is_none())
+        .then(|| format!("no FX rate for {currency} → {}", program.currency));
+    let value = match (amount, fx_rate) {
+        (None, _) => DealValue::Missing,
+        (Some(_), None) if fx_missing.is_some() => DealValue::NoRate,
+        (Some(amount), None) => DealValue::Known(amount),
+        (Some(amount), Some(rate)) => amount
+            .checked_mul(rate)
+            .map_or(DealValue::Overflow, DealValue::Known),
+    };
+    Converted {
+        currency,
+        assumed,
+        fx_rate,
+        fx_missing,
+        value,
     }
 }
 
@@ -410,7 +442,7 @@ fn compute(shared: &Shared<'_>, rule: &RewardRule, multiplier: Decimal) -> Compu
                 other => {
                     let reason = value_problem(
                         other,
-                        shared.deal,
+                        shared.deal.amount,
                         &shared.deal_currency,
                         shared.fx_missing.as_deref(),
                     );
@@ -646,19 +678,21 @@ fn shares_ip(fraud: &FraudSettings, referee: &RefereeFacts, referrer: &ReferrerF
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::config::{InstallmentSettings, RecurringRule};
+    use crate::domain::payout::InstallmentAt;
 
     /// First touch: 2023-11-14T22:13:20Z.
-    const T0: Millis = 1_700_000_000_000;
+    pub(crate) const T0: Millis = 1_700_000_000_000;
     /// Won 120 days after the first touch.
-    const WON: Millis = T0 + 120 * DAY;
+    pub(crate) const WON: Millis = T0 + 120 * DAY;
     /// WON + 30 hold days.
     const HOLD: Millis = WON + 30 * DAY;
 
-    fn d(s: &str) -> Decimal {
+    pub(crate) fn d(s: &str) -> Decimal {
         s.parse().expect("decimal literal")
     }
 
@@ -678,7 +712,7 @@ mod tests {
     }
 
     /// `[programs.US]` of config/example.toml (checked by `fixtures_are_the_example_programs`).
-    fn us() -> ProgramSettings {
+    pub(crate) fn us() -> ProgramSettings {
         ProgramSettings {
             currency: "USD".into(),
             success_stage: "won".into(),
@@ -694,11 +728,18 @@ mod tests {
             tiers: tiers(["bronze", "silver", "gold"]),
             fx: BTreeMap::from([("EUR".to_string(), d("1.08"))]),
             block_on: vec!["self_referral".into(), "shared_ip".into()],
+            recurring: Some(RecurringRule {
+                percent: d("10"),
+                months: 12,
+                cap: Some(d("20000")),
+            }),
+            payout_terms_days: 30,
+            payout_schedule: vec![],
         }
     }
 
     /// `[programs.RU]` of config/example.toml, defaults filled in.
-    fn ru() -> ProgramSettings {
+    pub(crate) fn ru() -> ProgramSettings {
         ProgramSettings {
             currency: "RUB".into(),
             success_stage: "won".into(),
@@ -711,6 +752,18 @@ mod tests {
             tiers: tiers(["member", "insider", "ambassador"]),
             fx: BTreeMap::new(),
             block_on: vec!["self_referral".into()],
+            recurring: None,
+            payout_terms_days: 30,
+            payout_schedule: vec![
+                InstallmentSettings {
+                    at: InstallmentAt::Won,
+                    share: d("0.5"),
+                },
+                InstallmentSettings {
+                    at: InstallmentAt::HoldEnd,
+                    share: d("0.5"),
+                },
+            ],
         }
     }
 
@@ -721,7 +774,7 @@ mod tests {
     }
 
     /// The compiled-in defaults of `[fraud]`, with shorter domain lists.
-    fn fraud() -> FraudSettings {
+    pub(crate) fn fraud() -> FraudSettings {
         FraudSettings {
             free_mail_domains: vec!["gmail.com".into(), "yandex.ru".into()],
             disposable_domains: vec!["mailinator.com".into()],
@@ -748,7 +801,7 @@ mod tests {
         s.parse().expect("ip literal")
     }
 
-    fn referee() -> RefereeFacts {
+    pub(crate) fn referee() -> RefereeFacts {
         RefereeFacts {
             email: "bob@beta.io".into(),
             first_touch_at: T0,
@@ -757,7 +810,7 @@ mod tests {
         }
     }
 
-    fn referrer(successful: u32) -> ReferrerFacts {
+    pub(crate) fn referrer(successful: u32) -> ReferrerFacts {
         ReferrerFacts {
             code: "ALICE".into(),
             email: Some("alice@acme.com".into()),

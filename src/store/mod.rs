@@ -9,7 +9,9 @@ mod admin;
 mod audit;
 mod bulk;
 mod inbox;
+mod invoices;
 mod outbox;
+mod payouts;
 mod reconcile;
 mod records;
 mod referrals;
@@ -35,7 +37,11 @@ pub use inbox::{
     InboxEvent, InboxOutcome, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection,
     PARTITIONS,
 };
+pub use invoices::{Invoice, InvoiceReferral, NewInvoice, NewRefund, Refund};
 pub use outbox::{ClaimedRecord, DeliveryResult, NewOutbox, OutboxRow};
+pub use payouts::{
+    NewPayout, NewPayoutLine, PayoutDue, PayoutLineKey, PayoutLineRow, PayoutRow, PlacedLine,
+};
 pub use reconcile::{GuardDetail, NewRecheck, Recheck, RecheckKind};
 pub use records::{
     Association, CrmRecord, LinkedFacts, NewStageChange, RecordFacts, RecordKey, RecordLink,

@@ -24,6 +24,8 @@ pub enum RecheckKind {
     Record,
     /// The CRM showed a referral-source value on this linked record (detail: [`GuardDetail`]).
     Guard,
+    /// This invoice (its payment, or a refund of it) may earn or take back a recurring reward.
+    Invoice,
 }
 
 impl RecheckKind {
@@ -32,11 +34,12 @@ impl RecheckKind {
             Self::Email => "email",
             Self::Record => "record",
             Self::Guard => "guard",
+            Self::Invoice => "invoice",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Email, Self::Record, Self::Guard]
+        [Self::Email, Self::Record, Self::Guard, Self::Invoice]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

@@ -154,6 +154,18 @@ impl Store {
                AND d.amount IS NOT NULL AND {position}(d.amount, {separator}) = 0 \
              GROUP BY r.market, r.source, d.currency"
         );
+        // Recurring revenue: referred customers' paid invoices, refunds taken off.
+        let recurring_sql = format!(
+            "SELECT r.market, r.source, i.currency, {concat}(i.amount, {separator}) \
+             FROM invoices i CROSS JOIN referrals r \
+             WHERE r.id = i.referral_id AND {REFERRAL_FILTER} \
+             GROUP BY r.market, r.source, i.currency \
+             UNION ALL \
+             SELECT r.market, r.source, f.currency, {concat}('-' || f.amount, {separator}) \
+             FROM invoice_refunds f CROSS JOIN invoices i CROSS JOIN referrals r \
+             WHERE i.invoice_id = f.invoice_id AND r.id = i.referral_id AND {REFERRAL_FILTER} \
+             GROUP BY r.market, r.source, f.currency"
+        );
         // A reward exists from the program's success stage on, which need not be won.
         let cost_sql = format!(
             "SELECT r.market, r.source, w.currency, {concat}(w.amount, {separator}) \
@@ -186,7 +198,8 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
             let days: Vec<(Option<String>, Option<String>, i64, i64)> = filtered!(&days_sql);
-            let revenue: Vec<MoneyRow> = filtered!(&revenue_sql);
+            let mut revenue: Vec<MoneyRow> = filtered!(&revenue_sql);
+            revenue.extend(filtered!(&recurring_sql));
             let cost: Vec<MoneyRow> = filtered!(&cost_sql);
             tx.commit().await?;
             (groups, partners, days, revenue, cost)

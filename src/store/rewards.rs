@@ -1,7 +1,9 @@
-//! Rewards' SQL. A reward is unique per (deal, beneficiary) by constraint, so reprocessing an event
-//! or two replicas racing can never create a second one; status changes are conditional updates
-//! (`WHERE status IN (…)`), so a transition happens once or not at all.
+//! Rewards' SQL. A deal's own reward line is unique per (deal, beneficiary), and every other line
+//! (a recurring reward, an adjustment) per (source, beneficiary), by constraint, so reprocessing
+//! an event or two replicas racing can never create a second one; status changes are conditional
+//! updates (`WHERE status IN (…)`), so a transition happens once or not at all.
 
+use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::bulk::Col;
@@ -9,6 +11,7 @@ use super::records::RecordKey;
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;
+use crate::domain::reward::{Beneficiary, LineKind, RewardStatus};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Reward {
@@ -35,6 +38,50 @@ pub struct Reward {
     pub decided_by: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `reward`, `recurring` or `adjustment` ([`crate::domain::reward::LineKind`]).
+    pub line_kind: String,
+    /// `None` for a deal's own line (its win); what else made the line otherwise:
+    /// `invoice:<id>`, `refund:<key>`, `clawback:<reward id>`.
+    pub source_key: Option<String>,
+    /// The line an adjustment takes back.
+    pub adjusts: Option<String>,
+    /// When the line became payable in full (eligible, or approved after review).
+    pub payable_at: Option<i64>,
+    /// JSON: the `payout_schedule` installments fixed when the line was made; `None` pays it
+    /// whole.
+    pub payout_schedule: Option<String>,
+}
+
+impl Reward {
+    pub fn status(&self) -> Result<RewardStatus, StoreError> {
+        self.status
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("reward {}: status {e}", self.id)))
+    }
+
+    pub fn line_kind(&self) -> Result<LineKind, StoreError> {
+        self.line_kind
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("reward {}: line kind {e}", self.id)))
+    }
+
+    pub fn beneficiary(&self) -> Result<Beneficiary, StoreError> {
+        self.beneficiary
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("reward {}: beneficiary {e}", self.id)))
+    }
+
+    pub fn amount(&self) -> Result<Decimal, StoreError> {
+        self.amount.parse().map_err(|e| {
+            StoreError::Corrupt(format!("reward {}: amount `{}`: {e}", self.id, self.amount))
+        })
+    }
+
+    /// A deal's own line: the reward its win earned (first win or renewal), not one made by
+    /// something else (an invoice, a refund, a clawback).
+    pub fn is_deals_own(&self) -> bool {
+        self.source_key.is_none()
+    }
 }
 
 /// A reward to create.
@@ -59,27 +106,40 @@ pub struct NewReward {
     pub review_reason: Option<String>,
     pub won_at: Millis,
     pub hold_until: Option<Millis>,
+    pub line_kind: LineKind,
+    pub source_key: Option<String>,
+    pub adjusts: Option<String>,
+    pub payout_schedule: Option<String>,
 }
 
 pub(super) const REWARD_COLUMNS: &str = "id, crm, deal_id, beneficiary, referral_id, referrer_code, market, \
      status, kind, amount, currency, tier, deal_amount, deal_currency, fx_rate, calculation, flags, \
-     review_reason, won_at, hold_until, decided_by, created_at, updated_at";
+     review_reason, won_at, hold_until, decided_by, created_at, updated_at, line_kind, source_key, \
+     adjusts, payable_at, payout_schedule";
 
 impl Tx {
-    /// Create the reward unless one exists for (deal, beneficiary); `None` when it existed.
+    /// Create the line unless its deal (a deal's own line) or its source (any other line) already
+    /// has one for the beneficiary; `None` when it existed.
     pub async fn insert_reward(
         &mut self,
         r: &NewReward,
         now: Millis,
     ) -> Result<Option<Reward>, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
+        let conflict = if r.source_key.is_some() {
+            "(source_key, beneficiary) WHERE source_key IS NOT NULL"
+        } else {
+            "(crm, deal_id, beneficiary) WHERE source_key IS NULL"
+        };
         let sql = format!(
             "INSERT INTO rewards (id, crm, deal_id, beneficiary, referral_id, referrer_code, market, \
                  status, kind, amount, currency, tier, deal_amount, deal_currency, fx_rate, calculation, \
-                 flags, review_reason, won_at, hold_until, created_at, updated_at) \
+                 flags, review_reason, won_at, hold_until, created_at, updated_at, line_kind, \
+                 source_key, adjusts, payout_schedule, payable_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-                 $19, $20, $21, $21) \
-             ON CONFLICT (crm, deal_id, beneficiary) DO NOTHING RETURNING {REWARD_COLUMNS}"
+                 $19, $20, $21, $21, $22, $23, $24, $25, \
+                 CASE WHEN $8 IN ('eligible', 'approved') THEN $21 END) \
+             ON CONFLICT {conflict} DO NOTHING RETURNING {REWARD_COLUMNS}"
         );
         Ok(on_tx!(self, |c| sqlx::query_as(&sql)
             .bind(&id)
@@ -103,17 +163,23 @@ impl Tx {
             .bind(r.won_at)
             .bind(r.hold_until)
             .bind(now)
+            .bind(r.line_kind.as_str())
+            .bind(&r.source_key)
+            .bind(&r.adjusts)
+            .bind(&r.payout_schedule)
             .fetch_optional(c)
             .await?))
     }
 
+    /// Every line written to this deal: its own, the recurring rewards it anchors, adjustments.
     pub async fn deal_rewards(
         &mut self,
         crm: &str,
         deal_id: &str,
     ) -> Result<Vec<Reward>, StoreError> {
         let sql = format!(
-            "SELECT {REWARD_COLUMNS} FROM rewards WHERE crm = $1 AND deal_id = $2 ORDER BY beneficiary DESC"
+            "SELECT {REWARD_COLUMNS} FROM rewards WHERE crm = $1 AND deal_id = $2 \
+             ORDER BY beneficiary DESC, created_at, id"
         );
         Ok(on_tx!(self, |c| sqlx::query_as(&sql)
             .bind(crm)
@@ -147,21 +213,29 @@ impl Tx {
             .await?))
     }
 
-    /// Delete a deal's rewards that are still `pending` or `needs_review` (nothing announced as
-    /// eligible, nothing approved or paid), returning them: when the deal's link moves to an
-    /// earlier first touch, its reward is decided again for that referral.
+    /// Delete a deal's own lines that are still `pending` or `needs_review` (nothing announced as
+    /// eligible, nothing approved or paid, no share in a payout statement, nothing adjusting
+    /// them), returning them: when the deal's link moves to an earlier first touch, its reward is
+    /// decided again for that referral. With `only_without_deal_amount`, only the lines decided
+    /// while the deal had no amount (decided again once it has one).
     pub async fn withdraw_unsettled_rewards(
         &mut self,
         crm: &str,
         deal_id: &str,
+        only_without_deal_amount: bool,
     ) -> Result<Vec<Reward>, StoreError> {
         let sql = format!(
-            "DELETE FROM rewards WHERE crm = $1 AND deal_id = $2 \
-               AND status IN ('pending', 'needs_review') RETURNING {REWARD_COLUMNS}"
+            "DELETE FROM rewards WHERE crm = $1 AND deal_id = $2 AND source_key IS NULL \
+               AND status IN ('pending', 'needs_review') \
+               AND ($3 = 0 OR (status = 'needs_review' AND deal_amount IS NULL)) \
+               AND NOT EXISTS (SELECT 1 FROM payout_lines l WHERE l.reward_id = rewards.id) \
+               AND NOT EXISTS (SELECT 1 FROM rewards a WHERE a.adjusts = rewards.id) \
+             RETURNING {REWARD_COLUMNS}"
         );
         Ok(on_tx!(self, |c| sqlx::query_as(&sql)
             .bind(crm)
             .bind(deal_id)
+            .bind(i64::from(only_without_deal_amount))
             .fetch_all(c)
             .await?))
     }
@@ -182,9 +256,14 @@ impl Tx {
         let placeholders: Vec<String> = (0..allowed.len())
             .map(|i| format!("status = ${}", i + 6))
             .collect();
+        // A line becomes payable when it enters `eligible` or `approved` from a state that was
+        // not; `approved` after `eligible` keeps the earlier moment.
         let sql = format!(
             "UPDATE rewards SET status = $2, decided_by = COALESCE($3, decided_by), \
-                 hold_until = COALESCE($4, hold_until), updated_at = $5 \
+                 hold_until = COALESCE($4, hold_until), updated_at = $5, \
+                 payable_at = CASE WHEN $2 IN ('eligible', 'approved') \
+                                    AND status NOT IN ('eligible', 'approved') THEN $5 \
+                                   ELSE payable_at END \
              WHERE id = $1 AND ({}) RETURNING {REWARD_COLUMNS}",
             placeholders.join(" OR ")
         );
@@ -218,6 +297,50 @@ impl Tx {
             &[],
         )
         .await
+    }
+
+    /// Every line of a referral (any deal, any kind), oldest first.
+    pub async fn referral_lines(&mut self, referral_id: &str) -> Result<Vec<Reward>, StoreError> {
+        let sql = format!(
+            "SELECT {REWARD_COLUMNS} FROM rewards WHERE referral_id = $1 ORDER BY created_at, id"
+        );
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(referral_id)
+            .fetch_all(c)
+            .await?))
+    }
+
+    /// The adjustments taking back any of `lines`.
+    pub async fn adjustments_of(&mut self, lines: &[&str]) -> Result<Vec<Reward>, StoreError> {
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM {{rows}} JOIN rewards w ON w.adjusts = r.v ORDER BY w.created_at, w.id",
+            REWARD_COLUMNS
+                .split(", ")
+                .map(|c| format!("w.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.bulk_fetch(&sql, &super::bulk::LIST, &super::bulk::list(lines), &[])
+            .await
+    }
+
+    /// Successful referrals of a referrer won at or before `at` (the tier at that moment).
+    pub async fn successful_referrals_at(
+        &mut self,
+        code: &str,
+        at: Millis,
+    ) -> Result<i64, StoreError> {
+        let (n,): (i64,) = on_tx!(self, |c| sqlx::query_as(
+            "SELECT COUNT(*) FROM referrals WHERE referrer_code = $1 AND won_at <= $2"
+        )
+        .bind(code)
+        .bind(at)
+        .fetch_one(c)
+        .await?);
+        Ok(n)
     }
 
     /// Pending rewards whose hold has ended.

@@ -14,8 +14,8 @@ use crate::both_backends;
 use crate::support::senders::{example_settings, iso};
 use crate::support::{spawn_app_with, Backend, SpawnOptions, TestApp, T0};
 
-const ADMIN_KEY: &str = "admin-test-key-0123456789";
-const READ_KEY: &str = "read-test-key-0123456789";
+pub(crate) const ADMIN_KEY: &str = "admin-test-key-0123456789";
+pub(crate) const READ_KEY: &str = "read-test-key-0123456789";
 
 /// Every admin route: (method, path template, needs admin).
 pub const ROUTES: &[(&str, &str, bool)] = &[
@@ -28,6 +28,8 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/api/v1/rewards/{id}/approve", true),
     ("POST", "/api/v1/rewards/{id}/reject", true),
     ("POST", "/api/v1/rewards/{id}/paid", true),
+    ("GET", "/api/v1/payouts", false),
+    ("POST", "/api/v1/payouts/{id}/paid", true),
     ("GET", "/api/v1/deliveries", false),
     ("POST", "/api/v1/deliveries/replay", true),
     ("GET", "/api/v1/reports/funnel", false),
@@ -57,23 +59,28 @@ async fn app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, SpawnOptions::default(), |s| {
         crate::support::senders::configure(s);
         s.programs = example_settings().programs;
-        s.admin.keys = vec![
-            AdminKey {
-                hash: hash(ADMIN_KEY),
-                role: "admin".into(),
-                name: Some("ops@acme.com".into()),
-            },
-            AdminKey {
-                hash: hash(READ_KEY),
-                role: "read".into(),
-                name: None,
-            },
-        ];
+        with_keys(s);
     })
     .await
 }
 
-async fn call(
+/// An admin key (named ops@acme.com) and a read key.
+pub(crate) fn with_keys(s: &mut referral_sync::config::Settings) {
+    s.admin.keys = vec![
+        AdminKey {
+            hash: hash(ADMIN_KEY),
+            role: "admin".into(),
+            name: Some("ops@acme.com".into()),
+        },
+        AdminKey {
+            hash: hash(READ_KEY),
+            role: "read".into(),
+            name: None,
+        },
+    ];
+}
+
+pub(crate) async fn call(
     app: &TestApp,
     method: &str,
     path: &str,

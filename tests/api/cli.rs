@@ -158,6 +158,17 @@ fn demo_plays_the_whole_story_offline_and_exits_zero() {
         "HubSpot note: Referral reward eligible",
         "Funnel",
         "RU      code",
+        "recurring eligible 600.00 USD (invoice:in_nw_1, tier silver)",
+        "recurring eligible 2250.00 USD (deal 205, tier silver)",
+        "adjustment eligible -150.00 USD (refund:re_nw_2, tier silver)",
+        "Payout statements for 2027-09",
+        "IVAN-1 RUB 50000.00 — open, due 2027-10-30",
+        "25000.00  reward (won share)",
+        "ACME-7 USD 13400.00 — open, due 2027-10-30",
+        "-150.00  adjustment (refund:re_nw_2)",
+        "Totals: 50000.00 RUB; 13400.00 USD",
+        "marks the statement paid (reference WIRE-ACME-7)",
+        "HubSpot note: Referral recurring reward eligible on deal 201",
     ] {
         assert!(
             stdout.contains(expected),
@@ -971,4 +982,76 @@ fn the_dockerfile_stubs_every_bench_the_manifest_declares() {
     let mut stubbed = stubbed;
     stubbed.sort_unstable();
     assert_eq!(stubbed, declared);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_prints_a_months_statements_as_a_table_csv_or_json() {
+    let app = crate::support::spawn_app_with(Backend::Sqlite, Default::default(), |s| {
+        crate::rewards::configure(s);
+        s.programs.get_mut("US").unwrap().hold_days = 0;
+    })
+    .await
+    .unwrap();
+    let t0 = crate::support::T0;
+    let day = referral_sync::clock::DAY;
+    crate::rewards::referred_deal(&app, "ana@northwind.io", 101, 201, "40000").await;
+    app.clock.set(t0 + 3 * day);
+    crate::rewards::stage(&app, 1, 201, "closedwon", t0 + 2 * day).await;
+    let url = app.settings.database.url.expose().to_string();
+    let run = move |args: &'static [&'static str]| {
+        let url = url.clone();
+        move || {
+            binary()
+                .arg("payouts")
+                .args(args)
+                .env("DATABASE_URL", url)
+                .output()
+                .unwrap()
+        }
+    };
+
+    let table = tokio::task::spawn_blocking(run(&["--period", "2026-11"]))
+        .await
+        .unwrap();
+    let csv = tokio::task::spawn_blocking(run(&["--period", "2026-11", "--format", "csv"]))
+        .await
+        .unwrap();
+    let json = tokio::task::spawn_blocking(run(&[
+        "--period",
+        "2026-11",
+        "--format",
+        "json",
+        "--currency",
+        "usd",
+    ]))
+    .await
+    .unwrap();
+    let bad = tokio::task::spawn_blocking(run(&["--period", "2026-13"]))
+        .await
+        .unwrap();
+
+    let table_text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success(),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(
+        table_text.contains("ACME-7 USD 3000.00 — open, due 2026-12-30"),
+        "{table_text}"
+    );
+    assert!(table_text.contains("Totals: 3000.00 USD"), "{table_text}");
+    let csv_text = String::from_utf8_lossy(&csv.stdout);
+    let rows: Vec<&str> = csv_text.lines().collect();
+    assert_eq!(rows.len(), 2, "a header and one line: {csv_text}");
+    assert!(rows[0].starts_with("statement_id,period,referrer_code,currency,status"));
+    assert!(
+        rows[1].contains(",2026-11,ACME-7,USD,open,2026-12-30,,3000.00,"),
+        "{csv_text}"
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["totals"], serde_json::json!({"USD": "3000.00"}));
+    assert_eq!(parsed["statements"][0]["lines"][0]["kind"], "reward");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--period"));
 }

@@ -198,6 +198,77 @@ fn the_two_market_example_is_valid() {
         s.salesforce.stages["Id. Decision Makers"], "demo",
         "dotted stage names survive"
     );
+    let recurring = s.programs["US"].recurring.as_ref().unwrap();
+    assert_eq!(
+        (
+            recurring.percent.to_string(),
+            recurring.months,
+            recurring.cap.map(|c| c.to_string())
+        ),
+        ("10".to_string(), 12, Some("20000".to_string()))
+    );
+    assert_eq!(s.programs["US"].payout_terms_days, 30);
+    assert!(s.programs["US"].payout_schedule.is_empty());
+    let shares: Vec<(String, String)> = s.programs["RU"]
+        .payout_schedule
+        .iter()
+        .map(|i| (i.at.to_string(), i.share.to_string()))
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            ("won".to_string(), "0.5".to_string()),
+            ("hold_end".to_string(), "0.5".to_string())
+        ]
+    );
+    assert_eq!(s.renewals.hubspot_pipelines, ["renewals"]);
+}
+
+#[test]
+fn recurring_and_payout_mistakes_are_each_named_by_their_key() {
+    let problems = load(
+        &[],
+        Some(
+            r#"
+[programs.US]
+currency = "USD"
+reward = { kind = "flat", amount = "100" }
+recurring = { percent = "0", months = 0, cap = "-5", percnt = "10" }
+payout_terms_days = 4000
+payout_schedule = [{ at = "won", share = "0.5" }, { at = "won", share = "0.3" }, { at = "hold_end", share = "0" }]
+"#,
+        ),
+    )
+    .unwrap_err();
+
+    for expected in [
+        "programs.US.recurring.percent: must be above 0 and at most 100",
+        "programs.US.recurring.months: must be between 1 and 1200",
+        "programs.US.recurring.cap: must be positive",
+        "programs.US.recurring.percnt: unknown key",
+        "programs.US.payout_terms_days: must be at most 3650",
+        "programs.US.payout_schedule[1].at: `won` appears twice (one installment per moment)",
+        "programs.US.payout_schedule[2].share: must be above 0 and at most 1",
+        "programs.US.payout_schedule: the shares add up to 0.8, not 1",
+    ] {
+        assert!(
+            problems.iter().any(|p| p == expected),
+            "{expected:?} not in {problems:#?}"
+        );
+    }
+
+    let bad_moment = load(
+        &[],
+        Some("[programs.RU]\ncurrency = \"RUB\"\nreward = { kind = \"flat\", amount = \"1\" }\npayout_schedule = [{ at = \"signed\", share = \"1\" }]\n"),
+    )
+    .unwrap_err();
+    assert_eq!(bad_moment.len(), 1, "{bad_moment:?}");
+    assert!(
+        bad_moment[0].starts_with("programs.RU.payout_schedule[0].at: ")
+            && bad_moment[0].contains("won")
+            && bad_moment[0].contains("hold_end"),
+        "{bad_moment:?}"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! the filters (market, source, period, partners as of the period's end).
 
 use referral_sync::clock::{DAY, HOUR};
+use referral_sync::domain::reward::LineKind;
 use referral_sync::reports::{self, FunnelFilter, FunnelReport, FunnelRow};
 use referral_sync::store::{
     Attribution, MilestoneFill, NewReward, RecordFacts, RecordKey, Referral, ReferrerFacts, Store,
@@ -200,6 +201,10 @@ impl Ledger {
             review_reason: None,
             won_at: at,
             hold_until: None,
+            line_kind: LineKind::Reward,
+            source_key: None,
+            adjusts: None,
+            payout_schedule: None,
         };
         assert!(self.tx.insert_reward(&reward, at).await.unwrap().is_some());
     }

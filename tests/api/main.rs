@@ -13,6 +13,7 @@ mod funnel;
 mod fuzz_corpus;
 mod health;
 mod hostile;
+mod payouts;
 mod processing;
 mod rewards;
 mod store_contract;

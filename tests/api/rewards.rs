@@ -19,10 +19,13 @@ both_backends!(
     a_replayed_win_still_yields_one_reward_per_beneficiary,
     flagged_rewards_wait_for_an_admin_to_approve_or_reject,
     salesforce_wins_publish_a_platform_event_when_eligible,
+    a_program_without_a_hold_makes_the_reward_eligible_with_the_win,
+    a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win,
+    a_freshly_linked_record_shows_the_first_tier_before_any_success,
 );
 
 /// Test settings plus the two-market programs of `config/example.toml`.
-fn configure(s: &mut Settings) {
+pub(crate) fn configure(s: &mut Settings) {
     crate::support::senders::configure(s);
     let example = example_settings();
     s.programs = example.programs;
@@ -35,7 +38,13 @@ async fn app(backend: Backend) -> Option<TestApp> {
 
 /// Partner ACME-7 (US), a referee signed up with its code, a HubSpot contact and a deal of
 /// `amount` USD associated with it. Event ids are derived from `deal` so several deals can coexist.
-async fn referred_deal(app: &TestApp, email: &str, contact: u64, deal: u64, amount: &str) {
+pub(crate) async fn referred_deal(
+    app: &TestApp,
+    email: &str,
+    contact: u64,
+    deal: u64,
+    amount: &str,
+) {
     app.signup(json!({"id": "evt_partner", "type": "partner.joined", "occurred_at": iso(T0 - 60 * DAY),
         "data": {"code": "ACME-7", "name": "Acme Partners", "email": "partners@acme.com", "company_domain": "acme.com", "market": "US"}}))
         .await;
@@ -54,7 +63,7 @@ async fn referred_deal(app: &TestApp, email: &str, contact: u64, deal: u64, amou
     app.process().await;
 }
 
-async fn stage(app: &TestApp, event_id: u64, deal: u64, stage: &str, at: i64) {
+pub(crate) async fn stage(app: &TestApp, event_id: u64, deal: u64, stage: &str, at: i64) {
     app.hubspot(json!([deal_property(
         event_id,
         deal,
@@ -66,7 +75,7 @@ async fn stage(app: &TestApp, event_id: u64, deal: u64, stage: &str, at: i64) {
     app.process().await;
 }
 
-fn deal_key(id: u64) -> RecordKey {
+pub(crate) fn deal_key(id: u64) -> RecordKey {
     RecordKey {
         crm: "hubspot".into(),
         object_type: "deal".into(),
@@ -74,7 +83,7 @@ fn deal_key(id: u64) -> RecordKey {
     }
 }
 
-async fn outbox_of(app: &TestApp, deal: u64, kind: &str) -> Vec<OutboxRow> {
+pub(crate) async fn outbox_of(app: &TestApp, deal: u64, kind: &str) -> Vec<OutboxRow> {
     app.store
         .outbox_rows(Some(&deal_key(deal)))
         .await
@@ -84,7 +93,18 @@ async fn outbox_of(app: &TestApp, deal: u64, kind: &str) -> Vec<OutboxRow> {
         .collect()
 }
 
-fn payload(row: &OutboxRow) -> Value {
+/// What happened to a reward, in order.
+async fn audit_actions(app: &TestApp, reward_id: &str) -> Vec<String> {
+    app.store
+        .audit_entries("reward", reward_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect()
+}
+
+pub(crate) fn payload(row: &OutboxRow) -> Value {
     serde_json::from_str(&row.payload).unwrap()
 }
 
@@ -274,16 +294,8 @@ async fn a_replayed_win_still_yields_one_reward_per_beneficiary(backend: Backend
         Some(T0 + 12 * DAY + 30 * DAY),
         "the hold restarts with the new win"
     );
-    let actions: Vec<String> = app
-        .store
-        .audit_entries("reward", &referrer.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
     assert_eq!(
-        actions,
+        audit_actions(&app, &referrer.id).await,
         ["reward_created", "reward_reversed", "reward_reinstated"]
     );
     assert_eq!(app.store.rewards(None, 100).await.unwrap().len(), 2);
@@ -496,4 +508,145 @@ async fn salesforce_wins_publish_a_platform_event_when_eligible(backend: Backend
         payload(props)["properties"]["Referral_Reward_Status__c"],
         "eligible"
     );
+}
+
+async fn a_program_without_a_hold_makes_the_reward_eligible_with_the_win(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, SpawnOptions::default(), |s| {
+        configure(s);
+        s.programs.get_mut("US").unwrap().hold_days = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    referred_deal(&app, "ana@northwind.io", 101, 201, "40000").await;
+    let won = T0 + 2 * DAY;
+    app.clock.set(won + 1);
+
+    // Processing the win is all that happens: no hold timer runs.
+    stage(&app, 1, 201, "closedwon", won).await;
+
+    let rewards = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    assert!(
+        rewards
+            .iter()
+            .all(|r| r.status == "eligible" && r.payable_at == Some(won + 1)),
+        "{rewards:#?}"
+    );
+    let notes = outbox_of(&app, 201, "create_note").await;
+    assert_eq!(notes.len(), 1);
+    assert!(payload(&notes[0])["body"]
+        .as_str()
+        .unwrap()
+        .starts_with("Referral reward eligible on deal 201"));
+    let props = outbox_of(&app, 201, "update_properties").await;
+    assert_eq!(
+        payload(props.last().unwrap())["properties"]["referral_reward_status"],
+        "eligible"
+    );
+    let referrer = rewards
+        .iter()
+        .find(|r| r.beneficiary == "referrer")
+        .unwrap();
+    assert_eq!(
+        audit_actions(&app, &referrer.id).await,
+        ["reward_created", "reward_eligible"]
+    );
+}
+
+async fn a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    app.signup(json!({"id": "evt_p", "type": "partner.joined", "occurred_at": iso(T0 - DAY),
+        "data": {"code": "ACME-7", "name": "Acme Partners", "email": "partners@acme.com", "market": "US"}}))
+        .await;
+    app.signup(json!({"id": "evt_s", "type": "signup.created", "occurred_at": iso(T0),
+        "data": {"email": "ana@northwind.io", "referral_code": "ACME-7", "source": "link", "market": "US"}}))
+        .await;
+    app.hubspot(json!([
+        hubspot_event(
+            1,
+            "contact.propertyChange",
+            101,
+            T0,
+            json!({"propertyName": "email", "propertyValue": "ana@northwind.io"})
+        ),
+        hubspot_event(
+            2,
+            "deal.associationChange",
+            201,
+            T0,
+            json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": 201, "toObjectId": 101})
+        ),
+        deal_property(3, 201, "dealstage", "closedwon", T0 + 10 * DAY),
+    ]))
+    .await;
+    app.process().await;
+    let before = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    let referrer = before.iter().find(|r| r.beneficiary == "referrer").unwrap();
+    assert_eq!(referrer.status, "needs_review");
+    assert!(referrer
+        .review_reason
+        .as_deref()
+        .unwrap()
+        .contains("deal amount unknown"));
+
+    app.hubspot(json!([
+        deal_property(4, 201, "amount", "40000", T0 + 11 * DAY),
+        deal_property(5, 201, "deal_currency_code", "USD", T0 + 11 * DAY),
+    ]))
+    .await;
+    app.process().await;
+
+    let after = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    assert_eq!(after.len(), 2, "{after:#?}");
+    let referrer_now = after.iter().find(|r| r.beneficiary == "referrer").unwrap();
+    // 7.5% of 40,000 × 1.0 (bronze), held from the win.
+    assert_eq!(
+        (referrer_now.status.as_str(), referrer_now.amount.as_str()),
+        ("pending", "3000.00")
+    );
+    assert_eq!(referrer_now.hold_until, Some(T0 + 40 * DAY));
+    let withdrawn = app
+        .store
+        .audit_entries("reward", &referrer.id)
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.last().unwrap().action, "reward_withdrawn");
+    let props = outbox_of(&app, 201, "update_properties").await;
+    assert_eq!(
+        payload(props.last().unwrap())["properties"]["referral_reward_amount"],
+        "3000.00"
+    );
+}
+
+async fn a_freshly_linked_record_shows_the_first_tier_before_any_success(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+
+    referred_deal(&app, "ana@northwind.io", 101, 201, "40000").await;
+
+    // No success yet: the tier the first success would give, never blank.
+    for (object_type, id) in [("contact", "101"), ("deal", "201")] {
+        let key = RecordKey {
+            crm: "hubspot".into(),
+            object_type: object_type.into(),
+            object_id: id.into(),
+        };
+        let context = app
+            .store
+            .outbox_rows(Some(&key))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.kind == "update_properties")
+            .expect("a context write");
+        assert_eq!(
+            payload(&context)["properties"]["referrer_tier"],
+            "bronze",
+            "{object_type} {id}"
+        );
+    }
 }

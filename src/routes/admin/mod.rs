@@ -1,10 +1,11 @@
 //! The admin and reporting API under `/api/v1` (SPEC §6): referrers, referrals (with their full
-//! story), attribution overrides, rewards and their decisions, CRM deliveries and replay, the
-//! funnel report. Every route needs an API key; writes need an admin key.
+//! story), attribution overrides, rewards and their decisions, payout statements, CRM deliveries
+//! and replay, the funnel report. Every route needs an API key; writes need an admin key.
 
 pub mod auth;
 pub mod deliveries;
 pub mod openapi;
+pub mod payouts;
 pub mod referrals;
 pub mod referrers;
 pub mod reports;
@@ -35,6 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/rewards/{id}/reject", web::post().to(rewards::post_reject))
             .route("/rewards/{id}/paid", web::post().to(rewards::post_paid))
+            .route("/payouts", web::get().to(payouts::list_payouts))
+            .route("/payouts/{id}/paid", web::post().to(payouts::post_paid))
             .route("/deliveries", web::get().to(deliveries::list_deliveries))
             .route(
                 "/deliveries/replay",

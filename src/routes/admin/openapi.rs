@@ -5,19 +5,20 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{deliveries, referrals, referrers, reports, rewards};
+use super::{deliveries, payouts, referrals, referrers, reports, rewards};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "referral-sync admin API", description = "Referrers, referrals, rewards, CRM deliveries and the funnel. Authorization: Bearer <API key>."),
+    info(title = "referral-sync admin API", description = "Referrers, referrals, rewards, payout statements, CRM deliveries and the funnel. Authorization: Bearer <API key>."),
     paths(
         referrers::list_referrers, referrers::get_referrer,
         referrals::list_referrals, referrals::get_referral, referrals::post_attribution,
         rewards::list_rewards, rewards::post_approve, rewards::post_reject, rewards::post_paid,
+        payouts::list_payouts, payouts::post_paid,
         deliveries::list_deliveries, deliveries::post_replay,
         reports::get_funnel,
     ),
-    components(schemas(referrals::AttributionRequest, rewards::DecisionRequest, deliveries::ReplayRequest)),
+    components(schemas(referrals::AttributionRequest, rewards::DecisionRequest, payouts::PaidRequest, deliveries::ReplayRequest)),
     modifiers(&BearerKey)
 )]
 pub struct ApiDoc;

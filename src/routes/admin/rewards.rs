@@ -70,7 +70,9 @@ async fn apply(
             Ok(HttpResponse::Ok().json(json!({ "reward": reward })))
         }
         Err(DecisionError::NotFound(m)) => Err(ApiError::NotFound(m)),
-        Err(e @ DecisionError::WrongState { .. }) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ (DecisionError::WrongState { .. } | DecisionError::InStatement { .. })) => {
+            Err(ApiError::Conflict(e.to_string()))
+        }
         Err(DecisionError::Invalid(m)) => Err(ApiError::Unprocessable(m)),
         Err(DecisionError::Store(e)) => Err(e.into()),
     }
@@ -107,7 +109,7 @@ pub async fn post_reject(
 /// Mark an approved reward paid.
 #[utoipa::path(post, path = "/api/v1/rewards/{id}/paid", params(("id" = String, Path, description = "Reward id")), request_body(content = DecisionRequest, description = "Optional note"),
     responses((status = 200, description = "Marked paid"), (status = 401, description = "No valid API key"), (status = 403, description = "Read-only key"),
-              (status = 404, description = "Unknown id"), (status = 409, description = "Not approved")),
+              (status = 404, description = "Unknown id"), (status = 409, description = "Not approved, or on a payout statement (marked paid with it)")),
     security(("api_key" = [])))]
 pub async fn post_paid(
     AdminAccess(c): AdminAccess,
