@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use crm_sandbox::{CrmSandbox, SandboxConfig};
 use referral_sync::clock::{Clock, FakeClock, SharedClock, SystemClock};
 use referral_sync::config::{ConfigSources, Secret, Settings};
+use referral_sync::domain::Crm;
 use referral_sync::ingest::signature::{sign_hubspot, HubSpotVersion};
-use referral_sync::outbox::OutboxWorker;
+use referral_sync::outbox::{CrmCommand, OutboxWorker};
 use referral_sync::startup::Application;
-use referral_sync::store::{Attribution, NewOutbox, Store};
+use referral_sync::store::{Attribution, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -77,14 +78,16 @@ async fn backlog(limit: u32) -> serde_json::Value {
     for round in 0..2 {
         for (object_type, base) in [("contact", 100_000), ("deal", 200_000)] {
             for i in 0..2_500 {
-                let row = NewOutbox {
-                    crm: "hubspot".into(),
-                    account: "62515".into(),
-                    object_type: object_type.into(),
-                    object_id: (base + i).to_string(),
-                    kind: "update_properties".into(),
-                    payload: json!({"properties": {"referral_source": "link", "referral_code": format!("R-{round}")}}).to_string(),
-                };
+                let properties = [
+                    ("referral_source".to_string(), "link".to_string()),
+                    ("referral_code".to_string(), format!("R-{round}")),
+                ];
+                let row = CrmCommand::update(properties.into_iter().collect()).on_object(
+                    Crm::HubSpot,
+                    "62515",
+                    object_type,
+                    &(base + i).to_string(),
+                );
                 tx.enqueue(&row, now).await.expect("enqueue");
                 updates += 1;
             }

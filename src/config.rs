@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::domain::payout::InstallmentAt;
 use crate::domain::stage::CanonicalStage;
+use crate::domain::Crm;
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -199,8 +200,12 @@ pub struct CrmFieldNames {
     pub referee_reward_amount: String,
     pub referee_reward_currency: String,
     /// Salesforce only: the Platform Event published when a reward becomes eligible.
-    #[serde(default)]
-    pub reward_event: Option<String>,
+    #[serde(default = "default_reward_event")]
+    pub reward_event: String,
+}
+
+fn default_reward_event() -> String {
+    "Referral_Reward__e".to_string()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -247,16 +252,15 @@ pub struct RenewalSettings {
 impl RenewalSettings {
     /// Whether `deal` is a renewal (or expansion) deal by this configuration.
     pub fn is_renewal(&self, deal: &crate::store::CrmRecord) -> bool {
-        match deal.crm.parse::<crate::domain::Crm>() {
-            Ok(crate::domain::Crm::HubSpot) => deal
+        match deal.crm {
+            Crm::HubSpot => deal
                 .pipeline
                 .as_ref()
                 .is_some_and(|p| self.hubspot_pipelines.contains(p)),
-            Ok(crate::domain::Crm::Salesforce) => deal
+            Crm::Salesforce => deal
                 .deal_type
                 .as_ref()
                 .is_some_and(|t| self.salesforce_types.contains(t)),
-            Err(_) => false,
         }
     }
 }
@@ -467,6 +471,14 @@ pub struct ConfigSources {
 }
 
 impl Settings {
+    /// The property (HubSpot) or field (Salesforce) names the service writes in `crm`.
+    pub fn field_names(&self, crm: Crm) -> &CrmFieldNames {
+        match crm {
+            Crm::HubSpot => &self.hubspot.properties,
+            Crm::Salesforce => &self.salesforce.fields,
+        }
+    }
+
     /// Load and validate, refusing a configuration with any problem.
     pub fn load(sources: &ConfigSources) -> Result<Settings, ConfigError> {
         let (settings, mut problems) = Self::load_unvalidated(sources)?;
@@ -1049,17 +1061,13 @@ pub fn sqlite_path(url: &str) -> Option<&Path> {
 #[cfg(test)]
 mod renewal_tests {
     use super::RenewalSettings;
+    use crate::domain::Crm;
     use crate::store::CrmRecord;
 
     fn deal(crm: &str, pipeline: Option<&str>, deal_type: Option<&str>) -> CrmRecord {
         CrmRecord {
-            crm: crm.into(),
-            object_type: if crm == "hubspot" {
-                "deal"
-            } else {
-                "Opportunity"
-            }
-            .into(),
+            crm: crm.parse().unwrap(),
+            object_type: crm.parse::<Crm>().unwrap().deal_type().into(),
             object_id: "1".into(),
             account: String::new(),
             referral_id: None,

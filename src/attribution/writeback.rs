@@ -4,23 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use crate::clock::to_rfc3339;
-use crate::config::{CrmFieldNames, Settings};
+use crate::config::Settings;
+use crate::domain::Crm;
+use crate::outbox::CrmCommand;
 use crate::processing::decode::RecordRef;
 use crate::store::{Attribution, CrmRecord, NewOutbox, StoreError, Tx};
-
-pub const UPDATE_PROPERTIES: &str = "update_properties";
-pub const READ_RECORD: &str = "read_record";
-
-fn names<'a>(settings: &'a Settings, crm: &str) -> &'a CrmFieldNames {
-    if crm == "hubspot" {
-        &settings.hubspot.properties
-    } else {
-        &settings.salesforce.fields
-    }
-}
 
 /// The referral-context write for a linked record (SPEC §5, first row), reading the referrer and
 /// their successes inside `tx`.
@@ -55,7 +44,7 @@ pub fn context_properties(
     referrer_name: Option<&str>,
     successes: i64,
 ) -> NewOutbox {
-    let n = names(settings, &record.crm);
+    let n = settings.field_names(record.crm);
     let tier = match (
         &attribution.referrer_code,
         attribution
@@ -74,10 +63,9 @@ pub fn context_properties(
         _ => None,
     };
     // HubSpot datetime properties take epoch milliseconds; Salesforce DateTime fields ISO 8601.
-    let first_touch = if record.crm == "hubspot" {
-        attribution.first_touch_at.to_string()
-    } else {
-        to_rfc3339(attribution.first_touch_at)
+    let first_touch = match record.crm {
+        Crm::HubSpot => attribution.first_touch_at.to_string(),
+        Crm::Salesforce => to_rfc3339(attribution.first_touch_at),
     };
     let referred_by = referrer_name
         .map(str::to_string)
@@ -93,38 +81,21 @@ pub fn context_properties(
     .into_iter()
     .map(|(name, value)| (name.clone(), value.unwrap_or_default()))
     .collect();
-    update_properties(record, &properties)
+    CrmCommand::update(properties).on(record)
 }
 
 /// Put the recorded referral source back (tamper guard).
 pub fn restore_write(settings: &Settings, record: &CrmRecord, recorded: &str) -> NewOutbox {
-    let field = names(settings, &record.crm).referral_source.clone();
-    update_properties(
-        record,
-        &[(field, recorded.to_string())].into_iter().collect(),
-    )
-}
-
-/// Set properties (HubSpot) or fields (Salesforce) on one record.
-pub fn update_properties(record: &CrmRecord, properties: &BTreeMap<String, String>) -> NewOutbox {
-    NewOutbox {
-        crm: record.crm.clone(),
-        account: record.account.clone(),
-        object_type: record.object_type.clone(),
-        object_id: record.object_id.clone(),
-        kind: UPDATE_PROPERTIES.into(),
-        payload: json!({ "properties": properties }).to_string(),
-    }
+    let field = settings.field_names(record.crm).referral_source.clone();
+    CrmCommand::update([(field, recorded.to_string())].into_iter().collect()).on(record)
 }
 
 /// Read a record (and, for deals, its contact associations) through the CRM API.
 pub fn read_record(record: &RecordRef) -> NewOutbox {
-    NewOutbox {
-        crm: record.crm.as_str().into(),
-        account: record.account.clone(),
-        object_type: record.object_type.clone(),
-        object_id: record.id.clone(),
-        kind: READ_RECORD.into(),
-        payload: "{}".into(),
-    }
+    CrmCommand::ReadRecord {}.on_object(
+        record.crm,
+        &record.account,
+        &record.object_type,
+        &record.id,
+    )
 }

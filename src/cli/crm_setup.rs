@@ -210,10 +210,7 @@ async fn salesforce(
             }
         }
     }
-    let event = names
-        .reward_event
-        .clone()
-        .unwrap_or_else(|| "Referral_Reward__e".into());
+    let event = names.reward_event.clone();
     match client.describe(&event).await {
         Ok(_) => lines.push(format!("salesforce {event}: platform event exists")),
         Err(CallError::Permanent {

@@ -16,6 +16,7 @@ use crate::clock::{to_rfc3339, Clock, FakeClock, DAY, MINUTE};
 use crate::config::{ConfigSources, Secret, Settings, SourceSettings};
 use crate::domain::payout::Period;
 use crate::domain::reward::LineKind;
+use crate::domain::Crm;
 use crate::ingest::signature::{sign_hubspot, sign_standard_webhooks, HubSpotVersion};
 use crate::outbox::OutboxWorker;
 use crate::processing::InboxProcessor;
@@ -341,7 +342,7 @@ impl Demo {
         self.settle().await
     }
 
-    async fn reward_line(&self, crm: &str, deal: &str) -> anyhow::Result<Vec<String>> {
+    async fn reward_line(&self, crm: Crm, deal: &str) -> anyhow::Result<Vec<String>> {
         Ok(self
             .store
             .rewards_of_deal(crm, deal)
@@ -412,7 +413,7 @@ impl Demo {
         self.clock.advance(60 * DAY);
         self.stage(14, deal, "closedwon").await?;
         self.say("closed won after 105 days")?;
-        for line in self.reward_line("hubspot", &deal.to_string()).await? {
+        for line in self.reward_line(Crm::HubSpot, &deal.to_string()).await? {
             self.detail(line)?;
         }
 
@@ -434,14 +435,14 @@ impl Demo {
             "three more ACME-7 referrals close; the third success makes ACME-7 Silver (1.5×)",
         )?;
         for d in [d2, d4, d3] {
-            for line in self.reward_line("hubspot", &d.to_string()).await? {
+            for line in self.reward_line(Crm::HubSpot, &d.to_string()).await? {
                 self.detail(format!("deal {d}: {line}"))?;
             }
         }
         self.clock.advance(3 * DAY);
         self.stage(24, d4, "closedlost").await?;
         self.say("Globex backs out during the hold: its reward is reversed")?;
-        for line in self.reward_line("hubspot", &d4.to_string()).await? {
+        for line in self.reward_line(Crm::HubSpot, &d4.to_string()).await? {
             self.detail(line)?;
         }
 
@@ -500,7 +501,10 @@ impl Demo {
         .await?;
         self.settle().await?;
         self.say("Closed Won")?;
-        for line in self.reward_line("salesforce", "0067F00000RuRuRQAA").await? {
+        for line in self
+            .reward_line(Crm::Salesforce, "0067F00000RuRuRQAA")
+            .await?
+        {
             self.detail(line)?;
         }
         self.clock.advance(31 * DAY);
@@ -518,7 +522,7 @@ impl Demo {
             .rewards(None, 500)
             .await?
             .into_iter()
-            .filter(|r| r.line_kind == kind.as_str())
+            .filter(|r| r.line_kind == kind)
             .map(|r| {
                 format!(
                     "{} {} {} {} ({}{})",

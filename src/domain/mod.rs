@@ -24,7 +24,10 @@ macro_rules! names {
     )+};
 }
 
+pub(crate) use names;
+
 pub mod crm;
+pub mod delivery;
 pub mod email;
 pub mod market;
 pub mod payout;
@@ -32,4 +35,5 @@ pub mod reward;
 pub mod stage;
 
 pub use crm::{Crm, RecordKind};
+pub use delivery::{DeliveryStatus, InboxStatus};
 pub use email::Email;

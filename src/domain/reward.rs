@@ -2,9 +2,6 @@
 //! line it is. The status names are also the values of the CRM pick-lists `crm setup` creates, so
 //! they are fixed here once.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::Serialize;
 
 /// Who a reward is for.
@@ -16,6 +13,8 @@ pub enum Beneficiary {
 }
 
 impl Beneficiary {
+    pub const ALL: [Beneficiary; 2] = [Self::Referrer, Self::Referee];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Referrer => "referrer",
@@ -24,21 +23,11 @@ impl Beneficiary {
     }
 }
 
-impl FromStr for Beneficiary {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "referrer" => Ok(Self::Referrer),
-            "referee" => Ok(Self::Referee),
-            other => Err(UnknownName(other.to_string())),
-        }
-    }
-}
+names!(Beneficiary, RewardStatus);
 
 /// `pending` (hold running) → `eligible` → `approved` → `paid`; side exits `reversed`, and
 /// `needs_review` → `approved` or `rejected`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RewardStatus {
     Pending,
@@ -89,20 +78,72 @@ impl RewardStatus {
     }
 }
 
-impl fmt::Display for RewardStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// Why a reward line changes status. [`RewardMove::transition`] is the whole lifecycle: the
+/// statuses each move starts from and the one it ends in; the store applies a move only to a
+/// line still in one of those, so a move happens once or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewardMove {
+    /// The hold ended with the deal still won.
+    Release,
+    /// The deal left the success stage during the hold (or while the line awaited review).
+    Reverse,
+    /// A reversed line's deal reached the success stage again: its hold starts over.
+    Reinstate,
+    /// A reversed adjustment comes back into force (its cause returned).
+    Restore,
+    /// An adjustment that no longer applies (its deal won again, its refund undone) is taken off.
+    Withdraw,
+    /// An admin approved the line (out of review, or ahead of the payout run).
+    Approve,
+    /// An adjustment follows the line it takes back out of review.
+    ApproveWithLine,
+    /// An admin rejected the line.
+    Reject,
+    /// An adjustment follows the line it takes back into rejection.
+    RejectWithLine,
+    /// An admin marked an approved line paid.
+    MarkPaid,
+    /// A payout statement paid the line in full.
+    PaidByStatement,
+}
+
+impl RewardMove {
+    /// The statuses the move starts from, and where it ends.
+    pub fn transition(self) -> (&'static [RewardStatus], RewardStatus) {
+        use RewardStatus::*;
+        match self {
+            Self::Release => (&[Pending], Eligible),
+            Self::Reverse => (&[Pending, NeedsReview], Reversed),
+            Self::Reinstate => (&[Reversed], Pending),
+            Self::Restore => (&[Reversed], Eligible),
+            Self::Withdraw => (&[Pending, Eligible, Approved, NeedsReview], Reversed),
+            Self::Approve => (&[NeedsReview, Eligible], Approved),
+            Self::ApproveWithLine => (&[NeedsReview], Approved),
+            Self::Reject => (&[NeedsReview, Pending, Eligible], Rejected),
+            Self::RejectWithLine => (&[NeedsReview, Pending, Eligible, Approved], Rejected),
+            Self::MarkPaid => (&[Approved], Paid),
+            Self::PaidByStatement => (&[Eligible, Approved], Paid),
+        }
+    }
+
+    pub fn from(self) -> &'static [RewardStatus] {
+        self.transition().0
+    }
+
+    pub fn to(self) -> RewardStatus {
+        self.transition().1
     }
 }
 
-impl FromStr for RewardStatus {
-    type Err = UnknownName;
+impl RewardStatus {
+    /// Whether the line counts as money owed or paid (not taken off).
+    pub fn in_force(self) -> bool {
+        !matches!(self, Self::Reversed | Self::Rejected)
+    }
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_string()))
+    /// Whether the line is payable in full: released from its hold and not settled otherwise.
+    pub fn payable(self) -> bool {
+        matches!(self, Self::Eligible | Self::Approved)
     }
 }
 
@@ -162,5 +203,34 @@ mod tests {
             "referee".parse::<Beneficiary>().unwrap(),
             Beneficiary::Referee
         );
+    }
+
+    #[test]
+    fn a_move_never_starts_from_where_it_ends_and_settled_lines_stay_settled() {
+        let moves = [
+            RewardMove::Release,
+            RewardMove::Reverse,
+            RewardMove::Reinstate,
+            RewardMove::Restore,
+            RewardMove::Withdraw,
+            RewardMove::Approve,
+            RewardMove::ApproveWithLine,
+            RewardMove::Reject,
+            RewardMove::RejectWithLine,
+            RewardMove::MarkPaid,
+            RewardMove::PaidByStatement,
+        ];
+        for m in moves {
+            let (from, to) = m.transition();
+            assert!(!from.contains(&to), "{m:?} starts where it ends");
+            // Paid and rejected are final: nothing moves a line out of them.
+            assert!(!from.contains(&RewardStatus::Paid), "{m:?} leaves paid");
+            assert!(
+                !from.contains(&RewardStatus::Rejected),
+                "{m:?} leaves rejected"
+            );
+        }
+        assert_eq!(RewardMove::Release.from(), [RewardStatus::Pending]);
+        assert_eq!(RewardMove::MarkPaid.to(), RewardStatus::Paid);
     }
 }

@@ -23,6 +23,8 @@ use crate::crm::fields::{referral_fields, ValueKind};
 use crate::crm::hubspot::{self, HubSpotClient};
 use crate::crm::salesforce::{self, SalesforceClient};
 use crate::crm::{http_client, CallError};
+use crate::domain::Crm;
+use crate::outbox::{CommandKind, CrmCommand};
 use crate::store::{ClaimedRecord, DeliveryResult, NewInboxEvent, OutboxRow, Store, StoreError};
 
 const ROWS_PER_RECORD: i64 = 100;
@@ -65,18 +67,27 @@ struct Segment {
     /// The record's previous claim may have reached the CRM (see [`ClaimedRecord::in_doubt`]).
     in_doubt: bool,
     attempts: usize,
-    crm: String,
+    crm: Crm,
     account: String,
     object_type: String,
     object_id: String,
-    kind: String,
-    payload: Value,
+    /// What to send; `Err` when the stored row could not be read (dead-lettered with why).
+    kind: CommandKind,
+    command: Result<CrmCommand, String>,
     row_ids: Vec<i64>,
 }
 
 impl Segment {
     fn is_update(&self) -> bool {
-        self.kind == "update_properties"
+        matches!(self.command, Ok(CrmCommand::UpdateProperties { .. }))
+    }
+
+    /// The merged properties of an update (empty for any other command).
+    fn properties(&self) -> BTreeMap<String, String> {
+        match &self.command {
+            Ok(CrmCommand::UpdateProperties { properties }) => properties.clone(),
+            _ => BTreeMap::new(),
+        }
     }
 
     /// A property update whose previous attempt may have reached the CRM: until a read settles
@@ -173,13 +184,12 @@ impl OutboxWorker {
             }
             // HubSpot batches are per object type; a Salesforce collection may mix types, but
             // each change of type starts a new chunk and a request may hold at most 10 chunks.
-            let (records, types) = if crm == "hubspot" {
-                (hubspot::BATCH_LIMIT, 1)
-            } else {
-                (salesforce::BATCH_LIMIT, salesforce::MAX_CHUNKS)
+            let (records, types) = match crm {
+                Crm::HubSpot => (hubspot::BATCH_LIMIT, 1),
+                Crm::Salesforce => (salesforce::BATCH_LIMIT, salesforce::MAX_CHUNKS),
             };
             for call in calls(to_send, records, types) {
-                report.calls += self.send_updates(&crm, &account, call).await?;
+                report.calls += self.send_updates(crm, &account, call).await?;
             }
         }
         for s in singles {
@@ -235,11 +245,10 @@ impl OutboxWorker {
             .then_some(now)
     }
 
-    fn acquire(&self, crm: &str, account: &str, now: Millis) -> Result<(), Millis> {
-        let limiter = if crm == "hubspot" {
-            &self.inner.hubspot_limit
-        } else {
-            &self.inner.salesforce_limit
+    fn acquire(&self, crm: Crm, account: &str, now: Millis) -> Result<(), Millis> {
+        let limiter = match crm {
+            Crm::HubSpot => &self.inner.hubspot_limit,
+            Crm::Salesforce => &self.inner.salesforce_limit,
         };
         limiter
             .lock()
@@ -248,10 +257,10 @@ impl OutboxWorker {
     }
 
     /// Send merged property updates for up to one batch of records; returns API calls made.
-    #[tracing::instrument(name = "crm_write", skip_all, fields(crm = crm, account = account, records = chunk.len()))]
+    #[tracing::instrument(name = "crm_write", skip_all, fields(crm = crm.as_str(), account = account, records = chunk.len()))]
     async fn send_updates(
         &self,
-        crm: &str,
+        crm: Crm,
         account: &str,
         chunk: Vec<Segment>,
     ) -> Result<usize, StoreError> {
@@ -263,7 +272,7 @@ impl OutboxWorker {
             return self.defer_all(chunk, free_at).await.map(|_| 0);
         }
         let result = match crm {
-            "hubspot" => match &self.inner.hubspot {
+            Crm::HubSpot => match &self.inner.hubspot {
                 None => {
                     return self
                         .defer_all(chunk, now + NOT_CONFIGURED_RETRY)
@@ -273,7 +282,7 @@ impl OutboxWorker {
                 Some(client) => {
                     let inputs: Vec<(String, hubspot::Properties)> = chunk
                         .iter()
-                        .map(|s| (s.object_id.clone(), properties_of(&s.payload)))
+                        .map(|s| (s.object_id.clone(), s.properties()))
                         .collect();
                     if inputs.len() == 1 {
                         client
@@ -285,7 +294,7 @@ impl OutboxWorker {
                     }
                 }
             },
-            _ => match &self.inner.salesforce {
+            Crm::Salesforce => match &self.inner.salesforce {
                 None => {
                     return self
                         .defer_all(chunk, now + NOT_CONFIGURED_RETRY)
@@ -296,19 +305,13 @@ impl OutboxWorker {
                     if chunk.len() == 1 {
                         let s = &chunk[0];
                         client
-                            .update(&s.object_type, &s.object_id, &properties_of(&s.payload))
+                            .update(&s.object_type, &s.object_id, &s.properties())
                             .await
                             .map(|_| BTreeMap::new())
                     } else {
                         let records: Vec<(String, String, salesforce::Fields)> = chunk
                             .iter()
-                            .map(|s| {
-                                (
-                                    s.object_type.clone(),
-                                    s.object_id.clone(),
-                                    properties_of(&s.payload),
-                                )
-                            })
+                            .map(|s| (s.object_type.clone(), s.object_id.clone(), s.properties()))
                             .collect();
                         client.composite_update(&records).await
                     }
@@ -352,25 +355,25 @@ impl OutboxWorker {
         }
         let me = &self.inner;
         let now = me.clock.now();
-        if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {
+        if let Err(free_at) = self.acquire(s.crm, &s.account, now) {
             // Deferring keeps the claim, and so the doubt, until the limiter has room.
             self.defer_all(vec![s], free_at).await?;
             return Ok((0, None));
         }
-        let wanted = properties_of(&s.payload);
+        let wanted = s.properties();
         let names: Vec<&str> = wanted.keys().map(String::as_str).collect();
-        let current = match (s.crm.as_str(), &me.hubspot, &me.salesforce) {
-            ("hubspot", Some(client), _) => client
+        let current = match (s.crm, &me.hubspot, &me.salesforce) {
+            (Crm::HubSpot, Some(client), _) => client
                 .read(&s.object_type, &s.object_id, &names)
                 .await
                 .map(|record| record.get("properties").cloned().unwrap_or(Value::Null)),
-            ("salesforce", _, Some(client)) => {
+            (Crm::Salesforce, _, Some(client)) => {
                 client.read(&s.object_type, &s.object_id, &names).await
             }
             // Not configured: the normal path defers it.
             _ => return Ok((0, Some(s))),
         };
-        let crm = s.crm.clone();
+        let crm = s.crm.as_str();
         match current {
             Ok(current) if holds_all(&current, &wanted) => {
                 metrics::counter!("outbox_in_doubt_total", "crm" => crm, "outcome" => "already_applied")
@@ -421,51 +424,45 @@ impl OutboxWorker {
         fields(crm = %s.crm, record = %format_args!("{}:{}", s.object_type, s.object_id), kind = %s.kind, attempt = s.attempts)
     )]
     async fn send_single(&self, s: Segment) -> Result<usize, StoreError> {
+        let command = match &s.command {
+            Ok(command) => command.clone(),
+            Err(why) => {
+                let outcome = CallError::Permanent {
+                    status: None,
+                    message: why.clone(),
+                };
+                self.finish(s, Some(outcome)).await?;
+                return Ok(0);
+            }
+        };
         if let Some(now) = self.lease_runs_out(std::slice::from_ref(&s)) {
             return self.defer_all(vec![s], now).await.map(|_| 0);
         }
         let me = &self.inner;
         let now = me.clock.now();
-        if let Err(free_at) = self.acquire(&s.crm, &s.account, now) {
+        if let Err(free_at) = self.acquire(s.crm, &s.account, now) {
             return self.defer_all(vec![s], free_at).await.map(|_| 0);
         }
-        let outcome = match (s.crm.as_str(), s.kind.as_str(), &me.hubspot, &me.salesforce) {
-            ("hubspot", "create_note", Some(client), _) => {
-                let body = s
-                    .payload
-                    .get("body")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let ts = s
-                    .payload
-                    .get("timestamp")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(now);
-                client.create_note(&s.object_id, body, ts).await.err()
-            }
-            ("hubspot", "read_record", Some(client), _) => {
+        let outcome = match (s.crm, command, &me.hubspot, &me.salesforce) {
+            (Crm::HubSpot, CrmCommand::CreateNote { body, timestamp }, Some(client), _) => client
+                .create_note(&s.object_id, &body, timestamp)
+                .await
+                .err(),
+            (Crm::HubSpot, CrmCommand::ReadRecord {}, Some(client), _) => {
                 self.read_hubspot(client, &s, now).await.err()
             }
-            ("salesforce", "publish_event", _, Some(client)) => {
-                let event = s
-                    .payload
-                    .get("event")
-                    .and_then(Value::as_str)
-                    .unwrap_or("Referral_Reward__e");
-                client
-                    .publish_event(event, s.payload.get("fields").unwrap_or(&Value::Null))
-                    .await
-                    .err()
+            (Crm::Salesforce, CrmCommand::PublishEvent { event, fields }, _, Some(client)) => {
+                client.publish_event(&event, &fields).await.err()
             }
-            ("hubspot", _, None, _) | ("salesforce", _, _, None) => {
+            (Crm::HubSpot, _, None, _) | (Crm::Salesforce, _, _, None) => {
                 return self
                     .defer_all(vec![s], now + NOT_CONFIGURED_RETRY)
                     .await
                     .map(|_| 0);
             }
-            (crm, kind, _, _) => Some(CallError::Permanent {
+            (crm, command, _, _) => Some(CallError::Permanent {
                 status: None,
-                message: format!("no delivery for {kind} to {crm}"),
+                message: format!("no delivery for {} to {crm}", command.kind()),
             }),
         };
         self.finish(s, outcome).await?;
@@ -558,7 +555,7 @@ impl OutboxWorker {
                     jitter_seed(),
                 ) {
                     Some(delay) => {
-                        metrics::counter!("outbox_retries_total", "crm" => s.crm.clone())
+                        metrics::counter!("outbox_retries_total", "crm" => s.crm.as_str())
                             .increment(1);
                         DeliveryResult::Retry {
                             // No status (the call timed out or broke after it may have been
@@ -572,7 +569,8 @@ impl OutboxWorker {
                         }
                     }
                     None => {
-                        metrics::counter!("outbox_dead_total", "crm" => s.crm.clone()).increment(1);
+                        metrics::counter!("outbox_dead_total", "crm" => s.crm.as_str())
+                            .increment(1);
                         DeliveryResult::Dead {
                             row_ids: s.row_ids,
                             status: status.map(i64::from),
@@ -582,7 +580,7 @@ impl OutboxWorker {
                 }
             }
             Some(CallError::Permanent { status, message }) => {
-                metrics::counter!("outbox_dead_total", "crm" => s.crm.clone()).increment(1);
+                metrics::counter!("outbox_dead_total", "crm" => s.crm.as_str()).increment(1);
                 tracing::warn!(crm = %s.crm, object = %s.object_id, %message, "CRM refused a write; dead-lettered");
                 DeliveryResult::Dead {
                     row_ids: s.row_ids,
@@ -655,8 +653,8 @@ fn calls(mut segments: Vec<Segment>, max_records: usize, max_types: usize) -> Ve
 fn segments(
     claimed: Vec<ClaimedRecord>,
     lease_until: Millis,
-) -> (BTreeMap<(String, String), Vec<Segment>>, Vec<Segment>) {
-    let mut updates: BTreeMap<(String, String), Vec<Segment>> = BTreeMap::new();
+) -> (BTreeMap<(Crm, String), Vec<Segment>>, Vec<Segment>) {
+    let mut updates: BTreeMap<(Crm, String), Vec<Segment>> = BTreeMap::new();
     let mut singles = Vec::new();
     for record in claimed {
         let Some(head) = record.rows.first() else {
@@ -666,39 +664,39 @@ fn segments(
             head_id: record.head_id,
             lease_until,
             in_doubt: record.in_doubt,
-            attempts: usize::try_from(head.attempts).unwrap_or(0),
-            crm: row.crm.clone(),
+            attempts: usize::try_from(head.attempts).unwrap_or(usize::MAX),
+            crm: row.crm,
             account: row.account.clone(),
             object_type: row.object_type.clone(),
             object_id: row.object_id.clone(),
-            kind: row.kind.clone(),
-            payload: serde_json::from_str(&row.payload).unwrap_or(Value::Null),
+            kind: row.kind,
+            command: row.command().map_err(|e| e.to_string()),
             row_ids: vec![row.id],
         };
-        if head.kind != "update_properties" {
+        if head.kind != CommandKind::UpdateProperties {
             singles.push(base(head));
             continue;
         }
-        // Merge the run of consecutive property updates; later values win.
-        let mut merged = serde_json::Map::new();
+        // Merge the run of consecutive property updates; later values win. A row that cannot
+        // be read ends the run and goes out alone (to be dead-lettered with why).
+        let mut merged = BTreeMap::new();
         let mut row_ids = Vec::new();
-        for row in record
-            .rows
-            .iter()
-            .take_while(|r| r.kind == "update_properties")
-        {
-            if let Ok(v) = serde_json::from_str::<Value>(&row.payload) {
-                if let Some(props) = v.get("properties").and_then(Value::as_object) {
-                    merged.extend(props.clone());
-                }
+        for row in &record.rows {
+            match row.command() {
+                Ok(CrmCommand::UpdateProperties { properties }) => merged.extend(properties),
+                _ => break,
             }
             row_ids.push(row.id);
         }
+        if row_ids.is_empty() {
+            singles.push(base(head));
+            continue;
+        }
         let mut segment = base(head);
-        segment.payload = json!({ "properties": merged });
+        segment.command = Ok(CrmCommand::update(merged));
         segment.row_ids = row_ids;
         updates
-            .entry((head.crm.clone(), head.account.clone()))
+            .entry((head.crm, head.account.clone()))
             .or_default()
             .push(segment);
     }
@@ -738,23 +736,6 @@ fn plain_number(text: &str) -> bool {
         && (whole == "0" || !whole.starts_with('0'))
 }
 
-fn properties_of(payload: &Value) -> BTreeMap<String, String> {
-    payload
-        .get("properties")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str().map_or_else(|| v.to_string(), String::from),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -772,12 +753,12 @@ mod tests {
             lease_until: 0,
             in_doubt: false,
             attempts: 0,
-            crm: "salesforce".into(),
+            crm: Crm::Salesforce,
             account: String::new(),
             object_type: object_type.into(),
             object_id: n.to_string(),
-            kind: "update_properties".into(),
-            payload: Value::Null,
+            kind: CommandKind::UpdateProperties,
+            command: Ok(CrmCommand::update(BTreeMap::new())),
             row_ids: vec![n as i64],
         }
     }

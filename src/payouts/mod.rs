@@ -20,7 +20,6 @@ use crate::clock::{to_rfc3339, Millis};
 use crate::config::{InstallmentSettings, Settings};
 use crate::domain::payout::{InstallmentAt, PayoutStatus, Period};
 use crate::domain::reward::RewardStatus;
-use crate::domain::Crm;
 use crate::reports::funnel::neutralize_formula;
 use crate::rewards::engine;
 use crate::rewards::recurring::installment_amounts;
@@ -121,7 +120,7 @@ fn schedule_of(
 
 /// What of `r` is payable now, whatever statement it is on. Pure.
 pub fn payable(r: &Reward) -> Result<Vec<Due>, StoreError> {
-    let status = r.status()?;
+    let status = r.status;
     let whole_at = || {
         r.payable_at.ok_or_else(|| {
             StoreError::Corrupt(format!(
@@ -264,7 +263,7 @@ async fn gather(
                         reward_id: r.id.clone(),
                         installment: due.installment,
                         payout_id: String::new(),
-                        kind: r.line_kind()?.as_str().to_string(),
+                        kind: r.line_kind.as_str().to_string(),
                         amount: money(due.amount).to_string(),
                         payable_at: due.payable_at,
                     },
@@ -409,10 +408,7 @@ fn statement(p: PayoutRow, rows: Vec<PayoutLineRow>) -> Result<Statement, StoreE
                 )))
             }
         };
-        let crm: Crm = l.crm.parse().map_err(|e| {
-            StoreError::Corrupt(format!("payout {} line {}: {e}", p.id, l.reward_id))
-        })?;
-        let deal_type = crm.deal_type();
+        let deal_type = l.crm.deal_type();
         lines.push(StatementLine {
             reward_id: l.reward_id,
             deal: format!("{}:{deal_type}:{}", l.crm, l.deal_id),
@@ -703,19 +699,22 @@ pub fn to_table(payouts: &PeriodPayouts) -> String {
 mod tests {
     use super::*;
 
+    use crate::domain::reward::{Beneficiary, LineKind};
+    use crate::domain::Crm;
+
     const WON: Millis = 1_000_000;
     const ELIGIBLE: Millis = 2_000_000;
 
     fn line(status: &str, schedule: Option<&str>, review: Option<&str>) -> Reward {
         Reward {
             id: "r1".into(),
-            crm: "hubspot".into(),
+            crm: Crm::HubSpot,
             deal_id: "201".into(),
-            beneficiary: "referrer".into(),
+            beneficiary: Beneficiary::Referrer,
             referral_id: "ref".into(),
             referrer_code: Some("IVAN-1".into()),
             market: "RU".into(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             kind: "flat".into(),
             amount: "50000.00".into(),
             currency: "RUB".into(),
@@ -731,7 +730,7 @@ mod tests {
             decided_by: None,
             created_at: WON,
             updated_at: WON,
-            line_kind: "reward".into(),
+            line_kind: LineKind::Reward,
             source_key: None,
             adjusts: None,
             payable_at: matches!(status, "eligible" | "approved").then_some(ELIGIBLE),

@@ -141,7 +141,7 @@ struct Batch<'a> {
     now: Millis,
     // Read before applying.
     /// Per deal `(crm, deal id)`: stage history as stored, plus this batch's changes.
-    histories: HashMap<(String, String), Vec<HistoryEntry>>,
+    histories: HashMap<(Crm, String), Vec<HistoryEntry>>,
     stored_pipelines: HashMap<RecordKey, String>,
     referrals: HashMap<String, KnownReferral>,
     referrer_markets: HashMap<String, Option<String>>,
@@ -157,7 +157,7 @@ struct Batch<'a> {
     touches: Vec<NewTouch>,
     records: BTreeMap<RecordKey, RecordFacts>,
     if_linked: Vec<IfLinked>,
-    associations: BTreeMap<(String, String, String), Association>,
+    associations: BTreeMap<(Crm, String, String), Association>,
     stage_changes: BTreeMap<(RecordKey, String, Millis), NewStageChange>,
     invoices: Vec<NewInvoice>,
     refunds: Vec<NewRefund>,
@@ -217,7 +217,7 @@ impl<'a> Batch<'a> {
         }
         staged_deals.sort();
         staged_deals.dedup();
-        let mut histories: HashMap<(String, String), Vec<HistoryEntry>> = HashMap::new();
+        let mut histories: HashMap<(Crm, String), Vec<HistoryEntry>> = HashMap::new();
         for h in tx.stage_histories(&staged_deals).await? {
             histories
                 .entry((h.crm, h.deal_id))
@@ -608,9 +608,9 @@ impl<'a> Batch<'a> {
         removed: bool,
         at: Millis,
     ) {
-        let id = (crm.as_str().to_string(), deal_id, person_id);
+        let id = (crm, deal_id, person_id);
         let association = Association {
-            crm: id.0.clone(),
+            crm,
             deal_id: id.1.clone(),
             contact_id: id.2.clone(),
             removed,
@@ -677,7 +677,7 @@ impl<'a> Batch<'a> {
             .or_else(|| self.stored_pipelines.get(&key).cloned());
         let history = self
             .histories
-            .entry((key.crm.clone(), key.object_id.clone()))
+            .entry((key.crm, key.object_id.clone()))
             .or_default();
         // Snapshots (Salesforce messages, API reads) repeat the current stage: only a change from
         // the stage in force at that time is history.
@@ -710,7 +710,7 @@ impl<'a> Batch<'a> {
             }),
         }
         let change = NewStageChange {
-            crm: key.crm.clone(),
+            crm: key.crm,
             deal_id: key.object_id.clone(),
             pipeline: pipeline.clone(),
             stage_id: stage_id.clone(),

@@ -136,12 +136,8 @@ fn parse_subject(subject: &str) -> Result<RecordKey, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("recheck subject `{subject}` is not a record")))
 }
 
-fn crm_of(key: &RecordKey) -> Option<Crm> {
-    key.crm.parse().ok()
-}
-
 fn kind_of_key(key: &RecordKey) -> Option<RecordKind> {
-    crm_of(key)?.kind_of(&key.object_type)
+    key.crm.kind_of(&key.object_type)
 }
 
 fn kind(record: &CrmRecord) -> Option<RecordKind> {
@@ -286,18 +282,15 @@ impl<'a> State<'a> {
         tx: &mut Tx,
         survivors: &BTreeSet<RecordKey>,
     ) -> Result<HashMap<RecordKey, Vec<RecordKey>>, StoreError> {
-        let mut by_type: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+        let mut by_type: BTreeMap<(Crm, String), Vec<&str>> = BTreeMap::new();
         for k in survivors {
             by_type
-                .entry((k.crm.clone(), k.object_type.clone()))
+                .entry((k.crm, k.object_type.clone()))
                 .or_default()
                 .push(&k.object_id);
         }
         let mut merged: HashMap<RecordKey, Vec<RecordKey>> = HashMap::new();
         for ((crm, object_type), ids) in by_type {
-            let Ok(crm) = crm.parse::<Crm>() else {
-                continue;
-            };
             let found = tx
                 .records_merged_into(crm, &[object_type.as_str()], &ids)
                 .await?;
@@ -513,7 +506,7 @@ impl<'a> State<'a> {
         for crm in Crm::ALL {
             let ids: Vec<&str> = people
                 .iter()
-                .filter(|k| crm_of(k) == Some(crm))
+                .filter(|k| k.crm == crm)
                 .map(|k| k.object_id.as_str())
                 .collect();
             for (deal_id, _) in tx.deals_of_people(crm, &ids).await? {
@@ -521,7 +514,7 @@ impl<'a> State<'a> {
             }
             let accounts: Vec<String> = people
                 .iter()
-                .filter(|k| crm_of(k) == Some(crm))
+                .filter(|k| k.crm == crm)
                 .filter_map(|k| self.records.get(k)?.parent_id.clone())
                 .collect();
             let accounts: Vec<&str> = accounts.iter().map(String::as_str).collect();
@@ -544,7 +537,7 @@ impl<'a> State<'a> {
         let deals = &self.with_survivors(tx, deals).await?;
         let mut people_of: HashMap<RecordKey, Vec<RecordKey>> = HashMap::new();
         for crm in Crm::ALL {
-            let of_crm: Vec<&RecordKey> = deals.iter().filter(|k| crm_of(k) == Some(crm)).collect();
+            let of_crm: Vec<&RecordKey> = deals.iter().filter(|k| k.crm == crm).collect();
             let ids: Vec<&str> = of_crm.iter().map(|k| k.object_id.as_str()).collect();
             let associated = tx.people_of_deals(crm, &ids).await?;
             let person_ids: Vec<&str> = associated.iter().map(|(_, p)| p.as_str()).collect();
@@ -634,7 +627,7 @@ impl<'a> State<'a> {
             .map(|(k, _)| k.clone())
             .collect();
         let mut first_write_pending: HashSet<RecordKey> = tx
-            .with_pending_outbox(&emptied, writeback::UPDATE_PROPERTIES)
+            .with_pending_outbox(&emptied, crate::outbox::CommandKind::UpdateProperties)
             .await?
             .into_iter()
             .collect();
@@ -667,7 +660,7 @@ impl<'a> State<'a> {
                 new_value: Some(recorded),
                 reason: Some("referral source is write-once".into()),
             });
-            metrics::counter!("tamper_restores_total", "crm" => record.crm.clone()).increment(1);
+            metrics::counter!("tamper_restores_total", "crm" => record.crm.as_str()).increment(1);
         }
         Ok(())
     }
@@ -688,14 +681,14 @@ impl<'a> State<'a> {
         let ids: Vec<&str> = affected.iter().map(String::as_str).collect();
         self.load_referrals(tx, ids.iter().copied(), []).await?;
         let linked = tx.deals_linked_to(&ids).await?;
-        let referral_of: HashMap<(String, String), String> = linked
+        let referral_of: HashMap<(Crm, String), String> = linked
             .iter()
             .filter_map(|k| {
                 let referral = match self.records.get(k) {
                     Some(r) => r.referral_id.clone()?,
                     None => return None,
                 };
-                Some(((k.crm.clone(), k.object_id.clone()), referral))
+                Some(((k.crm, k.object_id.clone()), referral))
             })
             .collect();
         // Deals not loaded this round keep the link the database has.
@@ -707,7 +700,7 @@ impl<'a> State<'a> {
         let mut referral_of = referral_of;
         for r in tx.records(&unloaded).await? {
             if let Some(referral) = r.referral_id.clone() {
-                referral_of.insert((r.crm.clone(), r.object_id.clone()), referral);
+                referral_of.insert((r.crm, r.object_id.clone()), referral);
             }
         }
         let mut derived: BTreeMap<String, MilestoneFill> = affected
@@ -725,7 +718,7 @@ impl<'a> State<'a> {
             .collect();
         for change in tx.stage_histories(&linked).await? {
             let Some(fill) = referral_of
-                .get(&(change.crm.clone(), change.deal_id.clone()))
+                .get(&(change.crm, change.deal_id.clone()))
                 .and_then(|id| derived.get_mut(id))
             else {
                 continue;
@@ -812,7 +805,7 @@ impl<'a> State<'a> {
             .into_iter()
             .filter_map(|f| {
                 let key = RecordKey {
-                    crm: f.crm.clone(),
+                    crm: f.crm,
                     object_type: f.object_type.clone(),
                     object_id: f.object_id.clone(),
                 };
@@ -843,7 +836,7 @@ impl<'a> State<'a> {
         let mut moved = Vec::new();
         for (deal, left) in &self.relinked {
             for reward in tx
-                .withdraw_unsettled_rewards(&deal.crm, &deal.object_id, false)
+                .withdraw_unsettled_rewards(deal.crm, &deal.object_id, false)
                 .await?
             {
                 moved.push(AuditRecord {
@@ -866,7 +859,7 @@ impl<'a> State<'a> {
             for merged in self.merged_deals.get(survivor).into_iter().flatten() {
                 for reward in tx
                     .move_deal_rewards(
-                        &survivor.crm,
+                        survivor.crm,
                         &merged.object_id,
                         &survivor.object_id,
                         self.now,
@@ -886,7 +879,7 @@ impl<'a> State<'a> {
             }
         }
         tx.audit_all(&moved, self.now).await?;
-        let with_rewards: HashSet<(String, String)> =
+        let with_rewards: HashSet<(Crm, String)> =
             tx.deals_with_rewards(deals).await?.into_iter().collect();
         let codes: BTreeSet<String> = deals
             .iter()
@@ -911,7 +904,7 @@ impl<'a> State<'a> {
             else {
                 continue;
             };
-            let has_rewards = with_rewards.contains(&(deal.crm.clone(), deal.object_id.clone()));
+            let has_rewards = with_rewards.contains(&(deal.crm, deal.object_id.clone()));
             let at_success = deal
                 .referral_id
                 .as_deref()

@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use crate::clock::{Millis, DAY};
 use crate::config::{FraudSettings, ProgramSettings, RewardRule, TierSettings};
 pub use crate::domain::reward::Beneficiary;
+use crate::domain::reward::RewardStatus;
 
 const SELF_REFERRAL: &str = "self_referral";
 const SHARED_IP: &str = "shared_ip";
@@ -78,11 +79,11 @@ pub enum InitialStatus {
     NeedsReview,
 }
 
-impl InitialStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::NeedsReview => "needs_review",
+impl From<InitialStatus> for RewardStatus {
+    fn from(status: InitialStatus) -> Self {
+        match status {
+            InitialStatus::Pending => RewardStatus::Pending,
+            InitialStatus::NeedsReview => RewardStatus::NeedsReview,
         }
     }
 }

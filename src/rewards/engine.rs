@@ -16,16 +16,15 @@ use super::calculate::{
 };
 use super::recurring::{self, CustomerFacts, PaymentFacts, ADJUSTMENT_KIND};
 use crate::clock::{to_rfc3339, Millis, DAY};
-use crate::config::{CrmFieldNames, ProgramSettings, Settings};
-use crate::domain::reward::{Beneficiary, LineKind, RewardStatus};
+use crate::config::{ProgramSettings, Settings};
+use crate::domain::reward::{Beneficiary, LineKind, RewardMove, RewardStatus};
 use crate::domain::stage::CanonicalStage;
+use crate::domain::Crm;
+use crate::outbox::CrmCommand;
 use crate::store::{
     CrmRecord, Invoice, NewAudit, NewOutbox, NewRecheck, NewReward, RecheckKind, Referral,
     Referrer, Refund, Reward, Store, StoreError, Tx,
 };
-
-pub const CREATE_NOTE: &str = "create_note";
-pub const PUBLISH_EVENT: &str = "publish_event";
 
 /// Source key of an invoice's recurring line.
 fn invoice_source(invoice_id: &str) -> String {
@@ -142,10 +141,10 @@ pub async fn on_deal_stage(
         if deal.amount.is_some()
             && own
                 .iter()
-                .any(|r| r.status == RewardStatus::NeedsReview.as_str() && r.deal_amount.is_none())
+                .any(|r| r.status == RewardStatus::NeedsReview && r.deal_amount.is_none())
         {
             for r in tx
-                .withdraw_unsettled_rewards(&deal.crm, &deal.object_id, true)
+                .withdraw_unsettled_rewards(deal.crm, &deal.object_id, true)
                 .await?
             {
                 tx.audit(
@@ -172,10 +171,10 @@ pub async fn on_deal_stage(
             }
         }
         let mut reinstated = Vec::new();
-        for r in own.iter().filter(|r| r.status == "reversed") {
+        for r in own.iter().filter(|r| r.status == RewardStatus::Reversed) {
             let hold = at + i64::from(e.program.hold_days) * DAY;
             if let Some(r) = tx
-                .transition_reward(&r.id, &["reversed"], "pending", None, Some(hold), now)
+                .transition_reward(&r.id, RewardMove::Reinstate, None, Some(hold), now)
                 .await?
             {
                 record(
@@ -203,14 +202,7 @@ pub async fn on_deal_stage(
                 continue;
             }
             if let Some(r) = tx
-                .transition_reward(
-                    &adjustment.id,
-                    &["pending", "eligible", "approved", "needs_review"],
-                    "reversed",
-                    None,
-                    None,
-                    now,
-                )
+                .transition_reward(&adjustment.id, RewardMove::Withdraw, None, None, now)
                 .await?
             {
                 record(
@@ -228,19 +220,12 @@ pub async fn on_deal_stage(
         }
     } else {
         for r in &own {
-            match r.status()? {
+            match r.status {
                 // Left the success stage during the hold (or awaiting review): the line is off,
                 // and what of it was paid out already comes back.
                 RewardStatus::Pending | RewardStatus::NeedsReview => {
                     let Some(r) = tx
-                        .transition_reward(
-                            &r.id,
-                            &["pending", "needs_review"],
-                            "reversed",
-                            None,
-                            None,
-                            now,
-                        )
+                        .transition_reward(&r.id, RewardMove::Reverse, None, None, now)
                         .await?
                     else {
                         continue;
@@ -262,7 +247,7 @@ pub async fn on_deal_stage(
                 }
                 // After the hold: the line stays as it is; a negative adjustment takes it back.
                 RewardStatus::Eligible | RewardStatus::Approved | RewardStatus::Paid
-                    if r.beneficiary()? == Beneficiary::Referrer =>
+                    if r.beneficiary == Beneficiary::Referrer =>
                 {
                     let why = format!("the deal moved to {stage} after the hold ended");
                     let amount = r.amount()?;
@@ -298,7 +283,7 @@ fn deal_amount(deal: &CrmRecord) -> Option<Decimal> {
 /// The deal's own lines (what its win earned), referrer first.
 async fn own_lines(tx: &mut Tx, deal: &CrmRecord) -> Result<Vec<Reward>, StoreError> {
     Ok(tx
-        .deal_rewards(&deal.crm, &deal.object_id)
+        .deal_rewards(deal.crm, &deal.object_id)
         .await?
         .into_iter()
         .filter(Reward::is_deals_own)
@@ -376,13 +361,13 @@ fn new_line(
         && !program.payout_schedule.is_empty())
     .then(|| serde_json::to_string(&program.payout_schedule).expect("plain data serialises"));
     NewReward {
-        crm: deal.crm.clone(),
+        crm: deal.crm,
         deal_id: deal.object_id.clone(),
-        beneficiary: d.beneficiary.as_str().to_string(),
+        beneficiary: d.beneficiary,
         referral_id: referral.id.clone(),
         referrer_code: referral.referrer_code.clone(),
         market: market.to_string(),
-        status: d.status.as_str().into(),
+        status: d.status.into(),
         kind: d.kind.to_string(),
         amount: d.amount.to_string(),
         currency: d.currency.clone(),
@@ -666,8 +651,8 @@ async fn after_created(
 ) -> Result<(), StoreError> {
     let to_review = created
         .iter()
-        .find(|r| r.status == RewardStatus::NeedsReview.as_str());
-    if let (Some(line), true) = (to_review, deal.crm == "hubspot") {
+        .find(|r| r.status == RewardStatus::NeedsReview);
+    if let (Some(line), Crm::HubSpot) = (to_review, deal.crm) {
         let summary = summary(tx, deal, line, review_headline).await?;
         tx.enqueue(&note(deal, &summary, now), now).await?;
     }
@@ -685,7 +670,7 @@ async fn release_if_due(
 ) -> Result<(), StoreError> {
     let mut released = Vec::new();
     for r in lines {
-        if r.status != RewardStatus::Pending.as_str() || r.hold_until.is_none_or(|h| h > now) {
+        if r.status != RewardStatus::Pending || r.hold_until.is_none_or(|h| h > now) {
             continue;
         }
         if let Some(r) = release(tx, settings, deal, &r, now).await? {
@@ -704,7 +689,7 @@ async fn release(
     now: Millis,
 ) -> Result<Option<Reward>, StoreError> {
     let Some(r) = tx
-        .transition_reward(&r.id, &["pending"], "eligible", None, None, now)
+        .transition_reward(&r.id, RewardMove::Release, None, None, now)
         .await?
     else {
         return Ok(None);
@@ -734,13 +719,13 @@ async fn announce_released(
 ) -> Result<(), StoreError> {
     let mut noted = HashSet::new();
     for (deal, r) in released {
-        let headline = match r.line_kind()? {
+        let headline = match r.line_kind {
             LineKind::Adjustment => continue,
             LineKind::Recurring => "Referral recurring reward eligible",
             LineKind::Reward => "Referral reward eligible",
         };
         // Both sides of a deal's own reward share one note.
-        if r.is_deals_own() && deal.crm == "hubspot" && !noted.insert(deal.key()) {
+        if r.is_deals_own() && deal.crm == Crm::HubSpot && !noted.insert(deal.key()) {
             continue;
         }
         let announcement = announcement(tx, settings, deal, r, headline, now).await?;
@@ -756,9 +741,9 @@ fn first_win(lines: &[Reward]) -> Option<&Reward> {
         .iter()
         .filter(|r| {
             r.is_deals_own()
-                && r.line_kind == LineKind::Reward.as_str()
-                && r.beneficiary == Beneficiary::Referrer.as_str()
-                && r.status != RewardStatus::Reversed.as_str()
+                && r.line_kind == LineKind::Reward
+                && r.beneficiary == Beneficiary::Referrer
+                && r.status != RewardStatus::Reversed
         })
         .min_by_key(|r| (r.won_at, r.created_at))
 }
@@ -768,15 +753,15 @@ fn first_win(lines: &[Reward]) -> Option<&Reward> {
 fn earned_recurring(lines: &[Reward]) -> Result<Decimal, StoreError> {
     let recurring: HashSet<&str> = lines
         .iter()
-        .filter(|r| r.line_kind == LineKind::Recurring.as_str())
+        .filter(|r| r.line_kind == LineKind::Recurring)
         .map(|r| r.id.as_str())
         .collect();
     let mut sum = Decimal::ZERO;
     for r in lines {
         let counts = recurring.contains(r.id.as_str())
             || r.adjusts.as_deref().is_some_and(|a| recurring.contains(a));
-        let in_force = !matches!(r.status()?, RewardStatus::Reversed | RewardStatus::Rejected);
-        if counts && in_force && r.beneficiary == Beneficiary::Referrer.as_str() {
+        let in_force = !matches!(r.status, RewardStatus::Reversed | RewardStatus::Rejected);
+        if counts && in_force && r.beneficiary == Beneficiary::Referrer {
             sum += r.amount()?;
         }
     }
@@ -834,7 +819,7 @@ pub async fn on_invoice(
         .iter()
         .find(|r| {
             r.source_key.as_deref() == Some(source.as_str())
-                && r.beneficiary == Beneficiary::Referrer.as_str()
+                && r.beneficiary == Beneficiary::Referrer
         })
         .cloned();
     let amount = parse_amount(&invoice.amount, "invoice", &invoice.invoice_id)?;
@@ -914,7 +899,7 @@ async fn refund_adjustment(
     now: Millis,
 ) -> Result<(), StoreError> {
     let source = refund_source(&refund.refund_key);
-    let status = line.status()?;
+    let status = line.status;
     // Nothing was (or will be) paid for the line: nothing to take back.
     if matches!(status, RewardStatus::Reversed | RewardStatus::Rejected)
         || !calculate::amount_computed(&line.calculation)
@@ -967,8 +952,8 @@ async fn refund_adjustment(
         _ => (RewardStatus::Eligible, None, None),
     };
     let calculation = json!({
-        "beneficiary": Beneficiary::Referrer.as_str(),
-        "line_kind": LineKind::Adjustment.as_str(),
+        "beneficiary": Beneficiary::Referrer,
+        "line_kind": LineKind::Adjustment,
         "adjusts": line.id,
         "reason": why,
         "line_amount": line.amount,
@@ -1015,13 +1000,13 @@ fn adjustment(
     at: Millis,
 ) -> NewReward {
     NewReward {
-        crm: line.crm.clone(),
+        crm: line.crm,
         deal_id: line.deal_id.clone(),
-        beneficiary: line.beneficiary.clone(),
+        beneficiary: line.beneficiary,
         referral_id: line.referral_id.clone(),
         referrer_code: line.referrer_code.clone(),
         market: line.market.clone(),
-        status: status.as_str().into(),
+        status,
         kind: ADJUSTMENT_KIND.into(),
         amount: amount.to_string(),
         currency: line.currency.clone(),
@@ -1064,7 +1049,7 @@ async fn claw_back(
             let amount = round_money(-taken);
             let calculation = json!({
                 "beneficiary": line.beneficiary,
-                "line_kind": LineKind::Adjustment.as_str(),
+                "line_kind": LineKind::Adjustment,
                 "adjusts": line.id,
                 "reason": why,
                 "line_amount": line.amount,
@@ -1084,9 +1069,9 @@ async fn claw_back(
             );
             insert_line(tx, settings, deal, &new, now).await?;
         }
-        Some(a) if a.status == RewardStatus::Reversed.as_str() => {
+        Some(a) if a.status == RewardStatus::Reversed => {
             if let Some(a) = tx
-                .transition_reward(&a.id, &["reversed"], "eligible", None, None, now)
+                .transition_reward(&a.id, RewardMove::Restore, None, None, now)
                 .await?
             {
                 record(
@@ -1168,7 +1153,7 @@ pub async fn run_hold_timer(
         }
         if let Ok(counts) = store.reward_status_counts().await {
             for (status, n) in counts {
-                metrics::gauge!("rewards", "status" => status).set(n as f64);
+                metrics::gauge!("rewards", "status" => status.as_str()).set(n as f64);
             }
         }
         tokio::select! {
@@ -1187,15 +1172,20 @@ pub enum Decision {
 }
 
 impl Decision {
-    fn transition(self) -> (&'static [&'static str], &'static str, &'static str) {
+    /// The move it makes, and the audited action.
+    fn step(self) -> (RewardMove, &'static str) {
         match self {
-            Self::Approve => (&["needs_review", "eligible"], "approved", "reward_approved"),
-            Self::Reject => (
-                &["needs_review", "pending", "eligible"],
-                "rejected",
-                "reward_rejected",
-            ),
-            Self::Paid => (&["approved"], "paid", "reward_paid"),
+            Self::Approve => (RewardMove::Approve, "reward_approved"),
+            Self::Reject => (RewardMove::Reject, "reward_rejected"),
+            Self::Paid => (RewardMove::MarkPaid, "reward_paid"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Paid => "paid",
         }
     }
 }
@@ -1206,7 +1196,7 @@ pub enum DecisionError {
     NotFound(String),
     #[error("reward is {status}; {action} needs one of: {allowed}")]
     WrongState {
-        status: String,
+        status: RewardStatus,
         action: &'static str,
         allowed: String,
     },
@@ -1234,7 +1224,7 @@ pub async fn decide(
             "reason is required to reject a reward".into(),
         ));
     }
-    let (from, to, action) = decision.transition();
+    let (step, action) = decision.step();
     let mut tx = store.begin().await?;
     let current = tx
         .reward(reward_id)
@@ -1249,17 +1239,18 @@ pub async fn decide(
         }
     }
     let Some(updated) = tx
-        .transition_reward(reward_id, from, to, Some(actor), None, now)
+        .transition_reward(reward_id, step, Some(actor), None, now)
         .await?
     else {
         return Err(DecisionError::WrongState {
             status: current.status,
-            action: match decision {
-                Decision::Approve => "approve",
-                Decision::Reject => "reject",
-                Decision::Paid => "paid",
-            },
-            allowed: from.join(", "),
+            action: decision.name(),
+            allowed: step
+                .from()
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     };
     let deal = deal_record(&mut tx, &updated).await?;
@@ -1267,22 +1258,18 @@ pub async fn decide(
         &mut tx, settings, &deal, &updated, action, actor, reason, now,
     )
     .await?;
-    let follow: Option<(&[&str], &str, &str)> = match decision {
-        Decision::Approve if current.status == RewardStatus::NeedsReview.as_str() => {
-            Some((&["needs_review"], "approved", "reward_approved"))
+    let follow = match decision {
+        Decision::Approve if current.status == RewardStatus::NeedsReview => {
+            Some((RewardMove::ApproveWithLine, "reward_approved"))
         }
-        Decision::Reject => Some((
-            &["needs_review", "pending", "eligible", "approved"],
-            "rejected",
-            "reward_rejected",
-        )),
+        Decision::Reject => Some((RewardMove::RejectWithLine, "reward_rejected")),
         _ => None,
     };
-    if let Some((from, to, action)) = follow {
+    if let Some((step, action)) = follow {
         let why = format!("follows reward {reward_id}");
         for a in tx.adjustments_of(&[reward_id]).await? {
             if let Some(a) = tx
-                .transition_reward(&a.id, from, to, Some(actor), None, now)
+                .transition_reward(&a.id, step, Some(actor), None, now)
                 .await?
             {
                 record(&mut tx, settings, &deal, &a, action, actor, Some(&why), now).await?;
@@ -1294,7 +1281,7 @@ pub async fn decide(
         let source = rejected_share_source(&updated.id);
         claw_back_paid_shares(&mut tx, settings, &deal, &updated, &source, &why, now).await?;
     }
-    if decision == Decision::Approve && current.status == RewardStatus::NeedsReview.as_str() {
+    if decision == Decision::Approve && current.status == RewardStatus::NeedsReview {
         let announcement = announcement(
             &mut tx,
             settings,
@@ -1321,14 +1308,7 @@ pub(crate) async fn paid_by_statement(
     now: Millis,
 ) -> Result<Option<Reward>, StoreError> {
     let Some(paid) = tx
-        .transition_reward(
-            reward_id,
-            &["eligible", "approved"],
-            "paid",
-            None,
-            None,
-            now,
-        )
+        .transition_reward(reward_id, RewardMove::PaidByStatement, None, None, now)
         .await?
     else {
         return Ok(None);
@@ -1349,16 +1329,7 @@ pub(crate) async fn paid_by_statement(
 }
 
 async fn deal_record(tx: &mut Tx, r: &Reward) -> Result<CrmRecord, StoreError> {
-    let object_type = if r.crm == "hubspot" {
-        "deal"
-    } else {
-        "Opportunity"
-    };
-    let key = crate::store::RecordKey {
-        crm: r.crm.clone(),
-        object_type: object_type.into(),
-        object_id: r.deal_id.clone(),
-    };
+    let key = crate::store::RecordKey::new(r.crm, r.crm.deal_type(), &r.deal_id);
     tx.record(&key)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("reward {} has no deal record", r.id)))
@@ -1392,13 +1363,13 @@ async fn record(
     )
     .await?;
     metrics::counter!("reward_transitions_total", "action" => action.to_string()).increment(1);
-    match r.beneficiary()? {
+    match r.beneficiary {
         Beneficiary::Referrer => {
             let properties = deal_properties(tx, settings, deal, r).await?;
             tx.enqueue(&properties, now).await?;
         }
         Beneficiary::Referee => {
-            for contact in referee_contacts(tx, &deal.crm, &r.referral_id).await? {
+            for contact in referee_contacts(tx, deal.crm, &r.referral_id).await? {
                 tx.enqueue(&referee_properties(settings, &contact, r), now)
                     .await?;
             }
@@ -1417,7 +1388,7 @@ fn shown_amount(r: &Reward) -> Option<(&str, &str)> {
 /// Contacts, not Leads, which carry no reward fields).
 async fn referee_contacts(
     tx: &mut Tx,
-    crm: &str,
+    crm: Crm,
     referral_id: &str,
 ) -> Result<Vec<CrmRecord>, StoreError> {
     Ok(tx
@@ -1435,24 +1406,16 @@ async fn referee_contacts(
 
 /// SPEC §5, two-sided rewards: the referee's reward status, amount and currency on their contact.
 pub fn referee_properties(settings: &Settings, contact: &CrmRecord, r: &Reward) -> NewOutbox {
-    let n = field_names(settings, &contact.crm);
+    let n = settings.field_names(contact.crm);
     let (amount, currency) = shown_amount(r).unwrap_or_default();
     let properties: BTreeMap<String, String> = [
-        (n.referee_reward_status.clone(), r.status.clone()),
+        (n.referee_reward_status.clone(), r.status.to_string()),
         (n.referee_reward_amount.clone(), amount.to_string()),
         (n.referee_reward_currency.clone(), currency.to_string()),
     ]
     .into_iter()
     .collect();
-    crate::attribution::writeback::update_properties(contact, &properties)
-}
-
-fn field_names<'a>(settings: &'a Settings, crm: &str) -> &'a CrmFieldNames {
-    if crm == "hubspot" {
-        &settings.hubspot.properties
-    } else {
-        &settings.salesforce.fields
-    }
+    CrmCommand::update(properties).on(contact)
 }
 
 /// SPEC §5 second row, for the referrer: the deal's reward status, amount, currency and hold end.
@@ -1467,60 +1430,52 @@ async fn deal_properties(
     changed: &Reward,
 ) -> Result<NewOutbox, StoreError> {
     let lines: Vec<Reward> = tx
-        .deal_rewards(&deal.crm, &deal.object_id)
+        .deal_rewards(deal.crm, &deal.object_id)
         .await?
         .into_iter()
-        .filter(|r| r.beneficiary == Beneficiary::Referrer.as_str())
+        .filter(|r| r.beneficiary == Beneficiary::Referrer)
         .collect();
     let own = lines
         .iter()
         .find(|r| r.is_deals_own())
         .unwrap_or(changed)
         .clone();
-    let mut status = own.status.clone();
+    let mut status = own.status;
     let mut net = match shown_amount(&own) {
         Some(_) => Some(own.amount()?),
         None => None,
     };
     for r in lines.iter().filter(|r| r.id != own.id) {
-        let in_force = !matches!(r.status()?, RewardStatus::Reversed | RewardStatus::Rejected);
-        if !in_force || r.currency != own.currency || shown_amount(r).is_none() {
+        if !r.status.in_force() || r.currency != own.currency || shown_amount(r).is_none() {
             continue;
         }
         if is_clawback(r) && r.adjusts.as_deref() == Some(own.id.as_str()) {
-            status = RewardStatus::Reversed.as_str().to_string();
+            status = RewardStatus::Reversed;
         }
         let amount = r.amount()?;
         net = net.map(|n| n + amount);
     }
-    let hubspot = deal.crm == "hubspot";
-    let n = field_names(settings, &deal.crm);
+    let n = settings.field_names(deal.crm);
     let (amount, currency) = match net {
         Some(net) => (round_money(net).to_string(), own.currency.clone()),
         None => (String::new(), String::new()),
     };
     let hold = own
         .hold_until
-        .map(|h| {
-            if hubspot {
-                h.to_string()
-            } else {
-                to_rfc3339(h)
-            }
+        .map(|h| match deal.crm {
+            Crm::HubSpot => h.to_string(),
+            Crm::Salesforce => to_rfc3339(h),
         })
         .unwrap_or_default();
     let properties: BTreeMap<String, String> = [
-        (n.reward_status.clone(), status),
+        (n.reward_status.clone(), status.to_string()),
         (n.reward_amount.clone(), amount),
         (n.reward_currency.clone(), currency),
         (n.reward_hold_until.clone(), hold),
     ]
     .into_iter()
     .collect();
-    Ok(crate::attribution::writeback::update_properties(
-        deal,
-        &properties,
-    ))
+    Ok(CrmCommand::update(properties).on(deal))
 }
 
 /// SPEC §5 third row: a note on the HubSpot deal, or a Platform Event in Salesforce, headed
@@ -1534,36 +1489,27 @@ async fn announcement(
     now: Millis,
 ) -> Result<NewOutbox, StoreError> {
     let summary = summary(tx, deal, r, headline).await?;
-    if deal.crm == "hubspot" {
+    if deal.crm == Crm::HubSpot {
         return Ok(note(deal, &summary, now));
     }
-    let event = settings
-        .salesforce
-        .fields
-        .reward_event
-        .clone()
-        .unwrap_or_else(|| "Referral_Reward__e".into());
     let (amount, currency) = shown_amount(r).unzip();
-    let payload = json!({"event": event, "fields": {
+    let fields = json!({
         "Opportunity_Id__c": r.deal_id, "Beneficiary__c": r.beneficiary, "Status__c": r.status,
         "Amount__c": amount, "Currency__c": currency, "Referrer_Code__c": r.referrer_code,
-        "Tier__c": r.tier, "Reward_Id__c": r.id, "Summary__c": summary}});
-    Ok(outbox_row(deal, PUBLISH_EVENT, payload))
+        "Tier__c": r.tier, "Reward_Id__c": r.id, "Summary__c": summary});
+    Ok(CrmCommand::PublishEvent {
+        event: settings.salesforce.fields.reward_event.clone(),
+        fields,
+    }
+    .on(deal))
 }
 
 fn note(deal: &CrmRecord, body: &str, now: Millis) -> NewOutbox {
-    outbox_row(deal, CREATE_NOTE, json!({"body": body, "timestamp": now}))
-}
-
-fn outbox_row(deal: &CrmRecord, kind: &str, payload: serde_json::Value) -> NewOutbox {
-    NewOutbox {
-        crm: deal.crm.clone(),
-        account: deal.account.clone(),
-        object_type: deal.object_type.clone(),
-        object_id: deal.object_id.clone(),
-        kind: kind.into(),
-        payload: payload.to_string(),
+    CrmCommand::CreateNote {
+        body: body.to_string(),
+        timestamp: now,
     }
+    .on(deal)
 }
 
 /// What a note or Platform Event says about `r`: both sides of the deal's own reward for a deal's
@@ -1594,7 +1540,7 @@ async fn summary(
 /// ana@northwind.io credit 500.00 USD, eligible", "referrer ACME-7 (tier silver) 180.00 USD for
 /// invoice in_2, pending".
 async fn side(tx: &mut Tx, r: &Reward) -> Result<String, StoreError> {
-    let who = match r.beneficiary()? {
+    let who = match r.beneficiary {
         Beneficiary::Referee => {
             let email = tx
                 .referral(&r.referral_id)
@@ -1624,12 +1570,9 @@ async fn side(tx: &mut Tx, r: &Reward) -> Result<String, StoreError> {
         Some(invoice) => format!(" for invoice {invoice}"),
         None => String::new(),
     };
-    let state = match (
-        &r.review_reason,
-        r.status == RewardStatus::NeedsReview.as_str(),
-    ) {
+    let state = match (&r.review_reason, r.status == RewardStatus::NeedsReview) {
         (Some(why), true) => format!("needs review ({why})"),
-        _ => r.status.replace('_', " "),
+        _ => r.status.label().to_lowercase(),
     };
     Ok(format!("{who} {what}{source}, {state}"))
 }

@@ -9,6 +9,7 @@ use super::bulk::{self, Col, Param};
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Backend, BackendKind, Store, StoreError};
 use crate::clock::Millis;
+pub use crate::domain::InboxStatus;
 
 /// Processing partitions; migration 0003 creates one `inbox_partitions` row for each.
 pub const PARTITIONS: i32 = 64;
@@ -36,38 +37,6 @@ pub enum Ingested {
     Duplicate,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InboxStatus {
-    Pending,
-    Processed,
-    Ignored,
-    Unmapped,
-    Failed,
-}
-
-impl InboxStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Processed => "processed",
-            Self::Ignored => "ignored",
-            Self::Unmapped => "unmapped",
-            Self::Failed => "failed",
-        }
-    }
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "pending" => Self::Pending,
-            "processed" => Self::Processed,
-            "ignored" => Self::Ignored,
-            "unmapped" => Self::Unmapped,
-            "failed" => Self::Failed,
-            other => return Err(StoreError::Corrupt(format!("inbox status {other}"))),
-        })
-    }
-}
-
 /// What processing decided for one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InboxOutcome {
@@ -77,7 +46,7 @@ pub struct InboxOutcome {
 }
 
 /// A stored inbox event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InboxEvent {
     pub id: i64,
     pub source: String,
@@ -92,44 +61,6 @@ pub struct InboxEvent {
     pub status_reason: Option<String>,
     pub attempts: i64,
     pub partition_no: i32,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct InboxRow {
-    id: i64,
-    source: String,
-    dedupe_key: String,
-    event_type: String,
-    object_key: Option<String>,
-    occurred_at: Option<i64>,
-    received_at: i64,
-    meta: String,
-    payload: String,
-    status: String,
-    status_reason: Option<String>,
-    attempts: i64,
-    partition_no: i32,
-}
-
-impl TryFrom<InboxRow> for InboxEvent {
-    type Error = StoreError;
-    fn try_from(r: InboxRow) -> Result<Self, StoreError> {
-        Ok(InboxEvent {
-            id: r.id,
-            source: r.source,
-            dedupe_key: r.dedupe_key,
-            event_type: r.event_type,
-            object_key: r.object_key,
-            occurred_at: r.occurred_at,
-            received_at: r.received_at,
-            meta: r.meta,
-            payload: r.payload,
-            status: InboxStatus::parse(&r.status)?,
-            status_reason: r.status_reason,
-            attempts: r.attempts,
-            partition_no: r.partition_no,
-        })
-    }
 }
 
 pub(crate) const INBOX_COLUMNS: &str =
@@ -219,7 +150,7 @@ impl Tx {
         partitions: Option<&[i32]>,
         limit: i64,
     ) -> Result<Vec<InboxEvent>, StoreError> {
-        let rows: Vec<InboxRow> = match partitions {
+        let rows: Vec<InboxEvent> = match partitions {
             None => {
                 let sql = format!(
                     "SELECT {INBOX_COLUMNS} FROM inbox_events WHERE status = 'pending' \
@@ -250,7 +181,7 @@ impl Tx {
                 .await?
             }
         };
-        rows.into_iter().map(InboxEvent::try_from).collect()
+        Ok(rows)
     }
 
     /// Record what processing decided, one statement for all.
@@ -410,7 +341,7 @@ impl Store {
         source: Option<&str>,
         limit: i64,
     ) -> Result<Vec<InboxEvent>, StoreError> {
-        let rows: Vec<InboxRow> = on_pool!(self, |pool| {
+        let rows: Vec<InboxEvent> = on_pool!(self, |pool| {
             let sql = format!(
                 "SELECT {INBOX_COLUMNS} FROM inbox_events \
                  WHERE ($1 IS NULL OR source = $1) ORDER BY id LIMIT $2"
@@ -421,7 +352,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
-        rows.into_iter().map(InboxEvent::try_from).collect()
+        Ok(rows)
     }
 
     /// How many inbox events are in each status.

@@ -17,6 +17,7 @@ mod records;
 mod referrals;
 mod reports;
 mod rewards;
+mod text;
 mod tx;
 
 use std::path::Path;

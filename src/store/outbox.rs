@@ -12,18 +12,20 @@ use super::records::RecordKey;
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Backend, Store, StoreError};
 use crate::clock::Millis;
+use crate::domain::{Crm, DeliveryStatus};
+use crate::outbox::{CommandKind, CrmCommand};
 
 /// A CRM write or read waiting in (or done with) the outbox.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
-    pub crm: String,
+    pub crm: Crm,
     pub account: String,
     pub object_type: String,
     pub object_id: String,
-    pub kind: String,
+    pub kind: CommandKind,
     pub payload: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_status: Option<i64>,
@@ -32,15 +34,33 @@ pub struct OutboxRow {
     pub delivered_at: Option<i64>,
 }
 
-/// A new outbox row.
-#[derive(Debug, Clone, Serialize)]
+impl OutboxRow {
+    /// What the row asks of the CRM.
+    pub fn command(&self) -> Result<CrmCommand, StoreError> {
+        CrmCommand::decode(self.kind, &self.payload)
+            .map_err(|e| StoreError::Corrupt(format!("outbox row {}: {e}", self.id)))
+    }
+}
+
+/// A new outbox row: a command for one record (built by [`CrmCommand::on`]).
+#[derive(Debug, Clone)]
 pub struct NewOutbox {
-    pub crm: String,
+    pub crm: Crm,
     pub account: String,
     pub object_type: String,
     pub object_id: String,
-    pub kind: String,
-    pub payload: String,
+    pub command: CrmCommand,
+}
+
+/// A [`NewOutbox`] as its columns, for the set-based insert.
+#[derive(Serialize)]
+struct OutboxColumns<'a> {
+    crm: Crm,
+    account: &'a str,
+    object_type: &'a str,
+    object_id: &'a str,
+    kind: CommandKind,
+    payload: String,
 }
 
 pub(super) const OUTBOX_COLUMNS: &str =
@@ -58,6 +78,17 @@ impl Tx {
         if rows.is_empty() {
             return Ok(());
         }
+        let rows: Vec<OutboxColumns> = rows
+            .iter()
+            .map(|r| OutboxColumns {
+                crm: r.crm,
+                account: &r.account,
+                object_type: &r.object_type,
+                object_id: &r.object_id,
+                kind: r.command.kind(),
+                payload: r.command.payload(),
+            })
+            .collect();
         self.bulk_execute(
             "INSERT INTO outbox (crm, account, object_type, object_id, kind, payload, \
                  next_attempt_at, created_at) \
@@ -71,7 +102,7 @@ impl Tx {
                 ("kind", Col::Text),
                 ("payload", Col::Text),
             ],
-            rows,
+            &rows,
             &[Param::Int(now)],
         )
         .await?;
@@ -82,12 +113,12 @@ impl Tx {
     pub async fn with_pending_outbox(
         &mut self,
         keys: &[RecordKey],
-        kind: &str,
+        kind: CommandKind,
     ) -> Result<Vec<RecordKey>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let found: Vec<(String, String, String)> = self
+        let found: Vec<(Crm, String, String)> = self
             .bulk_fetch(
                 "SELECT DISTINCT o.crm, o.object_type, o.object_id FROM {rows} JOIN outbox o \
              ON o.crm = r.crm AND o.object_type = r.object_type AND o.object_id = r.object_id \
@@ -98,7 +129,7 @@ impl Tx {
                     ("object_id", Col::Text),
                 ],
                 keys,
-                &[Param::Text(kind.to_string())],
+                &[Param::Text(kind.as_str().to_string())],
             )
             .await?;
         Ok(found
@@ -195,7 +226,7 @@ impl Store {
             .fetch_one(c)
             .await?);
             let rows: Vec<OutboxRow> = on_tx!(tx, |c| sqlx::query_as(&rows_sql)
-                .bind(&head.crm)
+                .bind(head.crm)
                 .bind(&head.object_type)
                 .bind(&head.object_id)
                 .bind(rows_per_record)
@@ -381,44 +412,37 @@ impl Store {
             .into_iter()
             .filter(|r| ids.is_empty() || ids.contains(&r.id))
         {
-            let mut payload = row.payload.clone();
-            if row.kind == "update_properties" {
-                let later: Vec<(String,)> = on_tx!(tx, |c| {
-                    sqlx::query_as(
-                    "SELECT payload FROM outbox WHERE crm = $1 AND object_type = $2 AND object_id = $3 \
+            let mut command = row.command()?;
+            if let CrmCommand::UpdateProperties { properties } = &mut command {
+                let later: Vec<OutboxRow> = on_tx!(tx, |c| {
+                    sqlx::query_as(&format!(
+                    "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE crm = $1 AND object_type = $2 AND object_id = $3 \
                      AND id > $4 AND kind = 'update_properties' AND status IN ('pending', 'delivered')"
-                )
-                .bind(&row.crm)
+                ))
+                .bind(row.crm)
                 .bind(&row.object_type)
                 .bind(&row.object_id)
                 .bind(row.id)
                 .fetch_all(c)
                 .await?
                 });
-                let mut value: serde_json::Value = serde_json::from_str(&payload)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                if let Some(props) = value.get_mut("properties").and_then(|p| p.as_object_mut()) {
-                    for (later_payload,) in &later {
-                        if let Ok(l) = serde_json::from_str::<serde_json::Value>(later_payload) {
-                            if let Some(newer) = l.get("properties").and_then(|p| p.as_object()) {
-                                props.retain(|k, _| !newer.contains_key(k));
-                            }
-                        }
+                for newer in &later {
+                    if let CrmCommand::UpdateProperties { properties: newer } = newer.command()? {
+                        properties.retain(|k, _| !newer.contains_key(k));
                     }
-                    if props.is_empty() {
-                        on_tx!(tx, |c| {
-                            sqlx::query(
+                }
+                if properties.is_empty() {
+                    on_tx!(tx, |c| {
+                        sqlx::query(
                             "UPDATE outbox SET status = 'coalesced', last_error = 'superseded by a later write' WHERE id = $1"
                         )
                         .bind(row.id)
                         .execute(c)
                         .await?
                         .rows_affected()
-                        });
-                        continue;
-                    }
+                    });
+                    continue;
                 }
-                payload = value.to_string();
             }
             on_tx!(tx, |c| {
                 sqlx::query(
@@ -426,7 +450,7 @@ impl Store {
                  locked_by = NULL, locked_until = NULL WHERE id = $1"
             )
             .bind(row.id)
-            .bind(&payload)
+            .bind(command.payload())
             .bind(now)
             .execute(c)
             .await?
@@ -445,7 +469,7 @@ impl Store {
              AND object_id = $3)) ORDER BY id"
         );
         Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(key.map(|k| k.crm.clone()))
+            .bind(key.map(|k| k.crm))
             .bind(key.map(|k| k.object_type.clone()))
             .bind(key.map(|k| k.object_id.clone()))
             .fetch_all(p)

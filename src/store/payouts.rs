@@ -11,6 +11,7 @@ use super::rewards::REWARD_COLUMNS;
 use super::tx::on_tx;
 use super::{Reward, StoreError, Tx};
 use crate::clock::Millis;
+use crate::domain::Crm;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PayoutRow {
@@ -60,7 +61,7 @@ pub struct PayoutLineRow {
     pub kind: String,
     pub amount: String,
     pub payable_at: i64,
-    pub crm: String,
+    pub crm: Crm,
     pub deal_id: String,
     pub source_key: Option<String>,
     pub market: String,

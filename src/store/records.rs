@@ -15,7 +15,7 @@ use crate::store::referrals::Attribution;
 /// A CRM record. For deals, the attribution columns are the frozen copy taken at link time.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct CrmRecord {
-    pub crm: String,
+    pub crm: Crm,
     pub object_type: String,
     pub object_id: String,
     pub account: String,
@@ -43,7 +43,7 @@ pub struct CrmRecord {
 /// Identifies a CRM record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct RecordKey {
-    pub crm: String,
+    pub crm: Crm,
     pub object_type: String,
     pub object_id: String,
 }
@@ -51,7 +51,7 @@ pub struct RecordKey {
 impl RecordKey {
     pub fn new(crm: Crm, object_type: &str, object_id: &str) -> Self {
         Self {
-            crm: crm.as_str().to_string(),
+            crm,
             object_type: object_type.to_string(),
             object_id: object_id.to_string(),
         }
@@ -66,8 +66,9 @@ impl RecordKey {
     pub fn parse_label(label: &str) -> Option<Self> {
         let mut parts = label.splitn(3, ':');
         let (crm, object_type, object_id) = (parts.next()?, parts.next()?, parts.next()?);
-        (!crm.is_empty() && !object_type.is_empty() && !object_id.is_empty()).then(|| Self {
-            crm: crm.to_string(),
+        let crm = crm.parse().ok()?;
+        (!object_type.is_empty() && !object_id.is_empty()).then(|| Self {
+            crm,
             object_type: object_type.to_string(),
             object_id: object_id.to_string(),
         })
@@ -77,7 +78,7 @@ impl RecordKey {
 impl CrmRecord {
     pub fn key(&self) -> RecordKey {
         RecordKey {
-            crm: self.crm.clone(),
+            crm: self.crm,
             object_type: self.object_type.clone(),
             object_id: self.object_id.clone(),
         }
@@ -101,7 +102,7 @@ impl CrmRecord {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StageChange {
     pub id: i64,
-    pub crm: String,
+    pub crm: Crm,
     pub deal_id: String,
     pub pipeline: Option<String>,
     pub stage_id: String,
@@ -112,9 +113,9 @@ pub struct StageChange {
 
 /// What a batch of events said about one record; `None` means "not mentioned". Applied with the
 /// rules of [`Tx::apply_record_facts`].
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RecordFacts {
-    pub crm: String,
+    pub crm: Crm,
     pub object_type: String,
     pub object_id: String,
     /// Portal or org id; empty when the events did not say.
@@ -139,16 +140,28 @@ pub struct RecordFacts {
 impl RecordFacts {
     pub fn new(key: &RecordKey) -> Self {
         Self {
-            crm: key.crm.clone(),
+            crm: key.crm,
             object_type: key.object_type.clone(),
             object_id: key.object_id.clone(),
-            ..Default::default()
+            account: String::new(),
+            email: None,
+            parent_id: None,
+            crm_created_at: None,
+            pipeline: None,
+            amount: None,
+            currency: None,
+            deal_type: None,
+            stage_id: None,
+            stage: None,
+            stage_at: None,
+            deleted: None,
+            merged_into: None,
         }
     }
 
     pub fn key(&self) -> RecordKey {
         RecordKey {
-            crm: self.crm.clone(),
+            crm: self.crm,
             object_type: self.object_type.clone(),
             object_id: self.object_id.clone(),
         }
@@ -184,7 +197,7 @@ impl RecordFacts {
 /// A deal ↔ person association as the CRM reported it at `occurred_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Association {
-    pub crm: String,
+    pub crm: Crm,
     pub deal_id: String,
     pub contact_id: String,
     pub removed: bool,
@@ -194,7 +207,7 @@ pub struct Association {
 /// A stage change to append to a deal's history.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewStageChange {
-    pub crm: String,
+    pub crm: Crm,
     pub deal_id: String,
     pub pipeline: Option<String>,
     pub stage_id: String,
@@ -207,7 +220,7 @@ pub struct NewStageChange {
 /// A (re)link of a record to a referral, with the attribution copy it takes.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordLink {
-    pub crm: String,
+    pub crm: Crm,
     pub object_type: String,
     pub object_id: String,
     pub referral_id: String,
@@ -220,7 +233,7 @@ pub struct RecordLink {
 impl RecordLink {
     pub fn new(key: &RecordKey, referral_id: &str, a: &Attribution) -> Self {
         Self {
-            crm: key.crm.clone(),
+            crm: key.crm,
             object_type: key.object_type.clone(),
             object_id: key.object_id.clone(),
             referral_id: referral_id.to_string(),
@@ -236,7 +249,7 @@ impl RecordLink {
 /// tell whether a concurrent batch changed them after it read them.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LinkedFacts {
-    pub crm: String,
+    pub crm: Crm,
     pub object_type: String,
     pub object_id: String,
     pub stage_occurred_at: Option<i64>,
@@ -285,7 +298,7 @@ impl Tx {
         if facts.is_empty() {
             return Ok(Vec::new());
         }
-        let linked: Vec<(String, String, String, Option<String>)> = self.bulk_fetch(
+        let linked: Vec<(Crm, String, String, Option<String>)> = self.bulk_fetch(
             "INSERT INTO crm_records (crm, object_type, object_id, account, email, parent_id, \
                  crm_created_at, pipeline, amount, currency, deal_type, stage_id, stage, \
                  stage_occurred_at, merged_into, created_at, updated_at) \
@@ -339,7 +352,7 @@ impl Tx {
         if !deletions.is_empty() {
             #[derive(Serialize)]
             struct Deletion<'a> {
-                crm: &'a str,
+                crm: Crm,
                 object_type: &'a str,
                 object_id: &'a str,
                 deleted_at: Option<Millis>,
@@ -347,7 +360,7 @@ impl Tx {
             let rows: Vec<Deletion> = deletions
                 .iter()
                 .map(|(f, at)| Deletion {
-                    crm: &f.crm,
+                    crm: f.crm,
                     object_type: &f.object_type,
                     object_id: &f.object_id,
                     deleted_at: *at,
@@ -742,7 +755,7 @@ impl Tx {
         if referral_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let found: Vec<(String, String, String)> = self
+        let found: Vec<(Crm, String, String)> = self
             .bulk_fetch(
                 "SELECT c.crm, c.object_type, c.object_id FROM {rows} JOIN crm_records c \
                  ON c.referral_id = r.v WHERE c.object_type IN ('deal', 'Opportunity') \
@@ -785,7 +798,7 @@ impl Store {
             "SELECT {RECORD_COLUMNS} FROM crm_records WHERE crm = $1 AND object_type = $2 AND object_id = $3"
         );
         Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(&key.crm)
+            .bind(key.crm)
             .bind(&key.object_type)
             .bind(&key.object_id)
             .fetch_optional(p)
@@ -808,7 +821,7 @@ impl Store {
     /// A deal's stage history in CRM occurrence order.
     pub async fn stage_history(
         &self,
-        crm: &str,
+        crm: Crm,
         deal_id: &str,
     ) -> Result<Vec<StageChange>, StoreError> {
         Ok(on_pool!(self, |p| sqlx::query_as(

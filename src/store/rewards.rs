@@ -11,18 +11,19 @@ use super::records::RecordKey;
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;
-use crate::domain::reward::{Beneficiary, LineKind, RewardStatus};
+use crate::domain::reward::{Beneficiary, LineKind, RewardMove, RewardStatus};
+use crate::domain::Crm;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Reward {
     pub id: String,
-    pub crm: String,
+    pub crm: Crm,
     pub deal_id: String,
-    pub beneficiary: String,
+    pub beneficiary: Beneficiary,
     pub referral_id: String,
     pub referrer_code: Option<String>,
     pub market: String,
-    pub status: String,
+    pub status: RewardStatus,
     pub kind: String,
     pub amount: String,
     pub currency: String,
@@ -38,8 +39,7 @@ pub struct Reward {
     pub decided_by: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
-    /// `reward`, `recurring` or `adjustment` ([`crate::domain::reward::LineKind`]).
-    pub line_kind: String,
+    pub line_kind: LineKind,
     /// `None` for a deal's own line (its win); what else made the line otherwise:
     /// `invoice:<id>`, `refund:<key>`, `clawback:<reward id>`.
     pub source_key: Option<String>,
@@ -53,24 +53,6 @@ pub struct Reward {
 }
 
 impl Reward {
-    pub fn status(&self) -> Result<RewardStatus, StoreError> {
-        self.status
-            .parse()
-            .map_err(|e| StoreError::Corrupt(format!("reward {}: status {e}", self.id)))
-    }
-
-    pub fn line_kind(&self) -> Result<LineKind, StoreError> {
-        self.line_kind
-            .parse()
-            .map_err(|e| StoreError::Corrupt(format!("reward {}: line kind {e}", self.id)))
-    }
-
-    pub fn beneficiary(&self) -> Result<Beneficiary, StoreError> {
-        self.beneficiary
-            .parse()
-            .map_err(|e| StoreError::Corrupt(format!("reward {}: beneficiary {e}", self.id)))
-    }
-
     pub fn amount(&self) -> Result<Decimal, StoreError> {
         self.amount.parse().map_err(|e| {
             StoreError::Corrupt(format!("reward {}: amount `{}`: {e}", self.id, self.amount))
@@ -87,13 +69,13 @@ impl Reward {
 /// A reward to create.
 #[derive(Debug, Clone)]
 pub struct NewReward {
-    pub crm: String,
+    pub crm: Crm,
     pub deal_id: String,
-    pub beneficiary: String,
+    pub beneficiary: Beneficiary,
     pub referral_id: String,
     pub referrer_code: Option<String>,
     pub market: String,
-    pub status: String,
+    pub status: RewardStatus,
     pub kind: String,
     pub amount: String,
     pub currency: String,
@@ -143,13 +125,13 @@ impl Tx {
         );
         Ok(on_tx!(self, |c| sqlx::query_as(&sql)
             .bind(&id)
-            .bind(&r.crm)
+            .bind(r.crm)
             .bind(&r.deal_id)
-            .bind(&r.beneficiary)
+            .bind(r.beneficiary)
             .bind(&r.referral_id)
             .bind(&r.referrer_code)
             .bind(&r.market)
-            .bind(&r.status)
+            .bind(r.status)
             .bind(&r.kind)
             .bind(&r.amount)
             .bind(&r.currency)
@@ -174,7 +156,7 @@ impl Tx {
     /// Every line written to this deal: its own, the recurring rewards it anchors, adjustments.
     pub async fn deal_rewards(
         &mut self,
-        crm: &str,
+        crm: Crm,
         deal_id: &str,
     ) -> Result<Vec<Reward>, StoreError> {
         let sql = format!(
@@ -193,7 +175,7 @@ impl Tx {
     /// deals merged keep both). Returns the rewards moved.
     pub async fn move_deal_rewards(
         &mut self,
-        crm: &str,
+        crm: Crm,
         from_deal: &str,
         to_deal: &str,
         now: Millis,
@@ -220,7 +202,7 @@ impl Tx {
     /// while the deal had no amount (decided again once it has one).
     pub async fn withdraw_unsettled_rewards(
         &mut self,
-        crm: &str,
+        crm: Crm,
         deal_id: &str,
         only_without_deal_amount: bool,
     ) -> Result<Vec<Reward>, StoreError> {
@@ -240,18 +222,17 @@ impl Tx {
             .await?))
     }
 
-    /// Move a reward from one of `from` to `to`; `None` if it was not in one of `from` (or is
-    /// unknown). `hold_until` is replaced only when given.
+    /// Apply `step` to a reward; `None` if the reward is not in a status the step starts from (or
+    /// is unknown). `hold_until` is replaced only when given.
     pub async fn transition_reward(
         &mut self,
         id: &str,
-        from: &[&str],
-        to: &str,
+        step: RewardMove,
         decided_by: Option<&str>,
         hold_until: Option<Millis>,
         now: Millis,
     ) -> Result<Option<Reward>, StoreError> {
-        let allowed: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+        let (allowed, to) = step.transition();
         // `status IN (…)` with a variable list: a small OR chain over bound values.
         let placeholders: Vec<String> = (0..allowed.len())
             .map(|i| format!("status = ${}", i + 6))
@@ -274,8 +255,8 @@ impl Tx {
                 .bind(decided_by)
                 .bind(hold_until)
                 .bind(now);
-            for s in &allowed {
-                q = q.bind(s);
+            for s in allowed {
+                q = q.bind(*s);
             }
             q.fetch_optional(c).await?
         }))
@@ -285,7 +266,7 @@ impl Tx {
     pub async fn deals_with_rewards(
         &mut self,
         deals: &[RecordKey],
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Vec<(Crm, String)>, StoreError> {
         if deals.is_empty() {
             return Ok(Vec::new());
         }
@@ -425,7 +406,7 @@ impl Tx {
 
 impl Store {
     /// How many rewards are in each status (for the `rewards{status}` gauge).
-    pub async fn reward_status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn reward_status_counts(&self) -> Result<Vec<(RewardStatus, i64)>, StoreError> {
         Ok(on_pool!(self, |p| sqlx::query_as(
             "SELECT status, COUNT(*) FROM rewards GROUP BY status ORDER BY status"
         )
@@ -435,7 +416,7 @@ impl Store {
 
     pub async fn rewards(
         &self,
-        status: Option<&str>,
+        status: Option<RewardStatus>,
         limit: i64,
     ) -> Result<Vec<Reward>, StoreError> {
         let sql = format!(
@@ -450,7 +431,7 @@ impl Store {
 
     pub async fn rewards_of_deal(
         &self,
-        crm: &str,
+        crm: Crm,
         deal_id: &str,
     ) -> Result<Vec<Reward>, StoreError> {
         let sql = format!(

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use referral_sync::clock::DAY;
 use referral_sync::config::AdminKey;
+use referral_sync::domain::Crm;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -164,11 +165,11 @@ async fn seed(app: &TestApp) -> (String, String) {
         .id;
     let reward = app
         .store
-        .rewards_of_deal("hubspot", "21")
+        .rewards_of_deal(Crm::HubSpot, "21")
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.beneficiary == "referrer")
+        .find(|r| r.beneficiary.as_str() == "referrer")
         .unwrap()
         .id;
     (referral, reward)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use referral_sync::attribution::{override_attribution, AttributionChange, OverrideError};
 use referral_sync::clock::{DAY, MINUTE};
+use referral_sync::domain::Crm;
 use referral_sync::store::{OutboxRow, RecordKey};
 use serde_json::{json, Value};
 
@@ -29,7 +30,7 @@ async fn app(backend: Backend) -> Option<TestApp> {
 
 fn key(crm: &str, object_type: &str, id: &str) -> RecordKey {
     RecordKey {
-        crm: crm.into(),
+        crm: crm.parse().unwrap(),
         object_type: object_type.into(),
         object_id: id.into(),
     }
@@ -40,7 +41,10 @@ fn props(row: &OutboxRow) -> Value {
 }
 
 fn writes(rows: &[OutboxRow], kind: &str) -> Vec<OutboxRow> {
-    rows.iter().filter(|r| r.kind == kind).cloned().collect()
+    rows.iter()
+        .filter(|r| r.kind.as_str() == kind)
+        .cloned()
+        .collect()
 }
 
 async fn partner_joins(app: &TestApp) {
@@ -171,7 +175,7 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
     // The stage history is complete, in CRM time order, with the duplicate stored once.
     let history: Vec<String> = app
         .store
-        .stage_history("hubspot", "201")
+        .stage_history(Crm::HubSpot, "201")
         .await
         .unwrap()
         .into_iter()
@@ -401,7 +405,7 @@ async fn salesforce_story_keeps_the_first_touch_from_signup_to_closed_won(backen
     );
     let history: Vec<String> = app
         .store
-        .stage_history("salesforce", "0067F00000AbcdeQAA")
+        .stage_history(Crm::Salesforce, "0067F00000AbcdeQAA")
         .await
         .unwrap()
         .into_iter()
@@ -530,7 +534,7 @@ async fn an_unmapped_stage_is_parked_and_replayed_after_the_mapping_is_added(bac
     );
     let history = app
         .store
-        .stage_history("salesforce", "0067F00000ZzzzzQAA")
+        .stage_history(Crm::Salesforce, "0067F00000ZzzzzQAA")
         .await
         .unwrap();
     assert_eq!(history.len(), 1, "the parked row is mapped, not duplicated");

@@ -1,5 +1,6 @@
 //! The real binary: `check-config` and `healthcheck` as an operator or Docker runs them.
 
+use referral_sync::domain::Crm;
 use std::process::Command;
 
 use crate::support::{repo_dir, spawn_app, Backend};
@@ -361,7 +362,7 @@ async fn replay_processes_parked_events_once_the_mapping_is_fixed() {
         String::from_utf8_lossy(&out.stdout).contains("re-queued 1 inbox event(s); processed 1")
     );
     let key = referral_sync::store::RecordKey {
-        crm: "salesforce".into(),
+        crm: Crm::Salesforce,
         object_type: "Opportunity".into(),
         object_id: "0067F00000QqqqqQAA".into(),
     };

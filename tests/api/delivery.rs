@@ -131,7 +131,7 @@ async fn hubspot_receives_context_restores_rewards_and_a_note(backend: Backend) 
         .await
         .unwrap()
         .iter()
-        .all(|r| r.status == "delivered" || r.kind == "read_record"));
+        .all(|r| r.status.as_str() == "delivered" || r.kind.as_str() == "read_record"));
 }
 
 async fn salesforce_receives_fields_and_a_platform_event_and_renews_an_expired_session_once(
@@ -232,7 +232,7 @@ async fn a_rate_limit_burst_is_waited_out_and_retried(backend: Backend) {
     assert!(
         waiting
             .iter()
-            .any(|r| r.status == "pending" && r.last_status == Some(429)),
+            .any(|r| r.status.as_str() == "pending" && r.last_status == Some(429)),
         "{waiting:#?}"
     );
     assert!(w
@@ -268,7 +268,7 @@ async fn a_rate_limit_burst_is_waited_out_and_retried(backend: Backend) {
         .await
         .unwrap()
         .iter()
-        .all(|r| r.status != "dead"));
+        .all(|r| r.status.as_str() != "dead"));
 }
 
 async fn a_refused_write_is_dead_lettered_and_delivered_by_replay_once_fixed(backend: Backend) {
@@ -368,7 +368,7 @@ async fn a_long_outage_ends_with_every_write_delivered_once_in_record_order(back
     let rows = w.app.store.outbox_rows(None).await.unwrap();
     assert!(
         rows.iter()
-            .all(|r| r.status == "delivered" || r.kind == "read_record"),
+            .all(|r| r.status.as_str() == "delivered" || r.kind.as_str() == "read_record"),
         "{rows:#?}"
     );
     // The deal's last reward status is the last one made: per-record order held.
@@ -412,7 +412,7 @@ async fn pending_updates_to_one_record_are_coalesced_and_batched(backend: Backen
         .await
         .unwrap()
         .iter()
-        .filter(|r| r.kind == "update_properties")
+        .filter(|r| r.kind.as_str() == "update_properties")
         .count();
 
     let report = w.app.deliver().await;
@@ -468,7 +468,7 @@ async fn two_workers_on_one_postgresql_never_deliver_the_same_write_twice() {
         .await
         .unwrap()
         .iter()
-        .filter(|r| r.kind == "update_properties")
+        .filter(|r| r.kind.as_str() == "update_properties")
         .count();
     let settings = Arc::new(w.app.settings.clone());
     let second = OutboxWorker::new(

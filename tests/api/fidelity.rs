@@ -12,6 +12,7 @@ use referral_sync::config::{Secret, Settings, TierSettings};
 use referral_sync::crm::http_client;
 use referral_sync::crm::salesforce::SalesforceClient;
 use referral_sync::domain::reward::RewardStatus;
+use referral_sync::domain::Crm;
 use referral_sync::rewards::engine::release_holds;
 use referral_sync::store::{CrmRecord, RecordKey};
 use serde_json::{json, Value};
@@ -92,13 +93,16 @@ fn values<'a, const N: usize>(
 /// Every queued write reached the CRM: none was refused.
 async fn nothing_dead(w: &World) {
     let rows = w.app.store.outbox_rows(None).await.unwrap();
-    assert!(rows.iter().all(|r| r.status != "dead"), "{rows:#?}");
+    assert!(
+        rows.iter().all(|r| r.status.as_str() != "dead"),
+        "{rows:#?}"
+    );
 }
 
 /// The service's view of a HubSpot record.
 async fn hubspot_record(w: &World, object_type: &str, id: u64) -> CrmRecord {
     let key = RecordKey {
-        crm: "hubspot".into(),
+        crm: Crm::HubSpot,
         object_type: object_type.into(),
         object_id: id.to_string(),
     };
@@ -843,7 +847,7 @@ async fn a_deal_merge_that_creates_a_record_carries_the_link_contacts_and_reward
     assert_eq!(
         w.app
             .store
-            .rewards_of_deal("hubspot", "41")
+            .rewards_of_deal(Crm::HubSpot, "41")
             .await
             .unwrap()
             .len(),

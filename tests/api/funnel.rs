@@ -145,7 +145,7 @@ impl Ledger {
         at: i64,
     ) -> RecordKey {
         let key = RecordKey {
-            crm: crm.into(),
+            crm: crm.parse().unwrap(),
             object_type: object_type.into(),
             object_id: id.into(),
         };
@@ -182,13 +182,13 @@ impl Ledger {
         at: i64,
     ) {
         let reward = NewReward {
-            crm: deal.crm.clone(),
+            crm: deal.crm,
             deal_id: deal.object_id.clone(),
-            beneficiary: beneficiary.into(),
+            beneficiary: beneficiary.parse().unwrap(),
             referral_id: r.id.clone(),
             referrer_code: r.referrer_code.clone(),
             market: market.into(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             kind: "flat".into(),
             amount: amount.into(),
             currency: currency.into(),

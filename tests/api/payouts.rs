@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use referral_sync::clock::{Millis, DAY, HOUR};
 use referral_sync::config::Settings;
 use referral_sync::domain::payout::Period;
+use referral_sync::domain::reward::Beneficiary;
 use referral_sync::domain::reward::LineKind;
+use referral_sync::domain::reward::RewardStatus;
+use referral_sync::domain::Crm;
 use referral_sync::payouts::{self, StatementFilter};
 use referral_sync::rewards::engine::release_holds;
 use referral_sync::rewards::recurring::window_end;
@@ -71,7 +74,7 @@ async fn lines(app: &TestApp, kind: LineKind) -> Vec<Reward> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.line_kind == kind.as_str())
+        .filter(|r| r.line_kind == kind)
         .collect()
 }
 
@@ -194,7 +197,7 @@ async fn twelve_monthly_invoices_earn_twelve_recurring_lines_and_a_replay_earns_
             (r.beneficiary.as_str(), r.deal_id.as_str()),
             ("referrer", "201")
         );
-        assert_eq!(r.status, "pending");
+        assert_eq!(r.status.as_str(), "pending");
         assert_eq!(r.won_at, paid_at(k));
         assert_eq!(
             r.hold_until,
@@ -287,10 +290,10 @@ async fn a_refund_after_payout_is_a_negative_line_on_the_next_statement(backend:
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.beneficiary == "referrer")
+        .filter(|r| r.beneficiary.as_str() == "referrer")
         .collect();
     assert!(
-        referrer_lines.iter().all(|r| r.status == "paid"),
+        referrer_lines.iter().all(|r| r.status.as_str() == "paid"),
         "{referrer_lines:#?}"
     );
 
@@ -310,7 +313,11 @@ async fn a_refund_after_payout_is_a_negative_line_on_the_next_statement(backend:
         ),
         ("-25.00", "eligible", Some(recurring.id.as_str()))
     );
-    assert_eq!(recurring.status, "paid", "a paid line is never edited");
+    assert_eq!(
+        recurring.status.as_str(),
+        "paid",
+        "a paid line is never edited"
+    );
     assert_eq!(recurring.amount, "100.00");
     // Visible in the API, and on the deal: 3000.00 + 100.00 − 25.00.
     let (_, listed) = call(
@@ -388,11 +395,11 @@ async fn marking_a_statement_paid_twice_is_a_conflict_and_changes_nothing(backen
     );
     let referrer = app
         .store
-        .rewards_of_deal("hubspot", "201")
+        .rewards_of_deal(Crm::HubSpot, "201")
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.beneficiary == "referrer")
+        .find(|r| r.beneficiary.as_str() == "referrer")
         .unwrap();
     let paid: Vec<String> = app
         .store
@@ -435,13 +442,13 @@ async fn seed_lines(store: &Store, code: &str, currency: &str, n: usize, now: Mi
         };
         let (referral, _) = tx.insert_referral(&email, &attribution, now).await.unwrap();
         let line = NewReward {
-            crm: "hubspot".into(),
+            crm: Crm::HubSpot,
             deal_id: referral.id.clone(),
-            beneficiary: "referrer".into(),
+            beneficiary: Beneficiary::Referrer,
             referral_id: referral.id.clone(),
             referrer_code: Some(code.into()),
             market: "US".into(),
-            status: "eligible".into(),
+            status: RewardStatus::Eligible,
             kind: "flat".into(),
             amount: format!("{}.50", 10 + i),
             currency: currency.into(),
@@ -650,7 +657,11 @@ async fn a_renewal_earns_a_recurring_line_and_never_a_second_first_win_reward(ba
     app.hubspot(renewal(9100, 204, 102, won + 200 * DAY)).await;
     app.process().await;
 
-    let on_renewal = app.store.rewards_of_deal("hubspot", "202").await.unwrap();
+    let on_renewal = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "202")
+        .await
+        .unwrap();
     assert_eq!(on_renewal.len(), 1, "{on_renewal:#?}");
     let line = &on_renewal[0];
     // 12,000 × 10 / 100 × 1.0 (bronze) = 1,200.00; the renewal is the line's own deal.
@@ -667,7 +678,7 @@ async fn a_renewal_earns_a_recurring_line_and_never_a_second_first_win_reward(ba
     assert_eq!(line.hold_until, Some(won + 200 * DAY + HOUR + 30 * DAY));
     assert_eq!(
         app.store
-            .rewards_of_deal("hubspot", "201")
+            .rewards_of_deal(Crm::HubSpot, "201")
             .await
             .unwrap()
             .len(),
@@ -676,7 +687,7 @@ async fn a_renewal_earns_a_recurring_line_and_never_a_second_first_win_reward(ba
     );
     assert!(app
         .store
-        .rewards_of_deal("hubspot", "204")
+        .rewards_of_deal(Crm::HubSpot, "204")
         .await
         .unwrap()
         .is_empty());
@@ -706,18 +717,33 @@ async fn a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment(back
 
     stage(&app, 2, 201, "closedlost", won + 40 * DAY).await;
 
-    let on_deal = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    let on_deal = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "201")
+        .await
+        .unwrap();
     let referrer = on_deal
         .iter()
-        .find(|r| r.is_deals_own() && r.beneficiary == "referrer")
+        .find(|r| r.is_deals_own() && r.beneficiary.as_str() == "referrer")
         .unwrap();
-    let referee = on_deal.iter().find(|r| r.beneficiary == "referee").unwrap();
+    let referee = on_deal
+        .iter()
+        .find(|r| r.beneficiary.as_str() == "referee")
+        .unwrap();
     let clawback = on_deal
         .iter()
-        .find(|r| r.line_kind == "adjustment")
+        .find(|r| r.line_kind.as_str() == "adjustment")
         .expect("an adjustment");
-    assert_eq!(referrer.status, "eligible", "the line itself is not edited");
-    assert_eq!(referee.status, "eligible", "the referee's side stays");
+    assert_eq!(
+        referrer.status.as_str(),
+        "eligible",
+        "the line itself is not edited"
+    );
+    assert_eq!(
+        referee.status.as_str(),
+        "eligible",
+        "the referee's side stays"
+    );
     assert_eq!(
         (
             clawback.amount.as_str(),
@@ -745,13 +771,17 @@ async fn a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment(back
     // Won again before the clawback was paid out: it is withdrawn; lost again: back in force.
     stage(&app, 3, 201, "closedwon", won + 45 * DAY).await;
     let again = app.store.reward_by_id(&clawback.id).await.unwrap().unwrap();
-    assert_eq!(again.status, "reversed");
+    assert_eq!(again.status.as_str(), "reversed");
     assert_eq!(
         deal_reward(&app, 201).await,
         ("eligible".to_string(), "3000.00".to_string())
     );
     stage(&app, 4, 201, "closedlost", won + 46 * DAY).await;
-    let on_deal = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    let on_deal = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "201")
+        .await
+        .unwrap();
     assert_eq!(on_deal.len(), 3, "still one clawback: {on_deal:#?}");
     assert_eq!(
         app.store
@@ -760,7 +790,7 @@ async fn a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment(back
             .unwrap()
             .unwrap()
             .status,
-        "eligible"
+        RewardStatus::Eligible
     );
 }
 
@@ -849,7 +879,11 @@ async fn a_payout_schedule_pays_half_at_the_win_and_takes_it_back_when_the_hold_
     );
     let (status, body) = pay(&app, &id, "SWIFT-IVAN-11", Some("50000.00")).await;
     assert_eq!(status, 200, "{body}");
-    let pending: Vec<Reward> = app.store.rewards(Some("pending"), 10).await.unwrap();
+    let pending: Vec<Reward> = app
+        .store
+        .rewards(Some(RewardStatus::Pending), 10)
+        .await
+        .unwrap();
     assert_eq!(
         pending.len(),
         2,
@@ -886,12 +920,27 @@ async fn a_payout_schedule_pays_half_at_the_win_and_takes_it_back_when_the_hold_
     )
     .await;
     assert_eq!(status, 200);
-    let first = app.store.rewards_of_deal("hubspot", "401").await.unwrap();
-    assert_eq!(first[0].status, "paid", "both halves paid: {first:#?}");
-    let second = app.store.rewards_of_deal("hubspot", "402").await.unwrap();
+    let first = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "401")
+        .await
+        .unwrap();
+    assert_eq!(
+        first[0].status.as_str(),
+        "paid",
+        "both halves paid: {first:#?}"
+    );
+    let second = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "402")
+        .await
+        .unwrap();
     let reversed = second.iter().find(|r| r.is_deals_own()).unwrap();
-    assert_eq!(reversed.status, "reversed");
-    let clawback = second.iter().find(|r| r.line_kind == "adjustment").unwrap();
+    assert_eq!(reversed.status.as_str(), "reversed");
+    let clawback = second
+        .iter()
+        .find(|r| r.line_kind.as_str() == "adjustment")
+        .unwrap();
     assert_eq!(
         (clawback.status.as_str(), clawback.amount.as_str()),
         ("paid", "-25000.00")
@@ -1051,7 +1100,12 @@ async fn rejecting_a_reward_whose_first_half_was_paid_takes_that_half_back(backe
         .unwrap()
         .to_string();
     assert_eq!(pay(&app, &id, "SWIFT-1", Some("25000.00")).await.0, 200);
-    let line = app.store.rewards_of_deal("hubspot", "401").await.unwrap()[0].clone();
+    let line = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "401")
+        .await
+        .unwrap()[0]
+        .clone();
 
     let (status, body) = call(
         &app,
@@ -1073,10 +1127,14 @@ async fn rejecting_a_reward_whose_first_half_was_paid_takes_that_half_back(backe
     .await;
     app.process().await;
 
-    let on_deal = app.store.rewards_of_deal("hubspot", "401").await.unwrap();
+    let on_deal = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "401")
+        .await
+        .unwrap();
     let clawback = on_deal
         .iter()
-        .find(|r| r.line_kind == "adjustment")
+        .find(|r| r.line_kind.as_str() == "adjustment")
         .expect("the paid half comes back");
     assert_eq!(
         (clawback.amount.as_str(), clawback.status.as_str()),

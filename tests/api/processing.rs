@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use referral_sync::clock::{DAY, MINUTE};
 use referral_sync::config::Settings;
+use referral_sync::domain::Crm;
 use referral_sync::ingest::partition_of;
 use referral_sync::processing::InboxProcessor;
 use referral_sync::store::{RecordFacts, RecordKey, RecordLink, Referral, Store};
@@ -139,7 +140,7 @@ async fn send_all(app: &TestApp, sends: &[Send]) {
 
 fn contact(id: &str) -> RecordKey {
     RecordKey {
-        crm: "hubspot".into(),
+        crm: Crm::HubSpot,
         object_type: "contact".into(),
         object_id: id.into(),
     }
@@ -147,7 +148,7 @@ fn contact(id: &str) -> RecordKey {
 
 fn deal(id: &str) -> RecordKey {
     RecordKey {
-        crm: "hubspot".into(),
+        crm: Crm::HubSpot,
         object_type: "deal".into(),
         object_id: id.into(),
     }
@@ -190,7 +191,7 @@ async fn derived(app: &TestApp, records: &[RecordKey]) -> Value {
             .collect();
         let rewards: Vec<String> = app
             .store
-            .rewards_of_deal(&key.crm, &key.object_id)
+            .rewards_of_deal(key.crm, &key.object_id)
             .await
             .unwrap()
             .into_iter()
@@ -379,7 +380,11 @@ async fn a_deal_won_before_its_earliest_contact_joined_rewards_the_earliest(back
     ]))
     .await;
     app.process().await;
-    let first = app.store.rewards_of_deal("hubspot", "500").await.unwrap();
+    let first = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "500")
+        .await
+        .unwrap();
     assert!(
         !first.is_empty()
             && first
@@ -399,7 +404,11 @@ async fn a_deal_won_before_its_earliest_contact_joined_rewards_the_earliest(back
         .await;
     app.process().await;
 
-    let rewards = app.store.rewards_of_deal("hubspot", "500").await.unwrap();
+    let rewards = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "500")
+        .await
+        .unwrap();
     assert_eq!(rewards.len(), 2, "{rewards:?}");
     assert!(
         rewards

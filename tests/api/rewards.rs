@@ -5,6 +5,8 @@
 
 use referral_sync::clock::DAY;
 use referral_sync::config::Settings;
+use referral_sync::domain::reward::RewardStatus;
+use referral_sync::domain::Crm;
 use referral_sync::rewards::engine::{decide, release_holds, Decision, DecisionError};
 use referral_sync::store::{OutboxRow, RecordKey};
 use serde_json::{json, Value};
@@ -77,7 +79,7 @@ pub(crate) async fn stage(app: &TestApp, event_id: u64, deal: u64, stage: &str, 
 
 pub(crate) fn deal_key(id: u64) -> RecordKey {
     RecordKey {
-        crm: "hubspot".into(),
+        crm: Crm::HubSpot,
         object_type: "deal".into(),
         object_id: id.to_string(),
     }
@@ -89,7 +91,7 @@ pub(crate) async fn outbox_of(app: &TestApp, deal: u64, kind: &str) -> Vec<Outbo
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.kind == kind)
+        .filter(|r| r.kind.as_str() == kind)
         .collect()
 }
 
@@ -119,13 +121,20 @@ async fn a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_e
 
     stage(&app, 1, 201, "closedwon", won_at).await;
 
-    let rewards = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    let rewards = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "201")
+        .await
+        .unwrap();
     assert_eq!(rewards.len(), 2, "two-sided: referrer and referee");
     let referrer = rewards
         .iter()
-        .find(|r| r.beneficiary == "referrer")
+        .find(|r| r.beneficiary.as_str() == "referrer")
         .unwrap();
-    let referee = rewards.iter().find(|r| r.beneficiary == "referee").unwrap();
+    let referee = rewards
+        .iter()
+        .find(|r| r.beneficiary.as_str() == "referee")
+        .unwrap();
     // 7.5% of 40000 USD = 3000.00 × 1.0 (bronze, first success), under the 5000 cap.
     assert_eq!(
         (
@@ -178,11 +187,11 @@ async fn a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_e
 
     let statuses: Vec<String> = app
         .store
-        .rewards_of_deal("hubspot", "201")
+        .rewards_of_deal(Crm::HubSpot, "201")
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.status)
+        .map(|r| r.status.to_string())
         .collect();
     assert_eq!(
         statuses,
@@ -226,10 +235,10 @@ async fn a_deal_reopened_or_lost_during_the_hold_is_reversed(backend: Backend) {
     stage(&app, 4, 203, "closedlost", T0 + 12 * DAY).await; // lost
 
     for deal in ["202", "203"] {
-        let rewards = app.store.rewards_of_deal("hubspot", deal).await.unwrap();
+        let rewards = app.store.rewards_of_deal(Crm::HubSpot, deal).await.unwrap();
         assert_eq!(rewards.len(), 2);
         assert!(
-            rewards.iter().all(|r| r.status == "reversed"),
+            rewards.iter().all(|r| r.status.as_str() == "reversed"),
             "{deal}: {rewards:#?}"
         );
     }
@@ -247,11 +256,11 @@ async fn a_deal_reopened_or_lost_during_the_hold_is_reversed(backend: Backend) {
     );
     let referrer = app
         .store
-        .rewards_of_deal("hubspot", "203")
+        .rewards_of_deal(Crm::HubSpot, "203")
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.beneficiary == "referrer")
+        .find(|r| r.beneficiary.as_str() == "referrer")
         .unwrap();
     let audit = app
         .store
@@ -282,13 +291,17 @@ async fn a_replayed_win_still_yields_one_reward_per_beneficiary(backend: Backend
     stage(&app, 3, 204, "contractsent", T0 + 11 * DAY).await;
     stage(&app, 4, 204, "closedwon", T0 + 12 * DAY).await;
 
-    let rewards = app.store.rewards_of_deal("hubspot", "204").await.unwrap();
+    let rewards = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "204")
+        .await
+        .unwrap();
     assert_eq!(rewards.len(), 2, "{rewards:#?}");
     let referrer = rewards
         .iter()
-        .find(|r| r.beneficiary == "referrer")
+        .find(|r| r.beneficiary.as_str() == "referrer")
         .unwrap();
-    assert_eq!(referrer.status, "pending");
+    assert_eq!(referrer.status.as_str(), "pending");
     assert_eq!(
         referrer.hold_until,
         Some(T0 + 12 * DAY + 30 * DAY),
@@ -314,17 +327,17 @@ async fn flagged_rewards_wait_for_an_admin_to_approve_or_reject(backend: Backend
         let store = app.store.clone();
         async move {
             store
-                .rewards_of_deal("hubspot", deal)
+                .rewards_of_deal(Crm::HubSpot, deal)
                 .await
                 .unwrap()
                 .into_iter()
-                .find(|r| r.beneficiary == "referrer")
+                .find(|r| r.beneficiary.as_str() == "referrer")
                 .unwrap()
         }
     };
     let first = find("205").await;
     let second = find("206").await;
-    assert_eq!(first.status, "needs_review");
+    assert_eq!(first.status.as_str(), "needs_review");
     assert!(first.flags.contains("self_referral"), "{}", first.flags);
     assert!(first
         .review_reason
@@ -397,11 +410,11 @@ async fn flagged_rewards_wait_for_an_admin_to_approve_or_reject(backend: Backend
         (approved.status.as_str(), approved.decided_by.as_deref()),
         ("approved", Some("ops@acme.com"))
     );
-    assert_eq!(paid.status, "paid");
+    assert_eq!(paid.status.as_str(), "paid");
     assert!(matches!(no_reason, Err(DecisionError::Invalid(_))));
-    assert_eq!(rejected.status, "rejected");
+    assert_eq!(rejected.status.as_str(), "rejected");
     assert!(
-        matches!(too_late, Err(DecisionError::WrongState { ref status, .. }) if status == "rejected")
+        matches!(too_late, Err(DecisionError::WrongState { ref status, .. }) if *status == RewardStatus::Rejected)
     );
     let actions: Vec<(String, String)> = app
         .store
@@ -469,7 +482,7 @@ async fn salesforce_wins_publish_a_platform_event_when_eligible(backend: Backend
 
     let reward = app
         .store
-        .rewards_of_deal("salesforce", "0067F00000RuRuRQAA")
+        .rewards_of_deal(Crm::Salesforce, "0067F00000RuRuRQAA")
         .await
         .unwrap();
     assert_eq!(reward.len(), 1, "RU has no referee reward");
@@ -487,14 +500,14 @@ async fn salesforce_wins_publish_a_platform_event_when_eligible(backend: Backend
         .unwrap();
 
     let deal = RecordKey {
-        crm: "salesforce".into(),
+        crm: Crm::Salesforce,
         object_type: "Opportunity".into(),
         object_id: "0067F00000RuRuRQAA".into(),
     };
     let rows = app.store.outbox_rows(Some(&deal)).await.unwrap();
     let event = rows
         .iter()
-        .find(|r| r.kind == "publish_event")
+        .find(|r| r.kind.as_str() == "publish_event")
         .expect("platform event queued");
     let event = payload(event);
     assert_eq!(event["event"], "Referral_Reward__e");
@@ -502,7 +515,7 @@ async fn salesforce_wins_publish_a_platform_event_when_eligible(backend: Backend
     assert_eq!(event["fields"]["Status__c"], "eligible");
     let props = rows
         .iter()
-        .rfind(|r| r.kind == "update_properties")
+        .rfind(|r| r.kind.as_str() == "update_properties")
         .unwrap();
     assert_eq!(
         payload(props)["properties"]["Referral_Reward_Status__c"],
@@ -526,11 +539,15 @@ async fn a_program_without_a_hold_makes_the_reward_eligible_with_the_win(backend
     // Processing the win is all that happens: no hold timer runs.
     stage(&app, 1, 201, "closedwon", won).await;
 
-    let rewards = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    let rewards = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "201")
+        .await
+        .unwrap();
     assert!(
         rewards
             .iter()
-            .all(|r| r.status == "eligible" && r.payable_at == Some(won + 1)),
+            .all(|r| r.status.as_str() == "eligible" && r.payable_at == Some(won + 1)),
         "{rewards:#?}"
     );
     let notes = outbox_of(&app, 201, "create_note").await;
@@ -546,7 +563,7 @@ async fn a_program_without_a_hold_makes_the_reward_eligible_with_the_win(backend
     );
     let referrer = rewards
         .iter()
-        .find(|r| r.beneficiary == "referrer")
+        .find(|r| r.beneficiary.as_str() == "referrer")
         .unwrap();
     assert_eq!(
         audit_actions(&app, &referrer.id).await,
@@ -583,9 +600,16 @@ async fn a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win(
     ]))
     .await;
     app.process().await;
-    let before = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
-    let referrer = before.iter().find(|r| r.beneficiary == "referrer").unwrap();
-    assert_eq!(referrer.status, "needs_review");
+    let before = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "201")
+        .await
+        .unwrap();
+    let referrer = before
+        .iter()
+        .find(|r| r.beneficiary.as_str() == "referrer")
+        .unwrap();
+    assert_eq!(referrer.status.as_str(), "needs_review");
     assert!(referrer
         .review_reason
         .as_deref()
@@ -599,9 +623,16 @@ async fn a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win(
     .await;
     app.process().await;
 
-    let after = app.store.rewards_of_deal("hubspot", "201").await.unwrap();
+    let after = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "201")
+        .await
+        .unwrap();
     assert_eq!(after.len(), 2, "{after:#?}");
-    let referrer_now = after.iter().find(|r| r.beneficiary == "referrer").unwrap();
+    let referrer_now = after
+        .iter()
+        .find(|r| r.beneficiary.as_str() == "referrer")
+        .unwrap();
     // 7.5% of 40,000 × 1.0 (bronze), held from the win.
     assert_eq!(
         (referrer_now.status.as_str(), referrer_now.amount.as_str()),
@@ -631,7 +662,7 @@ async fn a_freshly_linked_record_shows_the_first_tier_before_any_success(backend
     // No success yet: the tier the first success would give, never blank.
     for (object_type, id) in [("contact", "101"), ("deal", "201")] {
         let key = RecordKey {
-            crm: "hubspot".into(),
+            crm: Crm::HubSpot,
             object_type: object_type.into(),
             object_id: id.into(),
         };
@@ -641,7 +672,7 @@ async fn a_freshly_linked_record_shows_the_first_tier_before_any_success(backend
             .await
             .unwrap()
             .into_iter()
-            .find(|r| r.kind == "update_properties")
+            .find(|r| r.kind.as_str() == "update_properties")
             .expect("a context write");
         assert_eq!(
             payload(&context)["properties"]["referrer_tier"],

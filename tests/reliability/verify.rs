@@ -47,7 +47,10 @@ pub async fn wait_until_settled(store: &Store, deadline: Instant) -> Settled {
         let (rechecks, _) = store.reconcile_backlog().await.expect("reconcile queue");
         let rows = store.outbox_rows(None).await.expect("outbox rows");
         let pending_inbox = inbox.get("pending").copied().unwrap_or(0);
-        let pending_rows: Vec<_> = rows.iter().filter(|r| r.status == "pending").collect();
+        let pending_rows: Vec<_> = rows
+            .iter()
+            .filter(|r| r.status.as_str() == "pending")
+            .collect();
         let still_quiet = || async {
             let (rechecks, _) = store.reconcile_backlog().await.expect("reconcile queue");
             let pending = store.inbox_backlog().await.expect("inbox backlog").0;
@@ -56,7 +59,7 @@ pub async fn wait_until_settled(store: &Store, deadline: Instant) -> Settled {
         if pending_inbox == 0 && rechecks == 0 && pending_rows.is_empty() && still_quiet().await {
             let mut outbox = BTreeMap::new();
             for r in &rows {
-                *outbox.entry(r.status.clone()).or_default() += 1;
+                *outbox.entry(r.status.to_string()).or_default() += 1;
             }
             return Settled {
                 inbox,
@@ -155,7 +158,7 @@ pub async fn one_reward_per_deal_and_beneficiary(store: &Store, stories: &[Story
     let mut by_key: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for r in &rewards {
         by_key
-            .entry((r.deal_id.clone(), r.beneficiary.clone()))
+            .entry((r.deal_id.clone(), r.beneficiary.to_string()))
             .or_default()
             .push(r.id.clone());
     }
@@ -205,8 +208,8 @@ pub async fn every_record_has_its_context(store: &Store, crm: &SandboxState, sto
         ];
         let reward_status = rewards
             .iter()
-            .find(|r| r.deal_id == s.deal() && r.beneficiary == "referrer")
-            .map(|r| r.status.clone());
+            .find(|r| r.deal_id == s.deal() && r.beneficiary.as_str() == "referrer")
+            .map(|r| r.status.to_string());
         for (object_type, id) in [("contacts", s.contact()), ("deals", s.deal())] {
             let Some(props) = crm.hubspot_object(object_type, &id) else {
                 wrong.push(format!("{object_type}/{id}: never written"));

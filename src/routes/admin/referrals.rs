@@ -74,7 +74,7 @@ pub async fn get_referral(
     let mut audit = store.audit_entries("referral", &id).await?;
     for r in &records {
         if matches!(r.object_type.as_str(), "deal" | "Opportunity") {
-            stage_history.extend(store.stage_history(&r.crm, &r.object_id).await?);
+            stage_history.extend(store.stage_history(r.crm, &r.object_id).await?);
         }
         audit.extend(
             store
