@@ -37,7 +37,51 @@ both_backends!(
     a_record_in_doubt_is_read_once_even_when_its_write_waits_for_the_rate_limit,
     a_salesforce_write_in_doubt_is_read_back_not_repeated,
     a_round_that_would_outlast_its_lease_hands_the_rest_back_unsent,
+    a_stored_write_that_cannot_be_read_is_dead_lettered_with_why_and_the_rest_go_out,
 );
+
+async fn a_stored_write_that_cannot_be_read_is_dead_lettered_with_why_and_the_rest_go_out(
+    backend: Backend,
+) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    hubspot_referral(&w.app, 10).await;
+    hubspot_referral(&w.app, 11).await;
+    let rows = w.app.store.outbox_rows(None).await.unwrap();
+    let broken = rows
+        .iter()
+        .find(|r| r.object_type == "contact" && r.object_id == "1010")
+        .expect("a write for contact 1010");
+    w.app
+        .execute_sql(&format!(
+            "UPDATE outbox SET payload = '{{\"properties\": 5}}' WHERE id = {}",
+            broken.id
+        ))
+        .await;
+
+    w.app.deliver().await;
+
+    let dead = w.app.store.dead_deliveries(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0].id, broken.id);
+    assert_eq!(dead[0].last_status, None, "the CRM was never called for it");
+    let why = dead[0].last_error.as_deref().unwrap();
+    assert!(
+        why.contains("update_properties payload cannot be read"),
+        "the error says what could not be read: {why}"
+    );
+    // Everything else was delivered, including the other record's writes.
+    assert_eq!(
+        w.crm.state.hubspot_object("contacts", "1011").unwrap()["referral_code"],
+        "ACME-7"
+    );
+    assert_eq!(
+        w.crm.state.hubspot_object("deals", "2010").unwrap()["referral_code"],
+        "ACME-7"
+    );
+    assert!(w.crm.state.hubspot_object("contacts", "1010").is_none());
+}
 
 async fn hubspot_receives_context_restores_rewards_and_a_note(backend: Backend) {
     let Some(w) = world(backend, SandboxConfig::default()).await else {

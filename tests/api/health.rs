@@ -18,20 +18,6 @@ both_backends!(
     readyz_says_when_processing_completes_no_round,
 );
 
-/// Runs `sql` on the test app's database directly (to break it the way an operator might).
-async fn execute(app: &crate::support::TestApp, sql: &str) {
-    let url = app.settings.database.url.expose();
-    if url.starts_with("sqlite") {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-        pool.close().await;
-    }
-}
-
 async fn readyz_says_when_processing_completes_no_round(backend: Backend) {
     let Some(app) = spawn_app_with(
         backend,
@@ -48,11 +34,8 @@ async fn readyz_says_when_processing_completes_no_round(backend: Backend) {
     assert_eq!(app.get("/readyz").await.status(), 200);
 
     // Every round now fails: the reconcile queue is gone.
-    execute(
-        &app,
-        "ALTER TABLE reconcile_queue RENAME TO reconcile_queue_away",
-    )
-    .await;
+    app.execute_sql("ALTER TABLE reconcile_queue RENAME TO reconcile_queue_away")
+        .await;
     assert!(app.processor.tick().await.is_err());
     app.clock
         .advance((app.settings.processing.stuck_after_secs as i64 + 1) * 1000);
@@ -68,11 +51,8 @@ async fn readyz_says_when_processing_completes_no_round(backend: Backend) {
         "names the last error: {message}"
     );
 
-    execute(
-        &app,
-        "ALTER TABLE reconcile_queue_away RENAME TO reconcile_queue",
-    )
-    .await;
+    app.execute_sql("ALTER TABLE reconcile_queue_away RENAME TO reconcile_queue")
+        .await;
     app.processor.tick().await.expect("a round completes again");
     assert_eq!(app.get("/readyz").await.status(), 200);
 }

@@ -100,6 +100,21 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// Runs `sql` on the app's database directly (to break it the way an operator, or a bug,
+    /// might).
+    pub async fn execute_sql(&self, sql: &str) {
+        let url = self.settings.database.url.expose();
+        if url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
     /// Run the inbox processor until nothing is pending (no background worker in tests).
     pub async fn process(&self) -> usize {
         self.processor.drain().await.expect("inbox processing")
