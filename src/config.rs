@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::domain::payout::InstallmentAt;
 use crate::domain::stage::CanonicalStage;
 use crate::domain::Crm;
+use crate::ingest::signature::{HmacEncoding, HubSpotVersion, ProductScheme};
 
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -125,9 +126,27 @@ pub struct DatabaseSettings {
     pub acquire_timeout_secs: u64,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines, for a terminal.
+    Pretty,
+    /// One JSON object a line, for a log pipeline.
+    Json,
+}
+
+/// Which market's program a referral earns under when referee and referrer differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgramBy {
+    RefereeMarket,
+    ReferrerMarket,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct TelemetrySettings {
-    pub format: String,
+    pub format: LogFormat,
     pub level: String,
     /// Request-controlled text in a log line is cut to this many characters.
     pub max_field_chars: usize,
@@ -171,12 +190,13 @@ pub struct OutboxSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct HubSpotSettings {
     pub client_secrets: Vec<Secret>,
-    pub signature_versions: Vec<String>,
+    pub signature_versions: Vec<HubSpotVersion>,
     pub access_token: Secret,
     pub api_base_url: String,
     pub properties: CrmFieldNames,
+    /// Pipeline id → stage id → canonical stage.
     #[serde(default)]
-    pub pipelines: BTreeMap<String, BTreeMap<String, String>>,
+    pub pipelines: BTreeMap<String, BTreeMap<String, CanonicalStage>>,
 }
 
 /// Names of the referral properties (HubSpot) or fields (Salesforce) the service writes (SPEC §5).
@@ -219,25 +239,27 @@ pub struct SalesforceSettings {
     #[serde(deserialize_with = "version_text")]
     pub api_version: String,
     pub fields: CrmFieldNames,
+    /// `StageName` → canonical stage.
     #[serde(default)]
-    pub stages: BTreeMap<String, String>,
+    pub stages: BTreeMap<String, CanonicalStage>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SourceSettings {
-    pub scheme: String,
+    pub scheme: ProductScheme,
     /// A list, or (from an environment variable) a comma-separated string.
     #[serde(default, deserialize_with = "secrets_list")]
     pub secrets: Vec<Secret>,
     #[serde(default)]
     pub header: Option<String>,
+    /// How an `hmac-sha256` signature is written.
     #[serde(default)]
-    pub encoding: Option<String>,
+    pub encoding: HmacEncoding,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RewardSettings {
-    pub program_by: String,
+    pub program_by: ProgramBy,
     pub default_market: String,
 }
 
@@ -281,7 +303,7 @@ pub struct FraudSettings {
 pub struct ProgramSettings {
     pub currency: String,
     #[serde(default = "default_success_stage")]
-    pub success_stage: String,
+    pub success_stage: CanonicalStage,
     #[serde(default = "default_window_days")]
     pub attribution_window_days: u32,
     #[serde(default = "default_hold_days")]
@@ -387,8 +409,8 @@ fn version_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
     })
 }
 
-fn default_success_stage() -> String {
-    "won".into()
+fn default_success_stage() -> CanonicalStage {
+    CanonicalStage::Won
 }
 fn default_window_days() -> u32 {
     365
@@ -572,22 +594,7 @@ impl Settings {
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Load(e.to_string()))?;
 
-        let mut unknown = Vec::new();
-        let settings: Settings = serde_path_to_error::deserialize(
-            serde_ignored::Deserializer::new(merged, &mut |path: serde_ignored::Path<'_>| {
-                // An optional table's path shows `?` for "present"; the key is what people wrote.
-                let key = path.to_string().replace(".?.", ".");
-                unknown.push(format!("{key}: unknown key"))
-            }),
-        )
-        .map_err(|e| {
-            ConfigError::Invalid(vec![format!(
-                "{}: {}",
-                e.path(),
-                describe_without_value(&e.inner().to_string())
-            )])
-        })?;
-        Ok((settings, unknown))
+        deserialize_reporting_every_name(merged)
     }
 
     /// Cross-field and value checks; one message per problem, each starting with its key.
@@ -627,12 +634,6 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             p.push("database.max_connections: must be at least 1".into());
-        }
-        if !matches!(self.telemetry.format.as_str(), "pretty" | "json") {
-            p.push(format!(
-                "telemetry.format: `{}` is not one of pretty, json",
-                self.telemetry.format
-            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.level).is_err() {
             p.push(format!(
@@ -711,28 +712,11 @@ impl Settings {
         if hs.signature_versions.is_empty() {
             p.push("hubspot.signature_versions: must name at least one of v1, v2, v3".into());
         }
-        for v in &hs.signature_versions {
-            if !matches!(v.as_str(), "v1" | "v2" | "v3") {
-                p.push(format!(
-                    "hubspot.signature_versions: `{v}` is not one of v1, v2, v3"
-                ));
-            }
-        }
         if hs.client_secrets.iter().any(Secret::is_empty) {
             p.push("hubspot.client_secrets: an entry is empty".into());
         }
         if !is_http_url(&hs.api_base_url) {
             p.push("hubspot.api_base_url: must be an http(s) URL".into());
-        }
-        for (pipeline, stages) in &hs.pipelines {
-            for (stage_id, canonical) in stages {
-                if canonical.parse::<CanonicalStage>().is_err() {
-                    p.push(format!(
-                        "hubspot.pipelines.{pipeline}.{stage_id}: `{canonical}` is not a canonical stage ({})",
-                        CanonicalStage::NAMES.join(", ")
-                    ));
-                }
-            }
         }
     }
 
@@ -767,14 +751,6 @@ impl Settings {
                 sf.api_version
             ));
         }
-        for (stage, canonical) in &sf.stages {
-            if canonical.parse::<CanonicalStage>().is_err() {
-                p.push(format!(
-                    "salesforce.stages.\"{stage}\": `{canonical}` is not a canonical stage ({})",
-                    CanonicalStage::NAMES.join(", ")
-                ));
-            }
-        }
     }
 
     fn validate_sources(&self, p: &mut Vec<String>) {
@@ -794,54 +770,33 @@ impl Settings {
                     "{key}.secrets: at least one non-empty secret is required"
                 ));
             }
-            match src.scheme.as_str() {
-                "standard-webhooks" => {
+            match src.scheme {
+                ProductScheme::StandardWebhooks => {
                     for (i, s) in src.secrets.iter().enumerate() {
                         if crate::ingest::signature::parse_standard_secret(s.expose()).is_err() {
                             p.push(format!("{key}.secrets[{i}]: not a whsec_ base64 secret"));
                         }
                     }
                 }
-                "stripe" => {}
-                "hmac-sha256" => {
+                ProductScheme::Stripe => {}
+                ProductScheme::HmacSha256 => {
                     if src.header.as_deref().is_none_or(str::is_empty) {
                         p.push(format!(
                             "{key}.header: required for scheme hmac-sha256 (the header carrying the signature)"
                         ));
                     }
-                    if !matches!(src.encoding.as_deref(), None | Some("hex") | Some("base64")) {
-                        p.push(format!("{key}.encoding: must be hex or base64"));
-                    }
                 }
-                other => p.push(format!(
-                    "{key}.scheme: `{other}` is not one of standard-webhooks, stripe, hmac-sha256"
-                )),
             }
         }
     }
 
     fn validate_rewards(&self, p: &mut Vec<String>) {
-        if !matches!(
-            self.rewards.program_by.as_str(),
-            "referee_market" | "referrer_market"
-        ) {
-            p.push(format!(
-                "rewards.program_by: `{}` is not one of referee_market, referrer_market",
-                self.rewards.program_by
-            ));
-        }
         for (market, prog) in &self.programs {
             let key = format!("programs.{market}");
             if prog.currency.len() != 3 || !prog.currency.bytes().all(|b| b.is_ascii_uppercase()) {
                 p.push(format!(
                     "{key}.currency: `{}` is not a 3-letter ISO code like USD",
                     prog.currency
-                ));
-            }
-            if prog.success_stage.parse::<CanonicalStage>().is_err() {
-                p.push(format!(
-                    "{key}.success_stage: `{}` is not a canonical stage",
-                    prog.success_stage
                 ));
             }
             validate_rule(&format!("{key}.reward"), &prog.reward, p);
@@ -997,6 +952,77 @@ fn is_verbatim_env_key(env_key: &str) -> bool {
 /// A deserialization complaint without the value that caused it (it may be a secret): serde's
 /// messages quote it (`invalid type: string "…", expected …`); only what was expected and the
 /// kind of thing found are kept.
+/// Problems one configuration may report before reading stops.
+const MAX_PROBLEMS: usize = 100;
+
+/// Deserialize the merged sources into [`Settings`], with the unknown keys as problems. serde
+/// stops at the first bad value, but SPEC §8 wants every problem at once, and the commonest one
+/// is a word the field does not know (a scheme, a stage, a format): such a value is reported and
+/// replaced by a word the field accepts, and reading goes on. The placeholder is never used: any
+/// problem refuses the whole configuration. Any other bad value ends the reading there.
+fn deserialize_reporting_every_name(
+    mut merged: serde_json::Value,
+) -> Result<(Settings, Vec<String>), ConfigError> {
+    let mut problems = Vec::new();
+    while problems.len() < MAX_PROBLEMS {
+        let mut unknown = Vec::new();
+        let result: Result<Settings, _> = serde_path_to_error::deserialize(
+            serde_ignored::Deserializer::new(&merged, &mut |path: serde_ignored::Path<'_>| {
+                // An optional table's path shows `?` for "present"; the key is what people wrote.
+                let key = path.to_string().replace(".?.", ".");
+                unknown.push(format!("{key}: unknown key"))
+            }),
+        );
+        let e = match result {
+            Ok(settings) => {
+                problems.extend(unknown);
+                return Ok((settings, problems));
+            }
+            Err(e) => e,
+        };
+        let message = e.inner().to_string();
+        problems.push(format!(
+            "{}: {}",
+            e.path(),
+            describe_without_value(&message)
+        ));
+        let placeholder = first_expected_name(&message);
+        let replaced = placeholder.is_some_and(|name| replace_at(&mut merged, e.path(), name));
+        if !replaced {
+            break;
+        }
+    }
+    Err(ConfigError::Invalid(problems))
+}
+
+/// The first name serde's "unknown variant `x`, expected one of `a`, `b`" offers.
+fn first_expected_name(message: &str) -> Option<&str> {
+    if !message.starts_with("unknown variant ") {
+        return None;
+    }
+    let expected = &message[message.find(", expected ")? + ", expected ".len()..];
+    expected.split('`').nth(1)
+}
+
+/// Put `name` where `path` points in `value`; false when the path does not lead to a value.
+fn replace_at(value: &mut serde_json::Value, path: &serde_path_to_error::Path, name: &str) -> bool {
+    use serde_path_to_error::Segment;
+    let mut at = value;
+    for segment in path.iter() {
+        let next = match segment {
+            Segment::Map { key } => at.get_mut(key.as_str()),
+            Segment::Seq { index } => at.get_mut(*index),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    *at = serde_json::Value::String(name.to_string());
+    true
+}
+
 fn describe_without_value(message: &str) -> String {
     let expected = message
         .rfind(", expected ")

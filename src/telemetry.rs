@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::TelemetrySettings;
+use crate::config::{LogFormat, TelemetrySettings};
 
 /// `telemetry.max_field_chars`, once [`init`] has run.
 static MAX_FIELD_CHARS: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_FIELD_CHARS);
@@ -26,7 +26,7 @@ pub fn init(settings: &TelemetrySettings) {
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if settings.format == "json" {
+    let _ = if settings.format == LogFormat::Json {
         builder
             .json()
             .flatten_event(true)

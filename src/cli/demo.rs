@@ -17,7 +17,9 @@ use crate::config::{ConfigSources, Secret, Settings, SourceSettings};
 use crate::domain::payout::Period;
 use crate::domain::reward::LineKind;
 use crate::domain::Crm;
-use crate::ingest::signature::{sign_hubspot, sign_standard_webhooks, HubSpotVersion};
+use crate::ingest::signature::{
+    sign_hubspot, sign_standard_webhooks, HmacEncoding, HubSpotVersion, ProductScheme,
+};
 use crate::outbox::OutboxWorker;
 use crate::processing::InboxProcessor;
 use crate::rewards::engine::release_holds;
@@ -161,10 +163,10 @@ fn demo_settings(
     s.sources.insert(
         "app".into(),
         SourceSettings {
-            scheme: "standard-webhooks".into(),
+            scheme: ProductScheme::StandardWebhooks,
             secrets: vec![Secret::new(APP_SECRET)],
             header: None,
-            encoding: None,
+            encoding: HmacEncoding::default(),
         },
     );
     Ok(s)

@@ -9,7 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use crate::config::Settings;
-use crate::ingest::signature::{self, HmacEncoding, HubSpotVersion};
+use crate::domain::Crm;
+use crate::ingest::signature::{self, HmacEncoding, HubSpotVersion, ProductScheme};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scheme {
@@ -62,8 +63,8 @@ pub fn run(settings: &Settings, args: SignArgs, now_ms: i64) -> anyhow::Result<S
             .trim_end_matches('/')
             .to_string()
     };
-    let (default_scheme, configured_secret, path, header, encoding) = match args.source.as_str() {
-        "hubspot" => (
+    let (default_scheme, configured_secret, path, header, encoding) = match args.source.parse() {
+        Ok(Crm::HubSpot) => (
             Scheme::HubspotV3,
             settings
                 .hubspot
@@ -72,9 +73,9 @@ pub fn run(settings: &Settings, args: SignArgs, now_ms: i64) -> anyhow::Result<S
                 .map(|s| s.expose().to_string()),
             "/webhooks/hubspot".to_string(),
             None,
-            None,
+            HmacEncoding::default(),
         ),
-        "salesforce" => (
+        Ok(Crm::Salesforce) => (
             Scheme::StandardWebhooks,
             settings
                 .salesforce
@@ -83,23 +84,24 @@ pub fn run(settings: &Settings, args: SignArgs, now_ms: i64) -> anyhow::Result<S
                 .map(|s| s.expose().to_string()),
             "/webhooks/salesforce".to_string(),
             None,
-            None,
+            HmacEncoding::default(),
         ),
-        name => {
+        Err(_) => {
+            let name = args.source.as_str();
             let Some(src) = settings.sources.get(name) else {
                 bail!("no source `{name}`: use hubspot, salesforce or a name from [sources.*]");
             };
-            let scheme = match src.scheme.as_str() {
-                "standard-webhooks" => Scheme::StandardWebhooks,
-                "stripe" => Scheme::Stripe,
-                _ => Scheme::HmacSha256,
+            let scheme = match src.scheme {
+                ProductScheme::StandardWebhooks => Scheme::StandardWebhooks,
+                ProductScheme::Stripe => Scheme::Stripe,
+                ProductScheme::HmacSha256 => Scheme::HmacSha256,
             };
             (
                 scheme,
                 src.secrets.first().map(|s| s.expose().to_string()),
                 format!("/webhooks/signup/{name}"),
                 src.header.clone(),
-                src.encoding.clone(),
+                src.encoding,
             )
         }
     };
@@ -131,10 +133,6 @@ pub fn run(settings: &Settings, args: SignArgs, now_ms: i64) -> anyhow::Result<S
         Scheme::Stripe => signature::sign_stripe(&secret, now_secs, &body),
         Scheme::HmacSha256 => {
             let header = header.unwrap_or_else(|| "X-Signature".into());
-            let encoding = match encoding.as_deref() {
-                Some("base64") => HmacEncoding::Base64,
-                _ => HmacEncoding::Hex,
-            };
             signature::sign_hmac_sha256(&header, &secret, &body, encoding)
         }
     };

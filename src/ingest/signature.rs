@@ -114,7 +114,8 @@ pub const HUBSPOT_REQUEST_TIMESTAMP: &str = "x-hubspot-request-timestamp";
 /// HubSpot rejects v3 requests older than five minutes; we use the same window.
 pub const HUBSPOT_V3_DEFAULT_TOLERANCE_MS: i64 = 300_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HubSpotVersion {
     V1,
     V2,
@@ -617,10 +618,32 @@ fn stripe_mac(secret: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
 /// Names the header in errors: the configured name is not `'static`, and the caller knows it.
 pub const HMAC_HEADER_LABEL: &str = "(configured signature header)";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HmacEncoding {
+    #[default]
     Hex,
     Base64,
+}
+
+/// How a product source signs its webhooks (`sources.<name>.scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProductScheme {
+    StandardWebhooks,
+    Stripe,
+    /// An HMAC-SHA256 of the body in a header the source names.
+    HmacSha256,
+}
+
+impl ProductScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Stripe => "stripe",
+            Self::HmacSha256 => "hmac-sha256",
+        }
+    }
 }
 
 /// Verifies an HMAC-SHA256 of the raw body (key = secret bytes) carried in `header_name`

@@ -830,7 +830,7 @@ fn map_stage(
                 .and_then(|m| m.get(stage_id)),
             // Pipeline not known yet: a stage id mapped the same way everywhere is unambiguous.
             None => {
-                let found: Vec<&String> = settings
+                let found: Vec<&CanonicalStage> = settings
                     .hubspot
                     .pipelines
                     .values()
@@ -844,12 +844,11 @@ fn map_stage(
         },
         Crm::Salesforce => settings.salesforce.stages.get(stage_id),
     };
-    name.and_then(|n| n.parse().ok())
-        .or(match (is_won, is_closed) {
-            (Some(true), _) => Some(CanonicalStage::Won),
-            (_, Some(true)) => Some(CanonicalStage::Lost),
-            _ => None,
-        })
+    name.copied().or(match (is_won, is_closed) {
+        (Some(true), _) => Some(CanonicalStage::Won),
+        (_, Some(true)) => Some(CanonicalStage::Lost),
+        _ => None,
+    })
 }
 
 fn unmapped_reason(crm: Crm, pipeline: Option<&str>, stage_id: &str) -> String {

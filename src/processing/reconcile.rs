@@ -916,9 +916,7 @@ impl<'a> State<'a> {
                         .and_then(|c| referrer_markets.get(c).cloned().flatten());
                     rewards::program_for(self.settings, referral, market.as_deref())
                 })
-                .is_some_and(|(_, program)| {
-                    program.success_stage.parse::<CanonicalStage>().ok() == Some(stage)
-                });
+                .is_some_and(|(_, program)| program.success_stage == stage);
             if !has_rewards && !at_success {
                 continue;
             }

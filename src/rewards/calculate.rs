@@ -682,6 +682,8 @@ fn shares_ip(fraud: &FraudSettings, referee: &RefereeFacts, referrer: &ReferrerF
 pub(crate) mod tests {
     use std::collections::BTreeMap;
 
+    use crate::domain::stage::CanonicalStage;
+
     use super::*;
     use crate::config::{InstallmentSettings, RecurringRule};
     use crate::domain::payout::InstallmentAt;
@@ -716,7 +718,7 @@ pub(crate) mod tests {
     pub(crate) fn us() -> ProgramSettings {
         ProgramSettings {
             currency: "USD".into(),
-            success_stage: "won".into(),
+            success_stage: CanonicalStage::Won,
             attribution_window_days: 365,
             hold_days: 30,
             min_deal_amount: Some(d("1000")),
@@ -743,7 +745,7 @@ pub(crate) mod tests {
     pub(crate) fn ru() -> ProgramSettings {
         ProgramSettings {
             currency: "RUB".into(),
-            success_stage: "won".into(),
+            success_stage: CanonicalStage::Won,
             attribution_window_days: 365,
             hold_days: 30,
             min_deal_amount: None,

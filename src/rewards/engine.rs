@@ -16,7 +16,7 @@ use super::calculate::{
 };
 use super::recurring::{self, CustomerFacts, PaymentFacts, ADJUSTMENT_KIND};
 use crate::clock::{to_rfc3339, Millis, DAY};
-use crate::config::{ProgramSettings, Settings};
+use crate::config::{ProgramBy, ProgramSettings, Settings};
 use crate::domain::reward::{Beneficiary, LineKind, RewardMove, RewardStatus};
 use crate::domain::stage::CanonicalStage;
 use crate::domain::Crm;
@@ -67,11 +67,11 @@ pub fn program_for<'a>(
     referral: &Referral,
     referrer_market: Option<&str>,
 ) -> Option<(String, &'a ProgramSettings)> {
-    let market = match settings.rewards.program_by.as_str() {
-        "referrer_market" => referrer_market
+    let market = match settings.rewards.program_by {
+        ProgramBy::ReferrerMarket => referrer_market
             .map(str::to_string)
             .or(referral.market.clone()),
-        _ => referral
+        ProgramBy::RefereeMarket => referral
             .market
             .clone()
             .or(referrer_market.map(str::to_string)),
@@ -130,11 +130,7 @@ pub async fn on_deal_stage(
     let Some(e) = enrolled(tx, settings, referral_id).await? else {
         return Ok(());
     };
-    let success: CanonicalStage = e
-        .program
-        .success_stage
-        .parse()
-        .unwrap_or(CanonicalStage::Won);
+    let success = e.program.success_stage;
     let mut own: Vec<Reward> = own_lines(tx, deal).await?;
     if stage == success {
         // Decided while the deal had no amount: decided again now that it has one.

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::ingest::body::{self, BodyError, BodyLimits, Reservation};
 use crate::ingest::partition::{partition_of, product_route_key};
-use crate::ingest::signature::{self, HeaderSource, SignatureError};
+use crate::ingest::signature::{self, HeaderSource, ProductScheme, SignatureError};
 use crate::ingest::{hubspot, product, salesforce, AppendError};
 use crate::startup::AppState;
 use crate::store::{Ingested, NewInboxEvent};
@@ -193,12 +193,7 @@ async fn receive_hubspot(
         .iter()
         .map(|s| s.expose())
         .collect();
-    let versions: Vec<signature::HubSpotVersion> = settings
-        .hubspot
-        .signature_versions
-        .iter()
-        .filter_map(|v| v.parse().ok())
-        .collect();
+    let versions = &settings.hubspot.signature_versions;
     let now = state.clock.now();
     let headers = Headers(req.headers());
     let claim = signature::hubspot_claim(
@@ -525,32 +520,28 @@ async fn receive_signup(
     let headers = Headers(req.headers());
     let now = state.clock.now();
     let tolerance = settings.ingest.timestamp_tolerance_secs as i64;
-    let claim = match source.scheme.as_str() {
-        "standard-webhooks" => {
+    let claim = match source.scheme {
+        ProductScheme::StandardWebhooks => {
             signature::standard_webhooks_claim(&headers, &secrets, tolerance, now / 1000)
                 .map(ProductClaim::StandardWebhooks)
         }
-        "stripe" => signature::stripe_claim(&headers, &secrets, tolerance, now / 1000)
+        ProductScheme::Stripe => signature::stripe_claim(&headers, &secrets, tolerance, now / 1000)
             .map(ProductClaim::Stripe),
-        _ => {
+        ProductScheme::HmacSha256 => {
             let header_name = source
                 .header
                 .as_deref()
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            let encoding = match source.encoding.as_deref() {
-                Some("base64") => signature::HmacEncoding::Base64,
-                _ => signature::HmacEncoding::Hex,
-            };
-            signature::hmac_sha256_claim(&headers, &header_name, &secrets, encoding)
+            signature::hmac_sha256_claim(&headers, &header_name, &secrets, source.encoding)
                 .map(ProductClaim::HmacSha256)
         }
     }
-    .map_err(|e| Rejection::signature(&source.scheme, e))?;
+    .map_err(|e| Rejection::signature(source.scheme.as_str(), e))?;
     let (body, unverified) = read_body(&req, payload, &state).await?;
     let webhook_id = claim
         .verify(&body)
-        .map_err(|e| Rejection::signature(&source.scheme, e))?;
+        .map_err(|e| Rejection::signature(source.scheme.as_str(), e))?;
     drop(unverified);
     let event = product::parse_product_event(&body).map_err(|e| {
         if e.is_malformed() {

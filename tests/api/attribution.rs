@@ -502,10 +502,10 @@ async fn an_unmapped_stage_is_parked_and_replayed_after_the_mapping_is_added(bac
     fixed
         .salesforce
         .stages
-        .insert("Id. Decision Makers".into(), "demo".into());
+        .insert("Id. Decision Makers".into(), "demo".parse().unwrap());
     fixed.hubspot.pipelines.insert(
         "enterprise".into(),
-        [("3482933986".to_string(), "proposal".to_string())].into(),
+        [("3482933986".to_string(), "proposal".parse().unwrap())].into(),
     );
     let requeued = app.store.requeue_inbox().await.unwrap();
     let processor = referral_sync::processing::InboxProcessor::new(

@@ -1,6 +1,7 @@
 //! The real binary: `check-config` and `healthcheck` as an operator or Docker runs them.
 
 use referral_sync::domain::Crm;
+use referral_sync::ingest::signature::{HmacEncoding, ProductScheme};
 use std::process::Command;
 
 use crate::support::{repo_dir, spawn_app, Backend};
@@ -247,10 +248,10 @@ async fn sign_prints_headers_the_server_accepts_for_each_scheme() {
         s.sources.insert(
             "app".into(),
             SourceSettings {
-                scheme: "standard-webhooks".into(),
+                scheme: ProductScheme::StandardWebhooks,
                 secrets: vec![Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
                 header: None,
-                encoding: None,
+                encoding: HmacEncoding::Hex,
             },
         );
     })

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use referral_sync::config::LogFormat;
 use referral_sync::config::{ConfigSources, Settings};
+use referral_sync::domain::stage::CanonicalStage;
+use referral_sync::ingest::signature::HubSpotVersion;
 
 use crate::support::repo_dir;
 
@@ -35,8 +38,11 @@ fn the_shipped_defaults_are_valid_and_use_embedded_sqlite() {
         s.programs.is_empty(),
         "no rewards until a program is configured"
     );
-    assert_eq!(s.hubspot.pipelines["default"]["closedwon"], "won");
-    assert_eq!(s.salesforce.stages["Closed Won"], "won");
+    assert_eq!(
+        s.hubspot.pipelines["default"]["closedwon"],
+        CanonicalStage::Won
+    );
+    assert_eq!(s.salesforce.stages["Closed Won"], CanonicalStage::Won);
 }
 
 #[test]
@@ -69,7 +75,10 @@ fn later_layers_win_file_then_environment_then_database_url() {
         ["current-secret", "old-secret"],
         "lists split on commas"
     );
-    assert_eq!(s.hubspot.signature_versions, ["v3", "v1"]);
+    assert_eq!(
+        s.hubspot.signature_versions,
+        [HubSpotVersion::V3, HubSpotVersion::V1]
+    );
     assert_eq!(
         s.database.url.expose(),
         "postgres://rs:pw@db.internal:5432/rs"
@@ -98,7 +107,7 @@ fn the_environment_overlay_file_is_applied_when_named() {
     let staging = Settings::load(&sources("staging")).unwrap();
     let missing = Settings::load(&sources("prod")).unwrap_err().problems();
 
-    assert_eq!(staging.telemetry.format, "json");
+    assert_eq!(staging.telemetry.format, LogFormat::Json);
     assert!(missing[0].contains("prod.toml"), "{missing:?}");
 }
 
@@ -119,6 +128,12 @@ closedwon = "victory"
 [sources.app]
 scheme = "rot13"
 secrets = []
+[rewards]
+program_by = "nearest_market"
+[programs.US]
+currency = "USD"
+success_stage = "victory"
+reward = { kind = "flat", amount = "100" }
 [misspelled]
 key = 1
 "#,
@@ -134,6 +149,8 @@ key = 1
         "hubspot.pipelines.default.closedwon",
         "sources.app.scheme",
         "sources.app.secrets",
+        "rewards.program_by",
+        "programs.US.success_stage",
         "misspelled",
     ] {
         assert!(
@@ -195,7 +212,8 @@ fn the_two_market_example_is_valid() {
         "omitted keys take the defaults"
     );
     assert_eq!(
-        s.salesforce.stages["Id. Decision Makers"], "demo",
+        s.salesforce.stages["Id. Decision Makers"],
+        CanonicalStage::Demo,
         "dotted stage names survive"
     );
     let recurring = s.programs["US"].recurring.as_ref().unwrap();

@@ -626,7 +626,7 @@ async fn a_renewal_earns_a_recurring_line_and_never_a_second_first_win_reward(ba
             "renewals".into(),
             [("renewalopen", "negotiation"), ("renewalwon", "won")]
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
                 .collect(),
         );
     })

@@ -64,16 +64,16 @@ pub fn configure(s: &mut Settings) {
     s.server.public_base_url = PUBLIC_BASE.into();
     s.server.body_limit_bytes = 64 * 1024;
     s.hubspot.client_secrets = vec![Secret::new(HUBSPOT_SECRET), Secret::new(HUBSPOT_OLD_SECRET)];
-    s.hubspot.signature_versions = vec!["v3".into(), "v1".into()];
+    s.hubspot.signature_versions = vec![HubSpotVersion::V3, HubSpotVersion::V1];
     s.salesforce.organization_ids = vec![SF_ORG.into()];
     s.salesforce.outbound_token = Secret::new(SF_TOKEN);
     s.salesforce.callout_secrets = vec![Secret::new(CALLOUT_SECRET)];
     let source =
         |scheme: &str, secret: &str, header: Option<&str>, encoding: Option<&str>| SourceSettings {
-            scheme: scheme.into(),
+            scheme: serde_json::from_value(serde_json::json!(scheme)).unwrap(),
             secrets: vec![Secret::new(secret)],
             header: header.map(Into::into),
-            encoding: encoding.map(Into::into),
+            encoding: serde_json::from_value(serde_json::json!(encoding.unwrap_or("hex"))).unwrap(),
         };
     s.sources.insert(
         "app".into(),
