@@ -199,7 +199,7 @@ async fn receive_hubspot(
     let claim = signature::hubspot_claim(
         &headers,
         &secrets,
-        &versions,
+        versions,
         settings.ingest.timestamp_tolerance_secs as i64 * 1000,
         now,
     )
