@@ -3,6 +3,7 @@
 
 pub mod crm;
 pub mod email;
+pub mod fraud;
 pub mod market;
 pub mod reward;
 pub mod stage;

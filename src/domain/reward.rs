@@ -109,6 +109,12 @@ impl FromStr for RewardStatus {
 #[error("`{0}` is not a known name")]
 pub struct UnknownName(String);
 
+impl UnknownName {
+    pub fn new(name: &str) -> Self {
+        Self(name.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
