@@ -81,6 +81,8 @@ pub struct Settings {
     #[serde(default)]
     pub programs: BTreeMap<String, ProgramSettings>,
     pub admin: AdminSettings,
+    pub console: ConsoleSettings,
+    pub portal: PortalSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -394,6 +396,38 @@ pub struct AdminKey {
     pub name: Option<String>,
 }
 
+/// The RevOps console (`/console`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ConsoleSettings {
+    /// A console session ends this long after sign-in, whatever happens in between.
+    pub session_minutes: u32,
+    /// Where HubSpot records open (`…/contacts/{portal}/record/…`); EU portals use app-eu1.
+    pub hubspot_app_url: String,
+    /// Where Salesforce records open (`…/lightning/r/{Object}/{Id}/view`); empty: the login URL.
+    pub salesforce_app_url: String,
+}
+
+/// The partner portal (`/partners/{code}?token=…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PortalSettings {
+    /// Keys the HMAC of every partner link; empty turns the portal off (every link is refused).
+    pub link_secret: Secret,
+    /// The origin partner links are built on; empty: `server.public_base_url`.
+    pub base_url: String,
+    /// How long a link made without `--days` stays valid.
+    pub link_days: u32,
+}
+
+impl Settings {
+    /// The origin partner links are built on, if one is configured.
+    pub fn portal_base_url(&self) -> Option<&str> {
+        [&self.portal.base_url, &self.server.public_base_url]
+            .into_iter()
+            .map(|u| u.trim_end_matches('/'))
+            .find(|u| !u.is_empty())
+    }
+}
+
 /// The fraud flags a program may block on (SPEC §4).
 pub const FRAUD_FLAGS: &[&str] = &[
     "self_referral",
@@ -650,7 +684,34 @@ impl Settings {
                 ));
             }
         }
+        self.validate_web(&mut p);
         p
+    }
+
+    fn validate_web(&self, p: &mut Vec<String>) {
+        let c = &self.console;
+        if !(5..=10_080).contains(&c.session_minutes) {
+            p.push("console.session_minutes: must be between 5 and 10080 (a week)".into());
+        }
+        if !is_http_url(&c.hubspot_app_url) {
+            p.push("console.hubspot_app_url: must be an http(s) URL".into());
+        }
+        if !c.salesforce_app_url.is_empty() && !is_http_url(&c.salesforce_app_url) {
+            p.push("console.salesforce_app_url: must be an http(s) URL".into());
+        }
+        let portal = &self.portal;
+        if !portal.link_secret.is_empty() && portal.link_secret.expose().len() < 32 {
+            p.push("portal.link_secret: use at least 32 random characters".into());
+        }
+        if !portal.base_url.is_empty() && !is_http_url(&portal.base_url) {
+            p.push(
+                "portal.base_url: must be an http(s) URL such as https://referrals.example.com"
+                    .into(),
+            );
+        }
+        if !(1..=366).contains(&portal.link_days) {
+            p.push("portal.link_days: must be between 1 and 366".into());
+        }
     }
 
     fn validate_hubspot(&self, p: &mut Vec<String>) {
