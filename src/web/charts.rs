@@ -149,7 +149,8 @@ pub fn conversion_chart(
     months: &[String],
     by_market: &BTreeMap<String, BTreeMap<String, MonthCounts>>,
 ) -> LineChart {
-    let (left, right, top, bottom) = (48, LINE_WIDTH - 16, 12, LINE_HEIGHT - 28);
+    // Room on the right for the last month's label, which is centred on its point.
+    let (left, right, top, bottom) = (48, LINE_WIDTH - 32, 12, LINE_HEIGHT - 28);
     let max_percent = by_market
         .values()
         .flat_map(|m| m.values())

@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod attribution;
+mod browser;
 mod cli;
 mod config;
 mod console;

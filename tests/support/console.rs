@@ -151,6 +151,87 @@ pub async fn seed(app: &TestApp) {
     app.process().await;
 }
 
+/// Six months of history from three more partners, so the Program page has something to draw:
+/// NORTHWIND-3 and LAKESIDE-9 (US) and VOLGA-5 (RU) refer prospects from June to November 2026
+/// (one in seven into the other market), 72 in all: about a third won (fewer of the recent ones,
+/// which have had less time), a few lost, the rest in pipeline.
+/// ACME-7 and BETA-2 are left alone, so their portal pages read as [`seed`] says.
+pub async fn seed_history(app: &TestApp) {
+    let partners = [
+        ("NORTHWIND-3", "Northwind Partners", "US"),
+        ("VOLGA-5", "Volga Digital", "RU"),
+        ("LAKESIDE-9", "Lakeside Advisors", "US"),
+    ];
+    for (i, (code, name, market)) in partners.iter().enumerate() {
+        app.signup(json!({"id": format!("hp{i}"), "type": "partner.joined", "occurred_at": iso(T0 - 200 * DAY),
+            "data": {"code": code, "name": name, "market": market}}))
+            .await;
+    }
+    let sources = ["link", "code", "intro", "pool"];
+    let mut events = Vec::new();
+    for i in 0..72u64 {
+        let (code, _, home) = partners[(i % 3) as usize];
+        let market = match (home, i % 7 == 6) {
+            ("US", true) => "RU",
+            ("RU", true) => "US",
+            (m, _) => m,
+        };
+        let month = (i / 12) as i64;
+        let first_touch = T0 - (5 - month) * 30 * DAY - (i % 7) as i64 * DAY - 6 * DAY;
+        let email = format!("lead{i}@client{i}.example");
+        app.signup(json!({"id": format!("h{i}"), "type": "signup.created", "occurred_at": iso(first_touch),
+            "data": {"email": email, "referral_code": code, "source": sources[(i % 4) as usize], "market": market}}))
+            .await;
+        let (contact, deal) = (7_000_000 + i, 8_000_000 + i);
+        let at = first_touch + DAY;
+        let decided = first_touch + (10 + (i * 13) as i64 % 40) * DAY;
+        let stage = if (i * 37) % 100 < 45 && decided < T0 {
+            "closedwon"
+        } else if i % 5 == 3 && decided < T0 {
+            "closedlost"
+        } else {
+            "presentationscheduled"
+        };
+        let amount = (12_000 + i * 1_700 % 60_000).to_string();
+        let currency = if market == "RU" { "RUB" } else { "USD" };
+        let n = 1_000 + i * 10;
+        events.push(hubspot_event(
+            n,
+            "contact.propertyChange",
+            contact,
+            at,
+            json!({"propertyName": "email", "propertyValue": email}),
+        ));
+        events.push(hubspot_event(n + 1, "deal.associationChange", deal, at,
+            json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": deal, "toObjectId": contact})));
+        events.push(hubspot_event(
+            n + 2,
+            "deal.propertyChange",
+            deal,
+            at,
+            json!({"propertyName": "amount", "propertyValue": amount}),
+        ));
+        events.push(hubspot_event(
+            n + 3,
+            "deal.propertyChange",
+            deal,
+            at,
+            json!({"propertyName": "deal_currency_code", "propertyValue": currency}),
+        ));
+        events.push(hubspot_event(
+            n + 4,
+            "deal.propertyChange",
+            deal,
+            decided.min(T0 - DAY),
+            json!({"propertyName": "dealstage", "propertyValue": stage}),
+        ));
+    }
+    for batch in events.chunks(100) {
+        app.hubspot(Value::Array(batch.to_vec())).await;
+    }
+    app.process().await;
+}
+
 /// The id of the referrer's reward on a HubSpot deal.
 pub async fn reward_of(app: &TestApp, deal: u64) -> String {
     app.store

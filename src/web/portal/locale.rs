@@ -99,7 +99,8 @@ const RU: Texts = Texts {
     no_referrals: "Рекомендаций пока нет.",
     percent_of: "{percent}% от {amount}",
     not_computed: "сумма уточняется",
-    expires: "На этой странице только ваши рекомендации. Ссылка действует до {date}.",
+    // The date ends with «г.», which closes the sentence.
+    expires: "На этой странице только ваши рекомендации. Ссылка действует до {date}",
     more_referrals: "Показаны 500 последних рекомендаций.",
 };
 
