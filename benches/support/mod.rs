@@ -2,6 +2,7 @@
 //! summary statistics they print.
 #![allow(dead_code)]
 
+pub mod referrals;
 pub mod service;
 
 use std::str::FromStr;
