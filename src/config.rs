@@ -900,6 +900,17 @@ impl Settings {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}"))
     }
 
+    /// `config/default.toml` as shipped, with nothing from the environment (unit tests).
+    #[cfg(test)]
+    pub fn shipped_defaults() -> Settings {
+        Settings::load(&ConfigSources {
+            file: None,
+            dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/config").into()),
+            env: Some(BTreeMap::new()),
+        })
+        .expect("config/default.toml is valid")
+    }
+
     /// True when the database URL names SQLite.
     pub fn is_sqlite(&self) -> bool {
         self.database.url.expose().starts_with("sqlite:")

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use referral_sync::config::{ConfigSources, Secret, Settings};
 use referral_sync::store::Store;
+
+use super::Rng;
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection};
@@ -21,27 +23,6 @@ const DAY: i64 = 86_400_000;
 const START: i64 = 1_767_225_600_000;
 /// Rows per INSERT statement: well under SQLite's 32,766 bound parameters.
 const CHUNK: usize = 2_000;
-
-/// xorshift64*: deterministic data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True with probability `per_mille` / 1000.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1_000) < per_mille
-    }
-}
 
 /// One bound value of a generated row.
 enum V {

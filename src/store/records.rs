@@ -13,7 +13,7 @@ use crate::domain::Crm;
 use crate::store::referrals::Attribution;
 
 /// A CRM record. For deals, the attribution columns are the frozen copy taken at link time.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
 pub struct CrmRecord {
     pub crm: String,
     pub object_type: String,

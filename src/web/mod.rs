@@ -65,13 +65,7 @@ pub enum WebError {
 
 impl std::fmt::Debug for WebError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self}")?;
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            write!(f, "\n  caused by: {c}")?;
-            cause = c.source();
-        }
-        Ok(())
+        crate::error::fmt_chain(self, f)
     }
 }
 

@@ -322,6 +322,25 @@ pub async fn sign_in_at(address: &str, key: &str) -> Option<Session> {
     })
 }
 
+/// Send `req` with `session`'s cookie (if any): status, `Location`, body.
+async fn answer(
+    mut req: reqwest::RequestBuilder,
+    session: Option<&Session>,
+) -> (u16, String, String) {
+    if let Some(s) = session {
+        req = req.header("cookie", &s.cookie);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, location, r.text().await.unwrap())
+}
+
 impl TestApp {
     pub async fn sign_in(&self, key: &str) -> Session {
         sign_in_at(&self.address, key).await.expect("key accepted")
@@ -329,19 +348,7 @@ impl TestApp {
 
     /// GET a console or portal page, as `session` (or none): status, `Location`, body.
     pub async fn page(&self, path: &str, session: Option<&Session>) -> (u16, String, String) {
-        let mut req = web_client().get(self.url(path));
-        if let Some(s) = session {
-            req = req.header("cookie", &s.cookie);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let location = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (status, location, r.text().await.unwrap())
+        answer(web_client().get(self.url(path)), session).await
     }
 
     /// POST a console form as `session` (or none), with `fields` as given (add `csrf` yourself).
@@ -351,19 +358,7 @@ impl TestApp {
         session: Option<&Session>,
         fields: &[(&str, &str)],
     ) -> (u16, String, String) {
-        let mut req = web_client().post(self.url(path)).form(fields);
-        if let Some(s) = session {
-            req = req.header("cookie", &s.cookie);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let location = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        (status, location, r.text().await.unwrap())
+        answer(web_client().post(self.url(path)).form(fields), session).await
     }
 
     /// A portal link for `code` valid `days` days from the app's clock.
