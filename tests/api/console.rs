@@ -40,6 +40,7 @@ both_backends!(
     the_deliveries_page_shows_the_crms_error_and_replays_the_selected_dead_writes,
     a_referrals_timeline_shows_refused_claims_crm_links_stages_and_tamper_restores,
     the_health_page_shows_backlogs_and_the_partners_page_links_for_admins_only,
+    pages_escape_what_came_from_outside_and_carry_their_security_headers,
 );
 
 async fn every_route_refuses_no_session_a_read_sessions_writes_and_a_missing_csrf_token(
@@ -681,4 +682,68 @@ async fn the_health_page_shows_backlogs_and_the_partners_page_links_for_admins_o
     let (status, _, page) = app.page(path, None).await;
     assert_eq!(status, 200);
     assert!(page.contains("id=\"partner-code\">"));
+}
+
+async fn pages_escape_what_came_from_outside_and_carry_their_security_headers(backend: Backend) {
+    let Some(app) = console_app(backend).await else {
+        return;
+    };
+    let hostile = "<script>alert(1)</script>";
+    app.signup(serde_json::json!({"id": "x1", "type": "partner.joined", "occurred_at": crate::support::senders::iso(T0),
+        "data": {"code": "EVIL-1", "name": hostile, "market": "US"}}))
+        .await;
+    app.signup(serde_json::json!({"id": "x2", "type": "signup.created", "occurred_at": crate::support::senders::iso(T0),
+        "data": {"email": "mallory@x.io", "name": "\"><img src=x onerror=alert(2)>", "referral_code": "EVIL-1",
+                 "source": "link", "market": "US"}}))
+        .await;
+    app.process().await;
+    let s = app.sign_in(ADMIN_KEY).await;
+
+    let (_, _, partners) = app.page("/console/partners", Some(&s)).await;
+    let (_, _, portal) = app.page(&app.portal_path("EVIL-1", 30), None).await;
+    let headers = |path: String| {
+        let cookie = s.cookie.clone();
+        let url = app.url(&path);
+        async move {
+            crate::support::console::web_client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .headers()
+                .clone()
+        }
+    };
+
+    for page in [&partners, &portal] {
+        assert!(
+            page.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+                || page.contains("&lt;script&gt;"),
+            "escaped"
+        );
+        assert!(!page.contains(hostile) && !page.contains("<img src=x"));
+    }
+    for path in [
+        "/console".to_string(),
+        "/console/program".to_string(),
+        app.portal_path("EVIL-1", 30),
+        "/partners/EVIL-1?token=forged".to_string(),
+    ] {
+        let h = headers(path.clone()).await;
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            get("content-security-policy").starts_with("default-src 'none'; style-src 'self'"),
+            "{path}"
+        );
+        assert_eq!(get("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(get("cache-control"), "no-store", "{path}");
+        assert_eq!(get("x-frame-options"), "DENY", "{path}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+    }
 }
