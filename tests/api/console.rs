@@ -212,6 +212,24 @@ async fn sign_in_sets_a_strict_http_only_session_cookie_and_sign_out_ends_it(bac
         .await
         .unwrap();
     assert!(stored.is_none(), "the session row is gone");
+
+    // Signing in from a browser that still holds a session replaces that session.
+    let first = app.sign_in(READ_KEY).await;
+    let client = crate::support::console::web_client();
+    let form = client.get(app.url("/console")).send().await.unwrap();
+    let (signin_cookie, _) =
+        crate::support::console::cookie_named(&form, "rs_console_signin").unwrap();
+    let token = crate::support::console::csrf_in(&form.text().await.unwrap()).unwrap();
+    let again = client
+        .post(app.url("/console/sign-in"))
+        .header("cookie", format!("{signin_cookie}; {}", first.cookie))
+        .form(&[("csrf", token.as_str()), ("key", READ_KEY)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    let (replaced, _, _) = app.page("/console/program", Some(&first)).await;
+    assert_eq!(replaced, 303, "the earlier session ended");
 }
 
 async fn sign_in_refuses_a_wrong_key_and_a_form_without_its_token(backend: Backend) {

@@ -277,6 +277,13 @@ pub async fn post_sign_in(
             Some("That key is not one of admin.keys."),
         );
     };
+    // A new sign-in replaces whatever session this browser had.
+    if let Some(previous) = req.cookie(SESSION_COOKIE) {
+        state
+            .store
+            .close_console_session(&sha256_hex(previous.value()))
+            .await?;
+    }
     let token = random_token()?;
     let now = state.clock.now();
     let lifetime = i64::from(state.settings.console.session_minutes) * MINUTE;
