@@ -8,10 +8,12 @@ WORKDIR /app
 COPY Cargo.toml Cargo.lock ./
 COPY migrations migrations
 RUN mkdir -p src config benches \
- && echo 'fn main() {}' > src/main.rs && for b in ingest funnel writeback; do cp src/main.rs benches/$b.rs; done && touch src/lib.rs config/default.toml \
+ && echo 'fn main() {}' > src/main.rs && for b in ingest funnel writeback process stalled console; do cp src/main.rs benches/$b.rs; done && touch src/lib.rs config/default.toml \
  && cargo build --release --locked --bin referral-sync \
  && rm -rf src config target/release/.fingerprint/referral-sync-*
 COPY config config
+# Where the page templates live (src/web/…), read when the binary is compiled.
+COPY askama.toml ./
 COPY src src
 RUN cargo build --release --locked --bin referral-sync
 
