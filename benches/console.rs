@@ -2,7 +2,8 @@
 //! `support/referrals.rs`) must render in ≤ 1.5 s, and load nothing from another origin. Starts
 //! the service in-process on a free port (no background workers), signs in through the real form,
 //! then times `GET /console/program` — the whole answer, from request to last byte — unfiltered
-//! and filtered to one market, and prints one JSON line with the page's weight.
+//! and filtered to one market, and the funnel report alone for comparison, and prints one JSON
+//! line with the page's weight.
 //!
 //! Run: `cargo bench --bench console` (env: BENCH_REFERRALS=1000000, BENCH_RUNS=5, BENCH_DB=PATH to
 //! keep the database and reuse it on the next run).
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use referral_sync::clock::SystemClock;
 use referral_sync::config::AdminKey;
+use referral_sync::reports::funnel::{compute, FunnelFilter};
 use referral_sync::startup::Application;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -106,6 +108,20 @@ async fn main() {
     assert_eq!(signed_in.status(), 303, "signed in");
     let session = cookie(&signed_in, "rs_console");
 
+    // The funnel report alone, in the same minutes, so the page's own cost shows through the
+    // noise of a shared machine.
+    let mut funnel_times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let facts = filled
+            .store
+            .funnel_facts(&FunnelFilter::default())
+            .await
+            .expect("funnel facts");
+        std::hint::black_box(compute(&facts));
+        funnel_times.push(started.elapsed());
+    }
+    funnel_times.sort();
     let (all, page) = time_page(&client, &format!("{base}/console/program"), &session, runs).await;
     let (us, _) = time_page(
         &client,
@@ -148,6 +164,7 @@ async fn main() {
             "program_ms_min": ms(all[0]),
             "program_ms_median": ms(median(&all)),
             "program_market_us_ms_median": ms(median(&us)),
+            "funnel_report_alone_ms_median": ms(median(&funnel_times)),
             "target_ms": TARGET_MS,
             "met": ms(median(&all)) <= TARGET_MS,
             "page_bytes": page.len(),

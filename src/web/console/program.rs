@@ -269,11 +269,14 @@ pub async fn get_program(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let filters = Filters::parse(&query)?;
-    let facts = state.store.funnel_facts(&filters.report).await?;
+    // Two reads on two connections at once: the page waits for the slower, not for both.
+    let (facts, days) = futures_util::try_join!(
+        state.store.funnel_facts(&filters.report),
+        state.store.conversion_by_day(&filters.report)
+    )?;
     let report = funnel::compute(&facts);
     // Issue 17 (referred vs non-referred, per-referrer scorecards) adds its figures beside this
     // report; the template keeps a marked place for each.
-    let days = state.store.conversion_by_day(&filters.report).await?;
     let (months, by_market) = months_of(&days);
     let markets = choices(
         state
