@@ -162,7 +162,11 @@ async fn console_form(
     }
     let fields = fields.await?;
     if !same_token(fields.get("csrf"), &user.csrf) {
-        tracing::warn!(actor = %user.actor, path = %req.path(), "console form refused: CSRF token missing or wrong");
+        tracing::warn!(
+            actor = %user.actor,
+            path = %crate::telemetry::untrusted(req.path()),
+            "console form refused: CSRF token missing or wrong"
+        );
         return Err(WebError::Forbidden(
             "this form has no valid CSRF token; reload the page and try again".into(),
         ));
