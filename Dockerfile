@@ -11,11 +11,13 @@ COPY crm-sandbox/Cargo.toml crm-sandbox/Cargo.toml
 COPY migrations migrations
 RUN mkdir -p src config benches crm-sandbox/src \
  && echo 'fn main() {}' > src/main.rs \
- && for b in ingest funnel writeback process stalled; do cp src/main.rs benches/$b.rs; done \
+ && for b in ingest funnel writeback process stalled console; do cp src/main.rs benches/$b.rs; done \
  && touch src/lib.rs config/default.toml crm-sandbox/src/lib.rs \
  && cargo build --release --locked --no-default-features --bin referral-sync \
  && rm -rf src config target/release/.fingerprint/referral-sync-*
 COPY config config
+# Where the page templates live (src/web/…), read when the binary is compiled.
+COPY askama.toml ./
 COPY src src
 RUN cargo build --release --locked --no-default-features --bin referral-sync
 

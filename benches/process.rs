@@ -41,7 +41,7 @@ use referral_sync::processing::InboxProcessor;
 use referral_sync::startup::Application;
 use referral_sync::store::{BackendKind, Store};
 use serde_json::{json, Value};
-use support::{cpu_seconds_of, cpu_seconds_of_all, env_or};
+use support::{cpu_seconds_of, cpu_seconds_of_all, env_or, Rng};
 use tokio_util::sync::CancellationToken;
 
 const HUBSPOT_SECRET: &str = "bench-hubspot-secret";
@@ -78,21 +78,6 @@ fn settings(database_url: &str, processors: usize) -> Settings {
 }
 
 // ---- the mix ----------------------------------------------------------------------------------
-
-/// xorshift64*: a repeatable mix without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// What to send: product events (one per request) and HubSpot events (batched by 100).
 struct Mix {

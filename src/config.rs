@@ -84,6 +84,8 @@ pub struct Settings {
     #[serde(default)]
     pub programs: BTreeMap<String, ProgramSettings>,
     pub admin: AdminSettings,
+    pub console: ConsoleSettings,
+    pub portal: PortalSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -453,6 +455,38 @@ pub struct AdminKey {
     pub name: Option<String>,
 }
 
+/// The RevOps console (`/console`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ConsoleSettings {
+    /// A console session ends this long after sign-in, whatever happens in between.
+    pub session_minutes: u32,
+    /// Where HubSpot records open (`…/contacts/{portal}/record/…`); EU portals use app-eu1.
+    pub hubspot_app_url: String,
+    /// Where Salesforce records open (`…/lightning/r/{Object}/{Id}/view`); empty: the login URL.
+    pub salesforce_app_url: String,
+}
+
+/// The partner portal (`/partners/{code}?token=…`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PortalSettings {
+    /// Keys the HMAC of every partner link; empty turns the portal off (every link is refused).
+    pub link_secret: Secret,
+    /// The origin partner links are built on; empty: `server.public_base_url`.
+    pub base_url: String,
+    /// How long a link made without `--days` stays valid.
+    pub link_days: u32,
+}
+
+impl Settings {
+    /// The origin partner links are built on, if one is configured.
+    pub fn portal_base_url(&self) -> Option<&str> {
+        [&self.portal.base_url, &self.server.public_base_url]
+            .into_iter()
+            .map(|u| u.trim_end_matches('/'))
+            .find(|u| !u.is_empty())
+    }
+}
+
 /// The fraud flags a program may block on (SPEC §4).
 pub const FRAUD_FLAGS: &[&str] = &[
     "self_referral",
@@ -704,7 +738,34 @@ impl Settings {
                 ));
             }
         }
+        self.validate_web(&mut p);
         p
+    }
+
+    fn validate_web(&self, p: &mut Vec<String>) {
+        let c = &self.console;
+        if !(5..=10_080).contains(&c.session_minutes) {
+            p.push("console.session_minutes: must be between 5 and 10080 (a week)".into());
+        }
+        if !is_http_url(&c.hubspot_app_url) {
+            p.push("console.hubspot_app_url: must be an http(s) URL".into());
+        }
+        if !c.salesforce_app_url.is_empty() && !is_http_url(&c.salesforce_app_url) {
+            p.push("console.salesforce_app_url: must be an http(s) URL".into());
+        }
+        let portal = &self.portal;
+        if !portal.link_secret.is_empty() && portal.link_secret.expose().len() < 32 {
+            p.push("portal.link_secret: use at least 32 random characters".into());
+        }
+        if !portal.base_url.is_empty() && !is_http_url(&portal.base_url) {
+            p.push(
+                "portal.base_url: must be an http(s) URL such as https://referrals.example.com"
+                    .into(),
+            );
+        }
+        if !(1..=366).contains(&portal.link_days) {
+            p.push("portal.link_days: must be between 1 and 366".into());
+        }
     }
 
     fn validate_hubspot(&self, p: &mut Vec<String>) {
@@ -864,6 +925,17 @@ impl Settings {
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}"))
+    }
+
+    /// `config/default.toml` as shipped, with nothing from the environment (unit tests).
+    #[cfg(test)]
+    pub fn shipped_defaults() -> Settings {
+        Settings::load(&ConfigSources {
+            file: None,
+            dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/config").into()),
+            env: Some(BTreeMap::new()),
+        })
+        .expect("config/default.toml is valid")
     }
 
     /// True when the database URL names SQLite.
@@ -1088,33 +1160,14 @@ pub fn sqlite_path(url: &str) -> Option<&Path> {
 mod renewal_tests {
     use super::RenewalSettings;
     use crate::domain::Crm;
-    use crate::store::CrmRecord;
+    use crate::store::{CrmRecord, RecordKey};
 
     fn deal(crm: &str, pipeline: Option<&str>, deal_type: Option<&str>) -> CrmRecord {
-        CrmRecord {
-            crm: crm.parse().unwrap(),
-            object_type: crm.parse::<Crm>().unwrap().deal_type().into(),
-            object_id: "1".into(),
-            account: String::new(),
-            referral_id: None,
-            email: None,
-            referrer_code: None,
-            source: None,
-            market: None,
-            first_touch_at: None,
-            linked_at: None,
-            pipeline: pipeline.map(Into::into),
-            stage_id: None,
-            stage: None,
-            stage_occurred_at: None,
-            amount: None,
-            currency: None,
-            parent_id: None,
-            merged_into: None,
-            deleted_at: None,
-            crm_created_at: None,
-            deal_type: deal_type.map(Into::into),
-        }
+        let crm: Crm = crm.parse().unwrap();
+        let mut deal = CrmRecord::bare(RecordKey::new(crm, crm.deal_type(), "1"), "");
+        deal.pipeline = pipeline.map(Into::into);
+        deal.deal_type = deal_type.map(Into::into);
+        deal
     }
 
     #[test]

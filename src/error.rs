@@ -61,14 +61,20 @@ impl ApiError {
 
 impl std::fmt::Debug for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self}")?;
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            write!(f, "\n  caused by: {c}")?;
-            cause = c.source();
-        }
-        Ok(())
+        fmt_chain(self, f)
     }
+}
+
+/// An error and every cause under it, one `caused by:` line each: what `Debug` of an HTTP error
+/// shows the logs.
+pub fn fmt_chain(e: &dyn std::error::Error, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    write!(f, "{e}")?;
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        write!(f, "\n  caused by: {c}")?;
+        cause = c.source();
+    }
+    Ok(())
 }
 
 /// Seconds a sender is asked to wait after an [`ApiError::Overloaded`] answer.

@@ -90,6 +90,11 @@ impl WorkerRegistry {
             .collect()
     }
 
+    /// Every supervised worker and its state, in name order.
+    pub fn states(&self) -> BTreeMap<String, WorkerState> {
+        self.0.borrow().clone()
+    }
+
     /// The state of `name`, if it was ever supervised.
     pub fn state(&self, name: &str) -> Option<WorkerState> {
         self.0.borrow().get(name).cloned()

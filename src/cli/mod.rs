@@ -137,6 +137,14 @@ pub enum PartnersCommand {
         /// The CSV file.
         file: PathBuf,
     },
+    /// Print a signed partner-portal link for CODE (valid for portal.link_days, or --days).
+    Link {
+        /// The referrer's code.
+        code: String,
+        /// Days the link stays valid (1-366).
+        #[arg(long)]
+        days: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +256,15 @@ pub fn main() -> ExitCode {
                 }
             }
             Command::Partners {
+                action: PartnersCommand::Link { code, days },
+            } => {
+                let store = Store::connect(&settings.database).await?;
+                store.migrate().await?;
+                let url = partners::link(&store, &settings, &code, days).await?;
+                store.close().await;
+                outln!("{url}")
+            }
+            Command::Partners {
                 action: PartnersCommand::Import { file },
             } => {
                 let store = Store::connect(&settings.database).await?;
@@ -293,7 +310,12 @@ fn command_name(c: &Command) -> &'static str {
         Command::CheckConfig => "check-config",
         Command::Crm { .. } => "crm setup",
         Command::Replay { .. } => "replay",
-        Command::Partners { .. } => "partners import",
+        Command::Partners {
+            action: PartnersCommand::Import { .. },
+        } => "partners import",
+        Command::Partners {
+            action: PartnersCommand::Link { .. },
+        } => "partners link",
         Command::Report { .. } => "report",
         Command::Payouts { .. } => "payouts",
         Command::Sign(_) => "sign",

@@ -1,6 +1,8 @@
 //! `referral-sync partners import FILE`: load existing referrers from CSV with the header
 //! `code,name,email,company_domain,market,kind` (only `code` is required). Each row is applied like
 //! a `partner.joined` event, so importing twice changes nothing.
+//!
+//! `referral-sync partners link CODE [--days N]`: print a signed partner-portal link.
 
 use std::path::Path;
 
@@ -8,6 +10,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
 use crate::domain::market::Market;
 use crate::ingest::product::normalize_email;
 use crate::store::{ReferrerFacts, Store};
@@ -88,4 +91,19 @@ pub async fn import(store: &Store, path: &Path) -> anyhow::Result<usize> {
     }
     tx.commit().await?;
     Ok(facts.len())
+}
+
+/// A signed portal link for a known referrer, valid `days` days (default `portal.link_days`).
+pub async fn link(
+    store: &Store,
+    settings: &Settings,
+    code: &str,
+    days: Option<i64>,
+) -> anyhow::Result<String> {
+    let days = days.unwrap_or(i64::from(settings.portal.link_days));
+    let url = crate::web::portal::link::link(settings, code, days, SystemClock.now(), None)?;
+    if store.referrer_by_code(code).await?.is_none() {
+        anyhow::bail!("no referrer with code {code}: a link would open an empty page");
+    }
+    Ok(url)
 }

@@ -29,6 +29,7 @@ pub(crate) use names;
 pub mod crm;
 pub mod delivery;
 pub mod email;
+pub mod fraud;
 pub mod market;
 pub mod payout;
 pub mod reward;

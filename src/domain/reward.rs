@@ -177,6 +177,12 @@ names!(LineKind);
 #[error("`{0}` is not a known name")]
 pub struct UnknownName(pub(crate) String);
 
+impl UnknownName {
+    pub fn new(name: &str) -> Self {
+        Self(name.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             post_only("/webhooks/signup/{source}").route(web::post().to(webhooks::post_signup)),
         )
-        .configure(admin::configure);
+        .configure(admin::configure)
+        .configure(crate::web::configure);
 }
 
 /// A path that exists for POST only: any other method gets 405 with `Allow: POST`, not 404.

@@ -8,6 +8,7 @@
 mod admin;
 mod audit;
 mod bulk;
+mod console;
 mod inbox;
 mod invoices;
 mod outbox;
@@ -34,6 +35,7 @@ use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 
 pub use admin::ReferralFilter;
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
+pub use console::{ConsoleSessionRow, DayGroup, DeliveryCounts, DeliveryState};
 pub use inbox::{
     InboxEvent, InboxOutcome, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection,
     PARTITIONS,

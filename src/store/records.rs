@@ -76,6 +76,34 @@ impl RecordKey {
 }
 
 impl CrmRecord {
+    /// A record known by its key and account only, everything else not (yet) read.
+    pub fn bare(key: RecordKey, account: &str) -> Self {
+        Self {
+            crm: key.crm,
+            object_type: key.object_type,
+            object_id: key.object_id,
+            account: account.to_string(),
+            referral_id: None,
+            email: None,
+            referrer_code: None,
+            source: None,
+            market: None,
+            first_touch_at: None,
+            linked_at: None,
+            pipeline: None,
+            stage_id: None,
+            stage: None,
+            stage_occurred_at: None,
+            amount: None,
+            currency: None,
+            parent_id: None,
+            merged_into: None,
+            deleted_at: None,
+            crm_created_at: None,
+            deal_type: None,
+        }
+    }
+
     pub fn key(&self) -> RecordKey {
         RecordKey {
             crm: self.crm,

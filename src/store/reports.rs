@@ -82,7 +82,7 @@ const MAX_DEAL_AMOUNT: i64 = 1_000_000_000_000_000_000;
 const SEPARATOR: char = '\u{1f}';
 
 /// The referral filter over `referrals` aliased `r`, on parameters $1..$4.
-const REFERRAL_FILTER: &str = "($1 IS NULL OR COALESCE(r.market, 'unknown') = $1) \
+pub(super) const REFERRAL_FILTER: &str = "($1 IS NULL OR COALESCE(r.market, 'unknown') = $1) \
      AND ($2 IS NULL OR COALESCE(r.source, 'unknown') = $2) \
      AND ($3 IS NULL OR r.first_touch_at >= $3) \
      AND ($4 IS NULL OR r.first_touch_at < $4)";

@@ -467,6 +467,8 @@ async fn secrets_never_reach_the_logs_even_at_debug_level() {
         "sf-outbound-SHOULD-NOT-LEAK-123",
         "whsec_U0hPVUxELU5PVC1MRUFLLXNvdXJjZS1zZWNyZXQ=",
         "db-password-SHOULD-NOT-LEAK",
+        "portal-link-secret-SHOULD-NOT-LEAK-0123",
+        "console-key-SHOULD-NOT-LEAK",
     ];
     let log = dir.path().join("service.log");
     let mut child = binary()
@@ -486,6 +488,7 @@ async fn secrets_never_reach_the_logs_even_at_debug_level() {
         .env("REFERRAL_SYNC__SALESFORCE__OUTBOUND_TOKEN", secrets[2])
         .env("REFERRAL_SYNC__SOURCES__APP__SCHEME", "standard-webhooks")
         .env("REFERRAL_SYNC__SOURCES__APP__SECRETS", secrets[3])
+        .env("REFERRAL_SYNC__PORTAL__LINK_SECRET", secrets[5])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(dir.path().join("service.err")).unwrap())
         .spawn()
@@ -555,6 +558,24 @@ async fn secrets_never_reach_the_logs_even_at_debug_level() {
         .send()
         .await
         .unwrap();
+    let portal_token = referral_sync::web::portal::link::token(
+        &referral_sync::config::Secret::new(secrets[5]),
+        "ACME-7",
+        now + 86_400_000,
+    );
+    for token in [portal_token.as_str(), "1.forged"] {
+        client
+            .get(format!("{base}/partners/ACME-7?token={token}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    client
+        .post(format!("{base}/console/sign-in"))
+        .form(&[("csrf", "x"), ("key", secrets[6])])
+        .send()
+        .await
+        .unwrap();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -573,6 +594,7 @@ async fn secrets_never_reach_the_logs_even_at_debug_level() {
         assert!(!logs.contains(secret), "{secret} leaked into the logs");
     }
     assert!(!logs.contains("token="), "query strings are not logged");
+    assert!(!logs.contains(&portal_token), "portal links are not logged");
 }
 
 /// Runs `serve` with `env`, lets `drive` send requests to its base URL, stops it with SIGTERM,
@@ -1056,4 +1078,77 @@ async fn payouts_prints_a_months_statements_as_a_table_csv_or_json() {
     assert_eq!(parsed["statements"][0]["lines"][0]["kind"], "reward");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--period"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partners_link_prints_a_link_the_portal_opens_and_names_what_is_missing() {
+    use crate::support::console::{console_app, seed, LINK_SECRET};
+    let app = console_app(Backend::Sqlite).await.unwrap();
+    seed(&app).await;
+    // The command signs with the system clock; the portal checks with the app's.
+    app.clock.set(chrono::Utc::now().timestamp_millis());
+    let url = app.settings.database.url.expose().to_string();
+    let run = move |args: &'static [&'static str], secret: &'static str| {
+        let url = url.clone();
+        move || {
+            binary()
+                .args(["partners", "link"])
+                .args(args)
+                .env("DATABASE_URL", url)
+                .env("REFERRAL_SYNC__PORTAL__LINK_SECRET", secret)
+                .env(
+                    "REFERRAL_SYNC__SERVER__PUBLIC_BASE_URL",
+                    "https://partners.example.com",
+                )
+                .output()
+                .unwrap()
+        }
+    };
+
+    let week = tokio::task::spawn_blocking(run(&["ACME-7", "--days", "7"], LINK_SECRET))
+        .await
+        .unwrap();
+    let default = tokio::task::spawn_blocking(run(&["BETA-2"], LINK_SECRET))
+        .await
+        .unwrap();
+    let no_secret = tokio::task::spawn_blocking(run(&["ACME-7"], ""))
+        .await
+        .unwrap();
+    let unknown = tokio::task::spawn_blocking(run(&["NOPE-1"], LINK_SECRET))
+        .await
+        .unwrap();
+    let too_long = tokio::task::spawn_blocking(run(&["ACME-7", "--days", "400"], LINK_SECRET))
+        .await
+        .unwrap();
+
+    assert!(
+        week.status.success(),
+        "{}",
+        String::from_utf8_lossy(&week.stderr)
+    );
+    let link = String::from_utf8(week.stdout).unwrap().trim().to_string();
+    let path = link
+        .strip_prefix("https://partners.example.com")
+        .expect("built on server.public_base_url");
+    assert!(path.starts_with("/partners/ACME-7?token="), "{link}");
+    let (opened, _, page) = app.page(path, None).await;
+    assert_eq!(opened, 200);
+    assert!(page.contains("Acme Partners"));
+    app.clock.advance(7 * referral_sync::clock::DAY);
+    let (expired, _, _) = app.page(path, None).await;
+    assert_eq!(expired, 403, "--days 7 means seven days");
+    let default = String::from_utf8(default.stdout).unwrap();
+    let token = default.trim().split("token=").nth(1).unwrap();
+    let expires: i64 = token.split('.').next().unwrap().parse().unwrap();
+    let days = (expires * 1000 - chrono::Utc::now().timestamp_millis()) as f64 / 86_400_000.0;
+    assert!(
+        (89.9..=90.0).contains(&days),
+        "portal.link_days by default: {days}"
+    );
+    assert!(!no_secret.status.success());
+    assert!(String::from_utf8_lossy(&no_secret.stderr).contains("portal.link_secret"));
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no referrer with code NOPE-1"));
+    assert!(!too_long.status.success());
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("1 to 366 days"));
 }

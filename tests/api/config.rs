@@ -398,3 +398,46 @@ fn all_digit_secrets_can_be_set_from_the_environment() {
     assert_eq!(source, ["000111", "true"]);
     assert_eq!(s.server.workers, 3, "other numbers are still numbers");
 }
+
+#[test]
+fn console_and_portal_keys_are_checked_and_the_link_secret_is_never_shown() {
+    let problems = load(
+        &[],
+        Some(
+            "[console]\nsession_minutes = 1\nhubspot_app_url = \"app.hubspot.com\"\n\
+             salesforce_app_url = \"ftp://x\"\n\
+             [portal]\nlink_secret = \"short-portal-secret\"\nbase_url = \"partners.example.com\"\nlink_days = 0\n",
+        ),
+    )
+    .unwrap_err();
+    let secret = "0123456789abcdef0123456789abcdef-portal";
+    let ok = load(
+        &[("REFERRAL_SYNC__PORTAL__LINK_SECRET", secret)],
+        Some("[portal]\nbase_url = \"https://partners.example.com\"\n"),
+    )
+    .unwrap();
+
+    for key in [
+        "console.session_minutes",
+        "console.hubspot_app_url",
+        "console.salesforce_app_url",
+        "portal.link_secret",
+        "portal.base_url",
+        "portal.link_days",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "{key} not named in {problems:?}"
+        );
+    }
+    assert!(!problems.join("\n").contains("short-portal-secret"));
+    assert_eq!(ok.portal.link_secret.expose(), secret);
+    assert_eq!(ok.portal_base_url(), Some("https://partners.example.com"));
+    assert!(!ok.to_redacted_toml().contains(secret) && !format!("{ok:?}").contains(secret));
+    let defaults = load(&[], None).unwrap();
+    assert!(
+        defaults.portal.link_secret.is_empty(),
+        "the portal is off until a secret is set"
+    );
+    assert_eq!(defaults.portal_base_url(), None);
+}

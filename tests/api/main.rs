@@ -5,8 +5,10 @@ mod support;
 
 mod admin;
 mod attribution;
+mod browser;
 mod cli;
 mod config;
+mod console;
 mod delivery;
 mod fidelity;
 mod funnel;
@@ -14,6 +16,7 @@ mod fuzz_corpus;
 mod health;
 mod hostile;
 mod payouts;
+mod portal;
 mod processing;
 mod rewards;
 mod store_contract;

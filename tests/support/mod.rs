@@ -3,6 +3,8 @@
 //! [`both_backends!`] to run one test body on each backend.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod console;
 pub mod crm;
 pub mod postgres;
 pub mod senders;

@@ -221,7 +221,7 @@ impl Cluster {
         );
         let conf = data.join("postgresql.conf");
         fs::read_to_string(&conf)
-            .and_then(|old| fs::write(&conf, old + &settings))
+            .and_then(|old| fs::write(&conf, old + settings.as_str()))
             .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
 
         // The free port is only free until someone else binds it (another test binary, say), so a

@@ -8,8 +8,10 @@ use serde_json::json;
 
 use super::auth::{AdminAccess, ReadAccess};
 use super::{one_of, parse_time, Page, Paged};
+use crate::clock::Millis;
 use crate::error::ApiError;
 use crate::startup::AppState;
+use crate::store::StoreError;
 
 pub const STATUSES: &[&str] = &["pending", "delivered", "dead", "coalesced"];
 
@@ -87,11 +89,23 @@ pub async fn post_replay(
         _ => {}
     }
     let since = parse_time("since", body.since.as_deref())?;
+    let requeued = replay(&state, &caller.actor, &body.ids, since).await?;
+    Ok(HttpResponse::Ok().json(json!({ "requeued": requeued })))
+}
+
+/// Re-queue dead deliveries (`ids`, those created since `since`, or all when neither is given)
+/// and wake the outbox worker; logged with who asked. The API and the console both replay here.
+pub async fn replay(
+    state: &AppState,
+    actor: &str,
+    ids: &[i64],
+    since: Option<Millis>,
+) -> Result<u64, StoreError> {
     let requeued = state
         .store
-        .replay_dead(&body.ids, since, state.clock.now())
+        .replay_dead(ids, since, state.clock.now())
         .await?;
-    tracing::info!(actor = %caller.actor, requeued, "dead deliveries re-queued");
+    tracing::info!(actor = %actor, requeued, "dead deliveries re-queued");
     state.outbox_wake.notify_one();
-    Ok(HttpResponse::Ok().json(json!({ "requeued": requeued })))
+    Ok(requeued)
 }

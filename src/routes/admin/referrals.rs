@@ -10,7 +10,9 @@ use super::{one_of, parse_time, Page, Paged};
 use crate::attribution::{override_attribution, AttributionChange, OverrideError};
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::store::ReferralFilter;
+use crate::store::{
+    AuditEntry, CrmRecord, Referral, ReferralFilter, Reward, StageChange, Store, StoreError, Touch,
+};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -63,15 +65,36 @@ pub async fn get_referral(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = &state.store;
-    let referral = store
-        .referral(&id)
+    let story = referral_story(&state.store, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no referral {id}")))?;
-    let touches = store.touches(&id).await?;
-    let records = store.records_of_referral(&id).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "referral": story.referral, "touches": story.touches, "crm_records": story.records,
+        "stage_history": story.stage_history, "rewards": story.rewards, "audit": story.audit,
+    })))
+}
+
+/// Everything that happened to one referral (the API's story and the console's timeline).
+pub struct ReferralStory {
+    pub referral: Referral,
+    pub touches: Vec<Touch>,
+    pub records: Vec<CrmRecord>,
+    /// The stage history of every linked deal.
+    pub stage_history: Vec<StageChange>,
+    pub rewards: Vec<Reward>,
+    /// Of the referral, its records and its rewards, in time order.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// Read one referral's story; `None` when there is no such referral.
+pub async fn referral_story(store: &Store, id: &str) -> Result<Option<ReferralStory>, StoreError> {
+    let Some(referral) = store.referral(id).await? else {
+        return Ok(None);
+    };
+    let touches = store.touches(id).await?;
+    let records = store.records_of_referral(id).await?;
     let mut stage_history = Vec::new();
-    let mut audit = store.audit_entries("referral", &id).await?;
+    let mut audit = store.audit_entries("referral", id).await?;
     for r in &records {
         if matches!(r.object_type.as_str(), "deal" | "Opportunity") {
             stage_history.extend(store.stage_history(r.crm, &r.object_id).await?);
@@ -85,15 +108,19 @@ pub async fn get_referral(
                 .await?,
         );
     }
-    let rewards = store.rewards_of_referral(&id).await?;
+    let rewards = store.rewards_of_referral(id).await?;
     for r in &rewards {
         audit.extend(store.audit_entries("reward", &r.id).await?);
     }
     audit.sort_by_key(|a| (a.at, a.id));
-    Ok(HttpResponse::Ok().json(json!({
-        "referral": referral, "touches": touches, "crm_records": records,
-        "stage_history": stage_history, "rewards": rewards, "audit": audit,
-    })))
+    Ok(Some(ReferralStory {
+        referral,
+        touches,
+        records,
+        stage_history,
+        rewards,
+        audit,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

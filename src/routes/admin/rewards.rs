@@ -10,6 +10,7 @@ use super::{one_of, OptionalJson, Page, Paged};
 use crate::error::ApiError;
 use crate::rewards::engine::{decide, Decision, DecisionError};
 use crate::startup::AppState;
+use crate::store::Reward;
 
 pub const STATUSES: &[&str] = &crate::domain::reward::RewardStatus::NAMES;
 
@@ -54,21 +55,8 @@ async fn apply(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let reason = body.0.and_then(|b| b.reason);
-    match decide(
-        &state.store,
-        &state.settings,
-        id,
-        decision,
-        actor,
-        reason.as_deref(),
-        state.clock.now(),
-    )
-    .await
-    {
-        Ok(reward) => {
-            state.outbox_wake.notify_one();
-            Ok(HttpResponse::Ok().json(json!({ "reward": reward })))
-        }
+    match decide_reward(state, decision, actor, id, reason.as_deref()).await {
+        Ok(reward) => Ok(HttpResponse::Ok().json(json!({ "reward": reward }))),
         Err(DecisionError::NotFound(m)) => Err(ApiError::NotFound(m)),
         Err(e @ (DecisionError::WrongState { .. } | DecisionError::InStatement { .. })) => {
             Err(ApiError::Conflict(e.to_string()))
@@ -76,6 +64,29 @@ async fn apply(
         Err(DecisionError::Invalid(m)) => Err(ApiError::Unprocessable(m)),
         Err(DecisionError::Store(e)) => Err(e.into()),
     }
+}
+
+/// Apply an admin decision with the reward engine's rules and audit, then wake the outbox worker
+/// for the CRM writes it queued. The API and the console both decide here.
+pub async fn decide_reward(
+    state: &AppState,
+    decision: Decision,
+    actor: &str,
+    id: &str,
+    reason: Option<&str>,
+) -> Result<Reward, DecisionError> {
+    let reward = decide(
+        &state.store,
+        &state.settings,
+        id,
+        decision,
+        actor,
+        reason,
+        state.clock.now(),
+    )
+    .await?;
+    state.outbox_wake.notify_one();
+    Ok(reward)
 }
 
 /// Approve a reward (from needs_review or eligible).
