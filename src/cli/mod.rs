@@ -71,24 +71,8 @@ pub enum Command {
         #[command(subcommand)]
         action: PartnersCommand,
     },
-    /// Print the referral funnel.
-    Report {
-        /// table, csv or json.
-        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
-        format: String,
-        /// Only this market (e.g. US).
-        #[arg(long)]
-        market: Option<String>,
-        /// Only this source (link, code, intro, pool).
-        #[arg(long)]
-        source: Option<String>,
-        /// First touch at or after this RFC 3339 time.
-        #[arg(long)]
-        from: Option<String>,
-        /// First touch before this RFC 3339 time.
-        #[arg(long)]
-        to: Option<String>,
-    },
+    /// Print the referral funnel (or, with --by referrer, the per-referrer scorecards).
+    Report(ReportArgs),
     /// Print signature headers for a body, to test a setup with curl.
     Sign(sign::SignArgs),
     /// Play the whole story against a built-in CRM sandbox and print what happened.
@@ -99,6 +83,28 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// table, csv or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+    format: String,
+    /// Only this market (e.g. US).
+    #[arg(long)]
+    market: Option<String>,
+    /// Only this source (link, code, intro, pool).
+    #[arg(long)]
+    source: Option<String>,
+    /// First touch at or after this RFC 3339 time.
+    #[arg(long)]
+    from: Option<String>,
+    /// First touch before this RFC 3339 time.
+    #[arg(long)]
+    to: Option<String>,
+    /// One scorecard per referrer instead of the funnel.
+    #[arg(long, value_parser = ["referrer"])]
+    by: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,7 +159,7 @@ pub fn main() -> ExitCode {
         }
     };
     let mut telemetry = settings.telemetry.clone();
-    if matches!(command, Command::Demo | Command::Report { .. }) {
+    if matches!(command, Command::Demo | Command::Report(_)) {
         // These print for a person; only real problems belong between their lines.
         telemetry.level = "error".into();
     }
@@ -191,13 +197,7 @@ pub fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Report {
-                format,
-                market,
-                source,
-                from,
-                to,
-            } => report(&settings, &format, market, source, from, to).await,
+            Command::Report(args) => report(&settings, args).await,
             Command::Demo => demo::run(&std::path::PathBuf::from("config/example.toml")).await,
             Command::Crm {
                 action: CrmCommand::Setup,
@@ -259,7 +259,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Crm { .. } => "crm setup",
         Command::Replay { .. } => "replay",
         Command::Partners { .. } => "partners import",
-        Command::Report { .. } => "report",
+        Command::Report(_) => "report",
         Command::Sign(_) => "sign",
         Command::Demo => "demo",
         Command::Healthcheck { .. } => "healthcheck",
@@ -354,15 +354,9 @@ async fn replay(settings: Settings, scope: ReplayScope) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn report(
-    settings: &Settings,
-    format: &str,
-    market: Option<String>,
-    source: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-) -> anyhow::Result<()> {
+async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<()> {
     use crate::reports::funnel::{self, FunnelFilter};
+    use crate::reports::scorecard;
     let time = |name: &str, v: Option<String>| -> anyhow::Result<Option<i64>> {
         v.map(|v| {
             chrono::DateTime::parse_from_rfc3339(&v)
@@ -372,17 +366,27 @@ async fn report(
         .transpose()
     };
     let filter = FunnelFilter {
-        market: market.map(|m| m.to_uppercase()),
-        source,
-        from: time("from", from)?,
-        to: time("to", to)?,
+        market: args.market.map(|m| m.to_uppercase()),
+        source: args.source,
+        from: time("from", args.from)?,
+        to: time("to", args.to)?,
     };
     let store = Store::connect(&settings.database).await?;
-    let report = funnel::compute(&store.funnel_facts(&filter).await?);
-    match format {
-        "csv" => out!("{}", funnel::to_csv(&report))?,
-        "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
-        _ => out!("{}", funnel::to_table(&report))?,
+    let facts = store.funnel_facts(&filter).await?;
+    if args.by.is_some() {
+        let report = scorecard::compute(&facts, None);
+        match args.format.as_str() {
+            "csv" => out!("{}", scorecard::to_csv(&report))?,
+            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+            _ => out!("{}", scorecard::to_table(&report))?,
+        }
+    } else {
+        let report = funnel::compute(&facts);
+        match args.format.as_str() {
+            "csv" => out!("{}", funnel::to_csv(&report))?,
+            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+            _ => out!("{}", funnel::to_table(&report))?,
+        }
     }
     store.close().await;
     Ok(())

@@ -4,6 +4,7 @@
 pub mod crm;
 pub mod email;
 pub mod market;
+pub mod referrer;
 pub mod reward;
 pub mod stage;
 

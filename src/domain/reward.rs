@@ -30,7 +30,7 @@ impl FromStr for Beneficiary {
         match s {
             "referrer" => Ok(Self::Referrer),
             "referee" => Ok(Self::Referee),
-            other => Err(UnknownName(other.to_string())),
+            other => Err(UnknownName::new(other)),
         }
     }
 }
@@ -101,13 +101,19 @@ impl FromStr for RewardStatus {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_string()))
+            .ok_or_else(|| UnknownName::new(s))
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a known name")]
 pub struct UnknownName(String);
+
+impl UnknownName {
+    pub fn new(name: &str) -> Self {
+        Self(name.to_string())
+    }
+}
 
 #[cfg(test)]
 mod tests {

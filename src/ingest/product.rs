@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::domain::market::Market;
+pub use crate::domain::referrer::PartnerKind;
 
 pub const MAX_ID_CHARS: usize = 200;
 pub const MAX_CODE_CHARS: usize = 64;
@@ -62,35 +63,6 @@ pub struct PartnerData {
     /// A [`Market`] code.
     pub market: Option<String>,
     pub kind: PartnerKind,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PartnerKind {
-    Customer,
-    #[default]
-    Partner,
-    Creator,
-}
-
-impl PartnerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PartnerKind::Customer => "customer",
-            PartnerKind::Partner => "partner",
-            PartnerKind::Creator => "creator",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [
-            PartnerKind::Customer,
-            PartnerKind::Partner,
-            PartnerKind::Creator,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == s)
-    }
 }
 
 /// A prospect: named by a referrer (`referral.created`) or signing up (`signup.created`).
@@ -205,8 +177,9 @@ fn partner_data(data: &Fields, email_required: bool) -> Result<PartnerData, Prod
         data.optional_email("email")?
     };
     let kind = match data.optional_string("kind")? {
-        Some(kind) => PartnerKind::parse(&kind)
-            .ok_or_else(|| data.invalid("kind", "must be one of customer, partner, creator"))?,
+        Some(kind) => kind
+            .parse::<PartnerKind>()
+            .map_err(|_| data.invalid("kind", "must be one of customer, partner, creator"))?,
         None => PartnerKind::default(),
     };
     // Signup events call the code `referral_code`; senders reuse that name here too.

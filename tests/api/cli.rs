@@ -206,6 +206,15 @@ async fn report_prints_the_funnel_as_a_table_csv_or_json() {
     let bad = tokio::task::spawn_blocking(run(&["--from", "yesterday"]))
         .await
         .unwrap();
+    let by_referrer = tokio::task::spawn_blocking(run(&["--by", "referrer", "--format", "json"]))
+        .await
+        .unwrap();
+    let by_referrer_table = tokio::task::spawn_blocking(run(&["--by", "referrer"]))
+        .await
+        .unwrap();
+    let by_nothing = tokio::task::spawn_blocking(run(&["--by", "market"]))
+        .await
+        .unwrap();
 
     assert!(
         table.status.success(),
@@ -225,6 +234,11 @@ async fn report_prints_the_funnel_as_a_table_csv_or_json() {
     assert_eq!(parsed["totals"]["referrals"], 1);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--from"));
+    let cards: serde_json::Value = serde_json::from_slice(&by_referrer.stdout).unwrap();
+    assert_eq!(cards["referrers"][0]["referrer_code"], "ACME-7");
+    assert_eq!(cards["referrers"][0]["referrals"], 1);
+    assert!(String::from_utf8_lossy(&by_referrer_table.stdout).starts_with("Referrer  Name"));
+    assert!(!by_nothing.status.success(), "only --by referrer exists");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

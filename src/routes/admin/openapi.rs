@@ -15,7 +15,7 @@ use super::{deliveries, referrals, referrers, reports, rewards};
         referrals::list_referrals, referrals::get_referral, referrals::post_attribution,
         rewards::list_rewards, rewards::post_approve, rewards::post_reject, rewards::post_paid,
         deliveries::list_deliveries, deliveries::post_replay,
-        reports::get_funnel,
+        reports::get_funnel, reports::get_referrers,
     ),
     components(schemas(referrals::AttributionRequest, rewards::DecisionRequest, deliveries::ReplayRequest)),
     modifiers(&BearerKey)
