@@ -71,7 +71,8 @@ pub enum Command {
         #[command(subcommand)]
         action: PartnersCommand,
     },
-    /// Print the referral funnel (or, with --by referrer, the per-referrer scorecards).
+    /// Print the referral funnel (with --compare, next to every other deal; with --by referrer,
+    /// the per-referrer scorecards instead).
     Report(ReportArgs),
     /// Print signature headers for a body, to test a setup with curl.
     Sign(sign::SignArgs),
@@ -105,6 +106,10 @@ pub struct ReportArgs {
     /// One scorecard per referrer instead of the funnel.
     #[arg(long, value_parser = ["referrer"])]
     by: Option<String>,
+    /// Add referred vs non-referred deals (created in the period) per market and channel, and
+    /// the participation rate; with --format csv, the comparison alone.
+    #[arg(long, conflicts_with = "by")]
+    compare: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -381,7 +386,12 @@ async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<()> {
             _ => out!("{}", scorecard::to_table(&report))?,
         }
     } else {
-        let report = funnel::compute(&facts);
+        let mut report = funnel::compute(&facts);
+        if args.compare {
+            let now = crate::clock::Clock::now(&SystemClock);
+            let baseline = store.baseline_facts(&filter, now).await?;
+            report.comparison = Some(crate::reports::compare::compute(settings, &baseline));
+        }
         match args.format.as_str() {
             "csv" => out!("{}", funnel::to_csv(&report))?,
             "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,

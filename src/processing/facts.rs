@@ -441,6 +441,7 @@ impl<'a> Batch<'a> {
                 amount,
                 currency,
                 deal_type,
+                crm_source,
             } => {
                 let key = deal.key();
                 self.facts(
@@ -450,6 +451,7 @@ impl<'a> Batch<'a> {
                         amount,
                         currency,
                         deal_type,
+                        crm_source,
                         ..RecordFacts::new(&key)
                     },
                 );
@@ -666,12 +668,16 @@ impl<'a> Batch<'a> {
         let Some(stage) = mapped else {
             return Outcome::unmapped(unmapped_reason(deal.crm, pipeline.as_deref(), &stage_id));
         };
+        let reached = |yes: bool| yes.then_some(at);
         self.facts(
             deal,
             RecordFacts {
                 stage_id: Some(stage_id),
                 stage: Some(stage.as_str().to_string()),
                 stage_at: Some(at),
+                qualified_at: reached(stage.is_qualified()),
+                won_at: reached(stage == CanonicalStage::Won),
+                lost_at: reached(stage == CanonicalStage::Lost),
                 ..RecordFacts::new(&key)
             },
         );

@@ -749,7 +749,7 @@ impl<'a> State<'a> {
             let first = |known: Option<Millis>| {
                 Some(known.map_or(change.occurred_at, |k| k.min(change.occurred_at)))
             };
-            if stage >= CanonicalStage::Qualified && stage != CanonicalStage::Lost {
+            if stage.is_qualified() {
                 fill.qualified_at = first(fill.qualified_at);
             }
             if stage == CanonicalStage::Won {

@@ -31,10 +31,13 @@ use std::collections::{BTreeMap, HashMap};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::compare::{self, Comparison};
 use super::format::{
     self, add_money, currency, fixed, label, money, money_cell, money_text, opt_cell, opt_text,
     pct_text, ratio, render, Histogram, PercentileMethods, ALL, PERCENTILE_METHODS, UNKNOWN,
 };
+use crate::clock::Millis;
+use crate::config::Settings;
 pub use crate::store::{FunnelFacts, FunnelFilter};
 use crate::store::{Store, StoreError};
 
@@ -47,6 +50,9 @@ pub struct FunnelReport {
     pub totals: FunnelRow,
     /// How `median_days_to_win` and `p90_days_to_win` are computed.
     pub percentiles: PercentileMethods,
+    /// Referred vs non-referred deals, when asked for ([`report_with_comparison`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,6 +105,20 @@ pub struct MatrixCell {
 /// Read the facts for `filter` and compute the report.
 pub async fn report(store: &Store, filter: &FunnelFilter) -> Result<FunnelReport, StoreError> {
     Ok(compute(&store.funnel_facts(filter).await?))
+}
+
+/// The report with the referred vs non-referred comparison (SPEC §6 `compare=true`), made at
+/// `as_of`.
+pub async fn report_with_comparison(
+    store: &Store,
+    settings: &Settings,
+    filter: &FunnelFilter,
+    as_of: Millis,
+) -> Result<FunnelReport, StoreError> {
+    let mut report = report(store, filter).await?;
+    let baseline = store.baseline_facts(filter, as_of).await?;
+    report.comparison = Some(compare::compute(settings, &baseline));
+    Ok(report)
 }
 
 /// Partner counts of a market or kind row: invited, joined, active.
@@ -335,6 +355,7 @@ pub fn compute(facts: &FunnelFacts) -> FunnelReport {
             .collect(),
         totals: totals.finish(ALL.into(), ALL.into(), ALL.into()),
         percentiles: PERCENTILE_METHODS,
+        comparison: None,
     }
 }
 
@@ -392,8 +413,12 @@ fn csv_fields(row: &FunnelRow) -> [String; 22] {
 }
 
 /// A header line, one line per row, then the totals row, whose `note` says how the percentiles
-/// are computed.
+/// are computed. A report with a comparison is the comparison's CSV instead (one table per
+/// file; the funnel's CSV is the same request without it).
 pub fn to_csv(report: &FunnelReport) -> String {
+    if let Some(comparison) = &report.comparison {
+        return compare::to_csv(comparison);
+    }
     let mut rows: Vec<[String; 22]> = report.rows.iter().map(csv_fields).collect();
     let mut totals = csv_fields(&report.totals);
     totals[21] = percentile_note(&report.percentiles);
@@ -479,6 +504,10 @@ pub fn to_table(report: &FunnelReport) -> String {
         "Days to win: {}.\n",
         percentile_note(&report.percentiles)
     ));
+    if let Some(comparison) = &report.comparison {
+        out.push_str("\nReferred vs non-referred deals (created in the period)\n\n");
+        out.push_str(&compare::to_table(comparison));
+    }
     out
 }
 

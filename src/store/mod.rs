@@ -7,6 +7,7 @@
 
 mod admin;
 mod audit;
+mod baseline;
 mod bulk;
 mod inbox;
 mod outbox;
@@ -31,6 +32,10 @@ use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 
 pub use admin::ReferralFilter;
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
+pub use baseline::{
+    BaselineFacts, Cohort, CohortCount, CustomerGroup, Participant, RecurringRevenue,
+    ReferredCustomerDeal, WonGroup,
+};
 pub use inbox::{
     InboxEvent, InboxOutcome, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection,
     PARTITIONS,

@@ -215,6 +215,18 @@ async fn report_prints_the_funnel_as_a_table_csv_or_json() {
     let by_nothing = tokio::task::spawn_blocking(run(&["--by", "market"]))
         .await
         .unwrap();
+    let compared = tokio::task::spawn_blocking(run(&["--compare", "--format", "json"]))
+        .await
+        .unwrap();
+    let compared_csv = tokio::task::spawn_blocking(run(&["--compare", "--format", "csv"]))
+        .await
+        .unwrap();
+    let compared_table = tokio::task::spawn_blocking(run(&["--compare"]))
+        .await
+        .unwrap();
+    let both = tokio::task::spawn_blocking(run(&["--compare", "--by", "referrer"]))
+        .await
+        .unwrap();
 
     assert!(
         table.status.success(),
@@ -239,6 +251,17 @@ async fn report_prints_the_funnel_as_a_table_csv_or_json() {
     assert_eq!(cards["referrers"][0]["referrals"], 1);
     assert!(String::from_utf8_lossy(&by_referrer_table.stdout).starts_with("Referrer  Name"));
     assert!(!by_nothing.status.success(), "only --by referrer exists");
+    let compared: serde_json::Value = serde_json::from_slice(&compared.stdout).unwrap();
+    assert_eq!(compared["totals"]["referrals"], 1);
+    assert_eq!(compared["comparison"]["totals"][0]["channel"], "referral");
+    assert!(
+        String::from_utf8_lossy(&compared_csv.stdout).starts_with("market,channel,deals_created,")
+    );
+    assert!(String::from_utf8_lossy(&compared_table.stdout).contains("Referred vs non-referred"));
+    assert!(
+        !both.status.success(),
+        "--compare and --by referrer are different reports"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod attribution;
+mod channels;
 mod cli;
 mod config;
 mod delivery;

@@ -25,6 +25,9 @@ pub struct FunnelQuery {
     pub to: Option<String>,
     /// json (default) or csv.
     pub format: Option<String>,
+    /// true: add referred vs non-referred deals (created in the period), per market and
+    /// channel, and the participation rate; as CSV, the comparison alone.
+    pub compare: Option<bool>,
 }
 
 impl FunnelQuery {
@@ -114,7 +117,8 @@ pub async fn get_referrers(
     })
 }
 
-/// The referral funnel per market × source, with the referrer-market × referee-market matrix.
+/// The referral funnel per market, market × source and market × referrer kind, with the
+/// referrer-market × referee-market matrix; with `compare=true`, referred vs non-referred deals.
 #[utoipa::path(get, path = "/api/v1/reports/funnel", params(FunnelQuery),
     responses((status = 200, description = "The funnel as JSON or CSV"), (status = 401, description = "No valid API key"), (status = 422, description = "Bad parameter")),
     security(("api_key" = [])))]
@@ -123,8 +127,13 @@ pub async fn get_funnel(
     query: web::Query<FunnelQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let facts = state.store.funnel_facts(&query.filter()?).await?;
-    let report = funnel::compute(&facts);
+    let filter = query.filter()?;
+    let report = if query.compare == Some(true) {
+        funnel::report_with_comparison(&state.store, &state.settings, &filter, state.clock.now())
+            .await?
+    } else {
+        funnel::report(&state.store, &filter).await?
+    };
     Ok(match query.format.as_deref() {
         Some("csv") => HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")

@@ -1,0 +1,860 @@
+//! The channel baseline (SPEC §4): every deal, referred or not, kept as a few facts on its
+//! `crm_records` row (created, pipeline, currency, amount, the CRM's source value, the first
+//! times it reached qualified, won and lost), so referred deals can be compared with all others.
+//!
+//! Counting millions of deals per report would be too slow, so deals created per day are counted
+//! ahead in `deal_cohorts` (one row per cohort and UTC day of creation). The rollup is derived
+//! state, kept exact this way: every statement that writes a deal's row marks it
+//! `baseline_dirty`; [`Tx::refresh_baseline`] takes marked deals, moves their count from the
+//! cohort they were counted in (`baseline_rolled`) to the one they belong to now, and clears the
+//! mark. A report ([`Store::baseline_facts`]) reads, in one snapshot, the rollup for the whole
+//! days of its period, corrects it for the deals still marked, and counts the deals created in
+//! the period's partial days directly; so it is exact however far the refresh has got. Won deals
+//! (a small share) are read directly, through an index of their own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::bulk::Col;
+use super::reports::FunnelFilter;
+use super::tx::TxInner;
+use super::{on_pool, BackendKind, Store, StoreError, Tx};
+use crate::clock::{Millis, DAY};
+
+/// What a deal is counted under: referred or not (with the referral's market and source), and
+/// the raw facts the report maps to a market and a channel (`[channels]` may change; counts
+/// never need recounting for it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cohort {
+    pub crm: String,
+    pub referred: bool,
+    /// The referral's market and source (referred deals only).
+    pub market: Option<String>,
+    pub source: Option<String>,
+    pub pipeline: Option<String>,
+    /// Upper-cased; `None` when blank.
+    pub currency: Option<String>,
+    pub crm_source: Option<String>,
+}
+
+impl Cohort {
+    /// The key of a rollup row.
+    fn key(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+
+    fn of_key(key: &str) -> Result<Self, StoreError> {
+        serde_json::from_str(key)
+            .map_err(|e| StoreError::Corrupt(format!("deal cohort `{key}`: {e}")))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        crm: String,
+        referred: bool,
+        market: Option<String>,
+        source: Option<String>,
+        pipeline: Option<String>,
+        currency: Option<String>,
+        crm_source: Option<String>,
+    ) -> Self {
+        Self {
+            crm,
+            referred,
+            market: market.filter(|_| referred),
+            source: source.filter(|_| referred),
+            pipeline,
+            currency: currency
+                .map(|c| c.trim().to_ascii_uppercase())
+                .filter(|c| !c.is_empty()),
+            crm_source,
+        }
+    }
+}
+
+/// What a deal adds to the rollup: its cohort, the UTC day it was created, whether it reached
+/// qualified. Kept on the deal's row (`baseline_rolled`) once counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Rolled {
+    cohort: Cohort,
+    day: i64,
+    qualified: bool,
+}
+
+/// A deal's row as the baseline sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct DealState {
+    crm: String,
+    object_type: String,
+    object_id: String,
+    referral_id: Option<String>,
+    market: Option<String>,
+    source: Option<String>,
+    pipeline: Option<String>,
+    currency: Option<String>,
+    crm_source: Option<String>,
+    created: i64,
+    qualified_at: Option<i64>,
+    deleted_at: Option<i64>,
+    merged_into: Option<String>,
+    baseline_rolled: Option<String>,
+}
+
+impl DealState {
+    /// What the deal counts for now: nothing once deleted or merged away.
+    fn contribution(&self) -> Option<Rolled> {
+        if self.deleted_at.is_some() || self.merged_into.is_some() {
+            return None;
+        }
+        Some(Rolled {
+            cohort: Cohort::new(
+                self.crm.clone(),
+                self.referral_id.is_some(),
+                self.market.clone(),
+                self.source.clone(),
+                self.pipeline.clone(),
+                self.currency.clone(),
+                self.crm_source.clone(),
+            ),
+            day: self.created.div_euclid(DAY),
+            qualified: self.qualified_at.is_some(),
+        })
+    }
+
+    /// What the rollup counts for it.
+    fn rolled(&self) -> Result<Option<Rolled>, StoreError> {
+        self.baseline_rolled
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "baseline_rolled of {}:{}:{}: {e}",
+                        self.crm, self.object_type, self.object_id
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// When a deal was created: the CRM's time, else when the service first heard of it.
+const CREATED: &str = "COALESCE(crm_created_at, created_at)";
+/// A deal that counts: not deleted, not merged away. The won index's predicate includes it.
+const LIVE_DEAL: &str = "object_type IN ('deal', 'Opportunity') AND deleted_at IS NULL \
+     AND merged_into IS NULL";
+const DEAL_STATE: &str = "crm, object_type, object_id, referral_id, market, source, pipeline, \
+     currency, crm_source, COALESCE(crm_created_at, created_at) AS created, qualified_at, \
+     deleted_at, merged_into, baseline_rolled";
+/// Tenths of a day from creation to the first win, rounded half up (the won index holds it).
+const TENTHS_TO_WON: &str = "(won_at - COALESCE(crm_created_at, created_at) + 4320000) / 8640000";
+/// Advisory-lock key of the rollup refresh (one refresh at a time per deployment).
+const REFRESH_LOCK: i64 = 0x7265_6673_796e_6303;
+
+/// A rollup change: deals and qualified deals to add to a cohort's day.
+#[derive(Serialize)]
+struct CohortDelta {
+    cohort: String,
+    created_day: i64,
+    deals: i64,
+    qualified: i64,
+}
+
+#[derive(Serialize)]
+struct Cleared {
+    crm: String,
+    object_type: String,
+    object_id: String,
+    rolled: Option<String>,
+}
+
+impl Tx {
+    /// Move up to `limit` marked deals' counts to their current cohorts and clear their marks;
+    /// returns how many were taken (0: nothing marked, or another replica is refreshing). On
+    /// PostgreSQL rows a batch is writing right now are skipped, and taken next time.
+    pub async fn refresh_baseline(&mut self, limit: i64) -> Result<usize, StoreError> {
+        let dirty_sql = format!(
+            "SELECT {DEAL_STATE} FROM crm_records WHERE baseline_dirty \
+             ORDER BY crm, object_type, object_id LIMIT $1"
+        );
+        let deals: Vec<DealState> = match &mut self.inner {
+            TxInner::Sqlite(t) => {
+                sqlx::query_as(&dirty_sql)
+                    .bind(limit)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+            TxInner::Postgres(t) => {
+                let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+                    .bind(REFRESH_LOCK)
+                    .fetch_one(&mut **t)
+                    .await?;
+                if !got {
+                    return Ok(0);
+                }
+                sqlx::query_as(&format!("{dirty_sql} FOR UPDATE SKIP LOCKED"))
+                    .bind(limit)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+        };
+        if deals.is_empty() {
+            return Ok(0);
+        }
+        let mut deltas: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+        let mut cleared = Vec::with_capacity(deals.len());
+        for deal in &deals {
+            let now = deal.contribution();
+            let before = deal.rolled()?;
+            if now != before {
+                for (rolled, sign) in [(&before, -1), (&now, 1)] {
+                    if let Some(r) = rolled {
+                        let d = deltas.entry((r.cohort.key(), r.day)).or_default();
+                        d.0 += sign;
+                        d.1 += sign * i64::from(r.qualified);
+                    }
+                }
+            }
+            cleared.push(Cleared {
+                crm: deal.crm.clone(),
+                object_type: deal.object_type.clone(),
+                object_id: deal.object_id.clone(),
+                rolled: now
+                    .as_ref()
+                    .map(|r| serde_json::to_string(r).expect("plain data serialises")),
+            });
+        }
+        let deltas: Vec<CohortDelta> = deltas
+            .into_iter()
+            .filter(|(_, (deals, qualified))| *deals != 0 || *qualified != 0)
+            .map(|((cohort, created_day), (deals, qualified))| CohortDelta {
+                cohort,
+                created_day,
+                deals,
+                qualified,
+            })
+            .collect();
+        let delta_columns = [
+            ("cohort", Col::Text),
+            ("created_day", Col::BigInt),
+            ("deals", Col::BigInt),
+            ("qualified", Col::BigInt),
+        ];
+        self.bulk_execute(
+            "INSERT INTO deal_cohorts (cohort, created_day, deals, qualified) \
+             SELECT r.cohort, r.created_day, r.deals, r.qualified FROM {rows} WHERE true \
+             ON CONFLICT (cohort, created_day) DO UPDATE SET \
+                 deals = deal_cohorts.deals + excluded.deals, \
+                 qualified = deal_cohorts.qualified + excluded.qualified",
+            &delta_columns,
+            &deltas,
+            &[],
+        )
+        .await?;
+        self.bulk_execute(
+            "DELETE FROM deal_cohorts WHERE deals = 0 \
+             AND (cohort, created_day) IN (SELECT r.cohort, r.created_day FROM {rows})",
+            &delta_columns,
+            &deltas,
+            &[],
+        )
+        .await?;
+        self.bulk_execute(
+            "UPDATE crm_records SET baseline_dirty = FALSE, baseline_rolled = r.rolled \
+             FROM {rows} WHERE crm_records.crm = r.crm \
+                 AND crm_records.object_type = r.object_type \
+                 AND crm_records.object_id = r.object_id",
+            &[
+                ("crm", Col::Text),
+                ("object_type", Col::Text),
+                ("object_id", Col::Text),
+                ("rolled", Col::Text),
+            ],
+            &cleared,
+            &[],
+        )
+        .await?;
+        Ok(deals.len())
+    }
+}
+
+/// Deals created in a report's period, and how many of them reached qualified, per cohort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortCount {
+    pub cohort: Cohort,
+    pub deals: i64,
+    pub qualified: i64,
+}
+
+/// Won deals created in the period, per cohort, deal type and tenths of a day from creation to
+/// the first win (`None` when the win time is not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WonGroup {
+    pub cohort: Cohort,
+    pub deal_type: Option<String>,
+    pub tenths: Option<i64>,
+    pub deals: u64,
+    /// Deals with an amount that is a decimal, and the sum of those amounts.
+    pub priced: u64,
+    pub amount: Decimal,
+}
+
+/// Customers without a referral, acquired (won) in the period at least 12 months before the
+/// report: each is a single deal (the CRMs' companies are not kept), per cohort and deal type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerGroup {
+    pub cohort: Cohort,
+    pub deal_type: Option<String>,
+    pub customers: u64,
+    /// Their won amounts, in the cohort's currency.
+    pub amount: Decimal,
+}
+
+/// A won deal of a referred customer (its referral), first won in the period at least 12
+/// months before the report, won within 12 months of that first win.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferredCustomerDeal {
+    pub referral_id: String,
+    pub market: Option<String>,
+    pub source: Option<String>,
+    pub crm: String,
+    pub pipeline: Option<String>,
+    pub deal_type: Option<String>,
+    pub currency: Option<String>,
+    /// `None` when the deal has no amount that is a decimal.
+    pub amount: Option<Decimal>,
+}
+
+/// A customer for the participation rate: a person of a won deal, the referee of a won
+/// referral, or a referrer the product declared a customer; and whether they referred anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    /// Where the market comes from: a referral's (or referrer's) market, or a deal's facts.
+    pub market: Option<String>,
+    /// For a person of a non-referred deal: the deal's CRM, pipeline and currency.
+    pub deal: Option<(String, Option<String>, Option<String>)>,
+    /// The person's normalised email, or `code:` and the referrer's code.
+    pub who: String,
+    pub referred: bool,
+}
+
+/// Everything the referred vs non-referred comparison is computed from, in one snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BaselineFacts {
+    pub filter: FunnelFilter,
+    /// When the report was made: customers count for revenue per customer after 12 months once
+    /// their first win is that old.
+    pub as_of: Millis,
+    pub cohorts: Vec<CohortCount>,
+    pub won: Vec<WonGroup>,
+    pub customers: Vec<CustomerGroup>,
+    pub referred_customers: Vec<ReferredCustomerDeal>,
+    /// Recurring revenue (paid invoices) within each customer's first 12 months. Extension
+    /// point: the store keeps no invoices yet, so this is empty and revenue per customer is won
+    /// deal amounts only; the recurring-revenue work fills it, per referral market and currency.
+    pub recurring_revenue_12m: Vec<RecurringRevenue>,
+    pub participants: Vec<Participant>,
+}
+
+/// Recurring revenue of referred customers within their first 12 months (see
+/// [`BaselineFacts::recurring_revenue_12m`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecurringRevenue {
+    pub market: Option<String>,
+    pub source: Option<String>,
+    pub currency: String,
+    pub amount: Decimal,
+}
+
+/// Far enough to mean "no bound" for epoch milliseconds and days.
+const OPEN: i64 = 1 << 60;
+
+type CohortRow = (
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+type CountRow = (
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
+type WonRow = (
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<String>,
+);
+
+/// Amounts joined by the unit separator: how many, and their exact sum.
+fn priced(joined: Option<&str>) -> (u64, Decimal) {
+    let max = Decimal::from(1_000_000_000_000_000_000i64);
+    joined
+        .unwrap_or_default()
+        .split('\u{1f}')
+        .filter_map(|t| Decimal::from_str(t.trim()).ok())
+        .filter(|a| a.abs() < max)
+        .fold((0, Decimal::ZERO), |(n, sum), a| {
+            (n + 1, sum.saturating_add(a))
+        })
+}
+type AcquiredRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+type ReferredRevenueRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn cohort_of(row: CohortRow) -> Cohort {
+    let (crm, referred, market, source, pipeline, currency, crm_source) = row;
+    Cohort::new(
+        crm, referred, market, source, pipeline, currency, crm_source,
+    )
+}
+
+/// The whole UTC days inside `[from, to)`, and the parts of the period outside them.
+fn split_period(from: Option<Millis>, to: Option<Millis>) -> ((i64, i64), Vec<(i64, i64)>) {
+    let first = from.map_or(-OPEN, |f| {
+        f.div_euclid(DAY) + i64::from(f.rem_euclid(DAY) != 0)
+    });
+    let end = to.map_or(OPEN, |t| t.div_euclid(DAY));
+    if first >= end {
+        return ((0, 0), vec![(from.unwrap_or(-OPEN), to.unwrap_or(OPEN))]);
+    }
+    let mut edges = Vec::new();
+    if let Some(f) = from.filter(|f| *f < first * DAY) {
+        edges.push((f, first * DAY));
+    }
+    if let Some(t) = to.filter(|t| *t > end * DAY) {
+        edges.push((end * DAY, t));
+    }
+    ((first, end), edges)
+}
+
+impl Store {
+    /// Read the facts of the referred vs non-referred comparison for `filter` (deals created in
+    /// its period; market and source are applied by the report, which maps markets), as of
+    /// `as_of`, in one read-only snapshot.
+    pub async fn baseline_facts(
+        &self,
+        filter: &FunnelFilter,
+        as_of: Millis,
+    ) -> Result<BaselineFacts, StoreError> {
+        let ((first_day, end_day), edges) = split_period(filter.from, filter.to);
+        let (from, to) = (filter.from.unwrap_or(-OPEN), filter.to.unwrap_or(OPEN));
+        let cutoff = as_of - 365 * DAY;
+        let (concat, position, separator) = match self.kind() {
+            BackendKind::Sqlite => ("group_concat", "instr", "char(31)"),
+            BackendKind::Postgres => ("string_agg", "strpos", "chr(31)"),
+        };
+        let amount_of = |d: &str| {
+            format!(
+                "{concat}(CASE WHEN {d}amount IS NOT NULL AND {position}({d}amount, {separator}) = 0 \
+                 THEN {d}amount END, {separator})"
+            )
+        };
+        let cohort_columns = "crm, referral_id IS NOT NULL, market, source, pipeline, currency, \
+             crm_source";
+        let rollup_sql =
+            "SELECT cohort, CAST(SUM(deals) AS BIGINT), CAST(SUM(qualified) AS BIGINT) \
+             FROM deal_cohorts \
+             WHERE created_day >= $1 AND created_day < $2 GROUP BY cohort";
+        let dirty_sql = format!("SELECT {DEAL_STATE} FROM crm_records WHERE baseline_dirty");
+        let edge_sql = format!(
+            "SELECT {cohort_columns}, COUNT(*), COUNT(qualified_at) FROM crm_records \
+             WHERE {LIVE_DEAL} AND {CREATED} >= $1 AND {CREATED} < $2 \
+             GROUP BY crm, referral_id IS NOT NULL, market, source, pipeline, currency, crm_source"
+        );
+        // In the order of the `crm_records_won_baseline` index, so SQLite streams it.
+        let won_sql = format!(
+            "SELECT crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
+                 deal_type, {TENTHS_TO_WON}, COUNT(*), {} \
+             FROM crm_records WHERE stage = 'won' AND {LIVE_DEAL} \
+                 AND {CREATED} >= $1 AND {CREATED} < $2 \
+             GROUP BY crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
+                 deal_type, {TENTHS_TO_WON}",
+            amount_of("")
+        );
+        // Customers without a referral are single deals: those first won in the period.
+        let acquired_sql = format!(
+            "SELECT crm, pipeline, currency, crm_source, deal_type, COUNT(*), {} \
+             FROM crm_records WHERE stage = 'won' AND {LIVE_DEAL} AND referral_id IS NULL \
+                 AND won_at >= $1 AND won_at < $2 AND won_at <= $3 \
+             GROUP BY crm, pipeline, currency, crm_source, deal_type",
+            amount_of("")
+        );
+        // A referral is a customer from its first win; its won deals of the following 12 months
+        // are its revenue.
+        let referred_revenue_sql = format!(
+            "SELECT r.id, r.market, r.source, d.crm, d.pipeline, d.deal_type, d.currency, d.amount \
+             FROM referrals r CROSS JOIN crm_records d \
+             WHERE r.won_at >= $1 AND r.won_at < $2 AND r.won_at <= $3 \
+                 AND d.referral_id = r.id AND d.stage = 'won' \
+                 AND d.object_type IN ('deal', 'Opportunity') AND d.deleted_at IS NULL \
+                 AND d.merged_into IS NULL AND d.won_at < r.won_at + {} \
+             ORDER BY r.id, d.crm, d.object_id",
+            365 * DAY
+        );
+        // Participation: people of won deals, referees of won referrals, declared customers
+        // (as of the period's end); and who of them referred anyone by then.
+        let people_sql = "SELECT d.crm, d.referral_id IS NOT NULL, d.market, d.pipeline, \
+                 d.currency, c.email \
+             FROM crm_records d CROSS JOIN crm_associations a CROSS JOIN crm_records c \
+             WHERE d.stage = 'won' AND d.object_type IN ('deal', 'Opportunity') \
+                 AND d.deleted_at IS NULL AND d.merged_into IS NULL AND d.won_at < $1 \
+                 AND a.crm = d.crm AND a.deal_id = d.object_id AND a.removed = FALSE \
+                 AND c.crm = a.crm AND c.object_id = a.contact_id \
+                 AND c.object_type IN ('contact', 'Contact', 'Lead') AND c.email IS NOT NULL";
+        let referees_sql = "SELECT market, email FROM referrals WHERE won_at < $1";
+        let declared_sql = "SELECT market, code, email FROM referrers WHERE kind = 'customer' \
+             AND COALESCE(joined_at, invited_at, created_at) < $1";
+        let referring_sql = "SELECT p.code, p.email FROM referrers p WHERE EXISTS \
+             (SELECT 1 FROM referrals r WHERE r.referrer_code = p.code AND r.first_touch_at < $1)";
+        let (rollup, dirty, edge_counts, won, acquired, referred_revenue) =
+            on_pool!(self, |pool| {
+                let mut tx = pool.begin_with(self.read_only_begin()).await?;
+                let rollup: Vec<(String, i64, i64)> = sqlx::query_as(rollup_sql)
+                    .bind(first_day)
+                    .bind(end_day)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let dirty: Vec<DealState> = sqlx::query_as(&dirty_sql).fetch_all(&mut *tx).await?;
+                let mut edge_counts: Vec<CountRow> = Vec::new();
+                for (a, b) in &edges {
+                    edge_counts.extend(
+                        sqlx::query_as::<_, CountRow>(&edge_sql)
+                            .bind(a)
+                            .bind(b)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                    );
+                }
+                let won: Vec<WonRow> = sqlx::query_as(&won_sql)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let acquired: Vec<AcquiredRow> = sqlx::query_as(&acquired_sql)
+                    .bind(from)
+                    .bind(to)
+                    .bind(cutoff)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let referred_revenue: Vec<ReferredRevenueRow> =
+                    sqlx::query_as(&referred_revenue_sql)
+                        .bind(from)
+                        .bind(to)
+                        .bind(cutoff)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                (rollup, dirty, edge_counts, won, acquired, referred_revenue)
+            });
+        let participants = self
+            .participants(to, people_sql, referees_sql, declared_sql, referring_sql)
+            .await?;
+
+        let mut counts: HashMap<Cohort, (i64, i64)> = HashMap::new();
+        for (key, deals, qualified) in rollup {
+            let c = counts.entry(Cohort::of_key(&key)?).or_default();
+            c.0 += deals;
+            c.1 += qualified;
+        }
+        let in_full_days = |day: i64| day >= first_day && day < end_day;
+        for deal in &dirty {
+            for (rolled, sign) in [(deal.rolled()?, -1), (deal.contribution(), 1)] {
+                if let Some(r) = rolled.filter(|r| in_full_days(r.day)) {
+                    let c = counts.entry(r.cohort).or_default();
+                    c.0 += sign;
+                    c.1 += sign * i64::from(r.qualified);
+                }
+            }
+        }
+        for (crm, referred, market, source, pipeline, currency, crm_source, deals, qualified) in
+            edge_counts
+        {
+            let cohort = cohort_of((
+                crm, referred, market, source, pipeline, currency, crm_source,
+            ));
+            let c = counts.entry(cohort).or_default();
+            c.0 += deals;
+            c.1 += qualified;
+        }
+        let mut cohorts: Vec<CohortCount> = counts
+            .into_iter()
+            .filter(|(_, (deals, _))| *deals != 0)
+            .map(|(cohort, (deals, qualified))| CohortCount {
+                cohort,
+                deals,
+                qualified,
+            })
+            .collect();
+        cohorts.sort_by(|a, b| a.cohort.cmp(&b.cohort));
+
+        let won = won
+            .into_iter()
+            .map(
+                |(
+                    crm,
+                    unreferred,
+                    market,
+                    source,
+                    pipeline,
+                    currency,
+                    crm_source,
+                    deal_type,
+                    tenths,
+                    n,
+                    amounts,
+                )| {
+                    let (priced, amount) = priced(amounts.as_deref());
+                    WonGroup {
+                        cohort: cohort_of((
+                            crm,
+                            !unreferred,
+                            market,
+                            source,
+                            pipeline,
+                            currency,
+                            crm_source,
+                        )),
+                        deal_type,
+                        tenths,
+                        deals: count_of(n),
+                        priced,
+                        amount,
+                    }
+                },
+            )
+            .collect();
+        let customers = acquired
+            .into_iter()
+            .map(
+                |(crm, pipeline, currency, crm_source, deal_type, n, amounts)| CustomerGroup {
+                    cohort: cohort_of((crm, false, None, None, pipeline, currency, crm_source)),
+                    deal_type,
+                    customers: count_of(n),
+                    amount: sum_amounts(amounts.as_deref()),
+                },
+            )
+            .collect();
+        let referred_customers = referred_revenue
+            .into_iter()
+            .map(
+                |(referral_id, market, source, crm, pipeline, deal_type, currency, amount)| {
+                    ReferredCustomerDeal {
+                        referral_id,
+                        market,
+                        source,
+                        crm,
+                        pipeline,
+                        deal_type,
+                        currency,
+                        amount: amount.and_then(|a| {
+                            let (n, sum) = priced(Some(&a));
+                            (n == 1).then_some(sum)
+                        }),
+                    }
+                },
+            )
+            .collect();
+        Ok(BaselineFacts {
+            filter: filter.clone(),
+            as_of,
+            cohorts,
+            won,
+            customers,
+            referred_customers,
+            recurring_revenue_12m: Vec::new(),
+            participants,
+        })
+    }
+
+    /// Deals marked for the rollup and not refreshed yet.
+    pub async fn baseline_backlog(&self) -> Result<i64, StoreError> {
+        Ok(on_pool!(self, |p| sqlx::query_as::<_, (i64,)>(
+            "SELECT COUNT(*) FROM crm_records WHERE baseline_dirty"
+        )
+        .fetch_one(p)
+        .await?)
+        .0)
+    }
+
+    /// Customers and who of them referred anyone, as of `to` (see [`Participant`]).
+    async fn participants(
+        &self,
+        to: Millis,
+        people_sql: &str,
+        referees_sql: &str,
+        declared_sql: &str,
+        referring_sql: &str,
+    ) -> Result<Vec<Participant>, StoreError> {
+        type PersonRow = (
+            String,
+            bool,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+        );
+        let (people, referees, declared, referring) = on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(self.read_only_begin()).await?;
+            let people: Vec<PersonRow> = sqlx::query_as(people_sql)
+                .bind(to)
+                .fetch_all(&mut *tx)
+                .await?;
+            let referees: Vec<(Option<String>, String)> = sqlx::query_as(referees_sql)
+                .bind(to)
+                .fetch_all(&mut *tx)
+                .await?;
+            let declared: Vec<(Option<String>, String, Option<String>)> =
+                sqlx::query_as(declared_sql)
+                    .bind(to)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let referring: Vec<(String, Option<String>)> = sqlx::query_as(referring_sql)
+                .bind(to)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            (people, referees, declared, referring)
+        });
+        let referring_emails: std::collections::HashSet<String> =
+            referring.iter().filter_map(|(_, e)| e.clone()).collect();
+        let referring_codes: std::collections::HashSet<String> =
+            referring.into_iter().map(|(c, _)| c).collect();
+        let mut out = Vec::new();
+        for (crm, referred, market, pipeline, currency, email) in people {
+            out.push(Participant {
+                market: market.filter(|_| referred),
+                deal: (!referred).then_some((crm, pipeline, currency)),
+                referred: referring_emails.contains(&email),
+                who: email,
+            });
+        }
+        for (market, email) in referees {
+            out.push(Participant {
+                market,
+                deal: None,
+                referred: referring_emails.contains(&email),
+                who: email,
+            });
+        }
+        for (market, code, email) in declared {
+            let referred = referring_codes.contains(&code)
+                || email.as_ref().is_some_and(|e| referring_emails.contains(e));
+            out.push(Participant {
+                market,
+                deal: None,
+                who: email.unwrap_or_else(|| format!("code:{code}")),
+                referred,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Amounts joined by the unit separator, summed exactly; amounts that are not plausible
+/// decimals are left out (as the funnel's revenue does).
+fn sum_amounts(joined: Option<&str>) -> Decimal {
+    priced(joined).1
+}
+
+fn count_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_period_splits_into_whole_days_and_its_partial_edges() {
+        let h = DAY / 24;
+        // Whole days 1 and 2, edges [day 0 + 6h, day 1) and [day 3, day 3 + 6h).
+        assert_eq!(
+            split_period(Some(6 * h), Some(3 * DAY + 6 * h)),
+            ((1, 3), vec![(6 * h, DAY), (3 * DAY, 3 * DAY + 6 * h)])
+        );
+        // Aligned: no edges.
+        assert_eq!(split_period(Some(DAY), Some(3 * DAY)), ((1, 3), vec![]));
+        // Within one day: no whole day, the period itself is counted directly.
+        assert_eq!(
+            split_period(Some(DAY + h), Some(DAY + 2 * h)),
+            ((0, 0), vec![(DAY + h, DAY + 2 * h)])
+        );
+        // Open: every day.
+        assert_eq!(split_period(None, None), ((-OPEN, OPEN), vec![]));
+        // Before the epoch.
+        assert_eq!(
+            split_period(Some(-DAY - h), None),
+            ((-1, OPEN), vec![(-DAY - h, -DAY)])
+        );
+    }
+
+    #[test]
+    fn cohorts_keep_referral_facts_for_referred_deals_only() {
+        let c = Cohort::new(
+            "hubspot".into(),
+            false,
+            Some("US".into()),
+            Some("link".into()),
+            None,
+            Some(" usd ".into()),
+            None,
+        );
+        assert_eq!((c.market, c.source), (None, None));
+        assert_eq!(c.currency.as_deref(), Some("USD"));
+        let key = Cohort::new(
+            "hubspot".into(),
+            true,
+            Some("US".into()),
+            None,
+            None,
+            None,
+            None,
+        );
+        assert_eq!(Cohort::of_key(&key.key()).unwrap(), key);
+    }
+
+    #[test]
+    fn amounts_sum_exactly_and_leave_out_what_is_not_a_decimal() {
+        assert_eq!(
+            sum_amounts(Some("1000.10\u{1f}lots\u{1f}0.20")),
+            Decimal::new(100030, 2)
+        );
+        assert_eq!(sum_amounts(None), Decimal::ZERO);
+    }
+}
