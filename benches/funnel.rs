@@ -1,19 +1,27 @@
 //! Funnel report benchmark (SPEC §10: 1,000,000 referrals in ≤ 1 s on SQLite): fills a temporary
 //! SQLite database with 1,000,000 referrals (2 markets × 4 sources, 2,000 referrers, ~25% with a
-//! deal, ~8% won with a reward, some reversed), then times `Store::funnel_facts` + `compute` over
-//! the whole range and prints one JSON line. Setup time is reported but not part of the figure.
-//! There is no ANALYZE, so SQLite plans the queries as it would on a production database.
+//! deal, ~8% won with a reward, some reversed) and 4,000,000 deals no referral touches (HubSpot
+//! and Salesforce, 3 pipelines, 8 CRM sources each, 40% qualified, 15% won, each won deal with a
+//! contact), then times over the whole range, 5 runs each: the funnel (`Store::funnel_facts` +
+//! `compute`), and the funnel with the referred vs non-referred comparison (plus
+//! `Store::baseline_facts` + `compare::compute`) with 1,000 deals changed since the baseline
+//! rollup's last refresh. Then it marks 20,000 deals and times their refresh. Prints one JSON
+//! line; setup time is reported but not part of the figures. There is no ANALYZE, so SQLite plans
+//! the queries as it would on a production database.
 //!
-//! Run: `cargo bench --bench funnel` (env: BENCH_REFERRALS=1000000, BENCH_RUNS=5, BENCH_DB=PATH to
-//! keep the database and reuse it on the next run).
+//! Run: `cargo bench --bench funnel` (env: BENCH_REFERRALS=1000000, BENCH_DEALS=4000000,
+//! BENCH_RUNS=5, BENCH_DB=PATH to keep the database and reuse it on the next run).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use referral_sync::config::{ConfigSources, Secret, Settings};
+use referral_sync::reports::compare;
 use referral_sync::reports::funnel::{compute, FunnelFilter};
-use referral_sync::store::Store;
+use referral_sync::store::{Cohort, Rolled, Store};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection};
@@ -25,7 +33,45 @@ const DAY: i64 = 86_400_000;
 /// 2026-01-01T00:00:00Z.
 const START: i64 = 1_767_225_600_000;
 /// Rows per INSERT statement: well under SQLite's 32,766 bound parameters.
-const CHUNK: usize = 2_000;
+const CHUNK: usize = 1_500;
+/// Pipelines of the deals no referral touches, with their market, and their CRM sources.
+const PIPELINES: [(&str, &str); 3] = [("default", "US"), ("ru-sales", "RU"), ("renewals", "US")];
+const HUBSPOT_SOURCES: [&str; 8] = [
+    "ORGANIC_SEARCH",
+    "PAID_SEARCH",
+    "DIRECT_TRAFFIC",
+    "OFFLINE",
+    "REFERRALS",
+    "SOCIAL_MEDIA",
+    "EMAIL_MARKETING",
+    "",
+];
+const SALESFORCE_SOURCES: [&str; 8] = [
+    "Web",
+    "Partner Referral",
+    "Trade Show",
+    "Advertisement",
+    "Purchased List",
+    "Phone Inquiry",
+    "Other",
+    "",
+];
+
+/// Deals per (cohort key, UTC day): what the rollup counts, built as the deals are generated.
+type Rollup = HashMap<(String, i64), (i64, i64)>;
+
+/// Count a deal in the rollup; returns what its row keeps as `baseline_rolled`.
+fn roll(rollup: &mut Rollup, cohort: Cohort, created: i64, qualified: bool) -> String {
+    let rolled = Rolled {
+        cohort,
+        day: created.div_euclid(DAY),
+        qualified,
+    };
+    let count = rollup.entry((rolled.cohort.key(), rolled.day)).or_default();
+    count.0 += 1;
+    count.1 += i64::from(qualified);
+    rolled.to_text()
+}
 
 fn env_or<T: FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
@@ -90,7 +136,7 @@ async fn insert(conn: &mut SqliteConnection, table: &str, columns: &[&str], rows
     tx.commit().await.expect("commit");
 }
 
-async fn fill(url: &str, referrals: u64) {
+async fn fill(url: &str, referrals: u64, deals: u64) {
     let options = SqliteConnectOptions::from_str(url)
         .expect("url")
         .journal_mode(SqliteJournalMode::Wal)
@@ -102,6 +148,7 @@ async fn fill(url: &str, referrals: u64) {
         .await
         .expect("open");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rollup = Rollup::new();
 
     let mut referrers = Vec::new();
     for i in 0..REFERRERS {
@@ -200,14 +247,33 @@ async fn fill(url: &str, referrals: u64) {
             } else {
                 "proposal"
             };
+            let created = first_touch + DAY;
+            let pipeline = if m == 0 { "default" } else { "ru-sales" };
+            let cohort = Cohort::new(
+                "hubspot".into(),
+                true,
+                Some(market.into()),
+                Some(source.into()),
+                Some(pipeline.into()),
+                Some(deal_currency.into()),
+                None,
+            );
             deals.push(vec![
                 V::Text("hubspot".into()),
                 V::Text("deal".into()),
                 V::Text(format!("{}", 10_000_000 + i)),
                 V::Text(id.clone()),
+                V::Text(market.into()),
+                V::Text(source.into()),
+                V::Null,
+                V::Text(pipeline.into()),
                 V::Text(stage.into()),
                 V::Text(format!("{}.{:02}", cents / 100, cents % 100)),
                 V::Text(deal_currency.into()),
+                V::Int(created),
+                V::Int(first_touch + 2 * DAY),
+                if won { V::Int(won_at) } else { V::Null },
+                V::Text(roll(&mut rollup, cohort, created, true)),
                 V::Int(first_touch),
                 V::Int(first_touch),
             ]);
@@ -264,23 +330,7 @@ async fn fill(url: &str, referrals: u64) {
             refs,
         )
         .await;
-        insert(
-            &mut conn,
-            "crm_records",
-            &[
-                "crm",
-                "object_type",
-                "object_id",
-                "referral_id",
-                "stage",
-                "amount",
-                "currency",
-                "created_at",
-                "updated_at",
-            ],
-            deals,
-        )
-        .await;
+        insert(&mut conn, "crm_records", &DEAL_COLUMNS, deals).await;
         insert(
             &mut conn,
             "rewards",
@@ -306,16 +356,229 @@ async fn fill(url: &str, referrals: u64) {
         .await;
         done += n;
     }
+    fill_other_deals(&mut conn, &mut rng, &mut rollup, deals).await;
+    let rows: Vec<Vec<V>> = rollup
+        .into_iter()
+        .map(|((cohort, day), (deals, qualified))| {
+            vec![
+                V::Text(cohort),
+                V::Int(day),
+                V::Int(deals),
+                V::Int(qualified),
+            ]
+        })
+        .collect();
+    insert(
+        &mut conn,
+        "deal_cohorts",
+        &["cohort", "created_day", "deals", "qualified"],
+        rows,
+    )
+    .await;
     conn.close().await.expect("close");
+}
+
+/// The columns of a generated deal.
+const DEAL_COLUMNS: [&str; 17] = [
+    "crm",
+    "object_type",
+    "object_id",
+    "referral_id",
+    "market",
+    "source",
+    "crm_source",
+    "pipeline",
+    "stage",
+    "amount",
+    "currency",
+    "crm_created_at",
+    "qualified_at",
+    "won_at",
+    "baseline_rolled",
+    "created_at",
+    "updated_at",
+];
+
+/// `deals` deals no referral touches, counted in the rollup; every won one has a contact.
+async fn fill_other_deals(
+    conn: &mut SqliteConnection,
+    rng: &mut Rng,
+    rollup: &mut Rollup,
+    deals: u64,
+) {
+    let batch = 100_000u64;
+    let mut done = 0u64;
+    while done < deals {
+        let n = batch.min(deals - done);
+        let (mut rows, mut contacts, mut associations) = (Vec::new(), Vec::new(), Vec::new());
+        for i in done..done + n {
+            let salesforce = rng.chance(250);
+            let (crm, object_type, id) = if salesforce {
+                ("salesforce", "Opportunity", format!("006B{i:014}"))
+            } else {
+                ("hubspot", "deal", format!("{}", 50_000_000 + i))
+            };
+            let (pipeline, market) = PIPELINES[rng.below(3) as usize];
+            let currency = match (market, rng.chance(30)) {
+                (_, true) => "EUR",
+                ("US", _) => "USD",
+                _ => "RUB",
+            };
+            let source = if salesforce {
+                SALESFORCE_SOURCES[rng.below(8) as usize]
+            } else {
+                HUBSPOT_SOURCES[rng.below(8) as usize]
+            };
+            let source = (!source.is_empty()).then_some(source);
+            let created = START + rng.below(365 * DAY as u64) as i64;
+            let qualified = rng.chance(400);
+            let won = qualified && rng.chance(375);
+            let stage = match (won, qualified) {
+                (true, _) => "won",
+                (false, true) if rng.chance(500) => "lost",
+                (false, true) => "proposal",
+                (false, false) if rng.chance(400) => "lost",
+                _ => "lead",
+            };
+            let won_at = created + (5 + rng.below(175) as i64) * DAY;
+            let cents = 50_000 + rng.below(4_950_000) as i64;
+            let pipeline = (!salesforce).then_some(pipeline);
+            let cohort = Cohort::new(
+                crm.into(),
+                false,
+                None,
+                None,
+                pipeline.map(String::from),
+                Some(currency.into()),
+                source.map(String::from),
+            );
+            let text = |v: Option<&str>| v.map_or(V::Null, |v| V::Text(v.into()));
+            rows.push(vec![
+                V::Text(crm.into()),
+                V::Text(object_type.into()),
+                V::Text(id.clone()),
+                V::Null,
+                V::Null,
+                V::Null,
+                text(source),
+                text(pipeline),
+                V::Text(stage.into()),
+                V::Text(format!("{}.{:02}", cents / 100, cents % 100)),
+                V::Text(currency.into()),
+                V::Int(created),
+                if qualified {
+                    V::Int(created + 3 * DAY)
+                } else {
+                    V::Null
+                },
+                if won { V::Int(won_at) } else { V::Null },
+                V::Text(roll(rollup, cohort, created, qualified)),
+                V::Int(created),
+                V::Int(created),
+            ]);
+            if won {
+                let contact = format!("c{i}");
+                contacts.push(vec![
+                    V::Text(crm.into()),
+                    V::Text(if salesforce { "Contact" } else { "contact" }.into()),
+                    V::Text(contact.clone()),
+                    V::Text(format!("buyer{i}@customer{}.com", i % 997)),
+                    V::Int(created),
+                    V::Int(created),
+                ]);
+                associations.push(vec![
+                    V::Text(crm.into()),
+                    V::Text(id),
+                    V::Text(contact),
+                    V::Int(0),
+                    V::Int(created),
+                ]);
+            }
+        }
+        insert(conn, "crm_records", &DEAL_COLUMNS, rows).await;
+        insert(
+            conn,
+            "crm_records",
+            &[
+                "crm",
+                "object_type",
+                "object_id",
+                "email",
+                "created_at",
+                "updated_at",
+            ],
+            contacts,
+        )
+        .await;
+        insert(
+            conn,
+            "crm_associations",
+            &["crm", "deal_id", "contact_id", "removed", "occurred_at"],
+            associations,
+        )
+        .await;
+        done += n;
+    }
 }
 
 fn median(sorted: &[Duration]) -> Duration {
     sorted[sorted.len() / 2]
 }
 
+/// The benchmark's markets and channels, as RevOps would configure them.
+fn configure(settings: &mut Settings) {
+    for (pipeline, market) in PIPELINES {
+        settings
+            .channels
+            .market_by_pipeline
+            .insert(pipeline.into(), market.into());
+    }
+    for (currency, market) in [("USD", "US"), ("RUB", "RU")] {
+        settings
+            .channels
+            .market_by_currency
+            .insert(currency.into(), market.into());
+    }
+    settings.renewals.hubspot_pipelines = vec!["renewals".into()];
+}
+
+/// Times of `runs` runs of `f`, sorted, and its last result.
+async fn timed<T, F: std::future::Future<Output = T>>(
+    runs: usize,
+    mut f: impl FnMut() -> F,
+) -> (Vec<Duration>, T) {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs {
+        let started = Instant::now();
+        last = Some(f().await);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    (times, last.expect("at least one run"))
+}
+
+/// Mark every `every`-th deal as written since the rollup's last refresh, as a processing batch
+/// does.
+async fn mark(url: &str, every: i64) -> u64 {
+    let mut conn = SqliteConnection::connect(url).await.expect("open");
+    let marked = sqlx::query(
+        "UPDATE crm_records SET baseline_dirty = TRUE \
+         WHERE object_type IN ('deal', 'Opportunity') AND rowid % $1 = 0",
+    )
+    .bind(every)
+    .execute(&mut conn)
+    .await
+    .expect("mark deals")
+    .rows_affected();
+    conn.close().await.expect("close");
+    marked
+}
+
 #[tokio::main]
 async fn main() {
     let referrals: u64 = env_or("BENCH_REFERRALS", 1_000_000);
+    let deals: u64 = env_or("BENCH_DEALS", 4_000_000);
     let runs: usize = env_or("BENCH_RUNS", 5).max(1);
     let dir = tempfile::tempdir().expect("temp dir");
     // BENCH_DB=PATH keeps the database, and reuses it when it exists (skipping the setup).
@@ -332,29 +595,42 @@ async fn main() {
     })
     .expect("config/default.toml is valid");
     settings.database.url = Secret::new(url.clone());
+    configure(&mut settings);
 
     let setup = Instant::now();
     let store = Store::connect(&settings.database).await.expect("connect");
     store.migrate().await.expect("migrate");
     if !reuse {
-        fill(&url, referrals).await;
+        fill(&url, referrals, deals).await;
     }
     let setup_s = setup.elapsed().as_secs_f64();
+    // Deals written since the rollup's last refresh: the report corrects for them.
+    let pending = mark(&url, ((referrals / 4 + deals) / 1_000).max(1) as i64).await;
 
-    let mut times = Vec::new();
-    let mut report = None;
-    for _ in 0..runs {
-        let started = Instant::now();
-        let facts = store
-            .funnel_facts(&FunnelFilter::default())
-            .await
-            .expect("funnel facts");
-        report = Some(compute(&facts));
-        times.push(started.elapsed());
-    }
-    times.sort();
-    let report = report.expect("at least one run");
+    let filter = FunnelFilter::default();
+    let (funnel_times, report) = timed(runs, || async {
+        compute(&store.funnel_facts(&filter).await.expect("funnel facts"))
+    })
+    .await;
     assert_eq!(report.totals.referrals, referrals, "every referral counted");
+    let as_of = START + 2 * 365 * DAY;
+    let (compare_times, comparison) = timed(runs, || async {
+        let mut report = compute(&store.funnel_facts(&filter).await.expect("funnel facts"));
+        let baseline = store
+            .baseline_facts(&filter, as_of)
+            .await
+            .expect("baseline facts");
+        report.comparison = Some(compare::compute(&settings, &baseline));
+        report
+    })
+    .await;
+    let comparison = comparison.comparison.expect("compared");
+    let created: u64 = comparison
+        .totals
+        .iter()
+        .filter(|r| r.channel == "referral" || r.channel == compare::NON_REFERRED)
+        .map(|r| r.deals_created)
+        .sum();
     eprintln!(
         "totals: {} referrals, {} qualified, {} won, {} active referrers, revenue {:?}, cost {:?}",
         report.totals.referrals,
@@ -364,13 +640,47 @@ async fn main() {
         report.totals.revenue,
         report.totals.reward_cost
     );
+    for row in &comparison.totals {
+        eprintln!(
+            "{:>13}: {} created, {} won, conversion {:?}, median days {:?}",
+            row.channel,
+            row.deals_created,
+            row.deals_won,
+            row.conversion_rate,
+            row.median_days_to_won
+        );
+    }
+    eprintln!("participation: {:?}", comparison.participation.last());
+
+    // The refresh: 20,000 marked deals, drained a batch at a time as an idle processor does.
+    let marked = mark(&url, ((referrals / 4 + deals) / 20_000).max(1) as i64).await;
+    let started = Instant::now();
+    let mut refreshed = 0;
+    loop {
+        let mut tx = store.begin().await.expect("begin");
+        let n = tx.refresh_baseline(1_000).await.expect("refresh");
+        tx.commit().await.expect("commit");
+        if n == 0 {
+            break;
+        }
+        refreshed += n;
+    }
+    let refresh_s = started.elapsed().as_secs_f64();
+
     let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
     println!(
         "{}",
         json!({
             "referrals": referrals,
-            "report_ms_min": ms(times[0]),
-            "report_ms_median": ms(median(&times)),
+            "deals": created,
+            "report_ms_min": ms(funnel_times[0]),
+            "report_ms_median": ms(median(&funnel_times)),
+            "compare_ms_min": ms(compare_times[0]),
+            "compare_ms_median": ms(median(&compare_times)),
+            "marked_during_reports": pending,
+            "refresh_deals": refreshed,
+            "refresh_deals_per_s": (refreshed as f64 / refresh_s).round(),
+            "marked_for_refresh": marked,
             "setup_s": (setup_s * 100.0).round() / 100.0,
         })
     );

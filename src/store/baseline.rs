@@ -41,8 +41,8 @@ pub struct Cohort {
 }
 
 impl Cohort {
-    /// The key of a rollup row.
-    fn key(&self) -> String {
+    /// The key of a rollup row (`deal_cohorts.cohort`).
+    pub fn key(&self) -> String {
         serde_json::to_string(self).expect("plain data serialises")
     }
 
@@ -51,8 +51,10 @@ impl Cohort {
             .map_err(|e| StoreError::Corrupt(format!("deal cohort `{key}`: {e}")))
     }
 
+    /// A cohort as the rollup keeps it: referral facts for referred deals only, the currency
+    /// upper-cased.
     #[allow(clippy::too_many_arguments)]
-    fn new(
+    pub fn new(
         crm: String,
         referred: bool,
         market: Option<String>,
@@ -78,10 +80,17 @@ impl Cohort {
 /// What a deal adds to the rollup: its cohort, the UTC day it was created, whether it reached
 /// qualified. Kept on the deal's row (`baseline_rolled`) once counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Rolled {
-    cohort: Cohort,
-    day: i64,
-    qualified: bool,
+pub struct Rolled {
+    pub cohort: Cohort,
+    pub day: i64,
+    pub qualified: bool,
+}
+
+impl Rolled {
+    /// As `baseline_rolled` holds it.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
 }
 
 /// A deal's row as the baseline sees it.
@@ -221,9 +230,7 @@ impl Tx {
                 crm: deal.crm.clone(),
                 object_type: deal.object_type.clone(),
                 object_id: deal.object_id.clone(),
-                rolled: now
-                    .as_ref()
-                    .map(|r| serde_json::to_string(r).expect("plain data serialises")),
+                rolled: now.as_ref().map(Rolled::to_text),
             });
         }
         let deltas: Vec<CohortDelta> = deltas

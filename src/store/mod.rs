@@ -34,7 +34,7 @@ pub use admin::ReferralFilter;
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
 pub use baseline::{
     BaselineFacts, Cohort, CohortCount, CustomerGroup, Participant, RecurringRevenue,
-    ReferredCustomerDeal, WonGroup,
+    ReferredCustomerDeal, Rolled, WonGroup,
 };
 pub use inbox::{
     InboxEvent, InboxOutcome, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection,
