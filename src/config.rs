@@ -945,6 +945,13 @@ impl Settings {
         }
     }
 
+    /// Whether a won renewal can be an advocacy moment: the kind is on and `[renewals]` names any.
+    pub fn renewal_moments(&self) -> bool {
+        self.moments.marks(MomentKind::Renewal)
+            && !(self.renewals.hubspot_pipelines.is_empty()
+                && self.renewals.salesforce_types.is_empty())
+    }
+
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}"))

@@ -39,6 +39,10 @@ pub fn check(data: &[u8]) {
             vec![referral.email.as_str()]
         }
         ProductPayload::SignupActivated(activation) => vec![activation.email.as_str()],
+        ProductPayload::Moment(moment) => {
+            assert!(moment.score.is_none_or(|s| s <= 10), "{:?}", moment.score);
+            vec![moment.email.as_str()]
+        }
         ProductPayload::Unknown => Vec::new(),
     };
     for email in emails {

@@ -54,3 +54,31 @@ CREATE INDEX crm_records_won_baseline ON crm_records (crm, (referral_id IS NULL)
       AND merged_into IS NULL;
 -- Referrers by email: participation (customers who referred) and advocacy moments.
 CREATE INDEX referrers_by_email ON referrers (email) WHERE email IS NOT NULL;
+
+-- Advocacy moments (src/store/moments.rs): what the product or the CRM said that makes a customer
+-- worth asking for a referral now, and what the reconcile step decided about each.
+CREATE TABLE advocacy_moments (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT   NOT NULL UNIQUE,         -- event:<inbox id> | renewal:<crm>:<deal>:<email>
+    email       TEXT   NOT NULL,                -- normalised
+    kind        TEXT   NOT NULL,                -- nps | onboarding | usage | renewal
+    occurred_at BIGINT NOT NULL,
+    score       BIGINT,                         -- nps: 0-10
+    milestone   TEXT,                           -- usage
+    status      TEXT   NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'asked', 'skipped')),
+    reason      TEXT,                           -- why it was skipped
+    recorded_at BIGINT NOT NULL,
+    decided_at  BIGINT
+);
+CREATE INDEX advocacy_moments_by_email ON advocacy_moments (email, occurred_at);
+-- The asks made: one per moment that marked its contacts.
+CREATE TABLE referral_asks (
+    id         INTEGER PRIMARY KEY,
+    moment_id  BIGINT NOT NULL UNIQUE REFERENCES advocacy_moments (id),
+    email      TEXT   NOT NULL,
+    kind       TEXT   NOT NULL,
+    asked_at   BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX referral_asks_by_email ON referral_asks (email, asked_at);
+CREATE INDEX referral_asks_by_time ON referral_asks (asked_at);

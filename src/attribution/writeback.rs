@@ -1,13 +1,15 @@
 //! The CRM writes the ledger causes, as outbox rows: referral context on linked records, restores
-//! of a tampered referral source, and read jobs for records HubSpot announced by id only. Property
+//! of a tampered referral source, advocacy-moment marks on contacts, and read jobs for records
+//! HubSpot announced by id only. Property
 //! names come from `hubspot.properties` / `salesforce.fields`. Delivery is the outbox worker's job.
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::clock::to_rfc3339;
+use crate::clock::{to_rfc3339, Millis};
 use crate::config::{CrmFieldNames, Settings};
+use crate::domain::moment::MomentKind;
 use crate::processing::decode::RecordRef;
 use crate::store::{Attribution, CrmRecord, NewOutbox, StoreError, Tx};
 
@@ -100,6 +102,27 @@ pub fn restore_write(settings: &Settings, record: &CrmRecord, recorded: &str) ->
         record,
         &[(field, recorded.to_string())].into_iter().collect(),
     )
+}
+
+/// Mark a contact as a good moment to ask for a referral: which moment, and when.
+pub fn ask_write(
+    settings: &Settings,
+    contact: &CrmRecord,
+    kind: MomentKind,
+    at: Millis,
+) -> NewOutbox {
+    let n = names(settings, &contact.crm);
+    // HubSpot datetime properties take epoch milliseconds; Salesforce DateTime fields ISO 8601.
+    let at = if contact.crm == "hubspot" {
+        at.to_string()
+    } else {
+        to_rfc3339(at)
+    };
+    let properties = [
+        (n.ask_moment.clone(), kind.as_str().to_string()),
+        (n.ask_at.clone(), at),
+    ];
+    update_properties(contact, &properties.into_iter().collect())
 }
 
 /// Set properties (HubSpot) or fields (Salesforce) on one record.

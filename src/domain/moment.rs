@@ -62,6 +62,38 @@ impl FromStr for MomentKind {
     }
 }
 
+/// What became of a moment: not decided yet, a referral ask, or passed over (with a reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MomentOutcome {
+    Pending,
+    Asked,
+    Skipped,
+}
+
+impl MomentOutcome {
+    pub const ALL: [MomentOutcome; 3] = [Self::Pending, Self::Asked, Self::Skipped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Asked => "asked",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl FromStr for MomentOutcome {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| UnknownName::new(s))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +108,8 @@ mod tests {
             );
         }
         assert!("birthday".parse::<MomentKind>().is_err());
+        for outcome in MomentOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<MomentOutcome>().unwrap(), outcome);
+        }
     }
 }

@@ -27,14 +27,15 @@ pub fn referrer_key(code: &str) -> String {
     format!("referrer:{code}")
 }
 
-/// What a product event is about: the referee's email for claims and activations, the referrer's
-/// code for partner events, the event itself otherwise.
+/// What a product event is about: the person's email for claims, activations and advocacy
+/// moments, the referrer's code for partner events, the event itself otherwise.
 pub fn product_route_key(event: &ProductEvent) -> String {
     match &event.payload {
         ProductPayload::ReferralCreated(d) | ProductPayload::SignupCreated(d) => {
             email_key(&d.email)
         }
         ProductPayload::SignupActivated(a) => email_key(&a.email),
+        ProductPayload::Moment(m) => email_key(&m.email),
         ProductPayload::PartnerInvited(p) | ProductPayload::PartnerJoined(p) => {
             referrer_key(&p.code)
         }
@@ -72,4 +73,13 @@ mod tests {
     }
 
     const PINNED: [i32; 3] = [49, 1, 2];
+
+    #[test]
+    fn advocacy_moments_go_with_the_persons_email() {
+        let event = crate::ingest::product::parse_product_event(
+            br#"{"id":"e","type":"nps.submitted","occurred_at":"2026-11-20T10:00:00Z","data":{"email":"Ana@Northwind.io","score":9}}"#,
+        )
+        .unwrap();
+        assert_eq!(product_route_key(&event), email_key("ana@northwind.io"));
+    }
 }

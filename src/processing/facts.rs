@@ -1,5 +1,6 @@
 //! The first step of processing: what a batch of stored events *says* — referrers, first touches
-//! and touches, CRM records and their facts, associations, stage history, API reads to make —
+//! and touches, CRM records and their facts, associations, stage history, advocacy moments, API
+//! reads to make —
 //! applied in arrival order in memory and written with one statement per table. Nothing here
 //! decides links or rewards: every fact that may change them queues a recheck for the reconcile
 //! step in the same transaction ([`crate::store::NewRecheck`]).
@@ -20,9 +21,9 @@ use crate::ingest::product::{
     PartnerData, ProductEvent, ProductPayload, ReferralData, ReferralSource,
 };
 use crate::store::{
-    Association, GuardDetail, InboxEvent, InboxOutcome, InboxStatus, NewOutbox, NewRecheck,
-    NewReferral, NewStageChange, NewTouch, RecheckKind, RecordFacts, RecordKey, RefereeFill,
-    ReferrerFacts, ReferrerUpsert, StoreError, Tx,
+    Association, GuardDetail, InboxEvent, InboxOutcome, InboxStatus, NewMoment, NewOutbox,
+    NewRecheck, NewReferral, NewStageChange, NewTouch, RecheckKind, RecordFacts, RecordKey,
+    RefereeFill, ReferrerFacts, ReferrerUpsert, StoreError, Tx,
 };
 
 /// What applying a batch's facts did.
@@ -149,6 +150,7 @@ struct Batch<'a> {
     stage_changes: BTreeMap<(RecordKey, String, Millis), NewStageChange>,
     rechecks: Vec<NewRecheck>,
     queued: HashSet<(RecheckKind, String)>,
+    moments: Vec<NewMoment>,
     outbox: Vec<NewOutbox>,
     outcomes: Vec<InboxOutcome>,
 }
@@ -268,6 +270,7 @@ impl<'a> Batch<'a> {
             stage_changes: BTreeMap::new(),
             rechecks: Vec::new(),
             queued: HashSet::new(),
+            moments: Vec::new(),
             outbox: Vec::new(),
             outcomes: Vec::with_capacity(decoded.len()),
         })
@@ -298,6 +301,15 @@ impl<'a> Batch<'a> {
                 }
                 None => Outcome::ignored("activation for an email with no referral"),
             },
+            ProductPayload::Moment(m) => {
+                let mut moment =
+                    NewMoment::new(format!("event:{}", event.id), &m.email, m.kind, at);
+                moment.score = m.score.map(i64::from);
+                moment.milestone = m.milestone;
+                self.moments.push(moment);
+                self.recheck(RecheckKind::Moment, m.email, None);
+                Outcome::processed()
+            }
             ProductPayload::Unknown => {
                 Outcome::ignored(format!("unknown event type {}", event.event_type))
             }
@@ -472,6 +484,10 @@ impl<'a> Batch<'a> {
                 }
                 self.associate(crm, deal_id, person_id, removed, at);
                 self.recheck(RecheckKind::Record, deal.label(), None);
+                // A won renewal's people are only known once associated.
+                if !removed && self.settings.renewal_moments() {
+                    self.recheck(RecheckKind::Won, deal.label(), None);
+                }
             }
             CrmChange::DealAccount { deal, account_id } => {
                 let key = deal.key();
@@ -668,6 +684,9 @@ impl<'a> Batch<'a> {
         let Some(stage) = mapped else {
             return Outcome::unmapped(unmapped_reason(deal.crm, pipeline.as_deref(), &stage_id));
         };
+        if stage == CanonicalStage::Won && self.settings.renewal_moments() {
+            self.recheck(RecheckKind::Won, key.label(), None);
+        }
         let reached = |yes: bool| yes.then_some(at);
         self.facts(
             deal,
@@ -738,6 +757,7 @@ impl<'a> Batch<'a> {
             .into_values()
             .collect();
         tx.append_stage_changes(&changes, now).await?;
+        tx.insert_moments(&self.moments, now).await?;
         tx.queue_rechecks(&self.rechecks, now).await?;
         tx.enqueue_all(&self.outbox, now).await?;
         tx.set_outcomes(&self.outcomes, now).await?;

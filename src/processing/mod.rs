@@ -17,6 +17,7 @@
 
 pub mod decode;
 mod facts;
+mod moments;
 mod reconcile;
 
 use std::sync::Arc;

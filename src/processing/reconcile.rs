@@ -12,10 +12,12 @@
 //!   associated people's and its account's people's, and the deals merged into it;
 //! - a linked deal's referral gets `qualified_at`/`won_at` from the deal's stage history, and its
 //!   rewards follow the deal's current stage ([`crate::rewards::engine::on_deal_stage`]);
-//! - a linked record whose CRM shows another referral source than recorded gets it restored.
+//! - a linked record whose CRM shows another referral source than recorded gets it restored;
+//! - advocacy moments are decided ([`super::moments`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use super::moments;
 use crate::attribution::writeback;
 use crate::clock::{Millis, MINUTE};
 use crate::config::Settings;
@@ -51,6 +53,8 @@ pub(super) async fn round(
     let mut emails = BTreeSet::new();
     let mut subjects = BTreeSet::new();
     let mut guards = Vec::new();
+    let mut moment_emails = BTreeSet::new();
+    let mut won = BTreeSet::new();
     for r in rechecks {
         match r.kind()? {
             RecheckKind::Email => {
@@ -67,6 +71,12 @@ pub(super) async fn round(
                     })?;
                 subjects.insert(key.clone());
                 guards.push((key, detail));
+            }
+            RecheckKind::Moment => {
+                moment_emails.insert(r.subject.clone());
+            }
+            RecheckKind::Won => {
+                won.insert(parse_subject(&r.subject)?);
             }
         }
     }
@@ -95,9 +105,11 @@ pub(super) async fn round(
     state.milestones(tx, &settled).await?;
     state.context_writes(tx).await?;
     state.write_audit_and_outbox(tx).await?;
+    let asks = moments::settle(tx, settings, moment_emails, &won, now).await?;
+    tx.enqueue_all(&asks, now).await?;
     let mut done = Reconciled {
         rechecks: rechecks.len(),
-        queued_writes: !state.outbox.is_empty(),
+        queued_writes: !state.outbox.is_empty() || !asks.is_empty(),
         failures: Vec::new(),
     };
     done.failures = state.settle_rewards(tx, &settled).await?;

@@ -38,6 +38,7 @@ use super::format::{
 };
 use crate::clock::Millis;
 use crate::config::Settings;
+use crate::domain::moment::MomentKind;
 pub use crate::store::{FunnelFacts, FunnelFilter};
 use crate::store::{Store, StoreError};
 
@@ -50,6 +51,9 @@ pub struct FunnelReport {
     pub totals: FunnelRow,
     /// How `median_days_to_win` and `p90_days_to_win` are computed.
     pub percentiles: PercentileMethods,
+    /// Referral asks made in the period at advocacy moments, per kind (whatever the market and
+    /// source filters).
+    pub asks: Vec<AskRow>,
     /// Referred vs non-referred deals, when asked for ([`report_with_comparison`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comparison: Option<Comparison>,
@@ -100,6 +104,17 @@ pub struct MatrixCell {
     pub referee_market: String,
     pub referrals: u64,
     pub won: u64,
+}
+
+/// The referral asks made at one kind of advocacy moment, and how many a referral by the person
+/// asked followed within 30 days.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AskRow {
+    pub moment: String,
+    pub asks: u64,
+    pub led_to_referral: u64,
+    /// led to a referral / asks.
+    pub referral_rate: Option<Decimal>,
 }
 
 /// Read the facts for `filter` and compute the report.
@@ -355,6 +370,19 @@ pub fn compute(facts: &FunnelFacts) -> FunnelReport {
             .collect(),
         totals: totals.finish(ALL.into(), ALL.into(), ALL.into()),
         percentiles: PERCENTILE_METHODS,
+        asks: MomentKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let outcome = facts.asks.iter().find(|a| a.kind == kind);
+                let (asks, led) = outcome.map_or((0, 0), |a| (a.asks, a.led_to_referral));
+                AskRow {
+                    moment: kind.as_str().to_string(),
+                    asks,
+                    led_to_referral: led,
+                    referral_rate: ratio(led, asks),
+                }
+            })
+            .collect(),
         comparison: None,
     }
 }
@@ -503,6 +531,25 @@ pub fn to_table(report: &FunnelReport) -> String {
     out.push_str(&format!(
         "Days to win: {}.\n",
         percentile_note(&report.percentiles)
+    ));
+    let asks: Vec<[String; 4]> = report
+        .asks
+        .iter()
+        .map(|a| {
+            [
+                a.moment.clone(),
+                a.asks.to_string(),
+                a.led_to_referral.to_string(),
+                pct_text(&a.referral_rate),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&render(
+        &["Ask moment", "Asks", "Referral within 30 d", "Rate"],
+        &asks,
+        &[],
+        1,
     ));
     if let Some(comparison) = &report.comparison {
         out.push_str("\nReferred vs non-referred deals (created in the period)\n\n");

@@ -10,6 +10,7 @@ mod audit;
 mod baseline;
 mod bulk;
 mod inbox;
+mod moments;
 mod outbox;
 mod reconcile;
 mod records;
@@ -39,6 +40,9 @@ pub use baseline::{
 pub use inbox::{
     InboxEvent, InboxOutcome, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection,
     PARTITIONS,
+};
+pub use moments::{
+    AskOutcome, Moment, MomentDecision, NewAsk, NewMoment, OpenReferral, ASK_FOLLOW_UP,
 };
 pub use outbox::{ClaimedRecord, DeliveryResult, NewOutbox, OutboxRow};
 pub use reconcile::{GuardDetail, NewRecheck, Recheck, RecheckKind};

@@ -24,6 +24,11 @@ pub enum RecheckKind {
     Record,
     /// The CRM showed a referral-source value on this linked record (detail: [`GuardDetail`]).
     Guard,
+    /// This person (a normalised email) had an advocacy moment to decide on.
+    Moment,
+    /// This deal was won, or got a person, since: a renewal win is an advocacy moment for its
+    /// people (`crm:object_type:object_id`).
+    Won,
 }
 
 impl RecheckKind {
@@ -32,13 +37,21 @@ impl RecheckKind {
             Self::Email => "email",
             Self::Record => "record",
             Self::Guard => "guard",
+            Self::Moment => "moment",
+            Self::Won => "won",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Email, Self::Record, Self::Guard]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Email,
+            Self::Record,
+            Self::Guard,
+            Self::Moment,
+            Self::Won,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

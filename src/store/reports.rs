@@ -9,6 +9,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::moments::{self, AskOutcome};
 use super::{on_pool, BackendKind, Store, StoreError};
 use crate::clock::Millis;
 use crate::domain::referrer::PartnerKind;
@@ -34,6 +35,8 @@ pub struct FunnelFacts {
     pub days_to_win: Vec<DaysToWinGroup>,
     pub revenue: Vec<MoneyGroup>,
     pub reward_cost: Vec<MoneyGroup>,
+    /// Referral asks made in the period, per moment kind, and what followed.
+    pub asks: Vec<AskOutcome>,
 }
 
 /// The referrals of one referrer (or of none) in one market and source.
@@ -186,7 +189,7 @@ impl Store {
                AND {REFERRAL_FILTER} \
              GROUP BY r.market, r.source, r.referrer_code, w.currency"
         );
-        let (groups, partners, days, revenue, cost) = on_pool!(self, |pool| {
+        let (groups, partners, days, revenue, cost, asks) = on_pool!(self, |pool| {
             let mut tx = pool.begin_with(self.read_only_begin()).await?;
             macro_rules! filtered {
                 ($sql:expr) => {
@@ -211,8 +214,14 @@ impl Store {
             let days: Vec<DaysRow> = filtered!(&days_sql);
             let revenue: Vec<MoneyRow> = filtered!(&revenue_sql);
             let cost: Vec<MoneyRow> = filtered!(&cost_sql);
+            let asks: Vec<(String, i64, i64)> = sqlx::query_as(moments::ASK_OUTCOMES_SQL)
+                .bind(filter.from)
+                .bind(filter.to)
+                .bind(moments::ASK_FOLLOW_UP)
+                .fetch_all(&mut *tx)
+                .await?;
             tx.commit().await?;
-            (groups, partners, days, revenue, cost)
+            (groups, partners, days, revenue, cost, asks)
         });
 
         let max_deal = Decimal::from(MAX_DEAL_AMOUNT);
@@ -310,6 +319,7 @@ impl Store {
                 .collect(),
             revenue,
             reward_cost,
+            asks: moments::ask_outcomes(asks)?,
         })
     }
 

@@ -14,6 +14,7 @@ mod funnel;
 mod fuzz_corpus;
 mod health;
 mod hostile;
+mod moments;
 mod processing;
 mod rewards;
 mod store_contract;
