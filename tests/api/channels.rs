@@ -407,15 +407,7 @@ async fn seed(app: &TestApp) {
 /// Every figure of a comparison row on one line: `-` for `None`.
 fn line(r: &ComparisonRow) -> String {
     let opt = |v: Option<Decimal>| v.map_or("-".to_string(), |v| v.to_string());
-    let map = |m: &BTreeMap<String, Decimal>| {
-        if m.is_empty() {
-            return "-".to_string();
-        }
-        m.iter()
-            .map(|(c, v)| format!("{c} {v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let map = crate::funnel::money;
     format!(
         "{}/{} | deals {} {} {} | rates {} {} | days {} {} | won {} avg {} | customers {} {}",
         r.market,
@@ -578,36 +570,14 @@ async fn referred_and_other_deals_compare_per_market_and_channel(backend: Backen
     );
 
     // Through the API: JSON adds the comparison to the funnel; CSV is the comparison.
-    let json: Value = app
-        .client
-        .get(app.url("/api/v1/reports/funnel?compare=true"))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let csv = app
-        .client
-        .get(app.url("/api/v1/reports/funnel?compare=true&format=csv&market=ru"))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let plain: Value = app
-        .client
-        .get(app.url("/api/v1/reports/funnel"))
-        .bearer_auth(READ_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = |path: &'static str| {
+        let request = app.client.get(app.url(path)).bearer_auth(READ_KEY);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let json: Value =
+        serde_json::from_str(&get("/api/v1/reports/funnel?compare=true").await).unwrap();
+    let csv = get("/api/v1/reports/funnel?compare=true&format=csv&market=ru").await;
+    let plain: Value = serde_json::from_str(&get("/api/v1/reports/funnel").await).unwrap();
 
     assert_eq!(json["comparison"]["rows"][4]["channel"], "referral");
     assert_eq!(json["comparison"]["rows"][4]["conversion_rate"], "0.7500");

@@ -354,17 +354,20 @@ async fn seed(store: &Store) {
     l.tx.commit().await.unwrap();
 }
 
+/// Sums per currency as `EUR 2.00 USD 1.00`, `-` for none.
+pub(crate) fn money(m: &std::collections::BTreeMap<String, Decimal>) -> String {
+    if m.is_empty() {
+        return "-".to_string();
+    }
+    let parts: Vec<String> = m.iter().map(|(c, v)| format!("{c} {v}")).collect();
+    parts.join(" ")
+}
+
 /// Every figure of a row on one line: `-` for `None`, currencies as `USD 1.00 EUR 2.00`.
 fn line(r: &FunnelRow) -> String {
     let opt = |v: Option<Decimal>| v.map_or("-".to_string(), |v| v.to_string());
     let count = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    let map = |m: &std::collections::BTreeMap<String, Decimal>| {
-        if m.is_empty() {
-            return "-".to_string();
-        }
-        let parts: Vec<String> = m.iter().map(|(c, v)| format!("{c} {v}")).collect();
-        parts.join(" ")
-    };
+    let map = money;
     format!(
         "{}/{}/{} | partners {} {} {} {} {} | active {} | referrals {} {} {} | rates {} {} {} \
          | days {} {} | revenue {} | cost {} | roi {} | cpa {}",
@@ -696,13 +699,7 @@ async fn funnel_filters_by_market_source_and_period(backend: Backend) {
 /// A scorecard on one line, like [`line`].
 fn card(s: &ReferrerScorecard) -> String {
     let opt = |v: Option<Decimal>| v.map_or("-".to_string(), |v| v.to_string());
-    let map = |m: &std::collections::BTreeMap<String, Decimal>| {
-        if m.is_empty() {
-            return "-".to_string();
-        }
-        let parts: Vec<String> = m.iter().map(|(c, v)| format!("{c} {v}")).collect();
-        parts.join(" ")
-    };
+    let map = money;
     format!(
         "{} {} {} | referrals {} {} {} | rates {} {} | days {} {} | revenue {} | cost {} | roi {}",
         s.referrer_code,

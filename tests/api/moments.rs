@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::support::crm::{world_with, World};
-use crate::support::senders::{deal_property, hubspot_event, iso};
+use crate::support::senders::{deal_property, hubspot_event, iso, APP_SECRET};
 use crate::support::{Backend, T0};
 
 both_backends!(
@@ -113,6 +113,25 @@ async fn an_nps_of_9_or_10_marks_the_contact_once_per_cooldown_and_never_a_detra
     let Some(w) = set_up(backend).await else {
         return;
     };
+    // A score out of range is refused, naming the field, and not stored.
+    let body = json!({"id": "nps-bad", "type": "nps.submitted", "occurred_at": iso(T0),
+        "data": {"email": "ana@customer.us", "score": 11}})
+    .to_string();
+    let headers = referral_sync::ingest::signature::sign_standard_webhooks(
+        APP_SECRET,
+        "nps-bad",
+        w.app.clock_now() / 1000,
+        body.as_bytes(),
+    )
+    .unwrap();
+    let refused = w.app.post_signup_raw("app", &body, headers).await;
+    assert_eq!(refused.status(), 422);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(
+        error["error"]["message"],
+        "data.score must be a whole number from 0 to 10"
+    );
+    assert_eq!(w.app.store.count_inbox(None).await.unwrap(), 0);
     contact(&w, 1, 501, "ana@customer.us").await;
     contact(&w, 2, 502, "bob@customer.us").await;
     contact(&w, 3, 503, "dave@customer.us").await;
