@@ -549,7 +549,7 @@ impl Store {
              AND COALESCE(joined_at, invited_at, created_at) < $1";
         let referring_sql = "SELECT p.code, p.email FROM referrers p WHERE EXISTS \
              (SELECT 1 FROM referrals r WHERE r.referrer_code = p.code AND r.first_touch_at < $1)";
-        let (rollup, dirty, edge_counts, won, acquired, referred_revenue) =
+        let (rollup, dirty, edge_counts, won, acquired, referred_revenue, people) =
             on_pool!(self, |pool| {
                 let mut tx = pool.begin_with(self.read_only_begin()).await?;
                 let rollup: Vec<(String, i64, i64)> = sqlx::query_as(rollup_sql)
@@ -586,12 +586,35 @@ impl Store {
                         .bind(cutoff)
                         .fetch_all(&mut *tx)
                         .await?;
+                let people: Vec<PersonRow> = sqlx::query_as(people_sql)
+                    .bind(to)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let referees: Vec<(Option<String>, String)> = sqlx::query_as(referees_sql)
+                    .bind(to)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let declared: Vec<(Option<String>, String, Option<String>)> =
+                    sqlx::query_as(declared_sql)
+                        .bind(to)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let referring: Vec<(String, Option<String>)> = sqlx::query_as(referring_sql)
+                    .bind(to)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 tx.commit().await?;
-                (rollup, dirty, edge_counts, won, acquired, referred_revenue)
+                (
+                    rollup,
+                    dirty,
+                    edge_counts,
+                    won,
+                    acquired,
+                    referred_revenue,
+                    (people, referees, declared, referring),
+                )
             });
-        let participants = self
-            .participants(to, people_sql, referees_sql, declared_sql, referring_sql)
-            .await?;
+        let participants = participants_of(people);
 
         let mut counts: HashMap<Cohort, (i64, i64)> = HashMap::new();
         for (key, deals, qualified) in rollup {
@@ -718,79 +741,60 @@ impl Store {
         .await?)
         .0)
     }
+}
 
-    /// Customers and who of them referred anyone, as of `to` (see [`Participant`]).
-    async fn participants(
-        &self,
-        to: Millis,
-        people_sql: &str,
-        referees_sql: &str,
-        declared_sql: &str,
-        referring_sql: &str,
-    ) -> Result<Vec<Participant>, StoreError> {
-        type PersonRow = (
-            String,
-            bool,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            String,
-        );
-        let (people, referees, declared, referring) = on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(self.read_only_begin()).await?;
-            let people: Vec<PersonRow> = sqlx::query_as(people_sql)
-                .bind(to)
-                .fetch_all(&mut *tx)
-                .await?;
-            let referees: Vec<(Option<String>, String)> = sqlx::query_as(referees_sql)
-                .bind(to)
-                .fetch_all(&mut *tx)
-                .await?;
-            let declared: Vec<(Option<String>, String, Option<String>)> =
-                sqlx::query_as(declared_sql)
-                    .bind(to)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let referring: Vec<(String, Option<String>)> = sqlx::query_as(referring_sql)
-                .bind(to)
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            (people, referees, declared, referring)
+/// A person of a won deal: its CRM, whether referred, market, pipeline, currency; the email.
+type PersonRow = (
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+/// What participation is read from: people of won deals, referees of won referrals (market,
+/// email), declared customers (market, code, email) and referrers who referred (code, email).
+type ParticipationRows = (
+    Vec<PersonRow>,
+    Vec<(Option<String>, String)>,
+    Vec<(Option<String>, String, Option<String>)>,
+    Vec<(String, Option<String>)>,
+);
+
+/// Customers and who of them referred anyone (see [`Participant`]).
+fn participants_of((people, referees, declared, referring): ParticipationRows) -> Vec<Participant> {
+    let referring_emails: std::collections::HashSet<String> =
+        referring.iter().filter_map(|(_, e)| e.clone()).collect();
+    let referring_codes: std::collections::HashSet<String> =
+        referring.into_iter().map(|(c, _)| c).collect();
+    let mut out = Vec::new();
+    for (crm, referred, market, pipeline, currency, email) in people {
+        out.push(Participant {
+            market: market.filter(|_| referred),
+            deal: (!referred).then_some((crm, pipeline, currency)),
+            referred: referring_emails.contains(&email),
+            who: email,
         });
-        let referring_emails: std::collections::HashSet<String> =
-            referring.iter().filter_map(|(_, e)| e.clone()).collect();
-        let referring_codes: std::collections::HashSet<String> =
-            referring.into_iter().map(|(c, _)| c).collect();
-        let mut out = Vec::new();
-        for (crm, referred, market, pipeline, currency, email) in people {
-            out.push(Participant {
-                market: market.filter(|_| referred),
-                deal: (!referred).then_some((crm, pipeline, currency)),
-                referred: referring_emails.contains(&email),
-                who: email,
-            });
-        }
-        for (market, email) in referees {
-            out.push(Participant {
-                market,
-                deal: None,
-                referred: referring_emails.contains(&email),
-                who: email,
-            });
-        }
-        for (market, code, email) in declared {
-            let referred = referring_codes.contains(&code)
-                || email.as_ref().is_some_and(|e| referring_emails.contains(e));
-            out.push(Participant {
-                market,
-                deal: None,
-                who: email.unwrap_or_else(|| format!("code:{code}")),
-                referred,
-            });
-        }
-        Ok(out)
     }
+    for (market, email) in referees {
+        out.push(Participant {
+            market,
+            deal: None,
+            referred: referring_emails.contains(&email),
+            who: email,
+        });
+    }
+    for (market, code, email) in declared {
+        let referred = referring_codes.contains(&code)
+            || email.as_ref().is_some_and(|e| referring_emails.contains(e));
+        out.push(Participant {
+            market,
+            deal: None,
+            who: email.unwrap_or_else(|| format!("code:{code}")),
+            referred,
+        });
+    }
+    out
 }
 
 /// Amounts joined by the unit separator, summed exactly; amounts that are not plausible
