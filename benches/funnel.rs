@@ -399,7 +399,8 @@ const DEAL_COLUMNS: [&str; 17] = [
     "updated_at",
 ];
 
-/// `deals` deals no referral touches, counted in the rollup; every won one has a contact.
+/// `deals` deals no referral touches, counted in the rollup; every won one has a contact, a
+/// customer since the win.
 async fn fill_other_deals(
     conn: &mut SqliteConnection,
     rng: &mut Rng,
@@ -452,6 +453,7 @@ async fn fill_other_deals(
                 Some(currency.into()),
                 source.map(String::from),
             );
+            let customer_cohort = cohort.key();
             let text = |v: Option<&str>| v.map_or(V::Null, |v| V::Text(v.into()));
             rows.push(vec![
                 V::Text(crm.into()),
@@ -483,6 +485,8 @@ async fn fill_other_deals(
                     V::Text(if salesforce { "Contact" } else { "contact" }.into()),
                     V::Text(contact.clone()),
                     V::Text(format!("buyer{i}@customer{}.com", i % 997)),
+                    V::Int(won_at),
+                    V::Text(customer_cohort),
                     V::Int(created),
                     V::Int(created),
                 ]);
@@ -504,6 +508,8 @@ async fn fill_other_deals(
                 "object_type",
                 "object_id",
                 "email",
+                "customer_since",
+                "customer_cohort",
                 "created_at",
                 "updated_at",
             ],

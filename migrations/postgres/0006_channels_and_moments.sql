@@ -52,6 +52,12 @@ CREATE INDEX crm_records_won_baseline ON crm_records (crm, (referral_id IS NULL)
     crm_created_at, created_at, won_at, amount)
     WHERE stage = 'won' AND object_type IN ('deal', 'Opportunity') AND deleted_at IS NULL
       AND merged_into IS NULL;
+-- People: since when they are a customer (their first won deal) and that deal's cohort, kept by
+-- the same refresh (participation counts customers per market without walking every won deal).
+ALTER TABLE crm_records ADD COLUMN customer_since BIGINT;
+ALTER TABLE crm_records ADD COLUMN customer_cohort TEXT;
+CREATE INDEX crm_records_customers ON crm_records (customer_cohort, customer_since)
+    WHERE customer_since IS NOT NULL;
 -- Referrers by email: participation (customers who referred) and advocacy moments.
 CREATE INDEX referrers_by_email ON referrers (email) WHERE email IS NOT NULL;
 

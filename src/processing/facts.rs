@@ -753,6 +753,17 @@ impl<'a> Batch<'a> {
             .into_values()
             .collect();
         tx.apply_associations(&associations).await?;
+        // A deal's people decide who its customers are (the baseline's participation).
+        let mut deals: Vec<RecordKey> = associations
+            .iter()
+            .filter_map(|a| {
+                let crm = a.crm.parse::<Crm>().ok()?;
+                Some(RecordKey::new(crm, crm.deal_type(), &a.deal_id))
+            })
+            .collect();
+        deals.sort();
+        deals.dedup();
+        tx.mark_for_baseline(&deals).await?;
         let changes: Vec<NewStageChange> = std::mem::take(&mut self.stage_changes)
             .into_values()
             .collect();

@@ -20,14 +20,15 @@
 //!   months of the first win, plus recurring revenue where the store has it
 //!   ([`BaselineFacts::recurring_revenue_12m`]); per currency, divided by the customers with
 //!   revenue in that currency;
-//! - participation (as of the period's end): customers are the people of won deals, the referees
-//!   of won referrals and the referrers the product declared customers; participating ones have
-//!   referred anyone.
+//! - participation (as of the period's end): customers are the CRM people of won deals, each in
+//!   the market of its first won deal, and the referrers the product declared customers who are
+//!   no CRM customer (in their own market); participating ones have referred anyone (a person by
+//!   their email).
 //!
 //! The market filter selects rows by market; the source filter restricts referred deals to that
 //! referral source (other deals have none).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -322,41 +323,55 @@ impl RowChannel {
 }
 
 fn participation(settings: &Settings, facts: &BaselineFacts) -> Vec<ParticipationRow> {
-    let mut markets: BTreeMap<String, (HashSet<&str>, HashSet<&str>)> = BTreeMap::new();
-    let mut all: (HashSet<&str>, HashSet<&str>) = Default::default();
-    for p in &facts.participants {
-        let market = match (&p.market, &p.deal) {
-            (_, Some((_, pipeline, currency))) => settings
-                .channels
-                .market_of(pipeline.as_deref(), currency.as_deref()),
-            (market, None) => market.clone(),
-        }
-        .unwrap_or_else(|| UNKNOWN.to_string());
+    let p = &facts.participation;
+    let mut markets: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut add = |market: String, customers: i64, referring: i64| {
         if facts.filter.market.as_ref().is_some_and(|m| *m != market) {
-            continue;
+            return;
         }
-        let (customers, referring) = markets.entry(market).or_default();
-        for (customers, referring) in [(customers, referring), (&mut all.0, &mut all.1)] {
-            customers.insert(&p.who);
-            if p.referred {
-                referring.insert(&p.who);
+        for key in [market, ALL.to_string()] {
+            let m = markets.entry(key).or_default();
+            m.0 += customers;
+            m.1 += referring;
+        }
+    };
+    let market_of = |cohort: &Cohort| place(settings, cohort).0;
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for (cohort, n) in &p.customers {
+        add(market_of(cohort), count(*n), 0);
+    }
+    for (cohort, n) in &p.referring {
+        add(market_of(cohort), 0, count(*n));
+    }
+    for c in &p.corrections {
+        for (cohort, sign) in [(&c.before, -1), (&c.after, 1)] {
+            if let Some(cohort) = cohort {
+                add(market_of(cohort), sign, sign * i64::from(c.referring));
             }
         }
     }
-    let row = |market: String, (customers, referring): (HashSet<&str>, HashSet<&str>)| {
-        let (customers, referring) = (customers.len() as u64, referring.len() as u64);
-        ParticipationRow {
-            market,
-            customers,
-            referring_customers: referring,
-            participation_rate: ratio(referring, customers),
-        }
-    };
-    markets
+    for (market, referred) in &p.declared {
+        add(format::label(market.as_deref()), 1, i64::from(*referred));
+    }
+    markets.entry(ALL.to_string()).or_default();
+    let mut rows: Vec<ParticipationRow> = markets
         .into_iter()
-        .map(|(m, sets)| row(m, sets))
-        .chain([row(ALL.into(), all)])
-        .collect()
+        .map(|(market, (customers, referring))| {
+            let (customers, referring) = (
+                u64::try_from(customers).unwrap_or(0),
+                u64::try_from(referring).unwrap_or(0),
+            );
+            ParticipationRow {
+                market,
+                customers,
+                referring_customers: referring,
+                participation_rate: ratio(referring, customers),
+            }
+        })
+        .collect();
+    // `all` last.
+    rows.sort_by_key(|r| (r.market == ALL, r.market.clone()));
+    rows
 }
 
 const COLUMNS: [&str; 13] = [

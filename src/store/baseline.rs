@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bulk::Col;
 use super::reports::FunnelFilter;
-use super::tx::TxInner;
+use super::tx::{on_tx, TxInner};
 use super::{on_pool, BackendKind, Store, StoreError, Tx};
 use crate::clock::{Millis, DAY};
 
@@ -113,9 +113,14 @@ struct DealState {
 }
 
 impl DealState {
-    /// What the deal counts for now: nothing once deleted or merged away.
+    fn is_deal(&self) -> bool {
+        matches!(self.object_type.as_str(), "deal" | "Opportunity")
+    }
+
+    /// What the deal counts for now: nothing once deleted or merged away (nor for a person,
+    /// whose row is marked for its customer facts).
     fn contribution(&self) -> Option<Rolled> {
-        if self.deleted_at.is_some() || self.merged_into.is_some() {
+        if !self.is_deal() || self.deleted_at.is_some() || self.merged_into.is_some() {
             return None;
         }
         Some(Rolled {
@@ -161,6 +166,39 @@ const DEAL_STATE: &str = "crm, object_type, object_id, referral_id, market, sour
 const TENTHS_TO_WON: &str = "(won_at - COALESCE(crm_created_at, created_at) + 4320000) / 8640000";
 /// Advisory-lock key of the rollup refresh (one refresh at a time per deployment).
 const REFRESH_LOCK: i64 = 0x7265_6673_796e_6303;
+
+/// A CRM person, by CRM and id (a Salesforce id names a Contact or a Lead by itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::FromRow)]
+struct PersonKey {
+    crm: String,
+    id: String,
+}
+
+/// A person with one of its live won deals (none: the deal columns are empty).
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct PersonDeal {
+    crm: String,
+    id: String,
+    /// Deleted or merged away.
+    gone: bool,
+    deal_crm: Option<String>,
+    referred: Option<bool>,
+    market: Option<String>,
+    source: Option<String>,
+    pipeline: Option<String>,
+    currency: Option<String>,
+    crm_source: Option<String>,
+    won_at: Option<i64>,
+}
+
+/// A person's customer facts: since their first won deal, counted in that deal's cohort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Customer {
+    since: Millis,
+    cohort: Cohort,
+}
+
+const PERSON_TYPES: &str = "('contact', 'Contact', 'Lead')";
 
 /// A rollup change: deals and qualified deals to add to a cohort's day.
 #[derive(Serialize)]
@@ -268,6 +306,65 @@ impl Tx {
             &[],
         )
         .await?;
+        // The people of these deals (associated now or before) and the marked people: their
+        // customer facts follow their won deals.
+        let mut people: BTreeMap<PersonKey, ()> = deals
+            .iter()
+            .filter(|d| !d.is_deal())
+            .map(|d| {
+                let key = PersonKey {
+                    crm: d.crm.clone(),
+                    id: d.object_id.clone(),
+                };
+                (key, ())
+            })
+            .collect();
+        let deal_keys: Vec<PersonKey> = deals
+            .iter()
+            .filter(|d| d.is_deal())
+            .map(|d| PersonKey {
+                crm: d.crm.clone(),
+                id: d.object_id.clone(),
+            })
+            .collect();
+        for person in self.people_ever_of(&deal_keys).await? {
+            people.insert(person, ());
+        }
+        let people: Vec<PersonKey> = people.into_keys().collect();
+        #[derive(Serialize)]
+        struct CustomerRow {
+            crm: String,
+            id: String,
+            since: Option<Millis>,
+            cohort: Option<String>,
+        }
+        let customers: Vec<CustomerRow> = self
+            .customers_now(&people)
+            .await?
+            .into_iter()
+            .map(|(key, customer)| CustomerRow {
+                crm: key.crm,
+                id: key.id,
+                since: customer.as_ref().map(|c| c.since),
+                cohort: customer.map(|c| c.cohort.key()),
+            })
+            .collect();
+        self.bulk_execute(
+            &format!(
+                "UPDATE crm_records SET customer_since = r.since, customer_cohort = r.cohort \
+                 FROM {{rows}} WHERE crm_records.crm = r.crm AND crm_records.object_id = r.id \
+                     AND crm_records.object_type IN {PERSON_TYPES}"
+            ),
+            &[
+                ("crm", Col::Text),
+                ("id", Col::Text),
+                ("since", Col::BigInt),
+                ("cohort", Col::Text),
+            ],
+            &customers,
+            &[],
+        )
+        .await?;
         self.bulk_execute(
             "UPDATE crm_records SET baseline_dirty = FALSE, baseline_rolled = r.rolled \
              FROM {rows} WHERE crm_records.crm = r.crm \
@@ -284,6 +381,231 @@ impl Tx {
         )
         .await?;
         Ok(deals.len())
+    }
+
+    /// Every person ever associated with these deals (removed associations too: a person who
+    /// left a won deal may be a customer no more).
+    async fn people_ever_of(&mut self, deals: &[PersonKey]) -> Result<Vec<PersonKey>, StoreError> {
+        self.bulk_fetch(
+            "SELECT DISTINCT a.crm, a.contact_id AS id FROM {rows} \
+             JOIN crm_associations a ON a.crm = r.crm AND a.deal_id = r.id",
+            &[("crm", Col::Text), ("id", Col::Text)],
+            deals,
+            &[],
+        )
+        .await
+    }
+
+    /// What these people's customer facts are now, from their live won deals.
+    async fn customers_now(
+        &mut self,
+        people: &[PersonKey],
+    ) -> Result<Vec<(PersonKey, Option<Customer>)>, StoreError> {
+        let rows: Vec<PersonDeal> = self
+            .bulk_fetch(
+                &format!(
+                    "SELECT r.crm, r.id, (p.deleted_at IS NOT NULL OR p.merged_into IS NOT NULL) \
+                         AS gone, d.crm AS deal_crm, d.referral_id IS NOT NULL AS referred, \
+                         d.market, d.source, d.pipeline, d.currency, d.crm_source, d.won_at \
+                     FROM {{rows}} \
+                     JOIN crm_records p ON p.crm = r.crm AND p.object_id = r.id \
+                         AND p.object_type IN {PERSON_TYPES} \
+                     LEFT JOIN crm_associations a ON a.crm = r.crm AND a.contact_id = r.id \
+                         AND a.removed = FALSE \
+                     LEFT JOIN crm_records d ON d.crm = a.crm AND d.object_id = a.deal_id \
+                         AND d.object_type IN ('deal', 'Opportunity') AND d.stage = 'won' \
+                         AND d.deleted_at IS NULL AND d.merged_into IS NULL \
+                     ORDER BY r.crm, r.id"
+                ),
+                &[("crm", Col::Text), ("id", Col::Text)],
+                people,
+                &[],
+            )
+            .await?;
+        let mut found: BTreeMap<PersonKey, Option<Customer>> = BTreeMap::new();
+        for row in rows {
+            let key = PersonKey {
+                crm: row.crm.clone(),
+                id: row.id.clone(),
+            };
+            let customer = found.entry(key).or_default();
+            if row.gone {
+                continue;
+            }
+            let (Some(deal_crm), Some(won_at)) = (row.deal_crm, row.won_at) else {
+                continue;
+            };
+            if customer.as_ref().is_some_and(|c| c.since <= won_at) {
+                continue;
+            }
+            *customer = Some(Customer {
+                since: won_at,
+                cohort: Cohort::new(
+                    deal_crm,
+                    row.referred.unwrap_or(false),
+                    row.market,
+                    row.source,
+                    row.pipeline,
+                    row.currency,
+                    row.crm_source,
+                ),
+            });
+        }
+        // People without a row (only associated so far) are no customers.
+        for person in people {
+            found.entry(person.clone()).or_default();
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// The facts of the participation rate as of `to`, correcting the people's rows for what
+    /// `dirty` (the rows marked in this snapshot) changed.
+    async fn participation_facts(
+        &mut self,
+        dirty: &[DealState],
+        to: Millis,
+    ) -> Result<ParticipationFacts, StoreError> {
+        let referred_by_then = "EXISTS (SELECT 1 FROM referrals x \
+             WHERE x.referrer_code = p.code AND x.first_touch_at < $1)";
+        let customers: Vec<(String, i64)> = on_tx!(self, |c| sqlx::query_as(
+            "SELECT customer_cohort, COUNT(*) FROM crm_records \
+             WHERE customer_since IS NOT NULL AND customer_since < $1 GROUP BY customer_cohort"
+        )
+        .bind(to)
+        .fetch_all(c)
+        .await?);
+        let referring_emails: Vec<(String,)> = on_tx!(self, |c| sqlx::query_as(&format!(
+            "SELECT DISTINCT p.email FROM referrers p \
+             WHERE p.email IS NOT NULL AND {referred_by_then}"
+        ))
+        .bind(to)
+        .fetch_all(c)
+        .await?);
+        let referring_emails: std::collections::HashSet<String> =
+            referring_emails.into_iter().map(|(e,)| e).collect();
+        let referring: Vec<(String, i64)> = on_tx!(self, |c| sqlx::query_as(&format!(
+            "SELECT c.customer_cohort, COUNT(*) FROM crm_records c \
+             WHERE c.customer_since IS NOT NULL AND c.customer_since < $1 \
+                 AND c.object_type IN {PERSON_TYPES} \
+                 AND c.email IN (SELECT p.email FROM referrers p \
+                     WHERE p.email IS NOT NULL AND {referred_by_then}) \
+             GROUP BY c.customer_cohort"
+        ))
+        .bind(to)
+        .fetch_all(c)
+        .await?);
+        // People the refresh has not caught up with: marked people and those of marked deals.
+        let mut stale: BTreeMap<PersonKey, ()> = dirty
+            .iter()
+            .filter(|d| !d.is_deal())
+            .map(|d| {
+                let key = PersonKey {
+                    crm: d.crm.clone(),
+                    id: d.object_id.clone(),
+                };
+                (key, ())
+            })
+            .collect();
+        let marked_deals: Vec<PersonKey> = dirty
+            .iter()
+            .filter(|d| d.is_deal())
+            .map(|d| PersonKey {
+                crm: d.crm.clone(),
+                id: d.object_id.clone(),
+            })
+            .collect();
+        for person in self.people_ever_of(&marked_deals).await? {
+            stale.insert(person, ());
+        }
+        let stale: Vec<PersonKey> = stale.into_keys().collect();
+        #[derive(sqlx::FromRow)]
+        struct Stored {
+            crm: String,
+            id: String,
+            email: Option<String>,
+            customer_since: Option<i64>,
+            customer_cohort: Option<String>,
+        }
+        let stored: Vec<Stored> = self
+            .bulk_fetch(
+                &format!(
+                    "SELECT c.crm, c.object_id AS id, c.email, c.customer_since, \
+                         c.customer_cohort FROM {{rows}} JOIN crm_records c \
+                     ON c.crm = r.crm AND c.object_id = r.id AND c.object_type IN {PERSON_TYPES}"
+                ),
+                &[("crm", Col::Text), ("id", Col::Text)],
+                &stale,
+                &[],
+            )
+            .await?;
+        let now: BTreeMap<PersonKey, Option<Customer>> =
+            self.customers_now(&stale).await?.into_iter().collect();
+        let mut corrections = Vec::new();
+        let mut live: BTreeMap<PersonKey, bool> = BTreeMap::new();
+        for row in stored {
+            let key = PersonKey {
+                crm: row.crm,
+                id: row.id,
+            };
+            let before = match (row.customer_since, row.customer_cohort) {
+                (Some(since), Some(cohort)) if since < to => Some(Cohort::of_key(&cohort)?),
+                _ => None,
+            };
+            let after = now
+                .get(&key)
+                .cloned()
+                .flatten()
+                .filter(|c| c.since < to)
+                .map(|c| c.cohort);
+            live.insert(key, after.is_some());
+            corrections.push(CustomerCorrection {
+                before,
+                after,
+                referring: row
+                    .email
+                    .as_ref()
+                    .is_some_and(|e| referring_emails.contains(e)),
+            });
+        }
+        // Declared customers count unless a CRM customer has their email.
+        let declared: Vec<DeclaredRow> = on_tx!(self, |c| {
+            sqlx::query_as(&format!(
+                "SELECT p.market, p.code, {referred_by_then}, c.crm, c.object_id, c.customer_since \
+                 FROM referrers p LEFT JOIN crm_records c ON c.email = p.email \
+                     AND c.object_type IN {PERSON_TYPES} \
+                 WHERE p.kind = 'customer' AND COALESCE(p.joined_at, p.invited_at, p.created_at) < $1 \
+                 ORDER BY p.code"
+            ))
+            .bind(to)
+            .fetch_all(c)
+            .await?
+        });
+        let mut by_code: BTreeMap<String, (Option<String>, bool, bool)> = BTreeMap::new();
+        for (market, code, referred, crm, id, since) in declared {
+            let entry = by_code.entry(code).or_insert((market, referred, false));
+            if let (Some(crm), Some(id)) = (crm, id) {
+                let key = PersonKey { crm, id };
+                entry.2 |= match live.get(&key) {
+                    Some(customer) => *customer,
+                    None => since.is_some_and(|s| s < to),
+                };
+            }
+        }
+        let cohorts = |rows: Vec<(String, i64)>| -> Result<Vec<(Cohort, u64)>, StoreError> {
+            rows.into_iter()
+                .map(|(key, n)| Ok((Cohort::of_key(&key)?, count_of(n))))
+                .collect()
+        };
+        Ok(ParticipationFacts {
+            customers: cohorts(customers)?,
+            referring: cohorts(referring)?,
+            corrections,
+            declared: by_code
+                .into_values()
+                .filter(|(_, _, customer)| !customer)
+                .map(|(market, referred, _)| (market, referred))
+                .collect(),
+        })
     }
 }
 
@@ -334,17 +656,32 @@ pub struct ReferredCustomerDeal {
     pub amount: Option<Decimal>,
 }
 
-/// A customer for the participation rate: a person of a won deal, the referee of a won
-/// referral, or a referrer the product declared a customer; and whether they referred anyone.
+/// What the participation rate is computed from (as of the period's end). Customers are the CRM
+/// people of won deals — each counted where its first won deal is (`customer_cohort`, kept on
+/// the person's row by the refresh) — and referrers the product declared customers who are no
+/// CRM customer; referring ones referred anyone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParticipationFacts {
+    /// Customers as the rows say, per cohort of their first won deal.
+    pub customers: Vec<(Cohort, u64)>,
+    /// Of those, the ones whose email is a referrer's who referred.
+    pub referring: Vec<(Cohort, u64)>,
+    /// People whose customer facts the refresh has not caught up with: what the rows count for
+    /// them (taken off) and what they are now (added).
+    pub corrections: Vec<CustomerCorrection>,
+    /// Declared customers who are no CRM customer: their referrer market, and whether they
+    /// referred.
+    pub declared: Vec<(Option<String>, bool)>,
+}
+
+/// One person whose customer facts changed since the refresh.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Participant {
-    /// Where the market comes from: a referral's (or referrer's) market, or a deal's facts.
-    pub market: Option<String>,
-    /// For a person of a non-referred deal: the deal's CRM, pipeline and currency.
-    pub deal: Option<(String, Option<String>, Option<String>)>,
-    /// The person's normalised email, or `code:` and the referrer's code.
-    pub who: String,
-    pub referred: bool,
+pub struct CustomerCorrection {
+    /// The cohort the rows count the person in (a customer by then), and the one now.
+    pub before: Option<Cohort>,
+    pub after: Option<Cohort>,
+    /// Whether the person's email is a referrer's who referred.
+    pub referring: bool,
 }
 
 /// Everything the referred vs non-referred comparison is computed from, in one snapshot.
@@ -362,7 +699,7 @@ pub struct BaselineFacts {
     /// point: the store keeps no invoices yet, so this is empty and revenue per customer is won
     /// deal amounts only; the recurring-revenue work fills it, per referral market and currency.
     pub recurring_revenue_12m: Vec<RecurringRevenue>,
-    pub participants: Vec<Participant>,
+    pub participation: ParticipationFacts,
 }
 
 /// Recurring revenue of referred customers within their first 12 months (see
@@ -374,6 +711,17 @@ pub struct RecurringRevenue {
     pub currency: String,
     pub amount: Decimal,
 }
+
+/// A declared customer (market, code, whether they referred) with one person of their email
+/// (CRM, id, customer since), if any.
+type DeclaredRow = (
+    Option<String>,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
 
 /// Far enough to mean "no bound" for epoch milliseconds and days.
 const OPEN: i64 = 1 << 60;
@@ -398,6 +746,8 @@ type CountRow = (
     i64,
     i64,
 );
+/// Cohort columns, deal type, tenths to won; created in the period: count and amounts;
+/// acquired in the period at least 12 months ago: count and amounts.
 type WonRow = (
     String,
     bool,
@@ -408,6 +758,8 @@ type WonRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
+    i64,
+    Option<String>,
     i64,
     Option<String>,
 );
@@ -424,15 +776,6 @@ fn priced(joined: Option<&str>) -> (u64, Decimal) {
             (n + 1, sum.saturating_add(a))
         })
 }
-type AcquiredRow = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<String>,
-);
 type ReferredRevenueRow = (
     String,
     Option<String>,
@@ -486,12 +829,6 @@ impl Store {
             BackendKind::Sqlite => ("group_concat", "instr", "char(31)"),
             BackendKind::Postgres => ("string_agg", "strpos", "chr(31)"),
         };
-        let amount_of = |d: &str| {
-            format!(
-                "{concat}(CASE WHEN {d}amount IS NOT NULL AND {position}({d}amount, {separator}) = 0 \
-                 THEN {d}amount END, {separator})"
-            )
-        };
         let cohort_columns = "crm, referral_id IS NOT NULL, market, source, pipeline, currency, \
              crm_source";
         let rollup_sql =
@@ -504,23 +841,26 @@ impl Store {
              WHERE {LIVE_DEAL} AND {CREATED} >= $1 AND {CREATED} < $2 \
              GROUP BY crm, referral_id IS NOT NULL, market, source, pipeline, currency, crm_source"
         );
-        // In the order of the `crm_records_won_baseline` index, so SQLite streams it.
+        // One walk through the `crm_records_won_baseline` index, in its order (so SQLite streams
+        // it): the won deals created in the period, and the non-referred ones won in the period
+        // at least 12 months ago (each a customer of its own).
+        let created = format!("{CREATED} >= $1 AND {CREATED} < $2");
+        let acquired = "won_at >= $3 AND won_at < $4 AND won_at <= $5";
+        let priced_if = |condition: &str| {
+            format!(
+                "{concat}(CASE WHEN {condition} AND amount IS NOT NULL \
+                 AND {position}(amount, {separator}) = 0 THEN amount END, {separator})"
+            )
+        };
         let won_sql = format!(
             "SELECT crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
-                 deal_type, {TENTHS_TO_WON}, COUNT(*), {} \
+                 deal_type, {TENTHS_TO_WON}, COUNT(CASE WHEN {created} THEN 1 END), {}, \
+                 COUNT(CASE WHEN {acquired} THEN 1 END), {} \
              FROM crm_records WHERE stage = 'won' AND {LIVE_DEAL} \
-                 AND {CREATED} >= $1 AND {CREATED} < $2 \
              GROUP BY crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
                  deal_type, {TENTHS_TO_WON}",
-            amount_of("")
-        );
-        // Customers without a referral are single deals: those first won in the period.
-        let acquired_sql = format!(
-            "SELECT crm, pipeline, currency, crm_source, deal_type, COUNT(*), {} \
-             FROM crm_records WHERE stage = 'won' AND {LIVE_DEAL} AND referral_id IS NULL \
-                 AND won_at >= $1 AND won_at < $2 AND won_at <= $3 \
-             GROUP BY crm, pipeline, currency, crm_source, deal_type",
-            amount_of("")
+            priced_if(&created),
+            priced_if(acquired)
         );
         // A referral is a customer from its first win; its won deals of the following 12 months
         // are its revenue.
@@ -534,87 +874,38 @@ impl Store {
              ORDER BY r.id, d.crm, d.object_id",
             365 * DAY
         );
-        // Participation: people of won deals, referees of won referrals, declared customers
-        // (as of the period's end); and who of them referred anyone by then.
-        let people_sql = "SELECT d.crm, d.referral_id IS NOT NULL, d.market, d.pipeline, \
-                 d.currency, c.email \
-             FROM crm_records d CROSS JOIN crm_associations a CROSS JOIN crm_records c \
-             WHERE d.stage = 'won' AND d.object_type IN ('deal', 'Opportunity') \
-                 AND d.deleted_at IS NULL AND d.merged_into IS NULL AND d.won_at < $1 \
-                 AND a.crm = d.crm AND a.deal_id = d.object_id AND a.removed = FALSE \
-                 AND c.crm = a.crm AND c.object_id = a.contact_id \
-                 AND c.object_type IN ('contact', 'Contact', 'Lead') AND c.email IS NOT NULL";
-        let referees_sql = "SELECT market, email FROM referrals WHERE won_at < $1";
-        let declared_sql = "SELECT market, code, email FROM referrers WHERE kind = 'customer' \
-             AND COALESCE(joined_at, invited_at, created_at) < $1";
-        let referring_sql = "SELECT p.code, p.email FROM referrers p WHERE EXISTS \
-             (SELECT 1 FROM referrals r WHERE r.referrer_code = p.code AND r.first_touch_at < $1)";
-        let (rollup, dirty, edge_counts, won, acquired, referred_revenue, people) =
-            on_pool!(self, |pool| {
-                let mut tx = pool.begin_with(self.read_only_begin()).await?;
-                let rollup: Vec<(String, i64, i64)> = sqlx::query_as(rollup_sql)
-                    .bind(first_day)
-                    .bind(end_day)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let dirty: Vec<DealState> = sqlx::query_as(&dirty_sql).fetch_all(&mut *tx).await?;
-                let mut edge_counts: Vec<CountRow> = Vec::new();
-                for (a, b) in &edges {
-                    edge_counts.extend(
-                        sqlx::query_as::<_, CountRow>(&edge_sql)
-                            .bind(a)
-                            .bind(b)
-                            .fetch_all(&mut *tx)
-                            .await?,
-                    );
-                }
-                let won: Vec<WonRow> = sqlx::query_as(&won_sql)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let acquired: Vec<AcquiredRow> = sqlx::query_as(&acquired_sql)
-                    .bind(from)
-                    .bind(to)
-                    .bind(cutoff)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let referred_revenue: Vec<ReferredRevenueRow> =
-                    sqlx::query_as(&referred_revenue_sql)
-                        .bind(from)
-                        .bind(to)
-                        .bind(cutoff)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                let people: Vec<PersonRow> = sqlx::query_as(people_sql)
-                    .bind(to)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let referees: Vec<(Option<String>, String)> = sqlx::query_as(referees_sql)
-                    .bind(to)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let declared: Vec<(Option<String>, String, Option<String>)> =
-                    sqlx::query_as(declared_sql)
-                        .bind(to)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                let referring: Vec<(String, Option<String>)> = sqlx::query_as(referring_sql)
-                    .bind(to)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                (
-                    rollup,
-                    dirty,
-                    edge_counts,
-                    won,
-                    acquired,
-                    referred_revenue,
-                    (people, referees, declared, referring),
-                )
-            });
-        let participants = participants_of(people);
+        let mut tx = self.begin_read().await?;
+        let rollup: Vec<(String, i64, i64)> = on_tx!(tx, |c| sqlx::query_as(rollup_sql)
+            .bind(first_day)
+            .bind(end_day)
+            .fetch_all(c)
+            .await?);
+        let dirty: Vec<DealState> = on_tx!(tx, |c| sqlx::query_as(&dirty_sql).fetch_all(c).await?);
+        let mut edge_counts: Vec<CountRow> = Vec::new();
+        for (a, b) in &edges {
+            edge_counts.extend(on_tx!(tx, |c| sqlx::query_as::<_, CountRow>(&edge_sql)
+                .bind(a)
+                .bind(b)
+                .fetch_all(c)
+                .await?));
+        }
+        let won: Vec<WonRow> = on_tx!(tx, |c| sqlx::query_as(&won_sql)
+            .bind(from)
+            .bind(to)
+            .bind(from)
+            .bind(to)
+            .bind(cutoff)
+            .fetch_all(c)
+            .await?);
+        let referred_revenue: Vec<ReferredRevenueRow> =
+            on_tx!(tx, |c| sqlx::query_as(&referred_revenue_sql)
+                .bind(from)
+                .bind(to)
+                .bind(cutoff)
+                .fetch_all(c)
+                .await?);
+        let participation = tx.participation_facts(&dirty, to).await?;
+        tx.rollback().await?;
 
         let mut counts: HashMap<Cohort, (i64, i64)> = HashMap::new();
         for (key, deals, qualified) in rollup {
@@ -653,52 +944,48 @@ impl Store {
             .collect();
         cohorts.sort_by(|a, b| a.cohort.cmp(&b.cohort));
 
-        let won = won
-            .into_iter()
-            .map(
-                |(
-                    crm,
-                    unreferred,
-                    market,
-                    source,
-                    pipeline,
-                    currency,
-                    crm_source,
+        let mut won_groups = Vec::new();
+        let mut acquired: BTreeMap<(Cohort, Option<String>), (u64, Decimal)> = BTreeMap::new();
+        for row in won {
+            let (crm, unreferred, market, source, pipeline, currency, crm_source) =
+                (row.0, row.1, row.2, row.3, row.4, row.5, row.6);
+            let (deal_type, tenths) = (row.7, row.8);
+            let cohort = cohort_of((
+                crm,
+                !unreferred,
+                market,
+                source,
+                pipeline,
+                currency,
+                crm_source,
+            ));
+            if unreferred && row.11 > 0 {
+                let a = acquired
+                    .entry((cohort.clone(), deal_type.clone()))
+                    .or_default();
+                a.0 += count_of(row.11);
+                a.1 = a.1.saturating_add(sum_amounts(row.12.as_deref()));
+            }
+            if row.9 > 0 {
+                let (priced, amount) = priced(row.10.as_deref());
+                won_groups.push(WonGroup {
+                    cohort,
                     deal_type,
                     tenths,
-                    n,
-                    amounts,
-                )| {
-                    let (priced, amount) = priced(amounts.as_deref());
-                    WonGroup {
-                        cohort: cohort_of((
-                            crm,
-                            !unreferred,
-                            market,
-                            source,
-                            pipeline,
-                            currency,
-                            crm_source,
-                        )),
-                        deal_type,
-                        tenths,
-                        deals: count_of(n),
-                        priced,
-                        amount,
-                    }
-                },
-            )
-            .collect();
+                    deals: count_of(row.9),
+                    priced,
+                    amount,
+                });
+            }
+        }
         let customers = acquired
             .into_iter()
-            .map(
-                |(crm, pipeline, currency, crm_source, deal_type, n, amounts)| CustomerGroup {
-                    cohort: cohort_of((crm, false, None, None, pipeline, currency, crm_source)),
-                    deal_type,
-                    customers: count_of(n),
-                    amount: sum_amounts(amounts.as_deref()),
-                },
-            )
+            .map(|((cohort, deal_type), (customers, amount))| CustomerGroup {
+                cohort,
+                deal_type,
+                customers,
+                amount,
+            })
             .collect();
         let referred_customers = referred_revenue
             .into_iter()
@@ -724,11 +1011,11 @@ impl Store {
             filter: filter.clone(),
             as_of,
             cohorts,
-            won,
+            won: won_groups,
             customers,
             referred_customers,
             recurring_revenue_12m: Vec::new(),
-            participants,
+            participation,
         })
     }
 
@@ -741,60 +1028,6 @@ impl Store {
         .await?)
         .0)
     }
-}
-
-/// A person of a won deal: its CRM, whether referred, market, pipeline, currency; the email.
-type PersonRow = (
-    String,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-);
-/// What participation is read from: people of won deals, referees of won referrals (market,
-/// email), declared customers (market, code, email) and referrers who referred (code, email).
-type ParticipationRows = (
-    Vec<PersonRow>,
-    Vec<(Option<String>, String)>,
-    Vec<(Option<String>, String, Option<String>)>,
-    Vec<(String, Option<String>)>,
-);
-
-/// Customers and who of them referred anyone (see [`Participant`]).
-fn participants_of((people, referees, declared, referring): ParticipationRows) -> Vec<Participant> {
-    let referring_emails: std::collections::HashSet<String> =
-        referring.iter().filter_map(|(_, e)| e.clone()).collect();
-    let referring_codes: std::collections::HashSet<String> =
-        referring.into_iter().map(|(c, _)| c).collect();
-    let mut out = Vec::new();
-    for (crm, referred, market, pipeline, currency, email) in people {
-        out.push(Participant {
-            market: market.filter(|_| referred),
-            deal: (!referred).then_some((crm, pipeline, currency)),
-            referred: referring_emails.contains(&email),
-            who: email,
-        });
-    }
-    for (market, email) in referees {
-        out.push(Participant {
-            market,
-            deal: None,
-            referred: referring_emails.contains(&email),
-            who: email,
-        });
-    }
-    for (market, code, email) in declared {
-        let referred = referring_codes.contains(&code)
-            || email.as_ref().is_some_and(|e| referring_emails.contains(e));
-        out.push(Participant {
-            market,
-            deal: None,
-            who: email.unwrap_or_else(|| format!("code:{code}")),
-            referred,
-        });
-    }
-    out
 }
 
 /// Amounts joined by the unit separator, summed exactly; amounts that are not plausible

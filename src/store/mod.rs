@@ -34,8 +34,8 @@ use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 pub use admin::ReferralFilter;
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
 pub use baseline::{
-    BaselineFacts, Cohort, CohortCount, CustomerGroup, Participant, RecurringRevenue,
-    ReferredCustomerDeal, Rolled, WonGroup,
+    BaselineFacts, Cohort, CohortCount, CustomerCorrection, CustomerGroup, ParticipationFacts,
+    RecurringRevenue, ReferredCustomerDeal, Rolled, WonGroup,
 };
 pub use inbox::{
     InboxEvent, InboxOutcome, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection,

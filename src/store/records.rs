@@ -272,7 +272,8 @@ pub(super) const RECORD_COLUMNS: &str =
      deal_type, crm_source, qualified_at, won_at, lost_at";
 
 /// True for a deal's row: written wherever a statement sets `baseline_dirty`, so the channel
-/// baseline's rollup ([`super::baseline`]) looks at it again.
+/// baseline's rollup ([`super::baseline`]) looks at it again. People are marked when they are
+/// deleted or merged away (their customer facts end).
 const IS_DEAL: &str = "object_type IN ('deal', 'Opportunity')";
 
 const KEY_COLUMNS: [(&str, Col); 3] = [
@@ -327,7 +328,8 @@ impl Tx {
              SELECT r.crm, r.object_type, r.object_id, COALESCE(r.account, ''), r.email, \
                  r.parent_id, r.crm_created_at, r.pipeline, r.amount, r.currency, r.deal_type, \
                  r.crm_source, r.stage_id, r.stage, r.stage_at, r.qualified_at, r.won_at, \
-                 r.lost_at, r.merged_into, r.{IS_DEAL}, $2, $2 FROM {{rows}} WHERE true \
+                 r.lost_at, r.merged_into, r.{IS_DEAL} OR r.merged_into IS NOT NULL, $2, $2 \
+             FROM {{rows}} WHERE true \
              ON CONFLICT (crm, object_type, object_id) DO UPDATE SET \
                  account = CASE WHEN excluded.account <> '' THEN excluded.account \
                      ELSE crm_records.account END, \
@@ -401,12 +403,10 @@ impl Tx {
                 })
                 .collect();
             self.bulk_execute(
-                &format!(
-                    "UPDATE crm_records SET deleted_at = r.deleted_at, \
-                         baseline_dirty = baseline_dirty OR crm_records.{IS_DEAL} FROM {{rows}} \
-                     WHERE crm_records.crm = r.crm AND crm_records.object_type = r.object_type \
-                       AND crm_records.object_id = r.object_id"
-                ),
+                "UPDATE crm_records SET deleted_at = r.deleted_at, baseline_dirty = TRUE \
+                 FROM {rows} \
+                 WHERE crm_records.crm = r.crm AND crm_records.object_type = r.object_type \
+                   AND crm_records.object_id = r.object_id",
                 &[
                     ("crm", Col::Text),
                     ("object_type", Col::Text),
@@ -538,6 +538,20 @@ impl Tx {
         self.link_records(&[RecordLink::new(key, referral_id, attribution)], now)
             .await
             .map(|_| ())
+    }
+
+    /// Mark deals for the baseline's refresh (their people changed).
+    pub async fn mark_for_baseline(&mut self, deals: &[RecordKey]) -> Result<(), StoreError> {
+        self.bulk_execute(
+            "UPDATE crm_records SET baseline_dirty = TRUE FROM {rows} \
+             WHERE crm_records.crm = r.crm AND crm_records.object_type = r.object_type \
+                 AND crm_records.object_id = r.object_id AND NOT crm_records.baseline_dirty",
+            &KEY_COLUMNS,
+            deals,
+            &[],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Upsert associations; a report older than the stored one for the same pair is ignored.

@@ -648,6 +648,15 @@ async fn the_comparison_is_the_same_before_and_after_the_rollup_refresh(backend:
         deal_property(ids.next(), 303, "dealstage", "qualifiedtobuy", at),
         hubspot_event(ids.next(), "deal.deletion", 302, at, json!({})),
         deal_property(ids.next(), 307, "pipeline", "default", at),
+        // Bob leaves his won deal: a customer no more.
+        hubspot_event(
+            ids.next(),
+            "deal.associationChange",
+            304,
+            at,
+            json!({"associationType": "DEAL_TO_CONTACT", "fromObjectId": 304, "toObjectId": 111,
+                   "associationRemoved": true})
+        ),
     ]))
     .await;
     app.process().await;
@@ -668,7 +677,13 @@ async fn the_comparison_is_the_same_before_and_after_the_rollup_refresh(backend:
         marked[0].rows.iter().all(|r| r.market != "unknown"),
         "307 left market unknown"
     );
-    assert_eq!(app.refresh_baseline().await, 3);
+    let us_participation = |c: &Comparison| {
+        let p = c.participation.iter().find(|p| p.market == "US").unwrap();
+        (p.customers, p.referring_customers)
+    };
+    assert_eq!(us_participation(&unrefreshed[0]), (4, 2));
+    assert_eq!(us_participation(&marked[0]), (3, 2), "bob left");
+    assert_eq!(app.refresh_baseline().await, 4, "302, 303, 307 and 304");
     assert_eq!(read_all(&app, &periods).await, marked);
 }
 
