@@ -1117,6 +1117,7 @@ mod renewal_tests {
             qualified_at: None,
             won_at: None,
             lost_at: None,
+            customer_since: None,
         }
     }
 

@@ -12,7 +12,7 @@
 //! the period's partial days directly; so it is exact however far the refresh has got. Won deals
 //! (a small share) are read directly, through an index of their own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
@@ -250,9 +250,45 @@ impl Tx {
         if deals.is_empty() {
             return Ok(0);
         }
+        // The people of these deals (associated now or before) and the marked people: their
+        // customer facts follow their won deals. On PostgreSQL a person a batch is writing is
+        // skipped like a marked deal, and so are the deals of such a person: they stay marked
+        // for the next refresh, so the refresh never waits on a batch.
+        let deal_keys: Vec<PersonKey> = deals
+            .iter()
+            .filter(|d| d.is_deal())
+            .map(|d| PersonKey {
+                crm: d.crm.clone(),
+                id: d.object_id.clone(),
+            })
+            .collect();
+        let people_of: Vec<(PersonKey, PersonKey)> = self.people_ever_of(&deal_keys).await?;
+        let mut people: BTreeSet<PersonKey> = people_of.iter().map(|(_, p)| p.clone()).collect();
+        people.extend(deals.iter().filter(|d| !d.is_deal()).map(|d| PersonKey {
+            crm: d.crm.clone(),
+            id: d.object_id.clone(),
+        }));
+        let people: Vec<PersonKey> = people.into_iter().collect();
+        let busy = self.busy_people(&people).await?;
+        let blocked: BTreeSet<&PersonKey> = people_of
+            .iter()
+            .filter(|(_, p)| busy.contains(p))
+            .map(|(deal, _)| deal)
+            .collect();
+        let taken = |d: &DealState| {
+            let key = PersonKey {
+                crm: d.crm.clone(),
+                id: d.object_id.clone(),
+            };
+            if d.is_deal() {
+                !blocked.contains(&key)
+            } else {
+                !busy.contains(&key)
+            }
+        };
         let mut deltas: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
         let mut cleared = Vec::with_capacity(deals.len());
-        for deal in &deals {
+        for deal in deals.iter().filter(|d| taken(d)) {
             let now = deal.contribution();
             let before = deal.rolled()?;
             if now != before {
@@ -306,31 +342,6 @@ impl Tx {
             &[],
         )
         .await?;
-        // The people of these deals (associated now or before) and the marked people: their
-        // customer facts follow their won deals.
-        let mut people: BTreeMap<PersonKey, ()> = deals
-            .iter()
-            .filter(|d| !d.is_deal())
-            .map(|d| {
-                let key = PersonKey {
-                    crm: d.crm.clone(),
-                    id: d.object_id.clone(),
-                };
-                (key, ())
-            })
-            .collect();
-        let deal_keys: Vec<PersonKey> = deals
-            .iter()
-            .filter(|d| d.is_deal())
-            .map(|d| PersonKey {
-                crm: d.crm.clone(),
-                id: d.object_id.clone(),
-            })
-            .collect();
-        for person in self.people_ever_of(&deal_keys).await? {
-            people.insert(person, ());
-        }
-        let people: Vec<PersonKey> = people.into_keys().collect();
         #[derive(Serialize)]
         struct CustomerRow {
             crm: String,
@@ -338,8 +349,9 @@ impl Tx {
             since: Option<Millis>,
             cohort: Option<String>,
         }
+        let free: Vec<PersonKey> = people.into_iter().filter(|p| !busy.contains(p)).collect();
         let customers: Vec<CustomerRow> = self
-            .customers_now(&people)
+            .customers_now(&free)
             .await?
             .into_iter()
             .map(|(key, customer)| CustomerRow {
@@ -380,20 +392,77 @@ impl Tx {
             &[],
         )
         .await?;
-        Ok(deals.len())
+        Ok(cleared.len())
     }
 
-    /// Every person ever associated with these deals (removed associations too: a person who
-    /// left a won deal may be a customer no more).
-    async fn people_ever_of(&mut self, deals: &[PersonKey]) -> Result<Vec<PersonKey>, StoreError> {
-        self.bulk_fetch(
-            "SELECT DISTINCT a.crm, a.contact_id AS id FROM {rows} \
-             JOIN crm_associations a ON a.crm = r.crm AND a.deal_id = r.id",
-            &[("crm", Col::Text), ("id", Col::Text)],
-            deals,
-            &[],
-        )
-        .await
+    /// The people among `people` another transaction is writing right now (PostgreSQL; SQLite
+    /// has one writer). The others are locked for this transaction.
+    async fn busy_people(
+        &mut self,
+        people: &[PersonKey],
+    ) -> Result<BTreeSet<PersonKey>, StoreError> {
+        if self.kind() == super::BackendKind::Sqlite || people.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let join = format!(
+            "FROM {{rows}} JOIN crm_records c ON c.crm = r.crm AND c.object_id = r.id \
+                 AND c.object_type IN {PERSON_TYPES}"
+        );
+        let columns = [("crm", Col::Text), ("id", Col::Text)];
+        let existing: Vec<PersonKey> = self
+            .bulk_fetch(
+                &format!("SELECT c.crm, c.object_id AS id {join}"),
+                &columns,
+                people,
+                &[],
+            )
+            .await?;
+        let locked: BTreeSet<PersonKey> = self
+            .bulk_fetch::<_, PersonKey>(
+                &format!(
+                    "SELECT c.crm, c.object_id AS id {join} \
+                     ORDER BY c.crm, c.object_type, c.object_id FOR UPDATE OF c SKIP LOCKED"
+                ),
+                &columns,
+                people,
+                &[],
+            )
+            .await?
+            .into_iter()
+            .collect();
+        Ok(existing
+            .into_iter()
+            .filter(|p| !locked.contains(p))
+            .collect())
+    }
+
+    /// Every person ever associated with these deals, with the deal (removed associations too:
+    /// a person who left a won deal may be a customer no more).
+    async fn people_ever_of(
+        &mut self,
+        deals: &[PersonKey],
+    ) -> Result<Vec<(PersonKey, PersonKey)>, StoreError> {
+        let found: Vec<(String, String, String)> = self
+            .bulk_fetch(
+                "SELECT DISTINCT a.crm, a.deal_id, a.contact_id FROM {rows} \
+                 JOIN crm_associations a ON a.crm = r.crm AND a.deal_id = r.id",
+                &[("crm", Col::Text), ("id", Col::Text)],
+                deals,
+                &[],
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(crm, deal, person)| {
+                (
+                    PersonKey {
+                        crm: crm.clone(),
+                        id: deal,
+                    },
+                    PersonKey { crm, id: person },
+                )
+            })
+            .collect())
     }
 
     /// What these people's customer facts are now, from their live won deals.
@@ -514,7 +583,7 @@ impl Tx {
                 id: d.object_id.clone(),
             })
             .collect();
-        for person in self.people_ever_of(&marked_deals).await? {
+        for (_, person) in self.people_ever_of(&marked_deals).await? {
             stale.insert(person, ());
         }
         let stale: Vec<PersonKey> = stale.into_keys().collect();

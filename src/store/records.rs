@@ -45,6 +45,8 @@ pub struct CrmRecord {
     pub qualified_at: Option<i64>,
     pub won_at: Option<i64>,
     pub lost_at: Option<i64>,
+    /// A person's first win among their live deals (kept by the baseline's refresh).
+    pub customer_since: Option<i64>,
 }
 
 /// Identifies a CRM record.
@@ -269,7 +271,7 @@ pub(super) const RECORD_COLUMNS: &str =
     "crm, object_type, object_id, account, referral_id, email, \
      referrer_code, source, market, first_touch_at, linked_at, pipeline, stage_id, stage, \
      stage_occurred_at, amount, currency, parent_id, merged_into, deleted_at, crm_created_at, \
-     deal_type, crm_source, qualified_at, won_at, lost_at";
+     deal_type, crm_source, qualified_at, won_at, lost_at, customer_since";
 
 /// True for a deal's row: written wherever a statement sets `baseline_dirty`, so the channel
 /// baseline's rollup ([`super::baseline`]) looks at it again. People are marked when they are

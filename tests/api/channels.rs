@@ -21,6 +21,7 @@ both_backends!(
     referred_and_other_deals_compare_per_market_and_channel,
     the_comparison_is_the_same_before_and_after_the_rollup_refresh,
     a_deal_announced_by_id_is_read_back_with_its_source,
+    the_refresh_never_waits_on_a_person_a_batch_is_writing,
 );
 
 const READ_KEY: &str = "channels-read-key";
@@ -728,4 +729,55 @@ async fn a_deal_announced_by_id_is_read_back_with_its_source(backend: Backend) {
     assert_eq!(record.crm_source.as_deref(), Some("PAID_SOCIAL"));
     assert_eq!(record.stage.as_deref(), Some("won"));
     assert!(record.won_at.is_some() && record.qualified_at == record.won_at);
+}
+
+async fn the_refresh_never_waits_on_a_person_a_batch_is_writing(backend: Backend) {
+    use referral_sync::store::{RecordFacts, RecordKey};
+    let Some(app) = spawn_app_with(backend, SpawnOptions::default(), settings).await else {
+        return;
+    };
+    let mut ids = Ids(0);
+    let mut events = hubspot_contact(&mut ids, 110, "ann@buyer.us");
+    for deal in [301, 302] {
+        let contacts: &[u64] = if deal == 301 { &[110] } else { &[] };
+        events.extend(hubspot_deal(
+            &mut ids,
+            deal,
+            T0,
+            Some("default"),
+            "USD",
+            Some("500"),
+            None,
+            contacts,
+            &[("closedwon", T0 + DAY)],
+        ));
+    }
+    app.hubspot(Value::Array(events)).await;
+    app.process().await;
+    let ann = RecordKey {
+        crm: "hubspot".into(),
+        object_type: "contact".into(),
+        object_id: "110".into(),
+    };
+
+    // A batch holds Ann's row while the refresh runs.
+    let mut batch = app.store.begin().await.unwrap();
+    if backend == Backend::Postgres {
+        batch
+            .apply_record_facts(&[RecordFacts::new(&ann)], T0)
+            .await
+            .unwrap();
+        let refreshed = app.refresh_baseline().await;
+        assert_eq!(
+            refreshed, 1,
+            "302 is refreshed; 301, whose person is busy, waits"
+        );
+        assert_eq!(app.store.baseline_backlog().await.unwrap(), 1);
+    }
+    batch.commit().await.unwrap();
+    app.refresh_baseline().await;
+
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 0);
+    let record = app.store.crm_record(&ann).await.unwrap().unwrap();
+    assert_eq!(record.customer_since, Some(T0 + DAY));
 }
