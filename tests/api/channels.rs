@@ -444,6 +444,22 @@ async fn referred_and_other_deals_compare_per_market_and_channel(backend: Backen
         return;
     };
     seed(&app).await;
+    // Each deal keeps the first times it reached qualified, won and lost.
+    let deal = |id: &str| {
+        let key = referral_sync::store::RecordKey {
+            crm: "hubspot".into(),
+            object_type: "deal".into(),
+            object_id: id.into(),
+        };
+        let store = app.store.clone();
+        async move { store.crm_record(&key).await.unwrap().unwrap() }
+    };
+    let lost = deal("203").await;
+    assert_eq!(
+        (lost.qualified_at, lost.won_at, lost.lost_at),
+        (Some(T0 + 4 * DAY), None, Some(T0 + 20 * DAY))
+    );
+    assert_eq!(deal("304").await.crm_source.as_deref(), Some("BILLBOARD"));
     // 420 days on: customers first won up to T0 + 55d have had their 12 months.
     app.clock.advance(420 * DAY);
     app.refresh_baseline().await;
