@@ -3,9 +3,9 @@
 //! deal, ~8% won with a reward, some reversed) and 4,000,000 deals no referral touches (HubSpot
 //! and Salesforce, 3 pipelines, 8 CRM sources each, 40% qualified, 15% won, each won deal with a
 //! contact), then times over the whole range, 5 runs each: the funnel (`Store::funnel_facts` +
-//! `compute`), and the funnel with the referred vs non-referred comparison (plus
-//! `Store::baseline_facts` + `compare::compute`) with 1,000 deals changed since the baseline
-//! rollup's last refresh. Then it marks 20,000 deals and times their refresh. Prints one JSON
+//! `compute`), and the funnel with the referred vs non-referred comparison
+//! (`funnel::report_with_comparison`: `Store::baseline_facts` read beside the funnel, +
+//! `compare::compute`) with 1,000 deals changed since the baseline rollup's last refresh. Then it marks 20,000 deals and times their refresh. Prints one JSON
 //! line; setup time is reported but not part of the figures. There is no ANALYZE, so SQLite plans
 //! the queries as it would on a production database.
 //!
@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use referral_sync::config::{ConfigSources, Secret, Settings};
 use referral_sync::reports::compare;
-use referral_sync::reports::funnel::{compute, FunnelFilter};
+use referral_sync::reports::funnel::{self, compute, FunnelFilter};
 use referral_sync::store::{Cohort, Rolled, Store};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -621,13 +621,9 @@ async fn main() {
     assert_eq!(report.totals.referrals, referrals, "every referral counted");
     let as_of = START + 2 * 365 * DAY;
     let (compare_times, comparison) = timed(runs, || async {
-        let mut report = compute(&store.funnel_facts(&filter).await.expect("funnel facts"));
-        let baseline = store
-            .baseline_facts(&filter, as_of)
+        funnel::report_with_comparison(&store, &settings, &filter, as_of)
             .await
-            .expect("baseline facts");
-        report.comparison = Some(compare::compute(&settings, &baseline));
-        report
+            .expect("funnel with the comparison")
     })
     .await;
     let comparison = comparison.comparison.expect("compared");

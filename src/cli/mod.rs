@@ -377,6 +377,17 @@ async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<()> {
         to: time("to", args.to)?,
     };
     let store = Store::connect(&settings.database).await?;
+    if args.compare {
+        let now = crate::clock::Clock::now(&SystemClock);
+        let report = funnel::report_with_comparison(&store, settings, &filter, now).await?;
+        match args.format.as_str() {
+            "csv" => out!("{}", funnel::to_csv(&report))?,
+            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+            _ => out!("{}", funnel::to_table(&report))?,
+        }
+        store.close().await;
+        return Ok(());
+    }
     let facts = store.funnel_facts(&filter).await?;
     if args.by.is_some() {
         let report = scorecard::compute(&facts, None);
@@ -386,12 +397,7 @@ async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<()> {
             _ => out!("{}", scorecard::to_table(&report))?,
         }
     } else {
-        let mut report = funnel::compute(&facts);
-        if args.compare {
-            let now = crate::clock::Clock::now(&SystemClock);
-            let baseline = store.baseline_facts(&filter, now).await?;
-            report.comparison = Some(crate::reports::compare::compute(settings, &baseline));
-        }
+        let report = funnel::compute(&facts);
         match args.format.as_str() {
             "csv" => out!("{}", funnel::to_csv(&report))?,
             "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,

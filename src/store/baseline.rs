@@ -913,13 +913,20 @@ impl Store {
         // One walk through the `crm_records_won_baseline` index, in its order (so SQLite streams
         // it): the won deals created in the period, and the non-referred ones won in the period
         // at least 12 months ago (each a customer of its own).
-        let created = format!("{CREATED} >= $1 AND {CREATED} < $2");
+        // With no period every won deal counts: no condition to evaluate per row.
+        let created = match (filter.from, filter.to) {
+            (None, None) => "TRUE".to_string(),
+            _ => format!("{CREATED} >= $1 AND {CREATED} < $2"),
+        };
         let acquired = "won_at >= $3 AND won_at < $4 AND won_at <= $5";
         let priced_if = |condition: &str| {
-            format!(
-                "{concat}(CASE WHEN {condition} AND amount IS NOT NULL \
-                 AND {position}(amount, {separator}) = 0 THEN amount END, {separator})"
-            )
+            let amount = format!("amount IS NOT NULL AND {position}(amount, {separator}) = 0");
+            let when = if condition == "TRUE" {
+                amount
+            } else {
+                format!("{condition} AND {amount}")
+            };
+            format!("{concat}(CASE WHEN {when} THEN amount END, {separator})")
         };
         let won_sql = format!(
             "SELECT crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
@@ -936,11 +943,10 @@ impl Store {
         let referred_revenue_sql = format!(
             "SELECT r.id, r.market, r.source, d.crm, d.pipeline, d.deal_type, d.currency, d.amount \
              FROM referrals r CROSS JOIN crm_records d \
-             WHERE r.won_at >= $1 AND r.won_at < $2 AND r.won_at <= $3 \
-                 AND d.referral_id = r.id AND d.stage = 'won' \
+             WHERE r.won_at IS NOT NULL AND r.won_at >= $1 AND r.won_at < $2 \
+                 AND r.won_at <= $3 AND d.referral_id = r.id AND d.stage = 'won' \
                  AND d.object_type IN ('deal', 'Opportunity') AND d.deleted_at IS NULL \
-                 AND d.merged_into IS NULL AND d.won_at < r.won_at + {} \
-             ORDER BY r.id, d.crm, d.object_id",
+                 AND d.merged_into IS NULL AND d.won_at < r.won_at + {}",
             365 * DAY
         );
         let mut tx = self.begin_read().await?;
