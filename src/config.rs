@@ -10,6 +10,9 @@ use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::domain::channel::Channel;
+use crate::domain::market::Market;
+use crate::domain::moment::MomentKind;
 use crate::domain::payout::InstallmentAt;
 use crate::domain::stage::CanonicalStage;
 use crate::domain::Crm;
@@ -22,13 +25,14 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "REFERRAL_SYNC";
 
 /// Settings that are lists, given in one environment variable separated by commas.
-const ENV_LIST_KEYS: [&str; 6] = [
+const ENV_LIST_KEYS: [&str; 7] = [
     "hubspot.client_secrets",
     "hubspot.signature_versions",
     "salesforce.organization_ids",
     "salesforce.callout_secrets",
     "renewals.hubspot_pipelines",
     "renewals.salesforce_types",
+    "moments.kinds",
 ];
 
 /// A secret setting. Its value is reachable only through [`Secret::expose`]; `Debug` and
@@ -80,6 +84,8 @@ pub struct Settings {
     pub sources: BTreeMap<String, SourceSettings>,
     pub rewards: RewardSettings,
     pub renewals: RenewalSettings,
+    pub channels: ChannelSettings,
+    pub moments: MomentSettings,
     pub fraud: FraudSettings,
     #[serde(default)]
     pub programs: BTreeMap<String, ProgramSettings>,
@@ -221,6 +227,9 @@ pub struct CrmFieldNames {
     pub referee_reward_status: String,
     pub referee_reward_amount: String,
     pub referee_reward_currency: String,
+    /// An advocacy moment on a contact: its kind, and when it happened.
+    pub ask_moment: String,
+    pub ask_at: String,
     /// Salesforce only: the Platform Event published when a reward becomes eligible.
     #[serde(default = "default_reward_event")]
     pub reward_event: String,
@@ -276,16 +285,81 @@ pub struct RenewalSettings {
 impl RenewalSettings {
     /// Whether `deal` is a renewal (or expansion) deal by this configuration.
     pub fn is_renewal(&self, deal: &crate::store::CrmRecord) -> bool {
-        match deal.crm {
-            Crm::HubSpot => deal
-                .pipeline
-                .as_ref()
-                .is_some_and(|p| self.hubspot_pipelines.contains(p)),
-            Crm::Salesforce => deal
-                .deal_type
-                .as_ref()
-                .is_some_and(|t| self.salesforce_types.contains(t)),
+        self.is_renewal_of(
+            deal.crm,
+            deal.pipeline.as_deref(),
+            deal.deal_type.as_deref(),
+        )
+    }
+
+    /// [`RenewalSettings::is_renewal`] for a deal of `crm` known by its pipeline and type.
+    pub fn is_renewal_of(&self, crm: Crm, pipeline: Option<&str>, deal_type: Option<&str>) -> bool {
+        match crm {
+            Crm::HubSpot => pipeline.is_some_and(|p| self.hubspot_pipelines.iter().any(|h| h == p)),
+            Crm::Salesforce => {
+                deal_type.is_some_and(|t| self.salesforce_types.iter().any(|s| s == t))
+            }
         }
+    }
+}
+
+/// The channel baseline (SPEC §4): the market and channel of deals no referral touches.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ChannelSettings {
+    /// HubSpot pipeline id → market.
+    pub market_by_pipeline: BTreeMap<String, String>,
+    /// Deal currency (ISO code) → market, for deals whose pipeline names none.
+    pub market_by_currency: BTreeMap<String, String>,
+    /// HubSpot `hs_analytics_source` value → channel.
+    pub hubspot_sources: BTreeMap<String, Channel>,
+    /// Salesforce `LeadSource` value → channel.
+    pub salesforce_sources: BTreeMap<String, Channel>,
+}
+
+impl ChannelSettings {
+    /// The market of a deal no referral touches: by its pipeline, else by its currency.
+    pub fn market_of(&self, pipeline: Option<&str>, currency: Option<&str>) -> Option<String> {
+        pipeline
+            .and_then(|p| self.market_by_pipeline.get(p))
+            .or_else(|| {
+                let currency = currency?.trim().to_ascii_uppercase();
+                self.market_by_currency
+                    .iter()
+                    .find(|(c, _)| c.to_ascii_uppercase() == currency)
+                    .map(|(_, m)| m)
+            })
+            .map(|m| m.trim().to_ascii_uppercase())
+    }
+
+    /// The channel of a deal no referral touches, from its CRM source value.
+    pub fn channel_of(&self, crm: Crm, source: Option<&str>) -> Channel {
+        let Some(source) = source.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Channel::Unknown;
+        };
+        let mapping = match crm {
+            Crm::HubSpot => &self.hubspot_sources,
+            Crm::Salesforce => &self.salesforce_sources,
+        };
+        mapping.get(source).copied().unwrap_or(Channel::Other)
+    }
+}
+
+/// Advocacy moments (SPEC §4): when a contact is marked as a good moment to ask for a referral.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MomentSettings {
+    pub enabled: bool,
+    /// The lowest NPS score that is a moment (0–10); a contact whose latest score is 6 or less
+    /// is never marked.
+    pub nps_min: u8,
+    /// A contact marked less than this many days before (or after) a moment is not marked again.
+    pub cooldown_days: u32,
+    /// Which kinds of moment mark a contact.
+    pub kinds: Vec<MomentKind>,
+}
+
+impl MomentSettings {
+    pub fn marks(&self, kind: MomentKind) -> bool {
+        self.enabled && self.kinds.contains(&kind)
     }
 }
 
@@ -725,6 +799,10 @@ impl Settings {
         self.validate_salesforce(&mut p);
         self.validate_sources(&mut p);
         self.validate_rewards(&mut p);
+        self.validate_channels(&mut p);
+        if self.moments.nps_min > 10 {
+            p.push("moments.nps_min: must be an NPS score, 0 to 10".into());
+        }
         for (i, key) in self.admin.keys.iter().enumerate() {
             if key.hash.len() != 64 || !key.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 p.push(format!(
@@ -811,6 +889,40 @@ impl Settings {
                 "salesforce.api_version: `{}` is not like 62.0 or v62.0",
                 sf.api_version
             ));
+        }
+    }
+
+    fn validate_channels(&self, p: &mut Vec<String>) {
+        let c = &self.channels;
+        for (name, markets) in [
+            ("market_by_pipeline", &c.market_by_pipeline),
+            ("market_by_currency", &c.market_by_currency),
+        ] {
+            for (key, market) in markets {
+                if let Err(e) = Market::parse(market) {
+                    p.push(format!("channels.{name}.{key}: `{market}` {e}"));
+                }
+            }
+        }
+        for currency in c.market_by_currency.keys() {
+            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+                p.push(format!(
+                    "channels.market_by_currency: `{currency}` is not a 3-letter ISO code like USD"
+                ));
+            }
+        }
+        let mappable = Channel::MAPPABLE.map(Channel::as_str).join(", ");
+        for (name, sources) in [
+            ("hubspot_sources", &c.hubspot_sources),
+            ("salesforce_sources", &c.salesforce_sources),
+        ] {
+            for (value, channel) in sources {
+                if !Channel::MAPPABLE.contains(channel) {
+                    p.push(format!(
+                        "channels.{name}.\"{value}\": `{channel}` is not a channel a CRM source maps to ({mappable}; `referral` is for deals linked to a referral)"
+                    ));
+                }
+            }
         }
     }
 
@@ -920,6 +1032,13 @@ impl Settings {
             }
             validate_schedule(&format!("{key}.payout_schedule"), &prog.payout_schedule, p);
         }
+    }
+
+    /// Whether a won renewal can be an advocacy moment: the kind is on and `[renewals]` names any.
+    pub fn renewal_moments(&self) -> bool {
+        self.moments.marks(MomentKind::Renewal)
+            && !(self.renewals.hubspot_pipelines.is_empty()
+                && self.renewals.salesforce_types.is_empty())
     }
 
     /// The effective configuration as TOML, secrets redacted.

@@ -1,14 +1,16 @@
-//! The funnel benchmarks' data: 1,000,000 referrals (by default) over 2 markets × 4 sources ×
-//! 2,000 referrers, ~25% with a deal, ~8% won with a reward, some reversed, written straight into
-//! a migrated SQLite database. `cargo bench --bench funnel` times the report over it and
-//! `cargo bench --bench console` the Program page that draws it.
+//! The report benchmarks' data: 1,000,000 referrals (by default) over 2 markets × 4 sources ×
+//! 2,000 referrers, ~25% with a deal, ~8% won with a reward, some reversed, and 4,000,000 deals no
+//! referral touches (HubSpot and Salesforce, 3 pipelines, 8 CRM sources each, 40% qualified, 15%
+//! won, each won deal with a contact), counted in the baseline rollup as they are generated and
+//! written straight into a migrated SQLite database. `cargo bench --bench funnel` times the
+//! report over it and `cargo bench --bench console` the Program page that draws it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Instant;
 
 use referral_sync::config::{ConfigSources, Secret, Settings};
-use referral_sync::store::Store;
+use referral_sync::store::{Cohort, Rolled, Store};
 
 use super::Rng;
 use serde_json::json;
@@ -18,11 +20,49 @@ use sqlx::{Connection, SqliteConnection};
 const REFERRERS: u64 = 2_000;
 const MARKETS: [(&str, &str); 2] = [("US", "USD"), ("RU", "RUB")];
 const SOURCES: [&str; 4] = ["link", "code", "intro", "pool"];
-const DAY: i64 = 86_400_000;
+pub const DAY: i64 = 86_400_000;
 /// 2026-01-01T00:00:00Z.
-const START: i64 = 1_767_225_600_000;
+pub const START: i64 = 1_767_225_600_000;
 /// Rows per INSERT statement: well under SQLite's 32,766 bound parameters.
-const CHUNK: usize = 2_000;
+const CHUNK: usize = 1_500;
+/// Pipelines of the deals no referral touches, with their market, and their CRM sources.
+const PIPELINES: [(&str, &str); 3] = [("default", "US"), ("ru-sales", "RU"), ("renewals", "US")];
+const HUBSPOT_SOURCES: [&str; 8] = [
+    "ORGANIC_SEARCH",
+    "PAID_SEARCH",
+    "DIRECT_TRAFFIC",
+    "OFFLINE",
+    "REFERRALS",
+    "SOCIAL_MEDIA",
+    "EMAIL_MARKETING",
+    "",
+];
+const SALESFORCE_SOURCES: [&str; 8] = [
+    "Web",
+    "Partner Referral",
+    "Trade Show",
+    "Advertisement",
+    "Purchased List",
+    "Phone Inquiry",
+    "Other",
+    "",
+];
+
+/// Deals per (cohort key, UTC day): what the rollup counts, built as the deals are generated.
+type Rollup = HashMap<(String, i64), (i64, i64)>;
+
+/// Count a deal in the rollup; returns what its row keeps as `baseline_rolled`.
+fn roll(rollup: &mut Rollup, cohort: Cohort, created: i64, qualified: bool) -> String {
+    let rolled = Rolled {
+        cohort,
+        day: created.div_euclid(DAY),
+        qualified,
+    };
+    let count = rollup.entry((rolled.cohort.key(), rolled.day)).or_default();
+    count.0 += 1;
+    count.1 += i64::from(qualified);
+    rolled.to_text()
+}
 
 /// One bound value of a generated row.
 enum V {
@@ -59,8 +99,7 @@ async fn insert(conn: &mut SqliteConnection, table: &str, columns: &[&str], rows
     tx.commit().await.expect("commit");
 }
 
-/// Fill the SQLite database at `url` (migrated, empty) with `referrals` referrals.
-pub async fn fill(url: &str, referrals: u64) {
+async fn fill(url: &str, referrals: u64, deals: u64) {
     let options = SqliteConnectOptions::from_str(url)
         .expect("url")
         .journal_mode(SqliteJournalMode::Wal)
@@ -72,6 +111,7 @@ pub async fn fill(url: &str, referrals: u64) {
         .await
         .expect("open");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rollup = Rollup::new();
 
     let mut referrers = Vec::new();
     for i in 0..REFERRERS {
@@ -170,14 +210,33 @@ pub async fn fill(url: &str, referrals: u64) {
             } else {
                 "proposal"
             };
+            let created = first_touch + DAY;
+            let pipeline = if m == 0 { "default" } else { "ru-sales" };
+            let cohort = Cohort::new(
+                "hubspot".into(),
+                true,
+                Some(market.into()),
+                Some(source.into()),
+                Some(pipeline.into()),
+                Some(deal_currency.into()),
+                None,
+            );
             deals.push(vec![
                 V::Text("hubspot".into()),
                 V::Text("deal".into()),
                 V::Text(format!("{}", 10_000_000 + i)),
                 V::Text(id.clone()),
+                V::Text(market.into()),
+                V::Text(source.into()),
+                V::Null,
+                V::Text(pipeline.into()),
                 V::Text(stage.into()),
                 V::Text(format!("{}.{:02}", cents / 100, cents % 100)),
                 V::Text(deal_currency.into()),
+                V::Int(created),
+                V::Int(first_touch + 2 * DAY),
+                if won { V::Int(won_at) } else { V::Null },
+                V::Text(roll(&mut rollup, cohort, created, true)),
                 V::Int(first_touch),
                 V::Int(first_touch),
             ]);
@@ -234,23 +293,7 @@ pub async fn fill(url: &str, referrals: u64) {
             refs,
         )
         .await;
-        insert(
-            &mut conn,
-            "crm_records",
-            &[
-                "crm",
-                "object_type",
-                "object_id",
-                "referral_id",
-                "stage",
-                "amount",
-                "currency",
-                "created_at",
-                "updated_at",
-            ],
-            deals,
-        )
-        .await;
+        insert(&mut conn, "crm_records", &DEAL_COLUMNS, deals).await;
         insert(
             &mut conn,
             "rewards",
@@ -276,7 +319,209 @@ pub async fn fill(url: &str, referrals: u64) {
         .await;
         done += n;
     }
+    fill_other_deals(&mut conn, &mut rng, &mut rollup, deals).await;
+    let rows: Vec<Vec<V>> = rollup
+        .into_iter()
+        .map(|((cohort, day), (deals, qualified))| {
+            vec![
+                V::Text(cohort),
+                V::Int(day),
+                V::Int(deals),
+                V::Int(qualified),
+            ]
+        })
+        .collect();
+    insert(
+        &mut conn,
+        "deal_cohorts",
+        &["cohort", "created_day", "deals", "qualified"],
+        rows,
+    )
+    .await;
     conn.close().await.expect("close");
+}
+
+/// The columns of a generated deal.
+const DEAL_COLUMNS: [&str; 17] = [
+    "crm",
+    "object_type",
+    "object_id",
+    "referral_id",
+    "market",
+    "source",
+    "crm_source",
+    "pipeline",
+    "stage",
+    "amount",
+    "currency",
+    "crm_created_at",
+    "qualified_at",
+    "won_at",
+    "baseline_rolled",
+    "created_at",
+    "updated_at",
+];
+
+/// `deals` deals no referral touches, counted in the rollup; every won one has a contact, a
+/// customer since the win.
+async fn fill_other_deals(
+    conn: &mut SqliteConnection,
+    rng: &mut Rng,
+    rollup: &mut Rollup,
+    deals: u64,
+) {
+    let batch = 100_000u64;
+    let mut done = 0u64;
+    while done < deals {
+        let n = batch.min(deals - done);
+        let (mut rows, mut contacts, mut associations) = (Vec::new(), Vec::new(), Vec::new());
+        for i in done..done + n {
+            let salesforce = rng.chance(250);
+            let (crm, object_type, id) = if salesforce {
+                ("salesforce", "Opportunity", format!("006B{i:014}"))
+            } else {
+                ("hubspot", "deal", format!("{}", 50_000_000 + i))
+            };
+            let (pipeline, market) = PIPELINES[rng.below(3) as usize];
+            let currency = match (market, rng.chance(30)) {
+                (_, true) => "EUR",
+                ("US", _) => "USD",
+                _ => "RUB",
+            };
+            let source = if salesforce {
+                SALESFORCE_SOURCES[rng.below(8) as usize]
+            } else {
+                HUBSPOT_SOURCES[rng.below(8) as usize]
+            };
+            let source = (!source.is_empty()).then_some(source);
+            let created = START + rng.below(365 * DAY as u64) as i64;
+            let qualified = rng.chance(400);
+            let won = qualified && rng.chance(375);
+            let stage = match (won, qualified) {
+                (true, _) => "won",
+                (false, true) if rng.chance(500) => "lost",
+                (false, true) => "proposal",
+                (false, false) if rng.chance(400) => "lost",
+                _ => "lead",
+            };
+            let won_at = created + (5 + rng.below(175) as i64) * DAY;
+            let cents = 50_000 + rng.below(4_950_000) as i64;
+            let pipeline = (!salesforce).then_some(pipeline);
+            let cohort = Cohort::new(
+                crm.into(),
+                false,
+                None,
+                None,
+                pipeline.map(String::from),
+                Some(currency.into()),
+                source.map(String::from),
+            );
+            let customer_cohort = cohort.key();
+            let text = |v: Option<&str>| v.map_or(V::Null, |v| V::Text(v.into()));
+            rows.push(vec![
+                V::Text(crm.into()),
+                V::Text(object_type.into()),
+                V::Text(id.clone()),
+                V::Null,
+                V::Null,
+                V::Null,
+                text(source),
+                text(pipeline),
+                V::Text(stage.into()),
+                V::Text(format!("{}.{:02}", cents / 100, cents % 100)),
+                V::Text(currency.into()),
+                V::Int(created),
+                if qualified {
+                    V::Int(created + 3 * DAY)
+                } else {
+                    V::Null
+                },
+                if won { V::Int(won_at) } else { V::Null },
+                V::Text(roll(rollup, cohort, created, qualified)),
+                V::Int(created),
+                V::Int(created),
+            ]);
+            if won {
+                let contact = format!("c{i}");
+                contacts.push(vec![
+                    V::Text(crm.into()),
+                    V::Text(if salesforce { "Contact" } else { "contact" }.into()),
+                    V::Text(contact.clone()),
+                    V::Text(format!("buyer{i}@customer{}.com", i % 997)),
+                    V::Int(won_at),
+                    V::Text(customer_cohort),
+                    V::Int(created),
+                    V::Int(created),
+                ]);
+                associations.push(vec![
+                    V::Text(crm.into()),
+                    V::Text(id),
+                    V::Text(contact),
+                    V::Int(0),
+                    V::Int(created),
+                ]);
+            }
+        }
+        insert(conn, "crm_records", &DEAL_COLUMNS, rows).await;
+        insert(
+            conn,
+            "crm_records",
+            &[
+                "crm",
+                "object_type",
+                "object_id",
+                "email",
+                "customer_since",
+                "customer_cohort",
+                "created_at",
+                "updated_at",
+            ],
+            contacts,
+        )
+        .await;
+        insert(
+            conn,
+            "crm_associations",
+            &["crm", "deal_id", "contact_id", "removed", "occurred_at"],
+            associations,
+        )
+        .await;
+        done += n;
+    }
+}
+
+/// The benchmark's markets and channels, as RevOps would configure them.
+pub fn configure(settings: &mut Settings) {
+    for (pipeline, market) in PIPELINES {
+        settings
+            .channels
+            .market_by_pipeline
+            .insert(pipeline.into(), market.into());
+    }
+    for (currency, market) in [("USD", "US"), ("RUB", "RU")] {
+        settings
+            .channels
+            .market_by_currency
+            .insert(currency.into(), market.into());
+    }
+    settings.renewals.hubspot_pipelines = vec!["renewals".into()];
+}
+
+/// Mark every `every`-th deal as written since the rollup's last refresh, as a processing batch
+/// does.
+pub async fn mark(url: &str, every: i64) -> u64 {
+    let mut conn = SqliteConnection::connect(url).await.expect("open");
+    let marked = sqlx::query(
+        "UPDATE crm_records SET baseline_dirty = TRUE \
+         WHERE object_type IN ('deal', 'Opportunity') AND rowid % $1 = 0",
+    )
+    .bind(every)
+    .execute(&mut conn)
+    .await
+    .expect("mark deals")
+    .rows_affected();
+    conn.close().await.expect("close");
+    marked
 }
 
 /// A migrated store with the benchmark's referrals, and the settings that open it.
@@ -284,15 +529,21 @@ pub struct Filled {
     pub store: Store,
     pub settings: Settings,
     pub referrals: u64,
+    /// Deals no referral touches.
+    pub deals: u64,
+    /// The SQLite URL, for benchmarks that write to the database behind the store's back.
+    pub url: String,
     /// Seconds spent creating the data (0 when `BENCH_DB` was reused).
     pub setup_s: f64,
     _dir: tempfile::TempDir,
 }
 
-/// `BENCH_REFERRALS` referrals (default 1,000,000) in a temporary SQLite database, or in
-/// `BENCH_DB=PATH`, which is kept and reused when it exists (skipping the setup).
+/// `BENCH_REFERRALS` referrals (default 1,000,000) and `BENCH_DEALS` deals no referral touches
+/// (default 4,000,000) in a temporary SQLite database, or in `BENCH_DB=PATH`, which is kept and
+/// reused when it exists (skipping the setup).
 pub async fn filled() -> Filled {
     let referrals: u64 = super::env_or("BENCH_REFERRALS", 1_000_000);
+    let deals: u64 = super::env_or("BENCH_DEALS", 4_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let kept = std::env::var("BENCH_DB").ok();
     let reuse = kept
@@ -307,17 +558,20 @@ pub async fn filled() -> Filled {
     })
     .expect("config/default.toml is valid");
     settings.database.url = Secret::new(url.clone());
+    configure(&mut settings);
 
     let setup = Instant::now();
     let store = Store::connect(&settings.database).await.expect("connect");
     store.migrate().await.expect("migrate");
     if !reuse {
-        fill(&url, referrals).await;
+        fill(&url, referrals, deals).await;
     }
     Filled {
         store,
         settings,
         referrals,
+        deals,
+        url,
         setup_s: setup.elapsed().as_secs_f64(),
         _dir: dir,
     }

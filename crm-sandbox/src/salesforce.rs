@@ -22,6 +22,8 @@ use super::{
 use crate::Millis;
 
 const DAILY_API_LIMIT: u64 = 15_000;
+/// The pick-list values of `Referral_Ask_Moment__c`, as the README tells admins to create them.
+const MOMENT_KINDS: [&str; 4] = ["nps", "onboarding", "usage", "renewal"];
 const MAX_COLLECTION: usize = 200;
 /// Type chunks per sObject Collections request.
 const MAX_CHUNKS: usize = 10;
@@ -107,6 +109,8 @@ fn org_schema(sobject: &str) -> Vec<FieldDef> {
             FieldDef::picklist("Referral_Referee_Reward_Status__c", &REWARD_STATUSES, true),
             FieldDef::new("Referral_Referee_Reward_Amount__c", "double"),
             FieldDef::new("Referral_Referee_Reward_Currency__c", "string"),
+            FieldDef::picklist("Referral_Ask_Moment__c", &MOMENT_KINDS, true),
+            FieldDef::new("Referral_Ask_At__c", "datetime"),
         ]),
         _ => {}
     }

@@ -50,6 +50,10 @@ pub fn check(data: &[u8]) {
             assert!(!refund.key().is_empty());
             Vec::new()
         }
+        ProductPayload::Moment(moment) => {
+            assert!(moment.score.is_none_or(|s| s <= 10), "{:?}", moment.score);
+            vec![moment.email.as_str()]
+        }
         ProductPayload::Unknown => Vec::new(),
     };
     for email in emails {

@@ -1,11 +1,13 @@
 //! The CRM writes the ledger causes, as outbox rows: referral context on linked records, restores
-//! of a tampered referral source, and read jobs for records HubSpot announced by id only. Property
+//! of a tampered referral source, advocacy-moment marks on contacts, and read jobs for records
+//! HubSpot announced by id only. Property
 //! names come from `hubspot.properties` / `salesforce.fields`. Delivery is the outbox worker's job.
 
 use std::collections::BTreeMap;
 
-use crate::clock::to_rfc3339;
+use crate::clock::{to_rfc3339, Millis};
 use crate::config::Settings;
+use crate::domain::moment::MomentKind;
 use crate::domain::Crm;
 use crate::outbox::CrmCommand;
 use crate::processing::decode::RecordRef;
@@ -88,6 +90,26 @@ pub fn context_properties(
 pub fn restore_write(settings: &Settings, record: &CrmRecord, recorded: &str) -> NewOutbox {
     let field = settings.field_names(record.crm).referral_source.clone();
     CrmCommand::update([(field, recorded.to_string())].into_iter().collect()).on(record)
+}
+
+/// Mark a contact as a good moment to ask for a referral: which moment, and when.
+pub fn ask_write(
+    settings: &Settings,
+    contact: &CrmRecord,
+    kind: MomentKind,
+    at: Millis,
+) -> NewOutbox {
+    let n = settings.field_names(contact.crm);
+    // HubSpot datetime properties take epoch milliseconds; Salesforce DateTime fields ISO 8601.
+    let at = match contact.crm {
+        Crm::HubSpot => at.to_string(),
+        Crm::Salesforce => to_rfc3339(at),
+    };
+    let properties = [
+        (n.ask_moment.clone(), kind.as_str().to_string()),
+        (n.ask_at.clone(), at),
+    ];
+    CrmCommand::update(properties.into_iter().collect()).on(contact)
 }
 
 /// Read a record (and, for deals, its contact associations) through the CRM API.

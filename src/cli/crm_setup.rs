@@ -245,7 +245,7 @@ fn salesforce_field(
         // A Currency field takes the same JSON numbers.
         ValueKind::Number => &["double", "currency"],
         ValueKind::DateTime => &["datetime"],
-        ValueKind::RewardStatus | ValueKind::Tier => &["picklist"],
+        ValueKind::RewardStatus | ValueKind::Tier | ValueKind::Moment => &["picklist"],
     };
     if !accepted.contains(&found.kind.as_str()) {
         return Some(format!(

@@ -72,24 +72,9 @@ pub enum Command {
         #[command(subcommand)]
         action: PartnersCommand,
     },
-    /// Print the referral funnel.
-    Report {
-        /// table, csv or json.
-        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
-        format: String,
-        /// Only this market (e.g. US).
-        #[arg(long)]
-        market: Option<String>,
-        /// Only this source (link, code, intro, pool).
-        #[arg(long)]
-        source: Option<String>,
-        /// First touch at or after this RFC 3339 time.
-        #[arg(long)]
-        from: Option<String>,
-        /// First touch before this RFC 3339 time.
-        #[arg(long)]
-        to: Option<String>,
-    },
+    /// Print the referral funnel (with --compare, next to every other deal; with --by referrer,
+    /// the per-referrer scorecards instead).
+    Report(ReportArgs),
     /// Print a month's payout statements, one per referrer and currency (gathering them first).
     Payouts {
         /// The month, YYYY-MM (UTC).
@@ -118,11 +103,37 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// table, csv or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+    format: String,
+    /// Only this market (e.g. US).
+    #[arg(long)]
+    market: Option<String>,
+    /// Only this source (link, code, intro, pool).
+    #[arg(long)]
+    source: Option<String>,
+    /// First touch at or after this RFC 3339 time.
+    #[arg(long)]
+    from: Option<String>,
+    /// First touch before this RFC 3339 time.
+    #[arg(long)]
+    to: Option<String>,
+    /// One scorecard per referrer instead of the funnel.
+    #[arg(long, value_parser = ["referrer"])]
+    by: Option<String>,
+    /// Add referred vs non-referred deals (created in the period) per market and channel, and
+    /// the participation rate; with --format csv, the comparison alone.
+    #[arg(long, conflicts_with = "by")]
+    compare: bool,
+}
+
 impl Command {
     /// Commands whose output a person reads: only real problems belong between their lines.
     fn prints_for_a_person(&self) -> bool {
         match self {
-            Command::Report { .. } | Command::Payouts { .. } => true,
+            Command::Report(_) | Command::Payouts { .. } => true,
             #[cfg(feature = "demo")]
             Command::Demo => true,
             _ => false,
@@ -227,13 +238,7 @@ pub fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Report {
-                format,
-                market,
-                source,
-                from,
-                to,
-            } => report(&settings, &format, market, source, from, to).await,
+            Command::Report(args) => report(&settings, args).await,
             Command::Payouts {
                 period,
                 format,
@@ -316,7 +321,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Partners {
             action: PartnersCommand::Link { .. },
         } => "partners link",
-        Command::Report { .. } => "report",
+        Command::Report(_) => "report",
         Command::Payouts { .. } => "payouts",
         Command::Sign(_) => "sign",
         #[cfg(feature = "demo")]
@@ -413,15 +418,9 @@ async fn replay(settings: Settings, scope: ReplayScope) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn report(
-    settings: &Settings,
-    format: &str,
-    market: Option<String>,
-    source: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-) -> anyhow::Result<()> {
+async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<()> {
     use crate::reports::funnel::{self, FunnelFilter};
+    use crate::reports::scorecard;
     let time = |name: &str, v: Option<String>| -> anyhow::Result<Option<i64>> {
         v.map(|v| {
             chrono::DateTime::parse_from_rfc3339(&v)
@@ -431,17 +430,38 @@ async fn report(
         .transpose()
     };
     let filter = FunnelFilter {
-        market: market.map(|m| m.to_uppercase()),
-        source,
-        from: time("from", from)?,
-        to: time("to", to)?,
+        market: args.market.map(|m| m.to_uppercase()),
+        source: args.source,
+        from: time("from", args.from)?,
+        to: time("to", args.to)?,
     };
     let store = Store::connect(&settings.database).await?;
-    let report = funnel::compute(&store.funnel_facts(&filter).await?);
-    match format {
-        "csv" => out!("{}", funnel::to_csv(&report))?,
-        "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
-        _ => out!("{}", funnel::to_table(&report))?,
+    if args.compare {
+        let now = crate::clock::Clock::now(&SystemClock);
+        let report = funnel::report_with_comparison(&store, settings, &filter, now).await?;
+        match args.format.as_str() {
+            "csv" => out!("{}", funnel::to_csv(&report))?,
+            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+            _ => out!("{}", funnel::to_table(&report))?,
+        }
+        store.close().await;
+        return Ok(());
+    }
+    let facts = store.funnel_facts(&filter).await?;
+    if args.by.is_some() {
+        let report = scorecard::compute(&facts, None);
+        match args.format.as_str() {
+            "csv" => out!("{}", scorecard::to_csv(&report))?,
+            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+            _ => out!("{}", scorecard::to_table(&report))?,
+        }
+    } else {
+        let report = funnel::compute(&facts);
+        match args.format.as_str() {
+            "csv" => out!("{}", funnel::to_csv(&report))?,
+            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
+            _ => out!("{}", funnel::to_table(&report))?,
+        }
     }
     store.close().await;
     Ok(())

@@ -4,6 +4,7 @@
 //! its field type wants it; the README's setup sections describe the same list.
 
 use crate::config::{CrmFieldNames, Settings};
+use crate::domain::moment::MomentKind;
 use crate::domain::reward::RewardStatus;
 
 /// What a property or field holds.
@@ -17,6 +18,8 @@ pub enum ValueKind {
     RewardStatus,
     /// One of the configured tier names: a pick-list.
     Tier,
+    /// One of [`MomentKind`]: a pick-list.
+    Moment,
 }
 
 impl ValueKind {
@@ -26,7 +29,7 @@ impl ValueKind {
             Self::Text => ("string", "text"),
             Self::Number => ("number", "number"),
             Self::DateTime => ("datetime", "date"),
-            Self::RewardStatus | Self::Tier => ("enumeration", "select"),
+            Self::RewardStatus | Self::Tier | Self::Moment => ("enumeration", "select"),
         }
     }
 
@@ -36,7 +39,7 @@ impl ValueKind {
             Self::Text => "string",
             Self::Number => "double",
             Self::DateTime => "datetime",
-            Self::RewardStatus | Self::Tier => "picklist",
+            Self::RewardStatus | Self::Tier | Self::Moment => "picklist",
         }
     }
 
@@ -46,6 +49,10 @@ impl ValueKind {
             Self::RewardStatus => RewardStatus::ALL
                 .iter()
                 .map(|s| (s.as_str().to_string(), s.label().to_string()))
+                .collect(),
+            Self::Moment => MomentKind::ALL
+                .iter()
+                .map(|k| (k.as_str().to_string(), k.label().to_string()))
                 .collect(),
             Self::Tier => tier_names(settings)
                 .into_iter()
@@ -161,6 +168,8 @@ pub fn referral_fields(n: &CrmFieldNames) -> Vec<ReferralField<'_>> {
             Text,
             Contacts,
         ),
+        field(&n.ask_moment, "Referral ask moment", Moment, Contacts),
+        field(&n.ask_at, "Referral ask at", DateTime, Contacts),
     ]
 }
 
@@ -202,6 +211,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), fields.len());
         assert!(names.contains(&"referral_referee_reward_status"));
+        assert!(names.contains(&"referral_ask_moment") && names.contains(&"referral_ask_at"));
         assert_eq!(capitalised("ambassador"), "Ambassador");
         assert_eq!(capitalised(""), "");
     }

@@ -26,12 +26,15 @@ macro_rules! names {
 
 pub(crate) use names;
 
+pub mod channel;
 pub mod crm;
 pub mod delivery;
 pub mod email;
 pub mod fraud;
 pub mod market;
+pub mod moment;
 pub mod payout;
+pub mod referrer;
 pub mod reward;
 pub mod stage;
 

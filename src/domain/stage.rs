@@ -46,6 +46,11 @@ impl CanonicalStage {
     pub fn is_closed(self) -> bool {
         matches!(self, Self::Won | Self::Lost)
     }
+
+    /// A deal at this stage has reached `qualified` (`lost` is beside the ladder).
+    pub fn is_qualified(self) -> bool {
+        self >= Self::Qualified && self != Self::Lost
+    }
 }
 
 impl fmt::Display for CanonicalStage {

@@ -32,10 +32,10 @@ pub fn invoice_key(invoice_id: &str) -> String {
     format!("invoice:{invoice_id}")
 }
 
-/// What a product event is about: the referee's email for claims, activations and payments, the
-/// referrer's code for partner events, the invoice for refunds (and payments known by a CRM id
-/// only), the event itself otherwise. A refund may so land in another partition than its
-/// payment: the reconcile step matches them.
+/// What a product event is about: the person's email for claims, activations, payments and
+/// advocacy moments, the referrer's code for partner events, the invoice for refunds (and payments
+/// known by a CRM id only), the event itself otherwise. A refund may so land in another partition
+/// than its payment: the reconcile step matches them.
 pub fn product_route_key(event: &ProductEvent) -> String {
     match &event.payload {
         ProductPayload::ReferralCreated(d) | ProductPayload::SignupCreated(d) => {
@@ -47,6 +47,7 @@ pub fn product_route_key(event: &ProductEvent) -> String {
             None => invoice_key(&i.invoice_id),
         },
         ProductPayload::InvoiceRefunded(r) => invoice_key(&r.invoice_id),
+        ProductPayload::Moment(m) => email_key(&m.email),
         ProductPayload::PartnerInvited(p) | ProductPayload::PartnerJoined(p) => {
             referrer_key(&p.code)
         }
@@ -108,5 +109,14 @@ mod tests {
             "occurred_at": "2026-12-09T00:00:00Z", "data": {"invoice_id": "in_1", "amount": "5",
             "currency": "USD", "refunded_at": "2026-12-09T00:00:00Z"}});
         assert_eq!(route(refund), "invoice:in_1");
+    }
+
+    #[test]
+    fn advocacy_moments_go_with_the_persons_email() {
+        let event = crate::ingest::product::parse_product_event(
+            br#"{"id":"e","type":"nps.submitted","occurred_at":"2026-11-20T10:00:00Z","data":{"email":"Ana@Northwind.io","score":9}}"#,
+        )
+        .unwrap();
+        assert_eq!(product_route_key(&event), email_key("ana@northwind.io"));
     }
 }

@@ -1,5 +1,6 @@
-//! The company's own product events (`partner.*`, `referral.created`, `signup.*`, `invoice.*`):
-//! validates one JSON event per request and turns it into typed, normalised data. Unknown event types are
+//! The company's own product events (`partner.*`, `referral.created`, `signup.*`, `invoice.*`, and
+//! the advocacy moments `nps.submitted`, `onboarding.completed`, `usage.milestone`): validates one
+//! JSON event per request and turns it into typed, normalised data. Unknown event types are
 //! accepted without looking at their data, so senders can add types before this service knows them.
 
 use std::collections::BTreeMap;
@@ -10,6 +11,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::domain::market::Market;
+use crate::domain::moment::MomentKind;
+pub use crate::domain::referrer::PartnerKind;
 use crate::domain::Crm;
 
 pub const MAX_ID_CHARS: usize = 200;
@@ -50,6 +53,9 @@ pub enum ProductPayload {
     SignupActivated(ActivationData),
     InvoicePaid(InvoicePaid),
     InvoiceRefunded(InvoiceRefunded),
+    /// `nps.submitted`, `onboarding.completed`, `usage.milestone`: a customer may be at a good
+    /// moment to ask for a referral.
+    Moment(MomentData),
     /// A type this service does not know; stored and ignored.
     Unknown,
 }
@@ -66,35 +72,6 @@ pub struct PartnerData {
     /// A [`Market`] code.
     pub market: Option<String>,
     pub kind: PartnerKind,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PartnerKind {
-    Customer,
-    #[default]
-    Partner,
-    Creator,
-}
-
-impl PartnerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PartnerKind::Customer => "customer",
-            PartnerKind::Partner => "partner",
-            PartnerKind::Creator => "creator",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [
-            PartnerKind::Customer,
-            PartnerKind::Partner,
-            PartnerKind::Creator,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == s)
-    }
 }
 
 /// A prospect: named by a referrer (`referral.created`) or signing up (`signup.created`).
@@ -193,6 +170,19 @@ impl InvoiceRefunded {
     }
 }
 
+/// An advocacy moment the product saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MomentData {
+    /// Normalised with [`normalize_email`].
+    pub email: String,
+    /// `nps`, `onboarding` or `usage` (renewals come from the CRM).
+    pub kind: MomentKind,
+    /// `nps.submitted`: the score, 0 to 10.
+    pub score: Option<u8>,
+    /// `usage.milestone`: which one.
+    pub milestone: Option<String>,
+}
+
 /// Parses and validates one product event.
 pub fn parse_product_event(body: &[u8]) -> Result<ProductEvent, ProductEventError> {
     let value: Value =
@@ -240,6 +230,30 @@ fn parse_payload(event_type: &str, event: &Fields) -> Result<ProductPayload, Pro
         }),
         "invoice.paid" => ProductPayload::InvoicePaid(invoice_paid(&event.data()?)?),
         "invoice.refunded" => ProductPayload::InvoiceRefunded(invoice_refunded(&event.data()?)?),
+        "nps.submitted" => {
+            let data = event.data()?;
+            ProductPayload::Moment(MomentData {
+                email: data.required_email("email")?,
+                kind: MomentKind::Nps,
+                score: Some(data.score("score")?),
+                milestone: None,
+            })
+        }
+        "onboarding.completed" => ProductPayload::Moment(MomentData {
+            email: event.data()?.required_email("email")?,
+            kind: MomentKind::Onboarding,
+            score: None,
+            milestone: None,
+        }),
+        "usage.milestone" => {
+            let data = event.data()?;
+            ProductPayload::Moment(MomentData {
+                email: data.required_email("email")?,
+                kind: MomentKind::Usage,
+                score: None,
+                milestone: Some(data.required_string("milestone")?),
+            })
+        }
         _ => ProductPayload::Unknown,
     };
     Ok(payload)
@@ -252,8 +266,9 @@ fn partner_data(data: &Fields, email_required: bool) -> Result<PartnerData, Prod
         data.optional_email("email")?
     };
     let kind = match data.optional_string("kind")? {
-        Some(kind) => PartnerKind::parse(&kind)
-            .ok_or_else(|| data.invalid("kind", "must be one of customer, partner, creator"))?,
+        Some(kind) => kind
+            .parse::<PartnerKind>()
+            .map_err(|_| data.invalid("kind", "must be one of customer, partner, creator"))?,
         None => PartnerKind::default(),
     };
     // Signup events call the code `referral_code`; senders reuse that name here too.
@@ -505,6 +520,20 @@ impl<'a> Fields<'a> {
         Ok(Some(text))
     }
 
+    /// An NPS score: a whole number from 0 to 10 (a number, or a string holding one).
+    fn score(&self, name: &str) -> Result<u8, ProductEventError> {
+        let score = match self.present(name) {
+            None => return Err(self.invalid(name, "is required")),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        score
+            .filter(|s| *s <= 10)
+            .map(|s| s as u8)
+            .ok_or_else(|| self.invalid(name, "must be a whole number from 0 to 10"))
+    }
+
     fn ip(&self, name: &str) -> Result<Option<IpAddr>, ProductEventError> {
         match self.optional_string(name)? {
             Some(text) => text
@@ -686,6 +715,102 @@ mod tests {
                 email: "ana@northwind.io".into()
             })
         );
+    }
+
+    #[test]
+    fn advocacy_moments_are_parsed() {
+        let nps = parse_product_event(&event(
+            "nps.submitted",
+            serde_json::json!({"email": " Ana@Northwind.io", "score": 10}),
+        ))
+        .unwrap();
+        let as_text = parse_product_event(&event(
+            "nps.submitted",
+            serde_json::json!({"email": "ana@northwind.io", "score": "0"}),
+        ))
+        .unwrap();
+        let onboarded = parse_product_event(&event(
+            "onboarding.completed",
+            serde_json::json!({"email": "ana@northwind.io"}),
+        ))
+        .unwrap();
+        let usage = parse_product_event(&event(
+            "usage.milestone",
+            serde_json::json!({"email": "ana@northwind.io", "milestone": "100 invoices sent"}),
+        ))
+        .unwrap();
+
+        assert_eq!(
+            nps.payload,
+            ProductPayload::Moment(MomentData {
+                email: "ana@northwind.io".into(),
+                kind: MomentKind::Nps,
+                score: Some(10),
+                milestone: None,
+            })
+        );
+        assert!(matches!(
+            as_text.payload,
+            ProductPayload::Moment(MomentData { score: Some(0), .. })
+        ));
+        assert!(matches!(
+            onboarded.payload,
+            ProductPayload::Moment(MomentData {
+                kind: MomentKind::Onboarding,
+                ..
+            })
+        ));
+        assert!(
+            matches!(&usage.payload, ProductPayload::Moment(MomentData { kind: MomentKind::Usage, milestone: Some(m), .. }) if m == "100 invoices sent")
+        );
+    }
+
+    #[test]
+    fn advocacy_moments_name_what_is_missing_or_wrong() {
+        let cases = [
+            (
+                "nps.submitted",
+                serde_json::json!({"score": 9}),
+                "data.email is required",
+            ),
+            (
+                "nps.submitted",
+                serde_json::json!({"email": "a@b.co"}),
+                "data.score is required",
+            ),
+            (
+                "nps.submitted",
+                serde_json::json!({"email": "a@b.co", "score": 11}),
+                "data.score must be a whole number from 0 to 10",
+            ),
+            (
+                "nps.submitted",
+                serde_json::json!({"email": "a@b.co", "score": 9.5}),
+                "data.score must be a whole number from 0 to 10",
+            ),
+            (
+                "nps.submitted",
+                serde_json::json!({"email": "a@b.co", "score": -1}),
+                "data.score must be a whole number from 0 to 10",
+            ),
+            (
+                "onboarding.completed",
+                serde_json::json!({}),
+                "data.email is required",
+            ),
+            (
+                "usage.milestone",
+                serde_json::json!({"email": "a@b.co"}),
+                "data.milestone is required",
+            ),
+        ];
+        for (event_type, data, expected) in cases {
+            assert_eq!(
+                rejection(&event(event_type, data)),
+                expected,
+                "{event_type}"
+            );
+        }
     }
 
     #[test]

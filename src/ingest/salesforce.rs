@@ -1058,7 +1058,7 @@ mod tests {
         let declarations: String = (0..30)
             .map(|i| format!(" xmlns:p{i}=\"urn:p{i}\""))
             .collect();
-        let nested = format!("<x{declarations}>").repeat(3) + &"</x>".repeat(3);
+        let nested = format!("<x{declarations}>").repeat(3) + "</x>".repeat(3).as_str();
         let namespaced =
             REAL_EXAMPLE.replacen("<soapenv:Body>", &format!("<soapenv:Body>{nested}"), 1);
         assert_eq!(

@@ -486,6 +486,7 @@ impl OutboxWorker {
                 "pipeline",
                 "dealstage",
                 "createdate",
+                crate::processing::decode::HUBSPOT_DEAL_SOURCE,
                 guarded,
             ],
             _ => vec!["email", "createdate", guarded],

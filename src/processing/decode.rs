@@ -56,6 +56,9 @@ pub enum CrmChange {
         currency: Option<String>,
         /// Salesforce `Opportunity.Type` (e.g. a renewal), see [`crate::config::RenewalSettings`].
         deal_type: Option<String>,
+        /// Where the deal came from as the CRM says it (HubSpot `hs_analytics_source`,
+        /// Salesforce `LeadSource`); `[channels]` maps it to a channel.
+        crm_source: Option<String>,
     },
     /// A deal ↔ person association appeared or was removed.
     Associate {
@@ -97,6 +100,9 @@ pub enum Decoded {
     Crm { at: Millis, changes: Vec<CrmChange> },
     Ignore(String),
 }
+
+/// The HubSpot deal property naming where the deal came from ("Original Traffic Source").
+pub const HUBSPOT_DEAL_SOURCE: &str = "hs_analytics_source";
 
 /// The property/field names the decoder must recognise.
 #[derive(Debug, Clone)]
@@ -326,12 +332,13 @@ fn hubspot_property(
             })
             .into_iter()
             .collect(),
-        (RecordKind::Deal, "pipeline" | "amount" | "deal_currency_code") => {
+        (RecordKind::Deal, "pipeline" | "amount" | "deal_currency_code" | HUBSPOT_DEAL_SOURCE) => {
             vec![CrmChange::DealFields {
                 pipeline: value.clone().filter(|_| name == "pipeline"),
                 amount: value.clone().filter(|_| name == "amount"),
-                currency: value.filter(|_| name == "deal_currency_code"),
+                currency: value.clone().filter(|_| name == "deal_currency_code"),
                 deal_type: None,
+                crm_source: value.filter(|_| name == HUBSPOT_DEAL_SOURCE),
                 deal: record,
             }]
         }
@@ -386,6 +393,7 @@ fn snapshot_changes(
             amount: props.get("amount").cloned(),
             currency: props.get("deal_currency_code").cloned(),
             deal_type: None,
+            crm_source: props.get(HUBSPOT_DEAL_SOURCE).cloned(),
         });
         if let Some(stage_id) = props.get("dealstage") {
             changes.push(CrmChange::Stage {
@@ -523,6 +531,7 @@ fn decode_salesforce(
             amount: field("Amount"),
             currency: field("CurrencyIsoCode"),
             deal_type: field("Type"),
+            crm_source: field("LeadSource"),
         });
         if let Some(contact) = field("ContactId") {
             changes.push(CrmChange::Associate {
@@ -689,13 +698,13 @@ mod tests {
         let e = event(
             "salesforce",
             "salesforce.Opportunity",
-            r#"{"organization_id":"00D","sobject_type":"Opportunity","fields":{"Id":"006A","StageName":"Closed Won","IsWon":"true","Amount":"120000.0","CurrencyIsoCode":"EUR","Type":"Renewal","ContactId":"003B","AccountId":"001C","Referral_Source__c":null}}"#,
+            r#"{"organization_id":"00D","sobject_type":"Opportunity","fields":{"Id":"006A","StageName":"Closed Won","IsWon":"true","Amount":"120000.0","CurrencyIsoCode":"EUR","Type":"Renewal","LeadSource":"Partner Referral","ContactId":"003B","AccountId":"001C","Referral_Source__c":null}}"#,
         );
 
         let c = changes(&e);
 
         assert!(c.iter().any(|x| matches!(x, CrmChange::Stage { stage_id, is_won: Some(true), .. } if stage_id == "Closed Won")));
-        assert!(c.iter().any(|x| matches!(x, CrmChange::DealFields { amount: Some(a), currency: Some(cur), deal_type: Some(t), .. } if a == "120000.0" && cur == "EUR" && t == "Renewal")));
+        assert!(c.iter().any(|x| matches!(x, CrmChange::DealFields { amount: Some(a), currency: Some(cur), deal_type: Some(t), crm_source: Some(src), .. } if a == "120000.0" && cur == "EUR" && t == "Renewal" && src == "Partner Referral")));
         assert!(c
             .iter()
             .any(|x| matches!(x, CrmChange::Associate { person_id, .. } if person_id == "003B")));
@@ -730,10 +739,20 @@ mod tests {
         let e = event(
             "hubspot-api",
             "deal.snapshot",
-            r#"{"id":"9","properties":{"dealstage":"qualifiedtobuy","pipeline":"default","amount":"5000"},"associations":{"contacts":{"results":[{"id":"1","type":"deal_to_contact"}]}}}"#,
+            r#"{"id":"9","properties":{"dealstage":"qualifiedtobuy","pipeline":"default","amount":"5000","hs_analytics_source":"ORGANIC_SEARCH"},"associations":{"contacts":{"results":[{"id":"1","type":"deal_to_contact"}]}}}"#,
         );
+        let source_changed = changes(&event(
+            "hubspot",
+            "deal.propertyChange",
+            r#"{"objectId":9,"propertyName":"hs_analytics_source","propertyValue":"PAID_SEARCH"}"#,
+        ));
 
         let c = changes(&e);
+
+        assert!(c.iter().any(|x| matches!(x, CrmChange::DealFields { crm_source: Some(s), .. } if s == "ORGANIC_SEARCH")));
+        assert!(
+            matches!(&source_changed[0], CrmChange::DealFields { crm_source: Some(s), amount: None, .. } if s == "PAID_SEARCH")
+        );
 
         assert!(c
             .iter()

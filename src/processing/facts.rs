@@ -1,6 +1,6 @@
 //! The first step of processing: what a batch of stored events *says* — referrers, first touches
 //! and touches, CRM records and their facts, associations, stage history, paid and refunded
-//! invoices, API reads to make —
+//! invoices, advocacy moments, API reads to make —
 //! applied in arrival order in memory and written with one statement per table. Nothing here
 //! decides links or rewards: every fact that may change them queues a recheck for the reconcile
 //! step in the same transaction ([`crate::store::NewRecheck`]).
@@ -22,9 +22,9 @@ use crate::ingest::product::{
     ReferralSource,
 };
 use crate::store::{
-    Association, GuardDetail, InboxEvent, InboxOutcome, InboxStatus, NewInvoice, NewOutbox,
-    NewRecheck, NewReferral, NewRefund, NewStageChange, NewTouch, RecheckKind, RecordFacts,
-    RecordKey, RefereeFill, ReferrerFacts, ReferrerUpsert, StoreError, Tx,
+    Association, GuardDetail, InboxEvent, InboxOutcome, InboxStatus, NewInvoice, NewMoment,
+    NewOutbox, NewRecheck, NewReferral, NewRefund, NewStageChange, NewTouch, RecheckKind,
+    RecordFacts, RecordKey, RefereeFill, ReferrerFacts, ReferrerUpsert, StoreError, Tx,
 };
 
 /// What applying a batch's facts did.
@@ -163,6 +163,7 @@ struct Batch<'a> {
     refunds: Vec<NewRefund>,
     rechecks: Vec<NewRecheck>,
     queued: HashSet<(RecheckKind, String)>,
+    moments: Vec<NewMoment>,
     outbox: Vec<NewOutbox>,
     outcomes: Vec<InboxOutcome>,
 }
@@ -294,6 +295,7 @@ impl<'a> Batch<'a> {
             refunds: Vec::new(),
             rechecks: Vec::new(),
             queued: HashSet::new(),
+            moments: Vec::new(),
             outbox: Vec::new(),
             outcomes: Vec::with_capacity(decoded.len()),
         })
@@ -326,6 +328,15 @@ impl<'a> Batch<'a> {
             },
             ProductPayload::InvoicePaid(i) => self.invoice_paid(event, i),
             ProductPayload::InvoiceRefunded(r) => self.invoice_refunded(event, r),
+            ProductPayload::Moment(m) => {
+                let mut moment =
+                    NewMoment::new(format!("event:{}", event.id), &m.email, m.kind, at);
+                moment.score = m.score.map(i64::from);
+                moment.milestone = m.milestone;
+                self.moments.push(moment);
+                self.recheck(RecheckKind::Moment, m.email, None);
+                Outcome::processed()
+            }
             ProductPayload::Unknown => {
                 Outcome::ignored(format!("unknown event type {}", event.event_type))
             }
@@ -509,6 +520,7 @@ impl<'a> Batch<'a> {
                 amount,
                 currency,
                 deal_type,
+                crm_source,
             } => {
                 let key = deal.key();
                 self.facts(
@@ -518,6 +530,7 @@ impl<'a> Batch<'a> {
                         amount,
                         currency,
                         deal_type,
+                        crm_source,
                         ..RecordFacts::new(&key)
                     },
                 );
@@ -538,6 +551,10 @@ impl<'a> Batch<'a> {
                 }
                 self.associate(crm, deal_id, person_id, removed, at);
                 self.recheck(RecheckKind::Record, deal.label(), None);
+                // A won renewal's people are only known once associated.
+                if !removed && self.settings.renewal_moments() {
+                    self.recheck(RecheckKind::Won, deal.label(), None);
+                }
             }
             CrmChange::DealAccount { deal, account_id } => {
                 let key = deal.key();
@@ -734,12 +751,19 @@ impl<'a> Batch<'a> {
         let Some(stage) = mapped else {
             return Outcome::unmapped(unmapped_reason(deal.crm, pipeline.as_deref(), &stage_id));
         };
+        if stage == CanonicalStage::Won && self.settings.renewal_moments() {
+            self.recheck(RecheckKind::Won, key.label(), None);
+        }
+        let reached = |yes: bool| yes.then_some(at);
         self.facts(
             deal,
             RecordFacts {
                 stage_id: Some(stage_id),
                 stage: Some(stage.as_str().to_string()),
                 stage_at: Some(at),
+                qualified_at: reached(stage.is_qualified()),
+                won_at: reached(stage == CanonicalStage::Won),
+                lost_at: reached(stage == CanonicalStage::Lost),
                 ..RecordFacts::new(&key)
             },
         );
@@ -796,12 +820,21 @@ impl<'a> Batch<'a> {
             .into_values()
             .collect();
         tx.apply_associations(&associations).await?;
+        // A deal's people decide who its customers are (the baseline's participation).
+        let mut deals: Vec<RecordKey> = associations
+            .iter()
+            .map(|a| RecordKey::new(a.crm, a.crm.deal_type(), &a.deal_id))
+            .collect();
+        deals.sort();
+        deals.dedup();
+        tx.mark_for_baseline(&deals).await?;
         let changes: Vec<NewStageChange> = std::mem::take(&mut self.stage_changes)
             .into_values()
             .collect();
         tx.append_stage_changes(&changes, now).await?;
         tx.insert_invoices(&self.invoices, now).await?;
         tx.insert_refunds(&self.refunds, now).await?;
+        tx.insert_moments(&self.moments, now).await?;
         tx.queue_rechecks(&self.rechecks, now).await?;
         tx.enqueue_all(&self.outbox, now).await?;
         tx.set_outcomes(&self.outcomes, now).await?;

@@ -6,13 +6,18 @@
 //!    `failed` with the reason). Partitions are locked for that transaction only, and skipped
 //!    when another processor holds them, so processors in one process and replicas on one
 //!    PostgreSQL work disjoint partitions at the same time.
-//! 2. **Reconcile** ([`reconcile`]): links, milestones, rewards and the tamper guard for what the
-//!    facts may have changed, from the committed facts, by one processor at a time.
+//! 2. **Reconcile** ([`reconcile`]): links, milestones, rewards, the tamper guard and advocacy
+//!    moments for what the facts may have changed, from the committed facts, by one processor at
+//!    a time.
+//!
+//! When idle, a processor also refreshes the channel baseline's rollup
+//! ([`InboxProcessor::refresh_baseline`]).
 //!
 //! README "Processing" explains the partition key and why the rules hold across partitions.
 
 pub mod decode;
 mod facts;
+mod moments;
 mod reconcile;
 
 use std::sync::Arc;
@@ -28,6 +33,10 @@ use decode::GuardedNames;
 
 /// After a recheck fails on its own, it waits this long before it is tried again.
 const RECHECK_RETRY_AFTER: Millis = 60 * SECOND;
+
+/// The baseline rollup is refreshed when a processor is idle, and at least this often while it
+/// is busy, so reports stay fast under sustained load (they are exact either way).
+const BASELINE_REFRESH_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct InboxProcessor {
@@ -167,8 +176,10 @@ impl InboxProcessor {
     }
 
     /// The background loop: process, then wait for new events (or poll, for other replicas'
-    /// ingest and for rechecks that are due later).
+    /// ingest and for rechecks that are due later). The baseline rollup is refreshed in the
+    /// pauses, so it never slows a burst down.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut refreshed = std::time::Instant::now();
         loop {
             let idle = match self.tick().await {
                 Ok(report) => report.is_idle(),
@@ -177,6 +188,14 @@ impl InboxProcessor {
                     true
                 }
             };
+            if idle || refreshed.elapsed() >= BASELINE_REFRESH_EVERY {
+                refreshed = std::time::Instant::now();
+                match self.refresh_baseline().await {
+                    Ok(n) if n > 0 && idle => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = ?e, "refreshing the baseline rollup failed"),
+                }
+            }
             if !idle {
                 continue;
             }
@@ -184,6 +203,35 @@ impl InboxProcessor {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => {},
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+            }
+        }
+    }
+
+    /// Move one batch of deals marked since their last count to where the channel baseline
+    /// counts them now ([`crate::store::Tx::refresh_baseline`]); returns how many.
+    pub async fn refresh_baseline(&self) -> Result<usize, StoreError> {
+        let started = std::time::Instant::now();
+        let mut tx = self.store.begin().await?;
+        let limit = i64::from(self.settings.processing.batch_events);
+        let n = tx.refresh_baseline(limit).await?;
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        tx.commit().await?;
+        metrics::counter!("baseline_refreshed_total").increment(n as u64);
+        metrics::histogram!("processing_batch_seconds", "step" => "baseline")
+            .record(started.elapsed().as_secs_f64());
+        Ok(n)
+    }
+
+    /// Refresh the baseline rollup until no deal is marked (tests, benchmarks).
+    pub async fn drain_baseline(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            match self.refresh_baseline().await? {
+                0 => return Ok(total),
+                n => total += n,
             }
         }
     }
@@ -369,6 +417,9 @@ impl InboxProcessor {
         if let Ok((queued, failing)) = self.store.reconcile_backlog().await {
             metrics::gauge!("reconcile_queue").set(queued as f64);
             metrics::gauge!("reconcile_queue_failing").set(failing as f64);
+        }
+        if let Ok(marked) = self.store.baseline_backlog().await {
+            metrics::gauge!("baseline_marked_deals").set(marked as f64);
         }
     }
 }

@@ -14,10 +14,12 @@
 //!   rewards follow the deal's current stage ([`crate::rewards::engine::on_deal_stage`]);
 //! - a referred customer's paid invoice has its recurring line, and each refund of it its
 //!   adjustment ([`crate::rewards::engine::on_invoice`]), whichever arrived first;
-//! - a linked record whose CRM shows another referral source than recorded gets it restored.
+//! - a linked record whose CRM shows another referral source than recorded gets it restored;
+//! - advocacy moments are decided ([`super::moments`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use super::moments;
 use crate::attribution::writeback;
 use crate::clock::{Millis, MINUTE};
 use crate::config::Settings;
@@ -56,6 +58,8 @@ pub(super) async fn round(
     let mut subjects = BTreeSet::new();
     let mut invoices = BTreeSet::new();
     let mut guards = Vec::new();
+    let mut moment_emails = BTreeSet::new();
+    let mut won = BTreeSet::new();
     for r in rechecks {
         match r.kind()? {
             RecheckKind::Email => {
@@ -75,6 +79,12 @@ pub(super) async fn round(
             }
             RecheckKind::Invoice => {
                 invoices.insert(r.subject.clone());
+            }
+            RecheckKind::Moment => {
+                moment_emails.insert(r.subject.clone());
+            }
+            RecheckKind::Won => {
+                won.insert(parse_subject(&r.subject)?);
             }
         }
     }
@@ -103,9 +113,11 @@ pub(super) async fn round(
     state.milestones(tx, &settled).await?;
     state.context_writes(tx).await?;
     state.write_audit_and_outbox(tx).await?;
+    let asks = moments::settle(tx, settings, moment_emails, &won, now).await?;
+    tx.enqueue_all(&asks, now).await?;
     let mut done = Reconciled {
         rechecks: rechecks.len(),
-        queued_writes: !state.outbox.is_empty(),
+        queued_writes: !state.outbox.is_empty() || !asks.is_empty(),
         failures: Vec::new(),
     };
     let mut work = state.deal_work(tx, &settled).await?;
@@ -733,7 +745,7 @@ impl<'a> State<'a> {
             let first = |known: Option<Millis>| {
                 Some(known.map_or(change.occurred_at, |k| k.min(change.occurred_at)))
             };
-            if stage >= CanonicalStage::Qualified && stage != CanonicalStage::Lost {
+            if stage.is_qualified() {
                 fill.qualified_at = first(fill.qualified_at);
             }
             if stage == CanonicalStage::Won {

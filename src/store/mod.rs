@@ -7,10 +7,12 @@
 
 mod admin;
 mod audit;
+mod baseline;
 mod bulk;
 mod console;
 mod inbox;
 mod invoices;
+mod moments;
 mod outbox;
 mod payouts;
 mod reconcile;
@@ -35,12 +37,19 @@ use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 
 pub use admin::ReferralFilter;
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
+pub use baseline::{
+    BaselineFacts, Cohort, CohortCount, CustomerCorrection, CustomerGroup, ParticipationFacts,
+    RecurringRevenue, ReferredCustomerDeal, Rolled, WonGroup,
+};
 pub use console::{ConsoleSessionRow, DayGroup, DeliveryCounts, DeliveryState};
 pub use inbox::{
     InboxEvent, InboxOutcome, InboxStatus, Ingested, NewInboxEvent, SqliteInboxConnection,
     PARTITIONS,
 };
 pub use invoices::{Invoice, InvoiceReferral, NewInvoice, NewRefund, Refund};
+pub use moments::{
+    AskOutcome, Moment, MomentDecision, NewAsk, NewMoment, OpenReferral, ASK_FOLLOW_UP,
+};
 pub use outbox::{ClaimedRecord, DeliveryResult, NewOutbox, OutboxRow};
 pub use payouts::{
     NewPayout, NewPayoutLine, PayoutDue, PayoutLineKey, PayoutLineRow, PayoutRow, PlacedLine,

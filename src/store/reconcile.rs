@@ -26,6 +26,11 @@ pub enum RecheckKind {
     Guard,
     /// This invoice (its payment, or a refund of it) may earn or take back a recurring reward.
     Invoice,
+    /// This person (a normalised email) had an advocacy moment to decide on.
+    Moment,
+    /// This deal was won, or got a person, since: a renewal win is an advocacy moment for its
+    /// people (`crm:object_type:object_id`).
+    Won,
 }
 
 impl RecheckKind {
@@ -35,13 +40,22 @@ impl RecheckKind {
             Self::Record => "record",
             Self::Guard => "guard",
             Self::Invoice => "invoice",
+            Self::Moment => "moment",
+            Self::Won => "won",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Email, Self::Record, Self::Guard, Self::Invoice]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Email,
+            Self::Record,
+            Self::Guard,
+            Self::Invoice,
+            Self::Moment,
+            Self::Won,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -38,6 +38,15 @@ pub struct CrmRecord {
     pub crm_created_at: Option<i64>,
     /// Salesforce `Opportunity.Type`.
     pub deal_type: Option<String>,
+    /// Where a deal came from as the CRM says it (HubSpot `hs_analytics_source`, Salesforce
+    /// `LeadSource`).
+    pub crm_source: Option<String>,
+    /// When a deal first reached `qualified` (or beyond), `won` and `lost`, in CRM time.
+    pub qualified_at: Option<i64>,
+    pub won_at: Option<i64>,
+    pub lost_at: Option<i64>,
+    /// A person's first win among their live deals (kept by the baseline's refresh).
+    pub customer_since: Option<i64>,
 }
 
 /// Identifies a CRM record.
@@ -101,6 +110,11 @@ impl CrmRecord {
             deleted_at: None,
             crm_created_at: None,
             deal_type: None,
+            crm_source: None,
+            qualified_at: None,
+            won_at: None,
+            lost_at: None,
+            customer_since: None,
         }
     }
 
@@ -155,10 +169,15 @@ pub struct RecordFacts {
     pub amount: Option<String>,
     pub currency: Option<String>,
     pub deal_type: Option<String>,
+    pub crm_source: Option<String>,
     /// The latest mapped stage in CRM time, with its time.
     pub stage_id: Option<String>,
     pub stage: Option<String>,
     pub stage_at: Option<Millis>,
+    /// The first times (in CRM time) the deal reached `qualified` or beyond, `won`, `lost`.
+    pub qualified_at: Option<Millis>,
+    pub won_at: Option<Millis>,
+    pub lost_at: Option<Millis>,
     /// `Some(Some(t))` deleted at `t`, `Some(None)` restored.
     #[serde(skip)]
     pub deleted: Option<Option<Millis>>,
@@ -182,6 +201,10 @@ impl RecordFacts {
             stage_id: None,
             stage: None,
             stage_at: None,
+            crm_source: None,
+            qualified_at: None,
+            won_at: None,
+            lost_at: None,
             deleted: None,
             merged_into: None,
         }
@@ -196,7 +219,8 @@ impl RecordFacts {
     }
 
     /// Add what a later event says: later values win, except the creation time (the first one
-    /// known stays) and the stage (the latest in CRM time wins).
+    /// known stays), the stage (the latest in CRM time wins) and the times a stage was first
+    /// reached (the earliest wins).
     pub fn absorb(&mut self, later: RecordFacts) {
         if !later.account.is_empty() {
             self.account = later.account;
@@ -208,6 +232,14 @@ impl RecordFacts {
         self.amount = later.amount.or(self.amount.take());
         self.currency = later.currency.or(self.currency.take());
         self.deal_type = later.deal_type.or(self.deal_type.take());
+        self.crm_source = later.crm_source.or(self.crm_source.take());
+        let earliest = |a: Option<Millis>, b: Option<Millis>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.qualified_at = earliest(self.qualified_at, later.qualified_at);
+        self.won_at = earliest(self.won_at, later.won_at);
+        self.lost_at = earliest(self.lost_at, later.lost_at);
         if let Some(at) = later.stage_at {
             if self.stage_at.is_none_or(|current| current <= at) {
                 self.stage_id = later.stage_id;
@@ -289,7 +321,12 @@ pub(super) const RECORD_COLUMNS: &str =
     "crm, object_type, object_id, account, referral_id, email, \
      referrer_code, source, market, first_touch_at, linked_at, pipeline, stage_id, stage, \
      stage_occurred_at, amount, currency, parent_id, merged_into, deleted_at, crm_created_at, \
-     deal_type";
+     deal_type, crm_source, qualified_at, won_at, lost_at, customer_since";
+
+/// True for a deal's row: written wherever a statement sets `baseline_dirty`, so the channel
+/// baseline's rollup ([`super::baseline`]) looks at it again. People are marked when they are
+/// deleted or merged away (their customer facts end).
+const IS_DEAL: &str = "object_type IN ('deal', 'Opportunity')";
 
 const KEY_COLUMNS: [(&str, Col); 3] = [
     ("crm", Col::Text),
@@ -315,7 +352,8 @@ struct CrmIds<'a> {
 impl Tx {
     /// Create records or add facts to them, one statement for the whole batch (`facts` has one
     /// entry per record, see [`RecordFacts::absorb`]). Known facts are kept unless a fact replaces
-    /// them; the current stage moves only forward in CRM time. Returns each record's link as it
+    /// them; the current stage moves only forward in CRM time; the first times a stage was
+    /// reached only move earlier. A deal's row is marked for the baseline rollup. Returns each record's link as it
     /// is after the write — on PostgreSQL after any concurrent link of the same row committed —
     /// so the caller can queue derived work for linked records.
     pub async fn apply_record_facts(
@@ -326,13 +364,24 @@ impl Tx {
         if facts.is_empty() {
             return Ok(Vec::new());
         }
+        // The first time a stage was reached: the earlier of what is known and what is new.
+        let earliest = |column: &str| {
+            format!(
+                "CASE WHEN crm_records.{column} IS NULL OR excluded.{column} < crm_records.{column} \
+                 THEN COALESCE(excluded.{column}, crm_records.{column}) ELSE crm_records.{column} END"
+            )
+        };
         let linked: Vec<(Crm, String, String, Option<String>)> = self.bulk_fetch(
-            "INSERT INTO crm_records (crm, object_type, object_id, account, email, parent_id, \
-                 crm_created_at, pipeline, amount, currency, deal_type, stage_id, stage, \
-                 stage_occurred_at, merged_into, created_at, updated_at) \
+            &format!(
+                "INSERT INTO crm_records (crm, object_type, object_id, account, email, parent_id, \
+                 crm_created_at, pipeline, amount, currency, deal_type, crm_source, stage_id, \
+                 stage, stage_occurred_at, qualified_at, won_at, lost_at, merged_into, \
+                 baseline_dirty, created_at, updated_at) \
              SELECT r.crm, r.object_type, r.object_id, COALESCE(r.account, ''), r.email, \
                  r.parent_id, r.crm_created_at, r.pipeline, r.amount, r.currency, r.deal_type, \
-                 r.stage_id, r.stage, r.stage_at, r.merged_into, $2, $2 FROM {rows} WHERE true \
+                 r.crm_source, r.stage_id, r.stage, r.stage_at, r.qualified_at, r.won_at, \
+                 r.lost_at, r.merged_into, r.{IS_DEAL} OR r.merged_into IS NOT NULL, $2, $2 \
+             FROM {{rows}} WHERE true \
              ON CONFLICT (crm, object_type, object_id) DO UPDATE SET \
                  account = CASE WHEN excluded.account <> '' THEN excluded.account \
                      ELSE crm_records.account END, \
@@ -343,15 +392,22 @@ impl Tx {
                  amount = COALESCE(excluded.amount, crm_records.amount), \
                  currency = COALESCE(excluded.currency, crm_records.currency), \
                  deal_type = COALESCE(excluded.deal_type, crm_records.deal_type), \
+                 crm_source = COALESCE(excluded.crm_source, crm_records.crm_source), \
                  stage_id = CASE WHEN excluded.stage_occurred_at >= COALESCE(crm_records.stage_occurred_at, excluded.stage_occurred_at) \
                      THEN excluded.stage_id ELSE crm_records.stage_id END, \
                  stage = CASE WHEN excluded.stage_occurred_at >= COALESCE(crm_records.stage_occurred_at, excluded.stage_occurred_at) \
                      THEN excluded.stage ELSE crm_records.stage END, \
                  stage_occurred_at = CASE WHEN excluded.stage_occurred_at >= COALESCE(crm_records.stage_occurred_at, excluded.stage_occurred_at) \
                      THEN excluded.stage_occurred_at ELSE crm_records.stage_occurred_at END, \
+                 qualified_at = {qualified_at}, won_at = {won_at}, lost_at = {lost_at}, \
                  merged_into = COALESCE(excluded.merged_into, crm_records.merged_into), \
+                 baseline_dirty = crm_records.baseline_dirty OR excluded.baseline_dirty, \
                  updated_at = excluded.updated_at \
              RETURNING crm, object_type, object_id, referral_id",
+                qualified_at = earliest("qualified_at"),
+                won_at = earliest("won_at"),
+                lost_at = earliest("lost_at"),
+            ),
             &[
                 ("crm", Col::Text),
                 ("object_type", Col::Text),
@@ -364,9 +420,13 @@ impl Tx {
                 ("amount", Col::Text),
                 ("currency", Col::Text),
                 ("deal_type", Col::Text),
+                ("crm_source", Col::Text),
                 ("stage_id", Col::Text),
                 ("stage", Col::Text),
                 ("stage_at", Col::BigInt),
+                ("qualified_at", Col::BigInt),
+                ("won_at", Col::BigInt),
+                ("lost_at", Col::BigInt),
                 ("merged_into", Col::Text),
             ],
             facts,
@@ -395,7 +455,8 @@ impl Tx {
                 })
                 .collect();
             self.bulk_execute(
-                "UPDATE crm_records SET deleted_at = r.deleted_at FROM {rows} \
+                "UPDATE crm_records SET deleted_at = r.deleted_at, baseline_dirty = TRUE \
+                 FROM {rows} \
                  WHERE crm_records.crm = r.crm AND crm_records.object_type = r.object_type \
                    AND crm_records.object_id = r.object_id",
                 &[
@@ -491,13 +552,17 @@ impl Tx {
             return Ok(Vec::new());
         }
         self.bulk_fetch(
-            "UPDATE crm_records SET referral_id = r.referral_id, referrer_code = r.referrer_code, \
-                 source = r.source, market = r.market, first_touch_at = r.first_touch_at, \
-                 linked_at = $2, updated_at = $2 \
-             FROM {rows} WHERE crm_records.crm = r.crm AND crm_records.object_type = r.object_type \
-                 AND crm_records.object_id = r.object_id \
-             RETURNING crm_records.crm, crm_records.object_type, crm_records.object_id, \
-                 crm_records.stage_occurred_at, crm_records.amount, crm_records.deleted_at",
+            &format!(
+                "UPDATE crm_records SET referral_id = r.referral_id, \
+                     referrer_code = r.referrer_code, source = r.source, market = r.market, \
+                     first_touch_at = r.first_touch_at, linked_at = $2, updated_at = $2, \
+                     baseline_dirty = baseline_dirty OR crm_records.{IS_DEAL} \
+                 FROM {{rows}} WHERE crm_records.crm = r.crm \
+                     AND crm_records.object_type = r.object_type \
+                     AND crm_records.object_id = r.object_id \
+                 RETURNING crm_records.crm, crm_records.object_type, crm_records.object_id, \
+                     crm_records.stage_occurred_at, crm_records.amount, crm_records.deleted_at"
+            ),
             &[
                 ("crm", Col::Text),
                 ("object_type", Col::Text),
@@ -525,6 +590,20 @@ impl Tx {
         self.link_records(&[RecordLink::new(key, referral_id, attribution)], now)
             .await
             .map(|_| ())
+    }
+
+    /// Mark deals for the baseline's refresh (their people changed).
+    pub async fn mark_for_baseline(&mut self, deals: &[RecordKey]) -> Result<(), StoreError> {
+        self.bulk_execute(
+            "UPDATE crm_records SET baseline_dirty = TRUE FROM {rows} \
+             WHERE crm_records.crm = r.crm AND crm_records.object_type = r.object_type \
+                 AND crm_records.object_id = r.object_id AND NOT crm_records.baseline_dirty",
+            &KEY_COLUMNS,
+            deals,
+            &[],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Upsert associations; a report older than the stored one for the same pair is ignored.

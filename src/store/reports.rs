@@ -9,8 +9,10 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::moments::{self, AskOutcome};
 use super::{on_pool, BackendKind, Store, StoreError};
 use crate::clock::Millis;
+use crate::domain::referrer::PartnerKind;
 
 /// Which referrals a report covers. `None` means no restriction; `market`/`source` `"unknown"`
 /// also matches referrals without one.
@@ -33,6 +35,8 @@ pub struct FunnelFacts {
     pub days_to_win: Vec<DaysToWinGroup>,
     pub revenue: Vec<MoneyGroup>,
     pub reward_cost: Vec<MoneyGroup>,
+    /// Referral asks made in the period, per moment kind, and what followed.
+    pub asks: Vec<AskOutcome>,
 }
 
 /// The referrals of one referrer (or of none) in one market and source.
@@ -41,6 +45,9 @@ pub struct ReferralGroup {
     pub referrer_code: Option<String>,
     /// The referrer's own market; `None` when unknown or the code has no referrer.
     pub referrer_market: Option<String>,
+    /// `None` when the code has no referrer (or there is no code).
+    pub referrer_kind: Option<PartnerKind>,
+    pub referrer_name: Option<String>,
     pub market: Option<String>,
     pub source: Option<String>,
     pub referrals: u64,
@@ -48,29 +55,35 @@ pub struct ReferralGroup {
     pub won: u64,
 }
 
-/// Referrers of one market: every one counts as invited (joining implies an invitation).
+/// Referrers of one market and kind: every one counts as invited (joining implies an
+/// invitation); `active` are the joined ones with a referral in the period (whatever the
+/// referee's market), so a market's activation never counts another market's partners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartnerGroup {
     pub market: Option<String>,
+    pub kind: PartnerKind,
     pub invited: u64,
     pub joined: u64,
+    pub active: u64,
 }
 
-/// How many won referrals of a market and source took `tenths` tenths of a day from first touch
-/// to won (rounded half away from zero).
+/// How many won referrals of a market, source and referrer took `tenths` tenths of a day from
+/// first touch to won (rounded half away from zero).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaysToWinGroup {
     pub market: Option<String>,
     pub source: Option<String>,
+    pub referrer_code: Option<String>,
     pub tenths: i64,
     pub referrals: u64,
 }
 
-/// The sum of amounts in `currency` for a market and source.
+/// The sum of amounts in `currency` for a market, source and referrer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoneyGroup {
     pub market: Option<String>,
     pub source: Option<String>,
+    pub referrer_code: Option<String>,
     pub currency: Option<String>,
     pub amount: Decimal,
 }
@@ -87,7 +100,10 @@ pub(super) const REFERRAL_FILTER: &str = "($1 IS NULL OR COALESCE(r.market, 'unk
      AND ($3 IS NULL OR r.first_touch_at >= $3) \
      AND ($4 IS NULL OR r.first_touch_at < $4)";
 
+/// Code, the referrer's market, kind and name, market, source, counts.
 type GroupRow = (
+    Option<String>,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -96,8 +112,11 @@ type GroupRow = (
     i64,
     i64,
 );
-/// Market, source, currency, the amounts joined by [`SEPARATOR`].
+/// Market, source, referrer code, tenths of a day, count.
+type DaysRow = (Option<String>, Option<String>, Option<String>, i64, i64);
+/// Market, source, referrer code, currency, the amounts joined by [`SEPARATOR`].
 type MoneyRow = (
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -110,30 +129,38 @@ impl Store {
         // Grouped by the raw columns, in the order of the `referrals_report` index, so SQLite
         // streams the index without sorting a million rows; labels are normalised in Rust.
         let groups_sql = format!(
-            "SELECT g.referrer_code, p.market, g.market, g.source, g.n, g.q, g.w \
+            "SELECT g.referrer_code, p.market, p.kind, p.name, g.market, g.source, g.n, g.q, g.w \
              FROM (SELECT r.referrer_code, r.market, r.source, COUNT(*) AS n, \
                        COUNT(r.qualified_at) AS q, COUNT(r.won_at) AS w \
                    FROM referrals r WHERE {REFERRAL_FILTER} \
                    GROUP BY r.referrer_code, r.market, r.source) g \
              LEFT JOIN referrers p ON p.code = g.referrer_code"
         );
-        let partners_sql = "SELECT market, COUNT(*), \
-                 COUNT(CASE WHEN status = 'joined' \
-                       AND ($2 IS NULL OR COALESCE(joined_at, created_at) < $2) THEN 1 END) \
-             FROM referrers \
-             WHERE ($1 IS NULL OR COALESCE(market, 'unknown') = $1) \
-               AND ($2 IS NULL OR COALESCE(invited_at, joined_at, created_at) < $2) \
-             GROUP BY market";
-        // Rounding to tenths of a day before the percentile gives the same result as after it
-        // (rounding is monotonic and nearest-rank picks a value), and keeps the result small.
+        // A partner is active in its own market when it referred anyone in the period (through
+        // the filter's source): one index probe per partner, stopping at the first referral.
+        let partners_sql = "SELECT p.market, p.kind, COUNT(*), \
+                 COUNT(CASE WHEN p.status = 'joined' \
+                       AND ($2 IS NULL OR COALESCE(p.joined_at, p.created_at) < $2) THEN 1 END), \
+                 COUNT(CASE WHEN p.status = 'joined' \
+                       AND ($2 IS NULL OR COALESCE(p.joined_at, p.created_at) < $2) \
+                       AND EXISTS (SELECT 1 FROM referrals r WHERE r.referrer_code = p.code \
+                           AND ($3 IS NULL OR COALESCE(r.source, 'unknown') = $3) \
+                           AND ($4 IS NULL OR r.first_touch_at >= $4) \
+                           AND ($2 IS NULL OR r.first_touch_at < $2)) THEN 1 END) \
+             FROM referrers p \
+             WHERE ($1 IS NULL OR COALESCE(p.market, 'unknown') = $1) \
+               AND ($2 IS NULL OR COALESCE(p.invited_at, p.joined_at, p.created_at) < $2) \
+             GROUP BY p.market, p.kind";
+        // Rounded to tenths of a day in SQL: percentiles of the rounded values are the rounded
+        // percentiles closely enough for a report, and the result stays small.
         let days_sql = format!(
-            "SELECT r.market, r.source, \
+            "SELECT r.market, r.source, r.referrer_code, \
                  CASE WHEN r.won_at >= r.first_touch_at \
                       THEN (r.won_at - r.first_touch_at + 4320000) / 8640000 \
                       ELSE -((r.first_touch_at - r.won_at + 4320000) / 8640000) END, \
                  COUNT(*) \
              FROM referrals r WHERE r.won_at IS NOT NULL AND {REFERRAL_FILTER} \
-             GROUP BY 1, 2, 3"
+             GROUP BY 1, 2, 3, 4"
         );
         // Amounts are decimal text: SQLite's SUM would turn them into floating point, so each
         // group's amounts come back joined into one text and are summed exactly in Rust. Fetching
@@ -145,41 +172,39 @@ impl Store {
         // A deal at stage won has made its referral won, so the few won referrals drive the
         // lookups. CROSS JOIN fixes that order on SQLite; PostgreSQL plans it as an inner join.
         let revenue_sql = format!(
-            "SELECT r.market, r.source, d.currency, {concat}(d.amount, {separator}) \
+            "SELECT r.market, r.source, r.referrer_code, d.currency, {concat}(d.amount, {separator}) \
              FROM referrals r CROSS JOIN crm_records d \
              WHERE r.won_at IS NOT NULL AND {REFERRAL_FILTER} \
                AND d.referral_id = r.id AND d.stage = 'won' \
                AND d.object_type IN ('deal', 'Opportunity') \
                AND d.deleted_at IS NULL AND d.merged_into IS NULL \
                AND d.amount IS NOT NULL AND {position}(d.amount, {separator}) = 0 \
-             GROUP BY r.market, r.source, d.currency"
+             GROUP BY r.market, r.source, r.referrer_code, d.currency"
         );
         // Recurring revenue: referred customers' paid invoices, refunds taken off.
         let recurring_sql = format!(
-            "SELECT r.market, r.source, i.currency, {concat}(i.amount, {separator}) \
+            "SELECT r.market, r.source, r.referrer_code, i.currency, \
+                 {concat}(i.amount, {separator}) \
              FROM invoices i CROSS JOIN referrals r \
              WHERE r.id = i.referral_id AND {REFERRAL_FILTER} \
-             GROUP BY r.market, r.source, i.currency \
+             GROUP BY r.market, r.source, r.referrer_code, i.currency \
              UNION ALL \
-             SELECT r.market, r.source, f.currency, {concat}('-' || f.amount, {separator}) \
+             SELECT r.market, r.source, r.referrer_code, f.currency, \
+                 {concat}('-' || f.amount, {separator}) \
              FROM invoice_refunds f CROSS JOIN invoices i CROSS JOIN referrals r \
              WHERE i.invoice_id = f.invoice_id AND r.id = i.referral_id AND {REFERRAL_FILTER} \
-             GROUP BY r.market, r.source, f.currency"
+             GROUP BY r.market, r.source, r.referrer_code, f.currency"
         );
         // A reward exists from the program's success stage on, which need not be won.
         let cost_sql = format!(
-            "SELECT r.market, r.source, w.currency, {concat}(w.amount, {separator}) \
+            "SELECT r.market, r.source, r.referrer_code, w.currency, {concat}(w.amount, {separator}) \
              FROM rewards w CROSS JOIN referrals r \
              WHERE w.status NOT IN ('reversed', 'rejected') AND r.id = w.referral_id \
                AND {REFERRAL_FILTER} \
-             GROUP BY r.market, r.source, w.currency"
+             GROUP BY r.market, r.source, r.referrer_code, w.currency"
         );
-        let begin = match self.kind() {
-            BackendKind::Sqlite => "BEGIN",
-            BackendKind::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-        };
-        let (groups, partners, days, revenue, cost) = on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(begin).await?;
+        let (groups, partners, days, revenue, cost, asks) = on_pool!(self, |pool| {
+            let mut tx = pool.begin_with(self.read_only_begin()).await?;
             macro_rules! filtered {
                 ($sql:expr) => {
                     sqlx::query_as($sql)
@@ -192,24 +217,33 @@ impl Store {
                 };
             }
             let groups: Vec<GroupRow> = filtered!(&groups_sql);
-            let partners: Vec<(Option<String>, i64, i64)> = sqlx::query_as(partners_sql)
-                .bind(&filter.market)
-                .bind(filter.to)
-                .fetch_all(&mut *tx)
-                .await?;
-            let days: Vec<(Option<String>, Option<String>, i64, i64)> = filtered!(&days_sql);
+            let partners: Vec<(Option<String>, String, i64, i64, i64)> =
+                sqlx::query_as(partners_sql)
+                    .bind(&filter.market)
+                    .bind(filter.to)
+                    .bind(&filter.source)
+                    .bind(filter.from)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let days: Vec<DaysRow> = filtered!(&days_sql);
             let mut revenue: Vec<MoneyRow> = filtered!(&revenue_sql);
             revenue.extend(filtered!(&recurring_sql));
             let cost: Vec<MoneyRow> = filtered!(&cost_sql);
+            let asks: Vec<(String, i64, i64)> = sqlx::query_as(moments::ASK_OUTCOMES_SQL)
+                .bind(filter.from)
+                .bind(filter.to)
+                .bind(moments::ASK_FOLLOW_UP)
+                .fetch_all(&mut *tx)
+                .await?;
             tx.commit().await?;
-            (groups, partners, days, revenue, cost)
+            (groups, partners, days, revenue, cost, asks)
         });
 
         let max_deal = Decimal::from(MAX_DEAL_AMOUNT);
         let mut unreadable = 0usize;
         let revenue = revenue
             .into_iter()
-            .map(|(market, source, currency, amounts)| {
+            .map(|(market, source, referrer_code, currency, amounts)| {
                 let mut sum = Decimal::ZERO;
                 for text in amounts.as_deref().unwrap_or_default().split(SEPARATOR) {
                     match Decimal::from_str(text.trim()) {
@@ -220,6 +254,7 @@ impl Store {
                 MoneyGroup {
                     market,
                     source,
+                    referrer_code,
                     currency,
                     amount: sum,
                 }
@@ -233,7 +268,7 @@ impl Store {
         }
         let reward_cost = cost
             .into_iter()
-            .map(|(market, source, currency, amounts)| {
+            .map(|(market, source, referrer_code, currency, amounts)| {
                 let mut sum = Decimal::ZERO;
                 for text in amounts.as_deref().unwrap_or_default().split(SEPARATOR) {
                     let amount = Decimal::from_str(text.trim()).map_err(|_| {
@@ -244,49 +279,78 @@ impl Store {
                 Ok(MoneyGroup {
                     market,
                     source,
+                    referrer_code,
                     currency,
                     amount: sum,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
 
-        Ok(FunnelFacts {
-            filter: filter.clone(),
-            referral_groups: groups
-                .into_iter()
-                .map(
-                    |(code, referrer_market, market, source, n, q, w)| ReferralGroup {
+        let referral_groups = groups
+            .into_iter()
+            .map(
+                |(code, referrer_market, kind, name, market, source, n, q, w)| {
+                    Ok(ReferralGroup {
                         referrer_code: code,
                         referrer_market,
+                        referrer_kind: kind.as_deref().map(partner_kind).transpose()?,
+                        referrer_name: name,
                         market,
                         source,
                         referrals: count_of(n),
                         qualified: count_of(q),
                         won: count_of(w),
+                    })
+                },
+            )
+            .collect::<Result<_, StoreError>>()?;
+        let partners = partners
+            .into_iter()
+            .map(|(market, kind, invited, joined, active)| {
+                Ok(PartnerGroup {
+                    market,
+                    kind: partner_kind(&kind)?,
+                    invited: count_of(invited),
+                    joined: count_of(joined),
+                    active: count_of(active),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(FunnelFacts {
+            filter: filter.clone(),
+            referral_groups,
+            partners,
+            days_to_win: days
+                .into_iter()
+                .map(
+                    |(market, source, referrer_code, tenths, n)| DaysToWinGroup {
+                        market,
+                        source,
+                        referrer_code,
+                        tenths,
+                        referrals: count_of(n),
                     },
                 )
                 .collect(),
-            partners: partners
-                .into_iter()
-                .map(|(market, invited, joined)| PartnerGroup {
-                    market,
-                    invited: count_of(invited),
-                    joined: count_of(joined),
-                })
-                .collect(),
-            days_to_win: days
-                .into_iter()
-                .map(|(market, source, tenths, n)| DaysToWinGroup {
-                    market,
-                    source,
-                    tenths,
-                    referrals: count_of(n),
-                })
-                .collect(),
             revenue,
             reward_cost,
+            asks: moments::ask_outcomes(asks)?,
         })
     }
+
+    /// How a report's read-only snapshot begins on this backend.
+    pub(super) fn read_only_begin(&self) -> &'static str {
+        match self.kind() {
+            BackendKind::Sqlite => "BEGIN",
+            BackendKind::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        }
+    }
+}
+
+/// A referrer kind read back from the database.
+fn partner_kind(text: &str) -> Result<PartnerKind, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("referrer kind `{text}` is not a known kind")))
 }
 
 fn count_of(n: i64) -> u64 {

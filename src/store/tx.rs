@@ -34,6 +34,18 @@ macro_rules! on_tx {
 pub(crate) use on_tx;
 
 impl Store {
+    /// Begin a read-only snapshot for a report (PostgreSQL: repeatable read).
+    pub async fn begin_read(&self) -> Result<Tx, StoreError> {
+        let inner = match &self.backend {
+            Backend::Sqlite(pool) => TxInner::Sqlite(pool.begin_with("BEGIN").await?),
+            Backend::Postgres(pool) => TxInner::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?,
+            ),
+        };
+        Ok(Tx { inner })
+    }
+
     /// Begin a write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`),
     /// so a transaction that reads then writes never fails halfway with SQLITE_BUSY.
     pub async fn begin(&self) -> Result<Tx, StoreError> {

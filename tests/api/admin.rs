@@ -34,6 +34,7 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/api/v1/deliveries", false),
     ("POST", "/api/v1/deliveries/replay", true),
     ("GET", "/api/v1/reports/funnel", false),
+    ("GET", "/api/v1/reports/referrers", false),
 ];
 
 both_backends!(
@@ -50,6 +51,7 @@ both_backends!(
     funnel_csv_cells_a_spreadsheet_would_run_are_neutralised,
     the_openapi_document_lists_exactly_the_served_routes,
     the_funnel_answers_json_or_csv_and_refuses_bad_filters,
+    the_referrer_scorecards_answer_json_or_csv_and_refuse_a_bad_kind,
 );
 
 fn hash(key: &str) -> String {
@@ -898,6 +900,81 @@ async fn the_funnel_answers_json_or_csv_and_refuses_bad_filters(backend: Backend
     assert_eq!(bad_format, 422);
     assert_eq!(bad_from, 422);
     assert!(err["error"]["message"].as_str().unwrap().contains("from"));
+}
+
+async fn the_referrer_scorecards_answer_json_or_csv_and_refuse_a_bad_kind(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    seed(&app).await;
+
+    let (s, json) = call(
+        &app,
+        "GET",
+        "/api/v1/reports/referrers?market=us",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    let csv = app
+        .client
+        .get(app.url("/api/v1/reports/referrers?format=csv&kind=partner"))
+        .bearer_auth(READ_KEY)
+        .send()
+        .await
+        .unwrap();
+    let (customers, none) = call(
+        &app,
+        "GET",
+        "/api/v1/reports/referrers?kind=customer",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    let (bad_kind, err) = call(
+        &app,
+        "GET",
+        "/api/v1/reports/referrers?kind=vendor",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    let (anonymous, _) = call(&app, "GET", "/api/v1/reports/referrers", None, None).await;
+
+    assert_eq!(s, 200);
+    // ACME-7's US referrals: eve (link, won with a 40000 deal) and bo (intro).
+    let acme = &json["referrers"][0];
+    assert_eq!(acme["referrer_code"], "ACME-7");
+    assert_eq!(acme["name"], "Acme Partners");
+    assert_eq!(acme["referrer_kind"], "partner");
+    assert_eq!(
+        (acme["referrals"].clone(), acme["won"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(acme["win_rate"], "0.5000");
+    assert_eq!(
+        acme["revenue"]["unknown"], "40000.00",
+        "the deal has no currency"
+    );
+    assert_eq!(json["referrers"].as_array().unwrap().len(), 1);
+    assert_eq!(csv.status(), 200);
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let csv = csv.text().await.unwrap();
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("ACME-7,Acme Partners,US,partner,3,"),
+        "{csv}"
+    );
+    assert_eq!(customers, 200);
+    assert_eq!(none["referrers"], json!([]), "ACME-7 is a partner");
+    assert_eq!(bad_kind, 422);
+    assert!(err["error"]["message"].as_str().unwrap().contains("kind"));
+    assert_eq!(anonymous, 401);
 }
 
 async fn the_bearer_scheme_is_case_insensitive(backend: Backend) {

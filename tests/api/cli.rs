@@ -219,6 +219,27 @@ async fn report_prints_the_funnel_as_a_table_csv_or_json() {
     let bad = tokio::task::spawn_blocking(run(&["--from", "yesterday"]))
         .await
         .unwrap();
+    let by_referrer = tokio::task::spawn_blocking(run(&["--by", "referrer", "--format", "json"]))
+        .await
+        .unwrap();
+    let by_referrer_table = tokio::task::spawn_blocking(run(&["--by", "referrer"]))
+        .await
+        .unwrap();
+    let by_nothing = tokio::task::spawn_blocking(run(&["--by", "market"]))
+        .await
+        .unwrap();
+    let compared = tokio::task::spawn_blocking(run(&["--compare", "--format", "json"]))
+        .await
+        .unwrap();
+    let compared_csv = tokio::task::spawn_blocking(run(&["--compare", "--format", "csv"]))
+        .await
+        .unwrap();
+    let compared_table = tokio::task::spawn_blocking(run(&["--compare"]))
+        .await
+        .unwrap();
+    let both = tokio::task::spawn_blocking(run(&["--compare", "--by", "referrer"]))
+        .await
+        .unwrap();
 
     assert!(
         table.status.success(),
@@ -238,6 +259,22 @@ async fn report_prints_the_funnel_as_a_table_csv_or_json() {
     assert_eq!(parsed["totals"]["referrals"], 1);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--from"));
+    let cards: serde_json::Value = serde_json::from_slice(&by_referrer.stdout).unwrap();
+    assert_eq!(cards["referrers"][0]["referrer_code"], "ACME-7");
+    assert_eq!(cards["referrers"][0]["referrals"], 1);
+    assert!(String::from_utf8_lossy(&by_referrer_table.stdout).starts_with("Referrer  Name"));
+    assert!(!by_nothing.status.success(), "only --by referrer exists");
+    let compared: serde_json::Value = serde_json::from_slice(&compared.stdout).unwrap();
+    assert_eq!(compared["totals"]["referrals"], 1);
+    assert_eq!(compared["comparison"]["totals"][0]["channel"], "referral");
+    assert!(
+        String::from_utf8_lossy(&compared_csv.stdout).starts_with("market,channel,deals_created,")
+    );
+    assert!(String::from_utf8_lossy(&compared_table.stdout).contains("Referred vs non-referred"));
+    assert!(
+        !both.status.success(),
+        "--compare and --by referrer are different reports"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -971,10 +1008,11 @@ async fn report_csv_neutralises_cells_a_spreadsheet_would_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     let csv = String::from_utf8(out.stdout).unwrap();
-    let row = csv.lines().nth(1).expect("a data row");
+    // The market's row, then its source row.
+    let row = csv.lines().nth(2).expect("a source row");
     assert!(
         row.starts_with("\"'=HYPERLINK(\"\"http://x\"\")\",'@SUM(1+1),"),
-        "{row}"
+        "{csv}"
     );
 }
 

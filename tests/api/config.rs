@@ -441,3 +441,49 @@ fn console_and_portal_keys_are_checked_and_the_link_secret_is_never_shown() {
     );
     assert_eq!(defaults.portal_base_url(), None);
 }
+
+#[test]
+fn channels_and_moments_are_checked_naming_each_bad_key() {
+    let problems = load(
+        &[],
+        Some(
+            r#"
+[channels]
+market_by_pipeline = { default = "=US" }
+market_by_currency = { DOLLARS = "US", RUB = "RU" }
+[channels.hubspot_sources]
+ORGANIC_SEARCH = "referral"
+[moments]
+nps_min = 11
+"#,
+        ),
+    )
+    .unwrap_err();
+    let unknown_channel = load(
+        &[],
+        Some("[channels.salesforce_sources]\n\"Web\" = \"organic\"\n"),
+    )
+    .unwrap_err();
+    let kinds = load(&[("REFERRAL_SYNC__MOMENTS__KINDS", "nps,renewal")], None).unwrap();
+
+    for key in [
+        "channels.market_by_pipeline.default:",
+        "channels.market_by_currency: `DOLLARS`",
+        "channels.hubspot_sources.\"ORGANIC_SEARCH\": `referral`",
+        "moments.nps_min:",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(key)),
+            "no problem names {key}: {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert!(
+        unknown_channel[0].starts_with("channels.salesforce_sources.Web")
+            && unknown_channel[0].contains("inbound"),
+        "{unknown_channel:?}"
+    );
+    use referral_sync::domain::moment::MomentKind;
+    assert_eq!(kinds.moments.kinds, [MomentKind::Nps, MomentKind::Renewal]);
+    assert!(!kinds.moments.marks(MomentKind::Usage));
+}

@@ -393,8 +393,9 @@ async fn the_program_page_shows_the_funnel_filters_it_and_exports_what_it_shows(
     let csv = csv.text().await.unwrap();
 
     for expected in [
-        "data-market=\"US\" data-source=\"link\"",
-        "data-market=\"RU\" data-source=\"link\"",
+        "data-market=\"US\" data-source=\"link\" data-kind=\"all\"",
+        "data-market=\"RU\" data-source=\"link\" data-kind=\"all\"",
+        "data-market=\"US\" data-source=\"all\" data-kind=\"partner\"",
         "Funnel of US",
         "id=\"conversion-chart\"",
         "id=\"heat-map\"",
@@ -426,9 +427,12 @@ async fn the_program_page_shows_the_funnel_filters_it_and_exports_what_it_shows(
     assert_eq!(disposition, "attachment; filename=\"funnel.csv\"");
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("market,source,"));
-    assert!(lines[1].starts_with("RU,link,"), "{csv}");
-    assert!(lines[2].starts_with("all,all,"));
-    assert_eq!(lines.len(), 3, "exactly what the filtered page shows");
+    // The market's row, its one source, its one referrer kind, then the totals.
+    assert!(lines[1].starts_with("RU,all,all,"), "{csv}");
+    assert!(lines[2].starts_with("RU,link,all,"), "{csv}");
+    assert!(lines[3].starts_with("RU,all,partner,"), "{csv}");
+    assert!(lines[4].starts_with("all,all,all,"));
+    assert_eq!(lines.len(), 5, "exactly what the filtered page shows");
 }
 
 async fn the_review_queue_explains_each_reward_and_decides_with_the_apis_rules_and_audit(

@@ -3,7 +3,9 @@
 //! the filters (market, source, period, partners as of the period's end).
 
 use referral_sync::clock::{DAY, HOUR};
+use referral_sync::domain::referrer::PartnerKind;
 use referral_sync::domain::reward::LineKind;
+use referral_sync::reports::scorecard::{self, ReferrerScorecard};
 use referral_sync::reports::{self, FunnelFilter, FunnelReport, FunnelRow};
 use referral_sync::store::{
     Attribution, MilestoneFill, NewReward, RecordFacts, RecordKey, Referral, ReferrerFacts, Store,
@@ -17,14 +19,16 @@ use crate::support::{test_store, Backend, T0};
 both_backends!(
     funnel_figures_match_the_hand_computed_values,
     funnel_filters_by_market_source_and_period,
+    referrer_scorecards_separate_volume_from_quality,
 );
 
 // The ledger, all times from T0 (first touches an hour apart, so periods can split them):
 //
-// Referrers  A US invited −30d, joined −20d   B US joined −10d (imported, never invited)
-//            C US invited −5d                 D RU invited −30d, joined −25d
-//            E RU invited +100d
-// → partners US 3 invited / 2 joined (0.6667), RU 2 / 1 (0.5000), all 5 / 3 (0.6000).
+// Referrers  A US partner  invited −30d, joined −20d  B US customer joined −10d (imported, never
+//            C US partner  invited −5d                 invited)
+//            D RU creator  invited −30d, joined −25d   E RU partner  invited +100d
+// → partners US 3 invited / 2 joined (0.6667), RU 2 / 1 (0.5000), all 5 / 3 (0.6000). A, B and D
+//   referred in the period: active in their own markets (D, RU, also referred a US prospect).
 //
 // Referral  referrer source market  touch  qualified  won after        deals (won unless noted)
 // a1        A        link   US      +0h    yes        10d 3h  = 10.1   HubSpot 101 USD 1000.00; 107
@@ -64,14 +68,14 @@ impl Ledger {
     async fn referrer(
         &mut self,
         code: &str,
-        market: &str,
+        (market, kind): (&str, &str),
         invited: Option<i64>,
         joined: Option<i64>,
     ) {
         let facts = ReferrerFacts {
             code: code.into(),
             market: Some(market.into()),
-            kind: "partner".into(),
+            kind: kind.into(),
             ..Default::default()
         };
         if let Some(at) = invited {
@@ -214,13 +218,27 @@ async fn seed(store: &Store) {
     let mut l = Ledger {
         tx: store.begin().await.unwrap(),
     };
-    l.referrer(A_CODE, "US", Some(T0 - 30 * DAY), Some(T0 - 20 * DAY))
+    let partner = |market| (market, "partner");
+    l.referrer(
+        A_CODE,
+        partner("US"),
+        Some(T0 - 30 * DAY),
+        Some(T0 - 20 * DAY),
+    )
+    .await;
+    l.referrer("B", ("US", "customer"), None, Some(T0 - 10 * DAY))
         .await;
-    l.referrer("B", "US", None, Some(T0 - 10 * DAY)).await;
-    l.referrer("C", "US", Some(T0 - 5 * DAY), None).await;
-    l.referrer("D", "RU", Some(T0 - 30 * DAY), Some(T0 - 25 * DAY))
+    l.referrer("C", partner("US"), Some(T0 - 5 * DAY), None)
         .await;
-    l.referrer("E", "RU", Some(T0 + 100 * DAY), None).await;
+    l.referrer(
+        "D",
+        ("RU", "creator"),
+        Some(T0 - 30 * DAY),
+        Some(T0 - 25 * DAY),
+    )
+    .await;
+    l.referrer("E", partner("RU"), Some(T0 + 100 * DAY), None)
+        .await;
 
     let (us, ru) = (Some("US"), Some("RU"));
     let (hubspot, salesforce) = ("hubspot", "salesforce");
@@ -341,26 +359,32 @@ async fn seed(store: &Store) {
     l.tx.commit().await.unwrap();
 }
 
+/// Sums per currency as `EUR 2.00 USD 1.00`, `-` for none.
+pub(crate) fn money(m: &std::collections::BTreeMap<String, Decimal>) -> String {
+    if m.is_empty() {
+        return "-".to_string();
+    }
+    let parts: Vec<String> = m.iter().map(|(c, v)| format!("{c} {v}")).collect();
+    parts.join(" ")
+}
+
 /// Every figure of a row on one line: `-` for `None`, currencies as `USD 1.00 EUR 2.00`.
 fn line(r: &FunnelRow) -> String {
     let opt = |v: Option<Decimal>| v.map_or("-".to_string(), |v| v.to_string());
-    let map = |m: &std::collections::BTreeMap<String, Decimal>| {
-        if m.is_empty() {
-            return "-".to_string();
-        }
-        let parts: Vec<String> = m.iter().map(|(c, v)| format!("{c} {v}")).collect();
-        parts.join(" ")
-    };
+    let count = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let map = money;
     format!(
-        "{}/{} | partners {} {} {} | active {} {} | referrals {} {} {} | rates {} {} {} | days {} {} \
-         | revenue {} | cost {} | roi {} | cpa {}",
+        "{}/{}/{} | partners {} {} {} {} {} | active {} | referrals {} {} {} | rates {} {} {} \
+         | days {} {} | revenue {} | cost {} | roi {} | cpa {}",
         r.market,
         r.source,
-        r.partners_invited,
-        r.partners_joined,
+        r.referrer_kind,
+        count(r.partners_invited),
+        count(r.partners_joined),
         opt(r.partner_acceptance),
-        r.active_referrers,
+        count(r.partners_active),
         opt(r.partner_activation),
+        r.active_referrers,
         r.referrals,
         r.qualified,
         r.won,
@@ -378,6 +402,15 @@ fn line(r: &FunnelRow) -> String {
 
 fn lines(report: &FunnelReport) -> Vec<String> {
     report.rows.iter().map(line).collect()
+}
+
+/// `market/source/kind` of every row, in order.
+fn keys(report: &FunnelReport) -> Vec<String> {
+    report
+        .rows
+        .iter()
+        .map(|r| format!("{}/{}/{}", r.market, r.source, r.referrer_kind))
+        .collect()
 }
 
 fn matrix(report: &FunnelReport) -> Vec<(&str, &str, u64, u64)> {
@@ -408,43 +441,83 @@ async fn funnel_figures_match_the_hand_computed_values(backend: Backend) {
     assert_eq!(
         lines(&report),
         [
-            // RU/link: d2 (won), d3. Active D of 1 joined. D's one win here: repeat 0/1.
-            // ROI (50000 − 5000) / 5000 = 9; CPA 5000 / 1. The rejected reward and "lots" are out.
-            "RU/link | partners 2 1 0.5000 | active 1 1.0000 | referrals 2 1 1 \
+            // RU: d2 (won), d3, p1. Partners D (joined, active) and E (invited only). Referrer D
+            // has one win here: repeat 0/1. ROI (50000 − 5000) / 5000 = 9; CPA 5000 / 1. The
+            // rejected reward and the amount "lots" are out.
+            "RU/all/all | partners 2 1 0.5000 1 1.0000 | active 1 | referrals 3 1 1 \
+             | rates 0.3333 0.3333 0.0000 | days 60.0 60.0 | revenue RUB 50000.00 \
+             | cost RUB 5000.00 | roi RUB 9.0000 | cpa RUB 5000.00",
+            // RU/link: d2, d3. Source rows carry no partner figures.
+            "RU/link/all | partners - - - - - | active 1 | referrals 2 1 1 \
              | rates 0.5000 0.5000 0.0000 | days 60.0 60.0 | revenue RUB 50000.00 \
              | cost RUB 5000.00 | roi RUB 9.0000 | cpa RUB 5000.00",
-            // RU/pool: p1 without a referrer: no active referrer (0 / 1 joined), no win.
-            "RU/pool | partners 2 1 0.5000 | active 0 0.0000 | referrals 1 0 0 \
+            // RU/pool: p1 without a referrer.
+            "RU/pool/all | partners - - - - - | active 0 | referrals 1 0 0 \
              | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
+            // RU creators: D and its d2, d3.
+            "RU/all/creator | partners 1 1 1.0000 1 1.0000 | active 1 | referrals 2 1 1 \
+             | rates 0.5000 0.5000 0.0000 | days 60.0 60.0 | revenue RUB 50000.00 \
+             | cost RUB 5000.00 | roi RUB 9.0000 | cpa RUB 5000.00",
+            // RU partners: E, invited only, no referrals.
+            "RU/all/partner | partners 1 0 0.0000 0 - | active 0 | referrals 0 0 0 \
+             | rates - - - | days - - | revenue - | cost - | roi - | cpa -",
+            // p1 has no referrer, so no kind: no partners to count.
+            "RU/all/unknown | partners 0 0 - 0 - | active 0 | referrals 1 0 0 \
+             | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
+            // US: a1 a2 b1 b2 b3 d1; 5 qualified, 4 won. Partners A, B joined and active, C
+            // invited: activation 2 / 2 — D, active here from RU, counts in RU only (see the
+            // matrix), though it is one of the 3 referrers with US referrals. Repeat: A 2 wins, B
+            // and D 1: 1 / 3. Days 10.1 20.0 30.2 45.5: median (20.0 + 30.2) / 2 = 25.1, p90 rank
+            // ceil(3.6) = 4 → 45.5. USD revenue 1000 + 2500 + 4000 = 7500, cost 100 + 200 + 80 +
+            // 400 = 780: ROI 6720 / 780 = 8.6153… → 8.6154, CPA 780 / 4 = 195.
+            "US/all/all | partners 3 2 0.6667 2 1.0000 | active 3 | referrals 6 5 4 \
+             | rates 0.8333 0.6667 0.3333 | days 25.1 45.5 | revenue EUR 500.50 USD 7500.00 \
+             | cost USD 780.00 | roi USD 8.6154 | cpa USD 195.00",
             // US/code: b2 (won, EUR deal, USD reward), b3 (qualified, deal at proposal: no
             // revenue). No currency has both revenue and cost: no ROI; CPA USD 80 / 1.
-            "US/code | partners 3 2 0.6667 | active 1 0.5000 | referrals 2 2 1 \
+            "US/code/all | partners - - - - - | active 1 | referrals 2 2 1 \
              | rates 1.0000 0.5000 0.0000 | days 45.5 45.5 | revenue EUR 500.50 \
              | cost USD 80.00 | roi - | cpa USD 80.00",
-            // US/intro: d1, a US referee of the RU referrer D; a Salesforce Opportunity.
-            "US/intro | partners 3 2 0.6667 | active 1 0.5000 | referrals 1 1 1 \
+            // US/intro: d1, a US referee of the RU creator D; a Salesforce Opportunity.
+            "US/intro/all | partners - - - - - | active 1 | referrals 1 1 1 \
              | rates 1.0000 1.0000 0.0000 | days 20.0 20.0 | revenue USD 4000.00 \
              | cost USD 400.00 | roi USD 9.0000 | cpa USD 400.00",
-            // US/link: a1, a2 (both won, by A: repeat 1/1), b1. Active A, B of 2 joined.
-            // Days 10.1, 30.2: median rank ⌈0.5·2⌉ = 1 → 10.1, p90 rank ⌈0.9·2⌉ = 2 → 30.2.
-            // Revenue 1000 + 2000 + 500 (the deleted 9999 is out) = 3500; cost 100 + 200 (the
-            // reversed 50 is out) = 300; ROI (3500 − 300) / 300 = 10.66… → 10.6667; CPA 300 / 2.
-            "US/link | partners 3 2 0.6667 | active 2 1.0000 | referrals 3 2 2 \
-             | rates 0.6667 0.6667 1.0000 | days 10.1 30.2 | revenue USD 3500.00 \
+            // US/link: a1, a2 (both won, by A: repeat 1/1), b1. Days 10.1, 30.2: median
+            // (10.1 + 30.2) / 2 = 20.15, p90 rank ceil(1.8) = 2 → 30.2. Revenue 1000 + 2000 + 500
+            // (the deleted 9999 is out) = 3500; cost 100 + 200 (the reversed 50 is out) = 300;
+            // ROI (3500 − 300) / 300 = 10.66… → 10.6667; CPA 300 / 2.
+            "US/link/all | partners - - - - - | active 2 | referrals 3 2 2 \
+             | rates 0.6667 0.6667 1.0000 | days 20.15 30.2 | revenue USD 3500.00 \
+             | cost USD 300.00 | roi USD 10.6667 | cpa USD 150.00",
+            // US creators: none are US partners; D's d1 is here.
+            "US/all/creator | partners 0 0 - 0 - | active 1 | referrals 1 1 1 \
+             | rates 1.0000 1.0000 0.0000 | days 20.0 20.0 | revenue USD 4000.00 \
+             | cost USD 400.00 | roi USD 9.0000 | cpa USD 400.00",
+            // US customers: B, joined and active; b1 b2 b3.
+            "US/all/customer | partners 1 1 1.0000 1 1.0000 | active 1 | referrals 3 2 1 \
+             | rates 0.6667 0.3333 0.0000 | days 45.5 45.5 | revenue EUR 500.50 \
+             | cost USD 80.00 | roi - | cpa USD 80.00",
+            // US partners: A (joined, active) and C (invited); a1 a2.
+            "US/all/partner | partners 2 1 0.5000 1 1.0000 | active 1 | referrals 2 2 2 \
+             | rates 1.0000 1.0000 1.0000 | days 20.15 30.2 | revenue USD 3500.00 \
              | cost USD 300.00 | roi USD 10.6667 | cpa USD 150.00",
             // u1: A's referral without market or source; no partners are in market "unknown".
-            "unknown/unknown | partners 0 0 - | active 1 - | referrals 1 0 0 \
+            "unknown/all/all | partners 0 0 - 0 - | active 1 | referrals 1 0 0 \
+             | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
+            "unknown/unknown/all | partners - - - - - | active 1 | referrals 1 0 0 \
+             | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
+            "unknown/all/partner | partners 0 0 - 0 - | active 1 | referrals 1 0 0 \
              | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
         ]
     );
-    // Totals: 10 referrals, 6 qualified (0.6), 5 won (0.5); active A, B, D of 3 joined. Wins per
-    // referrer across rows: A 2, B 1, D 2 (one US, one RU) → repeat 2 / 3 = 0.6667.
-    // Days 10.1 20.0 30.2 45.5 60.0: median rank 3 → 30.2, p90 rank ⌈4.5⌉ = 5 → 60.0.
-    // USD revenue 3500 + 4000 = 7500, cost 300 + 80 + 400 = 780: ROI 6720 / 780 = 8.6153… →
-    // 8.6154, CPA 780 / 5 = 156; RUB ROI 9, CPA 5000 / 5 = 1000; EUR has revenue only.
+    // Totals: 10 referrals, 6 qualified (0.6), 5 won (0.5); A, B, D joined and active of 3
+    // joined. Wins per referrer across rows: A 2, B 1, D 2 (one US, one RU) → repeat 2 / 3.
+    // Days 10.1 20.0 30.2 45.5 60.0: median 30.2, p90 rank ceil(4.5) = 5 → 60.0.
+    // USD revenue 7500, cost 780: ROI 8.6154, CPA 780 / 5 = 156; RUB ROI 9, CPA 5000 / 5 = 1000;
+    // EUR has revenue only.
     assert_eq!(
         line(&report.totals),
-        "all/all | partners 5 3 0.6000 | active 3 1.0000 | referrals 10 6 5 \
+        "all/all/all | partners 5 3 0.6000 3 1.0000 | active 3 | referrals 10 6 5 \
          | rates 0.6000 0.5000 0.6667 | days 30.2 60.0 \
          | revenue EUR 500.50 RUB 50000.00 USD 7500.00 | cost RUB 5000.00 USD 780.00 \
          | roi RUB 9.0000 USD 8.6154 | cpa RUB 1000.00 USD 156.00"
@@ -461,18 +534,30 @@ async fn funnel_figures_match_the_hand_computed_values(backend: Backend) {
             ("unknown", "RU", 1, 0),
         ]
     );
+    // No market, kind or total shows an activation above 100%.
+    assert!(report
+        .rows
+        .iter()
+        .chain([&report.totals])
+        .filter_map(|r| r.partner_activation)
+        .all(|a| a <= Decimal::ONE));
 
     let csv = reports::to_csv(&report);
     let csv_lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(csv_lines.len(), 1 + 6 + 1, "header, six rows, totals");
+    assert_eq!(csv_lines.len(), 1 + 16 + 1, "header, sixteen rows, totals");
     assert_eq!(
-        csv_lines[5],
-        "US,link,3,2,0.6667,2,1.0000,3,2,2,0.6667,0.6667,1.0000,10.1,30.2,USD 3500.00,\
-         USD 300.00,USD 10.6667,USD 150.00"
+        csv_lines[10],
+        "US,link,all,,,,,,2,3,2,2,0.6667,0.6667,1.0000,20.15,30.2,USD 3500.00,\
+         USD 300.00,USD 10.6667,USD 150.00,"
     );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["totals"]["revenue"]["EUR"], "500.50");
-    assert_eq!(json["rows"][1]["repeat_rate"], serde_json::Value::Null);
+    assert_eq!(json["rows"][2]["repeat_rate"], serde_json::Value::Null);
+    assert_eq!(json["rows"][1]["partners_joined"], serde_json::Value::Null);
+    assert!(json["percentiles"]["p90"]
+        .as_str()
+        .unwrap()
+        .contains("nearest rank"));
     let table = reports::to_table(&report);
     assert!(table
         .lines()
@@ -490,7 +575,7 @@ async fn funnel_filters_by_market_source_and_period(backend: Backend) {
     };
 
     // US, first touch in [T0, T0 + 2h): a1 and a2; b1 (at T0 + 2h exactly) is out. Partners as of
-    // T0 + 2h: A, B, C invited, A and B joined.
+    // T0 + 2h: A, B, C invited, A and B joined; only A referred in the period.
     let us_early = report(FunnelFilter {
         market: Some("US".into()),
         from: Some(T0),
@@ -498,21 +583,26 @@ async fn funnel_filters_by_market_source_and_period(backend: Backend) {
         ..Default::default()
     })
     .await;
+    let figures = "active 1 | referrals 2 2 2 | rates 1.0000 1.0000 1.0000 | days 20.15 30.2 \
+                   | revenue USD 3500.00 | cost USD 300.00 | roi USD 10.6667 | cpa USD 150.00";
     assert_eq!(
         lines(&us_early),
         [
-            "US/link | partners 3 2 0.6667 | active 1 0.5000 | referrals 2 2 2 \
-          | rates 1.0000 1.0000 1.0000 | days 10.1 30.2 | revenue USD 3500.00 \
-          | cost USD 300.00 | roi USD 10.6667 | cpa USD 150.00"
+            format!("US/all/all | partners 3 2 0.6667 1 0.5000 | {figures}"),
+            format!("US/link/all | partners - - - - - | {figures}"),
+            "US/all/customer | partners 1 1 1.0000 0 0.0000 | active 0 | referrals 0 0 0 \
+             | rates - - - | days - - | revenue - | cost - | roi - | cpa -"
+                .to_string(),
+            format!("US/all/partner | partners 2 1 0.5000 1 1.0000 | {figures}"),
         ]
     );
     assert_eq!(
-        line(&us_early.totals).replace("all/all", "US/link"),
+        line(&us_early.totals).replace("all/all/all", "US/all/all"),
         line(&us_early.rows[0])
     );
     assert_eq!(matrix(&us_early), [("US", "US", 2, 2)]);
 
-    // RU before T0 + 1d: d2, d3, p1. E is invited only at T0 + 100d, so RU has 1 invited, 1 joined.
+    // RU before T0 + 1d: d2, d3, p1. E is invited only at T0 + 100d, so RU has D alone.
     let ru = report(FunnelFilter {
         market: Some("RU".into()),
         to: Some(T0 + DAY),
@@ -526,30 +616,46 @@ async fn funnel_filters_by_market_source_and_period(backend: Backend) {
     assert_eq!(
         heads,
         [
-            "RU/link | partners 1 1 1.0000 | active 1 1.0000 | referrals 2 1 1",
-            "RU/pool | partners 1 1 1.0000 | active 0 0.0000 | referrals 1 0 0",
+            "RU/all/all | partners 1 1 1.0000 1 1.0000 | active 1 | referrals 3 1 1",
+            "RU/link/all | partners - - - - - | active 1 | referrals 2 1 1",
+            "RU/pool/all | partners - - - - - | active 0 | referrals 1 0 0",
+            "RU/all/creator | partners 1 1 1.0000 1 1.0000 | active 1 | referrals 2 1 1",
+            "RU/all/unknown | partners 0 0 - 0 - | active 0 | referrals 1 0 0",
         ]
     );
-    assert_eq!((ru.totals.partners_invited, ru.totals.referrals), (1, 3));
+    assert_eq!(
+        (ru.totals.partners_invited, ru.totals.referrals),
+        (Some(1), 3)
+    );
 
-    // Source pool: p1 in RU; the US has partners but no pool referral, and still shows them.
+    // Source pool: p1 in RU. No partner referred through it: none is active. Every market still
+    // shows its partners, on its market and kind rows, labelled with the source (a source row
+    // would repeat the market row).
     let pool = report(FunnelFilter {
         source: Some("pool".into()),
         ..Default::default()
     })
     .await;
     assert_eq!(
-        lines(&pool),
+        keys(&pool),
         [
-            "RU/pool | partners 2 1 0.5000 | active 0 0.0000 | referrals 1 0 0 \
-             | rates 0.0000 0.0000 - | days - - | revenue - | cost - | roi - | cpa -",
-            "US/pool | partners 3 2 0.6667 | active 0 0.0000 | referrals 0 0 0 \
-             | rates - - - | days - - | revenue - | cost - | roi - | cpa -",
+            "RU/pool/all",
+            "RU/pool/creator",
+            "RU/pool/partner",
+            "RU/pool/unknown",
+            "US/pool/all",
+            "US/pool/customer",
+            "US/pool/partner",
         ]
     );
     assert_eq!(
+        line(&pool.rows[4]),
+        "US/pool/all | partners 3 2 0.6667 0 0.0000 | active 0 | referrals 0 0 0 \
+         | rates - - - | days - - | revenue - | cost - | roi - | cpa -"
+    );
+    assert_eq!(
         (pool.totals.partners_invited, pool.totals.referrals),
-        (5, 1)
+        (Some(5), 1)
     );
     assert_eq!(matrix(&pool), [("unknown", "RU", 1, 0)]);
 
@@ -559,12 +665,15 @@ async fn funnel_filters_by_market_source_and_period(backend: Backend) {
         ..Default::default()
     })
     .await;
-    assert_eq!(unknown.rows.len(), 1);
     assert_eq!(
-        (unknown.rows[0].source.as_str(), unknown.rows[0].referrals),
-        ("unknown", 1)
+        keys(&unknown),
+        [
+            "unknown/all/all",
+            "unknown/unknown/all",
+            "unknown/all/partner"
+        ]
     );
-    assert_eq!(unknown.totals.partners_invited, 0);
+    assert_eq!(unknown.totals.partners_invited, Some(0));
 
     // A period with nothing in it: no referrals; the US and RU still show their partners.
     let empty = report(FunnelFilter {
@@ -578,5 +687,76 @@ async fn funnel_filters_by_market_source_and_period(backend: Backend) {
         .rows
         .iter()
         .all(|r| r.referrals == 0 && r.source == "all"));
+    assert_eq!(
+        keys(&empty),
+        [
+            "RU/all/all",
+            "RU/all/creator",
+            "RU/all/partner",
+            "US/all/all",
+            "US/all/customer",
+            "US/all/partner",
+        ]
+    );
     assert!(empty.matrix.is_empty());
+}
+
+/// A scorecard on one line, like [`line`].
+fn card(s: &ReferrerScorecard) -> String {
+    let opt = |v: Option<Decimal>| v.map_or("-".to_string(), |v| v.to_string());
+    let map = money;
+    format!(
+        "{} {} {} | referrals {} {} {} | rates {} {} | days {} {} | revenue {} | cost {} | roi {}",
+        s.referrer_code,
+        s.market,
+        s.referrer_kind,
+        s.referrals,
+        s.qualified,
+        s.won,
+        opt(s.qualified_rate),
+        opt(s.win_rate),
+        opt(s.median_days_to_win),
+        opt(s.p90_days_to_win),
+        map(&s.revenue),
+        map(&s.reward_cost),
+        map(&s.roi),
+    )
+}
+
+async fn referrer_scorecards_separate_volume_from_quality(backend: Backend) {
+    let Some((store, _db)) = test_store(backend).await else {
+        return;
+    };
+    seed(&store).await;
+    let facts = store.funnel_facts(&FunnelFilter::default()).await.unwrap();
+
+    let all = scorecard::compute(&facts, None);
+    let creators = scorecard::compute(&facts, Some(PartnerKind::Creator));
+
+    let cards: Vec<String> = all.referrers.iter().map(card).collect();
+    assert_eq!(
+        cards,
+        [
+            // A: a1, a2 (won in 10.1 and 30.2 days: median 20.15), u1. Revenue 1000 + 2500,
+            // cost 100 + 200: ROI 3200 / 300 = 10.6667.
+            "ACME-7 US partner | referrals 3 2 2 | rates 0.6667 0.6667 | days 20.15 30.2 \
+             | revenue USD 3500.00 | cost USD 300.00 | roi USD 10.6667",
+            // B: b1, b2 (won, EUR deal, USD reward), b3 (qualified only): as many referrals as A,
+            // half the wins.
+            "B US customer | referrals 3 2 1 | rates 0.6667 0.3333 | days 45.5 45.5 \
+             | revenue EUR 500.50 | cost USD 80.00 | roi -",
+            // D (RU): d1 in the US (20.0 days), d2 in RU (60.0 days), d3: median 40.0.
+            "D RU creator | referrals 3 2 2 | rates 0.6667 0.6667 | days 40.0 60.0 \
+             | revenue RUB 50000.00 USD 4000.00 | cost RUB 5000.00 USD 400.00 \
+             | roi RUB 9.0000 USD 9.0000",
+        ]
+    );
+    assert_eq!(creators.referrers.len(), 1);
+    assert_eq!(creators.referrers[0].referrer_code, "D");
+    let csv = scorecard::to_csv(&all);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "header and three referrers: p1 has none");
+    assert!(
+        lines[2].starts_with("B,,US,customer,3,2,1,0.6667,0.3333,45.5,45.5,EUR 500.50,USD 80.00,,")
+    );
 }

@@ -122,6 +122,15 @@ impl TestApp {
         self.processor.drain().await.expect("inbox processing")
     }
 
+    /// Refresh the channel baseline's rollup until no deal is marked (the processors do it when
+    /// idle; reports are exact either way).
+    pub async fn refresh_baseline(&self) -> usize {
+        self.processor
+            .drain_baseline()
+            .await
+            .expect("baseline refresh")
+    }
+
     /// Run the outbox worker until nothing is claimable at the current (fake) time.
     pub async fn deliver(&self) -> referral_sync::outbox::TickReport {
         self.outbox.drain().await.expect("outbox delivery")

@@ -1,6 +1,7 @@
 //! The admin and reporting API under `/api/v1` (SPEC §6): referrers, referrals (with their full
 //! story), attribution overrides, rewards and their decisions, payout statements, CRM deliveries
-//! and replay, the funnel report. Every route needs an API key; writes need an admin key.
+//! and replay, the funnel report and the per-referrer scorecards. Every route needs an API key;
+//! writes need an admin key.
 
 pub mod auth;
 pub mod deliveries;
@@ -43,7 +44,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/deliveries/replay",
                 web::post().to(deliveries::post_replay),
             )
-            .route("/reports/funnel", web::get().to(reports::get_funnel)),
+            .route("/reports/funnel", web::get().to(reports::get_funnel))
+            .route("/reports/referrers", web::get().to(reports::get_referrers)),
     )
     .route("/openapi.json", web::get().to(openapi::get_openapi));
 }

@@ -16,7 +16,7 @@ use super::{deliveries, payouts, referrals, referrers, reports, rewards};
         rewards::list_rewards, rewards::post_approve, rewards::post_reject, rewards::post_paid,
         payouts::list_payouts, payouts::post_paid,
         deliveries::list_deliveries, deliveries::post_replay,
-        reports::get_funnel,
+        reports::get_funnel, reports::get_referrers,
     ),
     components(schemas(referrals::AttributionRequest, rewards::DecisionRequest, payouts::PaidRequest, deliveries::ReplayRequest)),
     modifiers(&BearerKey)

@@ -127,6 +127,8 @@ impl Filters {
 pub struct RowView {
     pub market: String,
     pub source: String,
+    /// The referrer kind, or `all`.
+    pub kind: String,
     pub invited: String,
     pub joined: String,
     pub acceptance: String,
@@ -161,8 +163,11 @@ impl RowView {
         Self {
             market: row.market.clone(),
             source: row.source.clone(),
-            invited: format_count(row.partners_invited),
-            joined: format_count(row.partners_joined),
+            kind: row.referrer_kind.clone(),
+            invited: row
+                .partners_invited
+                .map_or_else(|| "–".into(), format_count),
+            joined: row.partners_joined.map_or_else(|| "–".into(), format_count),
             acceptance: format_percent(row.partner_acceptance),
             active: format_count(row.active_referrers),
             activation: format_percent(row.partner_activation),

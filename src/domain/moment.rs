@@ -1,0 +1,115 @@
+//! Advocacy moments (SPEC §4): the moments a customer is likely to say yes to a referral ask.
+//! The names are what `[moments] kinds` lists, what `referral_ask_moment` holds in the CRM (a
+//! pick-list `crm setup` creates) and what reports show.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::reward::UnknownName;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MomentKind {
+    /// A high NPS score (`nps.submitted`, at least `[moments] nps_min`).
+    Nps,
+    /// Onboarding completed (`onboarding.completed`).
+    Onboarding,
+    /// A usage milestone (`usage.milestone`).
+    Usage,
+    /// A renewal or expansion deal was won (`[renewals]`).
+    Renewal,
+}
+
+impl MomentKind {
+    pub const ALL: [MomentKind; 4] = [Self::Nps, Self::Onboarding, Self::Usage, Self::Renewal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nps => "nps",
+            Self::Onboarding => "onboarding",
+            Self::Usage => "usage",
+            Self::Renewal => "renewal",
+        }
+    }
+
+    /// What a person reads in the CRM's pick-list.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Nps => "High NPS score",
+            Self::Onboarding => "Onboarding completed",
+            Self::Usage => "Usage milestone",
+            Self::Renewal => "Renewal or expansion won",
+        }
+    }
+}
+
+impl fmt::Display for MomentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MomentKind {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownName::new(s))
+    }
+}
+
+/// What became of a moment: not decided yet, a referral ask, or passed over (with a reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MomentOutcome {
+    Pending,
+    Asked,
+    Skipped,
+}
+
+impl MomentOutcome {
+    pub const ALL: [MomentOutcome; 3] = [Self::Pending, Self::Asked, Self::Skipped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Asked => "asked",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl FromStr for MomentOutcome {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| UnknownName::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in MomentKind::ALL {
+            assert_eq!(kind.as_str().parse::<MomentKind>().unwrap(), kind);
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        assert!("birthday".parse::<MomentKind>().is_err());
+        for outcome in MomentOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<MomentOutcome>().unwrap(), outcome);
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Referrals as a channel (SPEC §4 "Channel baseline"): referred deals next to every other deal,
+//! per market and channel, and the participation rate of customers, computed from the store's
+//! [`BaselineFacts`] without I/O.
+//!
+//! Definitions, for the deals created in the filter's period (a deal's creation is the CRM's
+//! time, or when the service first heard of it):
+//! - channel: `referral` for deals linked to a referral; any other deal takes the channel
+//!   `[channels]` maps its CRM source value to (`other` when unmapped, `unknown` without one);
+//!   `non_referred` rows add up every channel but `referral`;
+//! - market: a referred deal's referral market; any other deal's by `[channels]
+//!   market_by_pipeline`, else `market_by_currency`, else `unknown`;
+//! - conversion: won / created; win rate from qualified: won / qualified (deals that reached
+//!   `qualified` or beyond); a deal counts as won while its stage is `won`;
+//! - days to won: creation → first win, in days to 1 dp, median and p90 as in the funnel;
+//! - average won amount: per deal currency, the won deals' amounts / the won deals with one;
+//! - revenue per customer after 12 months: customers first won in the period at least 12 months
+//!   before the report; a referred customer is its referral, any other a single deal (HubSpot and
+//!   Salesforce companies are not kept, so renewals cannot be tied to a non-referred customer);
+//!   revenue is the customer's won new-business deals (not renewals by `[renewals]`) within 12
+//!   months of the first win, plus recurring revenue where the store has it
+//!   ([`BaselineFacts::recurring_revenue_12m`]); per currency, divided by the customers with
+//!   revenue in that currency;
+//! - participation (as of the period's end): customers are the CRM people of won deals, each in
+//!   the market of its first won deal, and the referrers the product declared customers who are
+//!   no CRM customer (in their own market); participating ones have referred anyone (a person by
+//!   their email).
+//!
+//! The market filter selects rows by market; the source filter restricts referred deals to that
+//! referral source (other deals have none).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::format::{
+    self, add_money, currency, fixed, money, money_cell, money_text, opt_cell, opt_text, pct_text,
+    ratio, render, Histogram, PercentileMethods, ALL, PERCENTILE_METHODS, UNKNOWN,
+};
+use crate::config::Settings;
+use crate::domain::channel::Channel;
+use crate::domain::Crm;
+use crate::store::{BaselineFacts, Cohort};
+
+/// The channel label of rows that add up every channel but `referral`.
+pub const NON_REFERRED: &str = "non_referred";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// Per market: `referral`, `non_referred`, then each other channel.
+    pub rows: Vec<ComparisonRow>,
+    /// The same over every market (market `all`).
+    pub totals: Vec<ComparisonRow>,
+    /// Per market, then `all`.
+    pub participation: Vec<ParticipationRow>,
+    pub percentiles: PercentileMethods,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComparisonRow {
+    pub market: String,
+    pub channel: String,
+    pub deals_created: u64,
+    pub deals_qualified: u64,
+    pub deals_won: u64,
+    /// won / created.
+    pub conversion_rate: Option<Decimal>,
+    /// won / qualified.
+    pub win_rate_from_qualified: Option<Decimal>,
+    pub median_days_to_won: Option<Decimal>,
+    pub p90_days_to_won: Option<Decimal>,
+    /// The won deals' amounts, per currency.
+    pub won_amount: BTreeMap<String, Decimal>,
+    /// won amount / won deals with an amount, per currency, to 2 dp.
+    pub average_won_amount: BTreeMap<String, Decimal>,
+    /// Customers first won in the period at least 12 months ago.
+    pub customers_12m: u64,
+    /// Their first 12 months' revenue / the customers with revenue in that currency, per
+    /// currency, to 2 dp.
+    pub revenue_per_customer_12m: BTreeMap<String, Decimal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParticipationRow {
+    pub market: String,
+    pub customers: u64,
+    /// Customers who referred at least once.
+    pub referring_customers: u64,
+    /// referring / customers.
+    pub participation_rate: Option<Decimal>,
+}
+
+#[derive(Default)]
+struct Acc {
+    created: i64,
+    qualified: i64,
+    won: u64,
+    days: Histogram,
+    won_amount: BTreeMap<String, Decimal>,
+    priced: BTreeMap<String, u64>,
+    customers: u64,
+    /// Customers with revenue in each currency.
+    paying: BTreeMap<String, u64>,
+    revenue_12m: BTreeMap<String, Decimal>,
+}
+
+impl Acc {
+    fn finish(self, market: String, channel: String) -> ComparisonRow {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let average = |sums: &BTreeMap<String, Decimal>, by: &dyn Fn(&str) -> u64| {
+            sums.iter()
+                .filter_map(|(currency, sum)| {
+                    let n = by(currency);
+                    let avg = sum.checked_div(Decimal::from(n)).filter(|_| n > 0)?;
+                    Some((currency.clone(), fixed(avg, 2)))
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let created = count(self.created);
+        let qualified = count(self.qualified);
+        ComparisonRow {
+            conversion_rate: ratio(self.won, created),
+            win_rate_from_qualified: ratio(self.won, qualified),
+            median_days_to_won: self.days.median(),
+            p90_days_to_won: self.days.nearest_rank(90),
+            average_won_amount: average(&self.won_amount, &|c| {
+                self.priced.get(c).copied().unwrap_or(0)
+            }),
+            revenue_per_customer_12m: average(&self.revenue_12m, &|c| {
+                self.paying.get(c).copied().unwrap_or(0)
+            }),
+            won_amount: money(self.won_amount),
+            customers_12m: self.customers,
+            market,
+            channel,
+            deals_created: created,
+            deals_qualified: qualified,
+            deals_won: self.won,
+        }
+    }
+}
+
+/// Where a cohort's deals are reported: market and channel.
+fn place(settings: &Settings, cohort: &Cohort) -> (String, Channel) {
+    if cohort.referred {
+        return (format::label(cohort.market.as_deref()), Channel::Referral);
+    }
+    let market = settings
+        .channels
+        .market_of(cohort.pipeline.as_deref(), cohort.currency.as_deref())
+        .unwrap_or_else(|| UNKNOWN.to_string());
+    let channel = match cohort.crm.parse::<Crm>() {
+        Ok(crm) => settings
+            .channels
+            .channel_of(crm, cohort.crm_source.as_deref()),
+        Err(_) => Channel::Unknown,
+    };
+    (market, channel)
+}
+
+/// Compute the comparison from the store's facts. Pure: no I/O, no clock.
+pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Comparison {
+    let filter = &facts.filter;
+    let wanted = |market: &str, cohort: &Cohort| {
+        filter.market.as_ref().is_none_or(|m| m == market)
+            && (!cohort.referred
+                || filter
+                    .source
+                    .as_ref()
+                    .is_none_or(|s| *s == format::label(cohort.source.as_deref())))
+    };
+    let mut rows: BTreeMap<(String, RowChannel), Acc> = BTreeMap::new();
+    let mut totals: BTreeMap<RowChannel, Acc> = BTreeMap::new();
+    // Each figure goes to its market's channel row and, for other channels, its non-referred
+    // row; and to the same rows of the totals.
+    let mut each = |cohort: &Cohort, f: &mut dyn FnMut(&mut Acc)| {
+        let (market, channel) = place(settings, cohort);
+        if !wanted(&market, cohort) {
+            return;
+        }
+        let mut targets = vec![RowChannel::of(channel)];
+        if channel != Channel::Referral {
+            targets.push(RowChannel::NonReferred);
+        }
+        for target in targets {
+            f(rows.entry((market.clone(), target)).or_default());
+            f(totals.entry(target).or_default());
+        }
+    };
+    for c in &facts.cohorts {
+        each(&c.cohort, &mut |acc| {
+            acc.created += c.deals;
+            acc.qualified += c.qualified;
+        });
+    }
+    for w in &facts.won {
+        let currency = currency(w.cohort.currency.as_deref());
+        each(&w.cohort, &mut |acc| {
+            acc.won += w.deals;
+            if let Some(tenths) = w.tenths {
+                acc.days.add(tenths, w.deals);
+            }
+            if w.priced > 0 {
+                add_money(&mut acc.won_amount, &currency, w.amount);
+                *acc.priced.entry(currency.clone()).or_default() += w.priced;
+            }
+        });
+    }
+    let renewals = &settings.renewals;
+    let is_renewal = |crm: &str, pipeline: Option<&str>, deal_type: Option<&str>| {
+        crm.parse::<Crm>()
+            .is_ok_and(|crm| renewals.is_renewal_of(crm, pipeline, deal_type))
+    };
+    for g in &facts.customers {
+        // A renewal is no new customer; without a referral, it cannot be tied to one.
+        if is_renewal(
+            &g.cohort.crm,
+            g.cohort.pipeline.as_deref(),
+            g.deal_type.as_deref(),
+        ) {
+            continue;
+        }
+        let currency = currency(g.cohort.currency.as_deref());
+        each(&g.cohort, &mut |acc| {
+            acc.customers += g.customers;
+            *acc.paying.entry(currency.clone()).or_default() += g.customers;
+            add_money(&mut acc.revenue_12m, &currency, g.amount);
+        });
+    }
+    // A referred customer counts once, and once in each currency it paid new business in.
+    let mut referred: BTreeMap<&str, (Cohort, BTreeMap<String, Decimal>)> = BTreeMap::new();
+    for d in &facts.referred_customers {
+        let (_, revenue) = referred.entry(&d.referral_id).or_insert_with(|| {
+            let cohort = Cohort {
+                crm: d.crm.clone(),
+                referred: true,
+                market: d.market.clone(),
+                source: d.source.clone(),
+                pipeline: None,
+                currency: None,
+                crm_source: None,
+            };
+            (cohort, BTreeMap::new())
+        });
+        let Some(amount) = d.amount else {
+            continue;
+        };
+        if !is_renewal(&d.crm, d.pipeline.as_deref(), d.deal_type.as_deref()) {
+            add_money(revenue, &currency(d.currency.as_deref()), amount);
+        }
+    }
+    for (cohort, revenue) in referred.values() {
+        each(cohort, &mut |acc| {
+            acc.customers += 1;
+            for (currency, amount) in revenue {
+                *acc.paying.entry(currency.clone()).or_default() += 1;
+                add_money(&mut acc.revenue_12m, currency, *amount);
+            }
+        });
+    }
+    for r in &facts.recurring_revenue_12m {
+        let cohort = Cohort {
+            crm: String::new(),
+            referred: true,
+            market: r.market.clone(),
+            source: r.source.clone(),
+            pipeline: None,
+            currency: None,
+            crm_source: None,
+        };
+        each(&cohort, &mut |acc| {
+            add_money(&mut acc.revenue_12m, &currency(Some(&r.currency)), r.amount)
+        });
+    }
+    // Every market shows its referral and non-referred rows, even when one side is empty.
+    let markets: BTreeSet<String> = rows.keys().map(|(m, _)| m.clone()).collect();
+    for market in markets {
+        for side in [RowChannel::Referral, RowChannel::NonReferred] {
+            rows.entry((market.clone(), side)).or_default();
+        }
+    }
+    for side in [RowChannel::Referral, RowChannel::NonReferred] {
+        totals.entry(side).or_default();
+    }
+
+    Comparison {
+        rows: rows
+            .into_iter()
+            .map(|((market, channel), acc)| acc.finish(market, channel.label()))
+            .collect(),
+        totals: totals
+            .into_iter()
+            .map(|(channel, acc)| acc.finish(ALL.into(), channel.label()))
+            .collect(),
+        participation: participation(settings, facts),
+        percentiles: PERCENTILE_METHODS,
+    }
+}
+
+/// A comparison row's channel: `referral` first, then `non_referred`, then the other channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RowChannel {
+    Referral,
+    NonReferred,
+    Channel(Channel),
+}
+
+impl RowChannel {
+    fn of(channel: Channel) -> Self {
+        match channel {
+            Channel::Referral => Self::Referral,
+            other => Self::Channel(other),
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Self::Referral => Channel::Referral.as_str().to_string(),
+            Self::NonReferred => NON_REFERRED.to_string(),
+            Self::Channel(c) => c.as_str().to_string(),
+        }
+    }
+}
+
+fn participation(settings: &Settings, facts: &BaselineFacts) -> Vec<ParticipationRow> {
+    let p = &facts.participation;
+    let mut markets: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut add = |market: String, customers: i64, referring: i64| {
+        if facts.filter.market.as_ref().is_some_and(|m| *m != market) {
+            return;
+        }
+        for key in [market, ALL.to_string()] {
+            let m = markets.entry(key).or_default();
+            m.0 += customers;
+            m.1 += referring;
+        }
+    };
+    let market_of = |cohort: &Cohort| place(settings, cohort).0;
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for (cohort, n) in &p.customers {
+        add(market_of(cohort), count(*n), 0);
+    }
+    for (cohort, n) in &p.referring {
+        add(market_of(cohort), 0, count(*n));
+    }
+    for c in &p.corrections {
+        for (cohort, sign) in [(&c.before, -1), (&c.after, 1)] {
+            if let Some(cohort) = cohort {
+                add(market_of(cohort), sign, sign * i64::from(c.referring));
+            }
+        }
+    }
+    for (market, referred) in &p.declared {
+        add(format::label(market.as_deref()), 1, i64::from(*referred));
+    }
+    markets.entry(ALL.to_string()).or_default();
+    let mut rows: Vec<ParticipationRow> = markets
+        .into_iter()
+        .map(|(market, (customers, referring))| {
+            let (customers, referring) = (
+                u64::try_from(customers).unwrap_or(0),
+                u64::try_from(referring).unwrap_or(0),
+            );
+            ParticipationRow {
+                market,
+                customers,
+                referring_customers: referring,
+                participation_rate: ratio(referring, customers),
+            }
+        })
+        .collect();
+    // `all` last.
+    rows.sort_by_key(|r| (r.market == ALL, r.market.clone()));
+    rows
+}
+
+const COLUMNS: [&str; 13] = [
+    "market",
+    "channel",
+    "deals_created",
+    "deals_qualified",
+    "deals_won",
+    "conversion_rate",
+    "win_rate_from_qualified",
+    "median_days_to_won",
+    "p90_days_to_won",
+    "won_amount",
+    "average_won_amount",
+    "customers_12m",
+    "revenue_per_customer_12m",
+];
+
+fn fields(row: &ComparisonRow) -> [String; 13] {
+    [
+        row.market.clone(),
+        row.channel.clone(),
+        row.deals_created.to_string(),
+        row.deals_qualified.to_string(),
+        row.deals_won.to_string(),
+        opt_cell(&row.conversion_rate),
+        opt_cell(&row.win_rate_from_qualified),
+        opt_cell(&row.median_days_to_won),
+        opt_cell(&row.p90_days_to_won),
+        money_cell(&row.won_amount),
+        money_cell(&row.average_won_amount),
+        row.customers_12m.to_string(),
+        money_cell(&row.revenue_per_customer_12m),
+    ]
+}
+
+/// The comparison as CSV: a header, the rows per market, then the totals.
+pub fn to_csv(comparison: &Comparison) -> String {
+    let rows: Vec<[String; 13]> = comparison
+        .rows
+        .iter()
+        .chain(&comparison.totals)
+        .map(fields)
+        .collect();
+    format::to_csv(&COLUMNS, &rows)
+}
+
+/// The comparison and the participation rates as terminal tables.
+pub fn to_table(comparison: &Comparison) -> String {
+    let header = [
+        "Market",
+        "Channel",
+        "Created",
+        "Qualified",
+        "Won",
+        "Conv.",
+        "Win/qualif.",
+        "Median d",
+        "P90 d",
+        "Won amount",
+        "Avg won",
+        "Customers 12m",
+        "Revenue/customer 12m",
+    ];
+    let cells = |row: &ComparisonRow| -> [String; 13] {
+        [
+            row.market.clone(),
+            row.channel.clone(),
+            row.deals_created.to_string(),
+            row.deals_qualified.to_string(),
+            row.deals_won.to_string(),
+            pct_text(&row.conversion_rate),
+            pct_text(&row.win_rate_from_qualified),
+            opt_text(&row.median_days_to_won),
+            opt_text(&row.p90_days_to_won),
+            money_text(&row.won_amount, false),
+            money_text(&row.average_won_amount, false),
+            row.customers_12m.to_string(),
+            money_text(&row.revenue_per_customer_12m, false),
+        ]
+    };
+    let body: Vec<[String; 13]> = comparison.rows.iter().map(cells).collect();
+    let footer: Vec<[String; 13]> = comparison.totals.iter().map(cells).collect();
+    let mut out = render(&header, &body, &footer, 2);
+    let participation: Vec<[String; 4]> = comparison
+        .participation
+        .iter()
+        .map(|p| {
+            [
+                p.market.clone(),
+                p.customers.to_string(),
+                p.referring_customers.to_string(),
+                pct_text(&p.participation_rate),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&render(
+        &["Market", "Customers", "Referring", "Participation"],
+        &participation,
+        &[],
+        1,
+    ));
+    out
+}

@@ -1,0 +1,1179 @@
+//! The channel baseline (SPEC §4): every deal, referred or not, kept as a few facts on its
+//! `crm_records` row (created, pipeline, currency, amount, the CRM's source value, the first
+//! times it reached qualified, won and lost), so referred deals can be compared with all others.
+//!
+//! Counting millions of deals per report would be too slow, so deals created per day are counted
+//! ahead in `deal_cohorts` (one row per cohort and UTC day of creation). The rollup is derived
+//! state, kept exact this way: every statement that writes a deal's row marks it
+//! `baseline_dirty`; [`Tx::refresh_baseline`] takes marked deals, moves their count from the
+//! cohort they were counted in (`baseline_rolled`) to the one they belong to now, and clears the
+//! mark. A report ([`Store::baseline_facts`]) reads, in one snapshot, the rollup for the whole
+//! days of its period, corrects it for the deals still marked, and counts the deals created in
+//! the period's partial days directly; so it is exact however far the refresh has got. Won deals
+//! (a small share) are read directly, through an index of their own.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::bulk::Col;
+use super::reports::FunnelFilter;
+use super::tx::{on_tx, TxInner};
+use super::{on_pool, BackendKind, Store, StoreError, Tx};
+use crate::clock::{Millis, DAY};
+
+/// What a deal is counted under: referred or not (with the referral's market and source), and
+/// the raw facts the report maps to a market and a channel (`[channels]` may change; counts
+/// never need recounting for it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cohort {
+    pub crm: String,
+    pub referred: bool,
+    /// The referral's market and source (referred deals only).
+    pub market: Option<String>,
+    pub source: Option<String>,
+    pub pipeline: Option<String>,
+    /// Upper-cased; `None` when blank.
+    pub currency: Option<String>,
+    pub crm_source: Option<String>,
+}
+
+impl Cohort {
+    /// The key of a rollup row (`deal_cohorts.cohort`).
+    pub fn key(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+
+    fn of_key(key: &str) -> Result<Self, StoreError> {
+        serde_json::from_str(key)
+            .map_err(|e| StoreError::Corrupt(format!("deal cohort `{key}`: {e}")))
+    }
+
+    /// A cohort as the rollup keeps it: referral facts for referred deals only, the currency
+    /// upper-cased.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        crm: String,
+        referred: bool,
+        market: Option<String>,
+        source: Option<String>,
+        pipeline: Option<String>,
+        currency: Option<String>,
+        crm_source: Option<String>,
+    ) -> Self {
+        Self {
+            crm,
+            referred,
+            market: market.filter(|_| referred),
+            source: source.filter(|_| referred),
+            pipeline,
+            currency: currency
+                .map(|c| c.trim().to_ascii_uppercase())
+                .filter(|c| !c.is_empty()),
+            crm_source,
+        }
+    }
+}
+
+/// What a deal adds to the rollup: its cohort, the UTC day it was created, whether it reached
+/// qualified. Kept on the deal's row (`baseline_rolled`) once counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rolled {
+    pub cohort: Cohort,
+    pub day: i64,
+    pub qualified: bool,
+}
+
+impl Rolled {
+    /// As `baseline_rolled` holds it.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+}
+
+/// A deal's row as the baseline sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct DealState {
+    crm: String,
+    object_type: String,
+    object_id: String,
+    referral_id: Option<String>,
+    market: Option<String>,
+    source: Option<String>,
+    pipeline: Option<String>,
+    currency: Option<String>,
+    crm_source: Option<String>,
+    created: i64,
+    qualified_at: Option<i64>,
+    deleted_at: Option<i64>,
+    merged_into: Option<String>,
+    baseline_rolled: Option<String>,
+}
+
+impl DealState {
+    fn is_deal(&self) -> bool {
+        matches!(self.object_type.as_str(), "deal" | "Opportunity")
+    }
+
+    /// What the deal counts for now: nothing once deleted or merged away (nor for a person,
+    /// whose row is marked for its customer facts).
+    fn contribution(&self) -> Option<Rolled> {
+        if !self.is_deal() || self.deleted_at.is_some() || self.merged_into.is_some() {
+            return None;
+        }
+        Some(Rolled {
+            cohort: Cohort::new(
+                self.crm.clone(),
+                self.referral_id.is_some(),
+                self.market.clone(),
+                self.source.clone(),
+                self.pipeline.clone(),
+                self.currency.clone(),
+                self.crm_source.clone(),
+            ),
+            day: self.created.div_euclid(DAY),
+            qualified: self.qualified_at.is_some(),
+        })
+    }
+
+    /// What the rollup counts for it.
+    fn rolled(&self) -> Result<Option<Rolled>, StoreError> {
+        self.baseline_rolled
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "baseline_rolled of {}:{}:{}: {e}",
+                        self.crm, self.object_type, self.object_id
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+/// When a deal was created: the CRM's time, else when the service first heard of it.
+const CREATED: &str = "COALESCE(crm_created_at, created_at)";
+/// A deal that counts: not deleted, not merged away. The won index's predicate includes it.
+const LIVE_DEAL: &str = "object_type IN ('deal', 'Opportunity') AND deleted_at IS NULL \
+     AND merged_into IS NULL";
+const DEAL_STATE: &str = "crm, object_type, object_id, referral_id, market, source, pipeline, \
+     currency, crm_source, COALESCE(crm_created_at, created_at) AS created, qualified_at, \
+     deleted_at, merged_into, baseline_rolled";
+/// Tenths of a day from creation to the first win, rounded half up (the won index holds it).
+const TENTHS_TO_WON: &str = "(won_at - COALESCE(crm_created_at, created_at) + 4320000) / 8640000";
+/// Advisory-lock key of the rollup refresh (one refresh at a time per deployment).
+const REFRESH_LOCK: i64 = 0x7265_6673_796e_6303;
+
+/// A CRM person, by CRM and id (a Salesforce id names a Contact or a Lead by itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::FromRow)]
+struct PersonKey {
+    crm: String,
+    id: String,
+}
+
+/// A person with one of its live won deals (none: the deal columns are empty).
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct PersonDeal {
+    crm: String,
+    id: String,
+    /// Deleted or merged away.
+    gone: bool,
+    deal_crm: Option<String>,
+    referred: Option<bool>,
+    market: Option<String>,
+    source: Option<String>,
+    pipeline: Option<String>,
+    currency: Option<String>,
+    crm_source: Option<String>,
+    won_at: Option<i64>,
+}
+
+/// A person's customer facts: since their first won deal, counted in that deal's cohort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Customer {
+    since: Millis,
+    cohort: Cohort,
+}
+
+const PERSON_TYPES: &str = "('contact', 'Contact', 'Lead')";
+
+/// A rollup change: deals and qualified deals to add to a cohort's day.
+#[derive(Serialize)]
+struct CohortDelta {
+    cohort: String,
+    created_day: i64,
+    deals: i64,
+    qualified: i64,
+}
+
+#[derive(Serialize)]
+struct Cleared {
+    crm: String,
+    object_type: String,
+    object_id: String,
+    rolled: Option<String>,
+}
+
+impl Tx {
+    /// Move up to `limit` marked deals' counts to their current cohorts and clear their marks;
+    /// returns how many were taken (0: nothing marked, or another replica is refreshing). On
+    /// PostgreSQL rows a batch is writing right now are skipped, and taken next time.
+    pub async fn refresh_baseline(&mut self, limit: i64) -> Result<usize, StoreError> {
+        let dirty_sql = format!(
+            "SELECT {DEAL_STATE} FROM crm_records WHERE baseline_dirty \
+             ORDER BY crm, object_type, object_id LIMIT $1"
+        );
+        let deals: Vec<DealState> = match &mut self.inner {
+            TxInner::Sqlite(t) => {
+                sqlx::query_as(&dirty_sql)
+                    .bind(limit)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+            TxInner::Postgres(t) => {
+                let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+                    .bind(REFRESH_LOCK)
+                    .fetch_one(&mut **t)
+                    .await?;
+                if !got {
+                    return Ok(0);
+                }
+                sqlx::query_as(&format!("{dirty_sql} FOR UPDATE SKIP LOCKED"))
+                    .bind(limit)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+        };
+        if deals.is_empty() {
+            return Ok(0);
+        }
+        // The people of these deals (associated now or before) and the marked people: their
+        // customer facts follow their won deals. On PostgreSQL a person a batch is writing is
+        // skipped like a marked deal, and so are the deals of such a person: they stay marked
+        // for the next refresh, so the refresh never waits on a batch.
+        let deal_keys: Vec<PersonKey> = deals
+            .iter()
+            .filter(|d| d.is_deal())
+            .map(|d| PersonKey {
+                crm: d.crm.clone(),
+                id: d.object_id.clone(),
+            })
+            .collect();
+        let people_of: Vec<(PersonKey, PersonKey)> = self.people_ever_of(&deal_keys).await?;
+        let mut people: BTreeSet<PersonKey> = people_of.iter().map(|(_, p)| p.clone()).collect();
+        people.extend(deals.iter().filter(|d| !d.is_deal()).map(|d| PersonKey {
+            crm: d.crm.clone(),
+            id: d.object_id.clone(),
+        }));
+        let people: Vec<PersonKey> = people.into_iter().collect();
+        let busy = self.busy_people(&people).await?;
+        let blocked: BTreeSet<&PersonKey> = people_of
+            .iter()
+            .filter(|(_, p)| busy.contains(p))
+            .map(|(deal, _)| deal)
+            .collect();
+        let taken = |d: &DealState| {
+            let key = PersonKey {
+                crm: d.crm.clone(),
+                id: d.object_id.clone(),
+            };
+            if d.is_deal() {
+                !blocked.contains(&key)
+            } else {
+                !busy.contains(&key)
+            }
+        };
+        let mut deltas: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+        let mut cleared = Vec::with_capacity(deals.len());
+        for deal in deals.iter().filter(|d| taken(d)) {
+            let now = deal.contribution();
+            let before = deal.rolled()?;
+            if now != before {
+                for (rolled, sign) in [(&before, -1), (&now, 1)] {
+                    if let Some(r) = rolled {
+                        let d = deltas.entry((r.cohort.key(), r.day)).or_default();
+                        d.0 += sign;
+                        d.1 += sign * i64::from(r.qualified);
+                    }
+                }
+            }
+            cleared.push(Cleared {
+                crm: deal.crm.clone(),
+                object_type: deal.object_type.clone(),
+                object_id: deal.object_id.clone(),
+                rolled: now.as_ref().map(Rolled::to_text),
+            });
+        }
+        let deltas: Vec<CohortDelta> = deltas
+            .into_iter()
+            .filter(|(_, (deals, qualified))| *deals != 0 || *qualified != 0)
+            .map(|((cohort, created_day), (deals, qualified))| CohortDelta {
+                cohort,
+                created_day,
+                deals,
+                qualified,
+            })
+            .collect();
+        let delta_columns = [
+            ("cohort", Col::Text),
+            ("created_day", Col::BigInt),
+            ("deals", Col::BigInt),
+            ("qualified", Col::BigInt),
+        ];
+        self.bulk_execute(
+            "INSERT INTO deal_cohorts (cohort, created_day, deals, qualified) \
+             SELECT r.cohort, r.created_day, r.deals, r.qualified FROM {rows} WHERE true \
+             ON CONFLICT (cohort, created_day) DO UPDATE SET \
+                 deals = deal_cohorts.deals + excluded.deals, \
+                 qualified = deal_cohorts.qualified + excluded.qualified",
+            &delta_columns,
+            &deltas,
+            &[],
+        )
+        .await?;
+        self.bulk_execute(
+            "DELETE FROM deal_cohorts WHERE deals = 0 \
+             AND (cohort, created_day) IN (SELECT r.cohort, r.created_day FROM {rows})",
+            &delta_columns,
+            &deltas,
+            &[],
+        )
+        .await?;
+        #[derive(Serialize)]
+        struct CustomerRow {
+            crm: String,
+            id: String,
+            since: Option<Millis>,
+            cohort: Option<String>,
+        }
+        let free: Vec<PersonKey> = people.into_iter().filter(|p| !busy.contains(p)).collect();
+        let customers: Vec<CustomerRow> = self
+            .customers_now(&free)
+            .await?
+            .into_iter()
+            .map(|(key, customer)| CustomerRow {
+                crm: key.crm,
+                id: key.id,
+                since: customer.as_ref().map(|c| c.since),
+                cohort: customer.map(|c| c.cohort.key()),
+            })
+            .collect();
+        self.bulk_execute(
+            &format!(
+                "UPDATE crm_records SET customer_since = r.since, customer_cohort = r.cohort \
+                 FROM {{rows}} WHERE crm_records.crm = r.crm AND crm_records.object_id = r.id \
+                     AND crm_records.object_type IN {PERSON_TYPES}"
+            ),
+            &[
+                ("crm", Col::Text),
+                ("id", Col::Text),
+                ("since", Col::BigInt),
+                ("cohort", Col::Text),
+            ],
+            &customers,
+            &[],
+        )
+        .await?;
+        self.bulk_execute(
+            "UPDATE crm_records SET baseline_dirty = FALSE, baseline_rolled = r.rolled \
+             FROM {rows} WHERE crm_records.crm = r.crm \
+                 AND crm_records.object_type = r.object_type \
+                 AND crm_records.object_id = r.object_id",
+            &[
+                ("crm", Col::Text),
+                ("object_type", Col::Text),
+                ("object_id", Col::Text),
+                ("rolled", Col::Text),
+            ],
+            &cleared,
+            &[],
+        )
+        .await?;
+        Ok(cleared.len())
+    }
+
+    /// The people among `people` another transaction is writing right now (PostgreSQL; SQLite
+    /// has one writer). The others are locked for this transaction.
+    async fn busy_people(
+        &mut self,
+        people: &[PersonKey],
+    ) -> Result<BTreeSet<PersonKey>, StoreError> {
+        if self.kind() == super::BackendKind::Sqlite || people.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let join = format!(
+            "FROM {{rows}} JOIN crm_records c ON c.crm = r.crm AND c.object_id = r.id \
+                 AND c.object_type IN {PERSON_TYPES}"
+        );
+        let columns = [("crm", Col::Text), ("id", Col::Text)];
+        let existing: Vec<PersonKey> = self
+            .bulk_fetch(
+                &format!("SELECT c.crm, c.object_id AS id {join}"),
+                &columns,
+                people,
+                &[],
+            )
+            .await?;
+        let locked: BTreeSet<PersonKey> = self
+            .bulk_fetch::<_, PersonKey>(
+                &format!(
+                    "SELECT c.crm, c.object_id AS id {join} \
+                     ORDER BY c.crm, c.object_type, c.object_id FOR UPDATE OF c SKIP LOCKED"
+                ),
+                &columns,
+                people,
+                &[],
+            )
+            .await?
+            .into_iter()
+            .collect();
+        Ok(existing
+            .into_iter()
+            .filter(|p| !locked.contains(p))
+            .collect())
+    }
+
+    /// Every person ever associated with these deals, with the deal (removed associations too:
+    /// a person who left a won deal may be a customer no more).
+    async fn people_ever_of(
+        &mut self,
+        deals: &[PersonKey],
+    ) -> Result<Vec<(PersonKey, PersonKey)>, StoreError> {
+        let found: Vec<(String, String, String)> = self
+            .bulk_fetch(
+                "SELECT DISTINCT a.crm, a.deal_id, a.contact_id FROM {rows} \
+                 JOIN crm_associations a ON a.crm = r.crm AND a.deal_id = r.id",
+                &[("crm", Col::Text), ("id", Col::Text)],
+                deals,
+                &[],
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(crm, deal, person)| {
+                (
+                    PersonKey {
+                        crm: crm.clone(),
+                        id: deal,
+                    },
+                    PersonKey { crm, id: person },
+                )
+            })
+            .collect())
+    }
+
+    /// What these people's customer facts are now, from their live won deals.
+    async fn customers_now(
+        &mut self,
+        people: &[PersonKey],
+    ) -> Result<Vec<(PersonKey, Option<Customer>)>, StoreError> {
+        let rows: Vec<PersonDeal> = self
+            .bulk_fetch(
+                &format!(
+                    "SELECT r.crm, r.id, (p.deleted_at IS NOT NULL OR p.merged_into IS NOT NULL) \
+                         AS gone, d.crm AS deal_crm, d.referral_id IS NOT NULL AS referred, \
+                         d.market, d.source, d.pipeline, d.currency, d.crm_source, d.won_at \
+                     FROM {{rows}} \
+                     JOIN crm_records p ON p.crm = r.crm AND p.object_id = r.id \
+                         AND p.object_type IN {PERSON_TYPES} \
+                     LEFT JOIN crm_associations a ON a.crm = r.crm AND a.contact_id = r.id \
+                         AND a.removed = FALSE \
+                     LEFT JOIN crm_records d ON d.crm = a.crm AND d.object_id = a.deal_id \
+                         AND d.object_type IN ('deal', 'Opportunity') AND d.stage = 'won' \
+                         AND d.deleted_at IS NULL AND d.merged_into IS NULL \
+                     ORDER BY r.crm, r.id"
+                ),
+                &[("crm", Col::Text), ("id", Col::Text)],
+                people,
+                &[],
+            )
+            .await?;
+        let mut found: BTreeMap<PersonKey, Option<Customer>> = BTreeMap::new();
+        for row in rows {
+            let key = PersonKey {
+                crm: row.crm.clone(),
+                id: row.id.clone(),
+            };
+            let customer = found.entry(key).or_default();
+            if row.gone {
+                continue;
+            }
+            let (Some(deal_crm), Some(won_at)) = (row.deal_crm, row.won_at) else {
+                continue;
+            };
+            if customer.as_ref().is_some_and(|c| c.since <= won_at) {
+                continue;
+            }
+            *customer = Some(Customer {
+                since: won_at,
+                cohort: Cohort::new(
+                    deal_crm,
+                    row.referred.unwrap_or(false),
+                    row.market,
+                    row.source,
+                    row.pipeline,
+                    row.currency,
+                    row.crm_source,
+                ),
+            });
+        }
+        // People without a row (only associated so far) are no customers.
+        for person in people {
+            found.entry(person.clone()).or_default();
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// The facts of the participation rate as of `to`, correcting the people's rows for what
+    /// `dirty` (the rows marked in this snapshot) changed.
+    async fn participation_facts(
+        &mut self,
+        dirty: &[DealState],
+        to: Millis,
+    ) -> Result<ParticipationFacts, StoreError> {
+        let referred_by_then = "EXISTS (SELECT 1 FROM referrals x \
+             WHERE x.referrer_code = p.code AND x.first_touch_at < $1)";
+        let customers: Vec<(String, i64)> = on_tx!(self, |c| sqlx::query_as(
+            "SELECT customer_cohort, COUNT(*) FROM crm_records \
+             WHERE customer_since IS NOT NULL AND customer_since < $1 GROUP BY customer_cohort"
+        )
+        .bind(to)
+        .fetch_all(c)
+        .await?);
+        let referring_emails: Vec<(String,)> = on_tx!(self, |c| sqlx::query_as(&format!(
+            "SELECT DISTINCT p.email FROM referrers p \
+             WHERE p.email IS NOT NULL AND {referred_by_then}"
+        ))
+        .bind(to)
+        .fetch_all(c)
+        .await?);
+        let referring_emails: std::collections::HashSet<String> =
+            referring_emails.into_iter().map(|(e,)| e).collect();
+        let referring: Vec<(String, i64)> = on_tx!(self, |c| sqlx::query_as(&format!(
+            "SELECT c.customer_cohort, COUNT(*) FROM crm_records c \
+             WHERE c.customer_since IS NOT NULL AND c.customer_since < $1 \
+                 AND c.object_type IN {PERSON_TYPES} \
+                 AND c.email IN (SELECT p.email FROM referrers p \
+                     WHERE p.email IS NOT NULL AND {referred_by_then}) \
+             GROUP BY c.customer_cohort"
+        ))
+        .bind(to)
+        .fetch_all(c)
+        .await?);
+        // People the refresh has not caught up with: marked people and those of marked deals.
+        let mut stale: BTreeMap<PersonKey, ()> = dirty
+            .iter()
+            .filter(|d| !d.is_deal())
+            .map(|d| {
+                let key = PersonKey {
+                    crm: d.crm.clone(),
+                    id: d.object_id.clone(),
+                };
+                (key, ())
+            })
+            .collect();
+        let marked_deals: Vec<PersonKey> = dirty
+            .iter()
+            .filter(|d| d.is_deal())
+            .map(|d| PersonKey {
+                crm: d.crm.clone(),
+                id: d.object_id.clone(),
+            })
+            .collect();
+        for (_, person) in self.people_ever_of(&marked_deals).await? {
+            stale.insert(person, ());
+        }
+        let stale: Vec<PersonKey> = stale.into_keys().collect();
+        #[derive(sqlx::FromRow)]
+        struct Stored {
+            crm: String,
+            id: String,
+            email: Option<String>,
+            customer_since: Option<i64>,
+            customer_cohort: Option<String>,
+        }
+        let stored: Vec<Stored> = self
+            .bulk_fetch(
+                &format!(
+                    "SELECT c.crm, c.object_id AS id, c.email, c.customer_since, \
+                         c.customer_cohort FROM {{rows}} JOIN crm_records c \
+                     ON c.crm = r.crm AND c.object_id = r.id AND c.object_type IN {PERSON_TYPES}"
+                ),
+                &[("crm", Col::Text), ("id", Col::Text)],
+                &stale,
+                &[],
+            )
+            .await?;
+        let now: BTreeMap<PersonKey, Option<Customer>> =
+            self.customers_now(&stale).await?.into_iter().collect();
+        let mut corrections = Vec::new();
+        let mut live: BTreeMap<PersonKey, bool> = BTreeMap::new();
+        for row in stored {
+            let key = PersonKey {
+                crm: row.crm,
+                id: row.id,
+            };
+            let before = match (row.customer_since, row.customer_cohort) {
+                (Some(since), Some(cohort)) if since < to => Some(Cohort::of_key(&cohort)?),
+                _ => None,
+            };
+            let after = now
+                .get(&key)
+                .cloned()
+                .flatten()
+                .filter(|c| c.since < to)
+                .map(|c| c.cohort);
+            live.insert(key, after.is_some());
+            corrections.push(CustomerCorrection {
+                before,
+                after,
+                referring: row
+                    .email
+                    .as_ref()
+                    .is_some_and(|e| referring_emails.contains(e)),
+            });
+        }
+        // Declared customers count unless a CRM customer has their email.
+        let declared: Vec<DeclaredRow> = on_tx!(self, |c| {
+            sqlx::query_as(&format!(
+                "SELECT p.market, p.code, {referred_by_then}, c.crm, c.object_id, c.customer_since \
+                 FROM referrers p LEFT JOIN crm_records c ON c.email = p.email \
+                     AND c.object_type IN {PERSON_TYPES} \
+                 WHERE p.kind = 'customer' AND COALESCE(p.joined_at, p.invited_at, p.created_at) < $1 \
+                 ORDER BY p.code"
+            ))
+            .bind(to)
+            .fetch_all(c)
+            .await?
+        });
+        let mut by_code: BTreeMap<String, (Option<String>, bool, bool)> = BTreeMap::new();
+        for (market, code, referred, crm, id, since) in declared {
+            let entry = by_code.entry(code).or_insert((market, referred, false));
+            if let (Some(crm), Some(id)) = (crm, id) {
+                let key = PersonKey { crm, id };
+                entry.2 |= match live.get(&key) {
+                    Some(customer) => *customer,
+                    None => since.is_some_and(|s| s < to),
+                };
+            }
+        }
+        let cohorts = |rows: Vec<(String, i64)>| -> Result<Vec<(Cohort, u64)>, StoreError> {
+            rows.into_iter()
+                .map(|(key, n)| Ok((Cohort::of_key(&key)?, count_of(n))))
+                .collect()
+        };
+        Ok(ParticipationFacts {
+            customers: cohorts(customers)?,
+            referring: cohorts(referring)?,
+            corrections,
+            declared: by_code
+                .into_values()
+                .filter(|(_, _, customer)| !customer)
+                .map(|(market, referred, _)| (market, referred))
+                .collect(),
+        })
+    }
+}
+
+/// Deals created in a report's period, and how many of them reached qualified, per cohort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortCount {
+    pub cohort: Cohort,
+    pub deals: i64,
+    pub qualified: i64,
+}
+
+/// Won deals created in the period, per cohort, deal type and tenths of a day from creation to
+/// the first win (`None` when the win time is not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WonGroup {
+    pub cohort: Cohort,
+    pub deal_type: Option<String>,
+    pub tenths: Option<i64>,
+    pub deals: u64,
+    /// Deals with an amount that is a decimal, and the sum of those amounts.
+    pub priced: u64,
+    pub amount: Decimal,
+}
+
+/// Customers without a referral, acquired (won) in the period at least 12 months before the
+/// report: each is a single deal (the CRMs' companies are not kept), per cohort and deal type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerGroup {
+    pub cohort: Cohort,
+    pub deal_type: Option<String>,
+    pub customers: u64,
+    /// Their won amounts, in the cohort's currency.
+    pub amount: Decimal,
+}
+
+/// A won deal of a referred customer (its referral), first won in the period at least 12
+/// months before the report, won within 12 months of that first win.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferredCustomerDeal {
+    pub referral_id: String,
+    pub market: Option<String>,
+    pub source: Option<String>,
+    pub crm: String,
+    pub pipeline: Option<String>,
+    pub deal_type: Option<String>,
+    pub currency: Option<String>,
+    /// `None` when the deal has no amount that is a decimal.
+    pub amount: Option<Decimal>,
+}
+
+/// What the participation rate is computed from (as of the period's end). Customers are the CRM
+/// people of won deals — each counted where its first won deal is (`customer_cohort`, kept on
+/// the person's row by the refresh) — and referrers the product declared customers who are no
+/// CRM customer; referring ones referred anyone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParticipationFacts {
+    /// Customers as the rows say, per cohort of their first won deal.
+    pub customers: Vec<(Cohort, u64)>,
+    /// Of those, the ones whose email is a referrer's who referred.
+    pub referring: Vec<(Cohort, u64)>,
+    /// People whose customer facts the refresh has not caught up with: what the rows count for
+    /// them (taken off) and what they are now (added).
+    pub corrections: Vec<CustomerCorrection>,
+    /// Declared customers who are no CRM customer: their referrer market, and whether they
+    /// referred.
+    pub declared: Vec<(Option<String>, bool)>,
+}
+
+/// One person whose customer facts changed since the refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerCorrection {
+    /// The cohort the rows count the person in (a customer by then), and the one now.
+    pub before: Option<Cohort>,
+    pub after: Option<Cohort>,
+    /// Whether the person's email is a referrer's who referred.
+    pub referring: bool,
+}
+
+/// Everything the referred vs non-referred comparison is computed from, in one snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BaselineFacts {
+    pub filter: FunnelFilter,
+    /// When the report was made: customers count for revenue per customer after 12 months once
+    /// their first win is that old.
+    pub as_of: Millis,
+    pub cohorts: Vec<CohortCount>,
+    pub won: Vec<WonGroup>,
+    pub customers: Vec<CustomerGroup>,
+    pub referred_customers: Vec<ReferredCustomerDeal>,
+    /// Recurring revenue (paid invoices) within each customer's first 12 months. Extension
+    /// point: the store keeps no invoices yet, so this is empty and revenue per customer is won
+    /// deal amounts only; the recurring-revenue work fills it, per referral market and currency.
+    pub recurring_revenue_12m: Vec<RecurringRevenue>,
+    pub participation: ParticipationFacts,
+}
+
+/// Recurring revenue of referred customers within their first 12 months (see
+/// [`BaselineFacts::recurring_revenue_12m`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecurringRevenue {
+    pub market: Option<String>,
+    pub source: Option<String>,
+    pub currency: String,
+    pub amount: Decimal,
+}
+
+/// A declared customer (market, code, whether they referred) with one person of their email
+/// (CRM, id, customer since), if any.
+type DeclaredRow = (
+    Option<String>,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// Far enough to mean "no bound" for epoch milliseconds and days.
+const OPEN: i64 = 1 << 60;
+
+type CohortRow = (
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+type CountRow = (
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
+/// Cohort columns, deal type, tenths to won; created in the period: count and amounts;
+/// acquired in the period at least 12 months ago: count and amounts.
+type WonRow = (
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    i64,
+    Option<String>,
+);
+
+/// Amounts joined by the unit separator: how many, and their exact sum.
+fn priced(joined: Option<&str>) -> (u64, Decimal) {
+    let max = Decimal::from(1_000_000_000_000_000_000i64);
+    joined
+        .unwrap_or_default()
+        .split('\u{1f}')
+        .filter_map(|t| Decimal::from_str(t.trim()).ok())
+        .filter(|a| a.abs() < max)
+        .fold((0, Decimal::ZERO), |(n, sum), a| {
+            (n + 1, sum.saturating_add(a))
+        })
+}
+type ReferredRevenueRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn cohort_of(row: CohortRow) -> Cohort {
+    let (crm, referred, market, source, pipeline, currency, crm_source) = row;
+    Cohort::new(
+        crm, referred, market, source, pipeline, currency, crm_source,
+    )
+}
+
+/// The whole UTC days inside `[from, to)`, and the parts of the period outside them.
+fn split_period(from: Option<Millis>, to: Option<Millis>) -> ((i64, i64), Vec<(i64, i64)>) {
+    let first = from.map_or(-OPEN, |f| {
+        f.div_euclid(DAY) + i64::from(f.rem_euclid(DAY) != 0)
+    });
+    let end = to.map_or(OPEN, |t| t.div_euclid(DAY));
+    if first >= end {
+        return ((0, 0), vec![(from.unwrap_or(-OPEN), to.unwrap_or(OPEN))]);
+    }
+    let mut edges = Vec::new();
+    if let Some(f) = from.filter(|f| *f < first * DAY) {
+        edges.push((f, first * DAY));
+    }
+    if let Some(t) = to.filter(|t| *t > end * DAY) {
+        edges.push((end * DAY, t));
+    }
+    ((first, end), edges)
+}
+
+impl Store {
+    /// Read the facts of the referred vs non-referred comparison for `filter` (deals created in
+    /// its period; market and source are applied by the report, which maps markets), as of
+    /// `as_of`, in one read-only snapshot.
+    pub async fn baseline_facts(
+        &self,
+        filter: &FunnelFilter,
+        as_of: Millis,
+    ) -> Result<BaselineFacts, StoreError> {
+        let ((first_day, end_day), edges) = split_period(filter.from, filter.to);
+        let (from, to) = (filter.from.unwrap_or(-OPEN), filter.to.unwrap_or(OPEN));
+        let cutoff = as_of - 365 * DAY;
+        let (concat, position, separator) = match self.kind() {
+            BackendKind::Sqlite => ("group_concat", "instr", "char(31)"),
+            BackendKind::Postgres => ("string_agg", "strpos", "chr(31)"),
+        };
+        let cohort_columns = "crm, referral_id IS NOT NULL, market, source, pipeline, currency, \
+             crm_source";
+        let rollup_sql =
+            "SELECT cohort, CAST(SUM(deals) AS BIGINT), CAST(SUM(qualified) AS BIGINT) \
+             FROM deal_cohorts \
+             WHERE created_day >= $1 AND created_day < $2 GROUP BY cohort";
+        let dirty_sql = format!("SELECT {DEAL_STATE} FROM crm_records WHERE baseline_dirty");
+        let edge_sql = format!(
+            "SELECT {cohort_columns}, COUNT(*), COUNT(qualified_at) FROM crm_records \
+             WHERE {LIVE_DEAL} AND {CREATED} >= $1 AND {CREATED} < $2 \
+             GROUP BY crm, referral_id IS NOT NULL, market, source, pipeline, currency, crm_source"
+        );
+        // One walk through the `crm_records_won_baseline` index, in its order (so SQLite streams
+        // it): the won deals created in the period, and the non-referred ones won in the period
+        // at least 12 months ago (each a customer of its own).
+        // With no period every won deal counts: no condition to evaluate per row.
+        let created = match (filter.from, filter.to) {
+            (None, None) => "TRUE".to_string(),
+            _ => format!("{CREATED} >= $1 AND {CREATED} < $2"),
+        };
+        let acquired = "won_at >= $3 AND won_at < $4 AND won_at <= $5";
+        let priced_if = |condition: &str| {
+            let amount = format!("amount IS NOT NULL AND {position}(amount, {separator}) = 0");
+            let when = if condition == "TRUE" {
+                amount
+            } else {
+                format!("{condition} AND {amount}")
+            };
+            format!("{concat}(CASE WHEN {when} THEN amount END, {separator})")
+        };
+        let won_sql = format!(
+            "SELECT crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
+                 deal_type, {TENTHS_TO_WON}, COUNT(CASE WHEN {created} THEN 1 END), {}, \
+                 COUNT(CASE WHEN {acquired} THEN 1 END), {} \
+             FROM crm_records WHERE stage = 'won' AND {LIVE_DEAL} \
+             GROUP BY crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
+                 deal_type, {TENTHS_TO_WON}",
+            priced_if(&created),
+            priced_if(acquired)
+        );
+        // A referral is a customer from its first win; its won deals of the following 12 months
+        // are its revenue.
+        let referred_revenue_sql = format!(
+            "SELECT r.id, r.market, r.source, d.crm, d.pipeline, d.deal_type, d.currency, d.amount \
+             FROM referrals r CROSS JOIN crm_records d \
+             WHERE r.won_at IS NOT NULL AND r.won_at >= $1 AND r.won_at < $2 \
+                 AND r.won_at <= $3 AND d.referral_id = r.id AND d.stage = 'won' \
+                 AND d.object_type IN ('deal', 'Opportunity') AND d.deleted_at IS NULL \
+                 AND d.merged_into IS NULL AND d.won_at < r.won_at + {}",
+            365 * DAY
+        );
+        let mut tx = self.begin_read().await?;
+        let rollup: Vec<(String, i64, i64)> = on_tx!(tx, |c| sqlx::query_as(rollup_sql)
+            .bind(first_day)
+            .bind(end_day)
+            .fetch_all(c)
+            .await?);
+        let dirty: Vec<DealState> = on_tx!(tx, |c| sqlx::query_as(&dirty_sql).fetch_all(c).await?);
+        let mut edge_counts: Vec<CountRow> = Vec::new();
+        for (a, b) in &edges {
+            edge_counts.extend(on_tx!(tx, |c| sqlx::query_as::<_, CountRow>(&edge_sql)
+                .bind(a)
+                .bind(b)
+                .fetch_all(c)
+                .await?));
+        }
+        let won: Vec<WonRow> = on_tx!(tx, |c| sqlx::query_as(&won_sql)
+            .bind(from)
+            .bind(to)
+            .bind(from)
+            .bind(to)
+            .bind(cutoff)
+            .fetch_all(c)
+            .await?);
+        let referred_revenue: Vec<ReferredRevenueRow> =
+            on_tx!(tx, |c| sqlx::query_as(&referred_revenue_sql)
+                .bind(from)
+                .bind(to)
+                .bind(cutoff)
+                .fetch_all(c)
+                .await?);
+        let participation = tx.participation_facts(&dirty, to).await?;
+        tx.rollback().await?;
+
+        let mut counts: HashMap<Cohort, (i64, i64)> = HashMap::new();
+        for (key, deals, qualified) in rollup {
+            let c = counts.entry(Cohort::of_key(&key)?).or_default();
+            c.0 += deals;
+            c.1 += qualified;
+        }
+        let in_full_days = |day: i64| day >= first_day && day < end_day;
+        for deal in &dirty {
+            for (rolled, sign) in [(deal.rolled()?, -1), (deal.contribution(), 1)] {
+                if let Some(r) = rolled.filter(|r| in_full_days(r.day)) {
+                    let c = counts.entry(r.cohort).or_default();
+                    c.0 += sign;
+                    c.1 += sign * i64::from(r.qualified);
+                }
+            }
+        }
+        for (crm, referred, market, source, pipeline, currency, crm_source, deals, qualified) in
+            edge_counts
+        {
+            let cohort = cohort_of((
+                crm, referred, market, source, pipeline, currency, crm_source,
+            ));
+            let c = counts.entry(cohort).or_default();
+            c.0 += deals;
+            c.1 += qualified;
+        }
+        let mut cohorts: Vec<CohortCount> = counts
+            .into_iter()
+            .filter(|(_, (deals, _))| *deals != 0)
+            .map(|(cohort, (deals, qualified))| CohortCount {
+                cohort,
+                deals,
+                qualified,
+            })
+            .collect();
+        cohorts.sort_by(|a, b| a.cohort.cmp(&b.cohort));
+
+        let mut won_groups = Vec::new();
+        let mut acquired: BTreeMap<(Cohort, Option<String>), (u64, Decimal)> = BTreeMap::new();
+        for row in won {
+            let (crm, unreferred, market, source, pipeline, currency, crm_source) =
+                (row.0, row.1, row.2, row.3, row.4, row.5, row.6);
+            let (deal_type, tenths) = (row.7, row.8);
+            let cohort = cohort_of((
+                crm,
+                !unreferred,
+                market,
+                source,
+                pipeline,
+                currency,
+                crm_source,
+            ));
+            if unreferred && row.11 > 0 {
+                let a = acquired
+                    .entry((cohort.clone(), deal_type.clone()))
+                    .or_default();
+                a.0 += count_of(row.11);
+                a.1 = a.1.saturating_add(sum_amounts(row.12.as_deref()));
+            }
+            if row.9 > 0 {
+                let (priced, amount) = priced(row.10.as_deref());
+                won_groups.push(WonGroup {
+                    cohort,
+                    deal_type,
+                    tenths,
+                    deals: count_of(row.9),
+                    priced,
+                    amount,
+                });
+            }
+        }
+        let customers = acquired
+            .into_iter()
+            .map(|((cohort, deal_type), (customers, amount))| CustomerGroup {
+                cohort,
+                deal_type,
+                customers,
+                amount,
+            })
+            .collect();
+        let referred_customers = referred_revenue
+            .into_iter()
+            .map(
+                |(referral_id, market, source, crm, pipeline, deal_type, currency, amount)| {
+                    ReferredCustomerDeal {
+                        referral_id,
+                        market,
+                        source,
+                        crm,
+                        pipeline,
+                        deal_type,
+                        currency,
+                        amount: amount.and_then(|a| {
+                            let (n, sum) = priced(Some(&a));
+                            (n == 1).then_some(sum)
+                        }),
+                    }
+                },
+            )
+            .collect();
+        Ok(BaselineFacts {
+            filter: filter.clone(),
+            as_of,
+            cohorts,
+            won: won_groups,
+            customers,
+            referred_customers,
+            recurring_revenue_12m: Vec::new(),
+            participation,
+        })
+    }
+
+    /// Deals marked for the rollup and not refreshed yet.
+    pub async fn baseline_backlog(&self) -> Result<i64, StoreError> {
+        Ok(on_pool!(self, |p| sqlx::query_as::<_, (i64,)>(
+            "SELECT COUNT(*) FROM crm_records WHERE baseline_dirty"
+        )
+        .fetch_one(p)
+        .await?)
+        .0)
+    }
+}
+
+/// Amounts joined by the unit separator, summed exactly; amounts that are not plausible
+/// decimals are left out (as the funnel's revenue does).
+fn sum_amounts(joined: Option<&str>) -> Decimal {
+    priced(joined).1
+}
+
+fn count_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_period_splits_into_whole_days_and_its_partial_edges() {
+        let h = DAY / 24;
+        // Whole days 1 and 2, edges [day 0 + 6h, day 1) and [day 3, day 3 + 6h).
+        assert_eq!(
+            split_period(Some(6 * h), Some(3 * DAY + 6 * h)),
+            ((1, 3), vec![(6 * h, DAY), (3 * DAY, 3 * DAY + 6 * h)])
+        );
+        // Aligned: no edges.
+        assert_eq!(split_period(Some(DAY), Some(3 * DAY)), ((1, 3), vec![]));
+        // Within one day: no whole day, the period itself is counted directly.
+        assert_eq!(
+            split_period(Some(DAY + h), Some(DAY + 2 * h)),
+            ((0, 0), vec![(DAY + h, DAY + 2 * h)])
+        );
+        // Open: every day.
+        assert_eq!(split_period(None, None), ((-OPEN, OPEN), vec![]));
+        // Before the epoch.
+        assert_eq!(
+            split_period(Some(-DAY - h), None),
+            ((-1, OPEN), vec![(-DAY - h, -DAY)])
+        );
+    }
+
+    #[test]
+    fn cohorts_keep_referral_facts_for_referred_deals_only() {
+        let c = Cohort::new(
+            "hubspot".into(),
+            false,
+            Some("US".into()),
+            Some("link".into()),
+            None,
+            Some(" usd ".into()),
+            None,
+        );
+        assert_eq!((c.market, c.source), (None, None));
+        assert_eq!(c.currency.as_deref(), Some("USD"));
+        let key = Cohort::new(
+            "hubspot".into(),
+            true,
+            Some("US".into()),
+            None,
+            None,
+            None,
+            None,
+        );
+        assert_eq!(Cohort::of_key(&key.key()).unwrap(), key);
+    }
+
+    #[test]
+    fn amounts_sum_exactly_and_leave_out_what_is_not_a_decimal() {
+        assert_eq!(
+            sum_amounts(Some("1000.10\u{1f}lots\u{1f}0.20")),
+            Decimal::new(100030, 2)
+        );
+        assert_eq!(sum_amounts(None), Decimal::ZERO);
+    }
+}
