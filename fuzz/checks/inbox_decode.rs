@@ -26,7 +26,7 @@ pub fn check(data: &[u8]) {
     };
     let event = InboxEvent {
         id: 1,
-        source: source.to_string(),
+        source: source.parse().expect("a known source"),
         dedupe_key: "fuzz".to_string(),
         event_type: String::from_utf8_lossy(event_type).into_owned(),
         object_key: None,

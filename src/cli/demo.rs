@@ -140,7 +140,7 @@ fn demo_settings(
         if let Some(renewals) = part(&["renewals"]) {
             s.renewals = renewals.try_into()?;
         }
-        if let Some(pipeline) = part(&["hubspot", "pipelines", RENEWALS_PIPELINE]) {
+        if let Some(pipeline) = part(&[Crm::HubSpot.as_str(), "pipelines", RENEWALS_PIPELINE]) {
             s.hubspot
                 .pipelines
                 .insert(RENEWALS_PIPELINE.into(), pipeline.try_into()?);

@@ -26,7 +26,7 @@ pub enum Scheme {
 pub struct SignArgs {
     /// What to sign for: `hubspot`, `salesforce` (JSON callouts) or a product source name from
     /// `[sources.<name>]`. Picks the scheme, the secret and the URL from the configuration.
-    #[arg(long, default_value = "hubspot")]
+    #[arg(long, default_value = Crm::HubSpot.as_str())]
     pub source: String,
     /// Override the scheme (for HubSpot: hubspot-v3, hubspot-v2 or hubspot-v1).
     #[arg(long, value_enum)]

@@ -7,8 +7,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{is_retryable, retry_after, truncate, CallError};
+use super::{is_retryable, retry_after, truncate, Answer, CallError};
 use crate::config::Secret;
+use crate::domain::Crm;
 
 /// HubSpot's documented batch limit.
 pub const BATCH_LIMIT: usize = 100;
@@ -56,18 +57,11 @@ impl HubSpotClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let response = req.send().await.map_err(|e| CallError::transport(&e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        metrics::counter!("crm_requests_total", "crm" => "hubspot", "status" => status.as_u16().to_string()).increment(1);
-        let text = response
-            .text()
-            .await
-            .map_err(|e| CallError::transport(&e))?;
-        if status.is_success() {
-            return Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
+        let answer = Answer::of(Crm::HubSpot, req).await?;
+        if answer.status.is_success() {
+            return Ok((answer.status, answer.body()));
         }
-        Err(classify(status, &headers, &text))
+        Err(classify(answer.status, &answer.headers, &answer.text))
     }
 
     /// `PATCH /crm/v3/objects/{type}/{id}`.

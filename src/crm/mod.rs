@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::domain::Crm;
 
 /// Why a CRM call did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,6 +52,39 @@ impl CallError {
             message: format!("request {what}: {e}"),
             retry_after: None,
         }
+    }
+}
+
+/// A CRM's answer, read in full and counted in `crm_requests_total` by CRM and status.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Answer {
+    /// Send `request` to `crm` and read the whole answer; a transport failure is retried.
+    pub(crate) async fn of(crm: Crm, request: reqwest::RequestBuilder) -> Result<Self, CallError> {
+        let response = request.send().await.map_err(|e| CallError::transport(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        metrics::counter!("crm_requests_total", "crm" => crm.as_str(), "status" => status.as_u16().to_string())
+            .increment(1);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| CallError::transport(&e))?;
+        Ok(Self {
+            status,
+            headers,
+            text,
+        })
+    }
+
+    /// A successful answer's body. Some successes carry none (204, HubSpot's empty 200s), and the
+    /// callers of those read nothing from it.
+    pub(crate) fn body(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
 }
 

@@ -16,8 +16,9 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{is_retryable, retry_after, truncate, CallError};
+use super::{is_retryable, retry_after, truncate, Answer, CallError};
 use crate::config::Secret;
+use crate::domain::Crm;
 
 /// Salesforce's documented sObject Collections limit.
 pub const BATCH_LIMIT: usize = 200;
@@ -114,20 +115,17 @@ impl SalesforceClient {
         if let Some(t) = cached.as_ref() {
             return Ok(t.clone());
         }
-        let response = self
+        let request = self
             .http
             .post(format!("{}/services/oauth2/token", self.login_url))
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", self.client_id.as_str()),
                 ("client_secret", self.client_secret.expose()),
-            ])
-            .send()
-            .await
-            .map_err(|e| CallError::transport(&e))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        metrics::counter!("crm_requests_total", "crm" => "salesforce", "status" => status.as_u16().to_string()).increment(1);
+            ]);
+        let answer = Answer::of(Crm::Salesforce, request).await?;
+        let status = answer.status;
+        let body = answer.body();
         if !status.is_success() {
             // {"error": "invalid_client", "error_description": "…"}: wrong credentials will not fix
             // themselves; a server error might.
@@ -204,14 +202,11 @@ impl SalesforceClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.to_string());
             }
-            let response = req.send().await.map_err(|e| CallError::transport(&e))?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            metrics::counter!("crm_requests_total", "crm" => "salesforce", "status" => status.as_u16().to_string()).increment(1);
-            let text = response
-                .text()
-                .await
-                .map_err(|e| CallError::transport(&e))?;
+            let Answer {
+                status,
+                headers,
+                text,
+            } = Answer::of(Crm::Salesforce, req).await?;
             if status.is_success() {
                 return Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
             }

@@ -24,6 +24,14 @@ impl Crm {
         }
     }
 
+    /// The product's name, as people write it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::HubSpot => "HubSpot",
+            Self::Salesforce => "Salesforce",
+        }
+    }
+
     /// The object type of a deal in this CRM, as stored (`deal` / `Opportunity`).
     pub fn deal_type(self) -> &'static str {
         match self {

@@ -1,7 +1,9 @@
-//! The states of the two queues the service keeps: inbox events (what processing decided for a
-//! webhook event) and outbox rows (what became of a CRM write).
+//! The two queues the service keeps: where an inbox event came from and what processing decided
+//! for it, and what became of an outbox row (a CRM write).
 
 use serde::Serialize;
+
+use super::reward::UnknownName;
 
 /// What processing decided for an inbox event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -56,18 +58,71 @@ pub enum DeliveryStatus {
 impl DeliveryStatus {
     pub const ALL: [DeliveryStatus; 4] =
         [Self::Pending, Self::Delivered, Self::Dead, Self::Coalesced];
+    /// In the order of [`Self::ALL`].
+    pub const NAMES: [&'static str; 4] = ["pending", "delivered", "dead", "coalesced"];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Delivered => "delivered",
-            Self::Dead => "dead",
-            Self::Coalesced => "coalesced",
-        }
+        Self::NAMES[self as usize]
     }
 }
 
 names!(DeliveryStatus);
+
+/// Where an inbox event came from, stored as its name (`hubspot`, `hubspot-api`, `salesforce`,
+/// `salesforce-callout`, `signup:<product source>`) and used as the `source` label of the
+/// webhook metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventSource {
+    /// A HubSpot webhook.
+    HubSpot,
+    /// A HubSpot record the service read through the API (a record announced by id only).
+    HubSpotApi,
+    /// A Salesforce Outbound Message.
+    Salesforce,
+    /// A Salesforce Apex callout, signed as a Standard Webhook.
+    SalesforceCallout,
+    /// A product event from the `[[product_sources]]` entry of this name.
+    Product(String),
+}
+
+impl EventSource {
+    const PRODUCT_PREFIX: &'static str = "signup:";
+}
+
+impl std::fmt::Display for EventSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::HubSpot => f.write_str("hubspot"),
+            Self::HubSpotApi => f.write_str("hubspot-api"),
+            Self::Salesforce => f.write_str("salesforce"),
+            Self::SalesforceCallout => f.write_str("salesforce-callout"),
+            Self::Product(name) => write!(f, "{}{name}", Self::PRODUCT_PREFIX),
+        }
+    }
+}
+
+impl std::str::FromStr for EventSource {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "hubspot" => Self::HubSpot,
+            "hubspot-api" => Self::HubSpotApi,
+            "salesforce" => Self::Salesforce,
+            "salesforce-callout" => Self::SalesforceCallout,
+            _ => match s.strip_prefix(Self::PRODUCT_PREFIX) {
+                Some(name) if !name.is_empty() => Self::Product(name.to_string()),
+                _ => return Err(UnknownName::new(s)),
+            },
+        })
+    }
+}
+
+impl Serialize for EventSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +143,19 @@ mod tests {
                 serde_json::to_value(status).unwrap(),
                 serde_json::json!(status.as_str())
             );
+        }
+        for source in [
+            EventSource::HubSpot,
+            EventSource::HubSpotApi,
+            EventSource::Salesforce,
+            EventSource::SalesforceCallout,
+            EventSource::Product("app".into()),
+        ] {
+            assert_eq!(source.to_string().parse::<EventSource>().unwrap(), source);
+        }
+        assert_eq!(EventSource::Product("app".into()).to_string(), "signup:app");
+        for unknown in ["signup:", "stripe", "HubSpot"] {
+            assert!(unknown.parse::<EventSource>().is_err(), "{unknown}");
         }
         assert!("done".parse::<InboxStatus>().is_err());
         assert!("sent".parse::<DeliveryStatus>().is_err());

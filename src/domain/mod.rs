@@ -39,5 +39,5 @@ pub mod reward;
 pub mod stage;
 
 pub use crm::{Crm, RecordKind};
-pub use delivery::{DeliveryStatus, InboxStatus};
+pub use delivery::{DeliveryStatus, EventSource, InboxStatus};
 pub use email::Email;

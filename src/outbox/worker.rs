@@ -23,7 +23,7 @@ use crate::crm::fields::{referral_fields, ValueKind};
 use crate::crm::hubspot::{self, HubSpotClient};
 use crate::crm::salesforce::{self, SalesforceClient};
 use crate::crm::{http_client, CallError};
-use crate::domain::Crm;
+use crate::domain::{Crm, EventSource};
 use crate::outbox::{CommandKind, CrmCommand};
 use crate::store::{ClaimedRecord, DeliveryResult, NewInboxEvent, OutboxRow, Store, StoreError};
 
@@ -500,7 +500,7 @@ impl OutboxWorker {
         let object_key = format!("hubspot:{}:{}", s.object_type, s.object_id);
         let event = NewInboxEvent {
             partition_no: crate::ingest::partition_of(&object_key),
-            source: "hubspot-api".into(),
+            source: EventSource::HubSpotApi,
             dedupe_key: format!("read:{}", s.head_id),
             event_type: format!("{}.snapshot", s.object_type),
             object_key: Some(object_key),

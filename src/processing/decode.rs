@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::clock::Millis;
-use crate::domain::Email;
 pub use crate::domain::{Crm, RecordKind};
+use crate::domain::{Email, EventSource};
 use crate::ingest::product::{self, ProductEvent};
 use crate::store::{InboxEvent, RecordKey};
 
@@ -117,35 +117,38 @@ pub struct DecodeError(pub String);
 
 pub fn decode(event: &InboxEvent, names: &GuardedNames) -> Result<Decoded, DecodeError> {
     let at = event.occurred_at.unwrap_or(event.received_at);
-    if event.source.starts_with("signup:") {
-        return product::parse_product_event(event.payload.as_bytes())
-            .map(Decoded::Product)
-            .map_err(|e| DecodeError(e.to_string()));
-    }
-    let json: Value = serde_json::from_str(&event.payload)
-        .map_err(|e| DecodeError(format!("stored payload is not JSON: {e}")))?;
-    let changes = match event.source.as_str() {
-        "hubspot" => decode_hubspot(&event.event_type, &json, names)?,
-        "hubspot-api" => {
+    let json = || -> Result<Value, DecodeError> {
+        serde_json::from_str(&event.payload)
+            .map_err(|e| DecodeError(format!("stored payload is not JSON: {e}")))
+    };
+    let changes = match &event.source {
+        EventSource::Product(_) => {
+            return product::parse_product_event(event.payload.as_bytes())
+                .map(Decoded::Product)
+                .map_err(|e| DecodeError(e.to_string()));
+        }
+        EventSource::HubSpot => decode_hubspot(&event.event_type, &json()?, names)?,
+        EventSource::HubSpotApi => {
             let requested = event
                 .object_key
                 .as_deref()
                 .and_then(|key| key.rsplit(':').next());
-            decode_hubspot_snapshot(&event.event_type, &json, requested, names)?
+            decode_hubspot_snapshot(&event.event_type, &json()?, requested, names)?
         }
-        "salesforce" => {
+        EventSource::Salesforce => {
+            let json = json()?;
             let account = str_field(&json, "organization_id").unwrap_or_default();
             let sobject = str_field(&json, "sobject_type").unwrap_or_default();
             decode_salesforce(&sobject, &account, json.get("fields"), names)
         }
-        "salesforce-callout" => {
+        EventSource::SalesforceCallout => {
+            let json = json()?;
             let data = json.get("data").unwrap_or(&Value::Null);
             let sobject = str_field(data, "sobject_type")
                 .or_else(|| data.get("attributes").and_then(|a| str_field(a, "type")))
                 .unwrap_or_default();
             decode_salesforce(&sobject, "", Some(data), names)
         }
-        other => return Ok(Decoded::Ignore(format!("no processor for source {other}"))),
     };
     Ok(if changes.is_empty() {
         Decoded::Ignore(format!(
@@ -583,7 +586,7 @@ mod tests {
     fn event(source: &str, event_type: &str, payload: &str) -> InboxEvent {
         InboxEvent {
             id: 1,
-            source: source.into(),
+            source: source.parse().unwrap(),
             dedupe_key: "k".into(),
             event_type: event_type.into(),
             object_key: None,

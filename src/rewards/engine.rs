@@ -1177,11 +1177,16 @@ impl Decision {
         }
     }
 
+    /// The status a reward has once the decision is made.
+    pub fn outcome(self) -> RewardStatus {
+        self.step().0.to()
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Approve => "approve",
             Self::Reject => "reject",
-            Self::Paid => "paid",
+            Self::Paid => "mark paid",
         }
     }
 }

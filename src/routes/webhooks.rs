@@ -15,6 +15,7 @@ use base64::Engine;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::domain::{Crm, EventSource};
 use crate::error::ApiError;
 use crate::ingest::body::{self, BodyError, BodyLimits, Reservation};
 use crate::ingest::partition::{partition_of, product_route_key};
@@ -50,12 +51,12 @@ impl Rejection {
     }
 }
 
-fn record_rejection(source: &str, r: &Rejection) {
+fn record_rejection(source: &EventSource, r: &Rejection) {
     metrics::counter!("webhooks_rejected_total", "source" => source.to_string(), "reason" => r.reason)
         .increment(1);
     // The message can quote the request (a source name from the path, a parser's complaint).
     let error = crate::telemetry::untrusted(&r.error.to_string());
-    tracing::warn!(source, reason = r.reason, %error, "webhook rejected");
+    tracing::warn!(%source, reason = r.reason, %error, "webhook rejected");
 }
 
 /// Read the body within the limits of [`crate::ingest::body`]. The reservation counts the body
@@ -96,7 +97,7 @@ async fn read_body(
 /// Store events; `Ok(true)` when at least one was new.
 async fn store_events(
     state: &AppState,
-    source: &str,
+    source: &EventSource,
     events: Vec<NewInboxEvent>,
 ) -> Result<bool, Rejection> {
     let count = events.len();
@@ -108,7 +109,7 @@ async fn store_events(
             AppendError::Closed => "shutting_down",
             AppendError::Store(_) => "storage_unavailable",
         };
-        tracing::error!(source, error = ?e, "could not store webhook events");
+        tracing::error!(%source, error = ?e, "could not store webhook events");
         Rejection::new(
             reason,
             ApiError::Unavailable("events could not be stored; retry later".into()),
@@ -135,8 +136,13 @@ fn meta(pairs: &[(&str, serde_json::Value)]) -> String {
     .to_string()
 }
 
-/// Runs one webhook request through `handle`, recording the received/rejected metrics and latency.
-async fn instrumented<F>(source: &str, handle: F) -> HttpResponse
+/// Runs one webhook request through `handle`, recording the received/rejected metrics and latency;
+/// a rejection is answered by `error_response` (JSON, or a SOAP fault for Outbound Messages).
+async fn instrumented<F>(
+    source: &EventSource,
+    handle: F,
+    error_response: fn(&ApiError) -> HttpResponse,
+) -> HttpResponse
 where
     F: std::future::Future<Output = Result<HttpResponse, Rejection>>,
 {
@@ -150,7 +156,7 @@ where
         }
         Err(rejection) => {
             record_rejection(source, &rejection);
-            actix_web::ResponseError::error_response(&rejection.error)
+            error_response(&rejection.error)
         }
     };
     metrics::histogram!("webhook_ingest_seconds", "source" => source.to_string())
@@ -178,7 +184,12 @@ pub async fn post_hubspot(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    instrumented("hubspot", receive_hubspot(req, payload, state)).await
+    instrumented(
+        &EventSource::HubSpot,
+        receive_hubspot(req, payload, state),
+        json_error,
+    )
+    .await
 }
 
 async fn receive_hubspot(
@@ -203,12 +214,12 @@ async fn receive_hubspot(
         settings.ingest.timestamp_tolerance_secs as i64 * 1000,
         now,
     )
-    .map_err(|e| Rejection::signature("hubspot", e))?;
+    .map_err(|e| Rejection::signature(Crm::HubSpot.as_str(), e))?;
     let (body, unverified) = read_body(&req, payload, &state).await?;
     let url = public_url(&req, &settings.server.public_base_url);
     let version = claim
         .verify(req.method().as_str(), &url, &body)
-        .map_err(|e| Rejection::signature("hubspot", e))?;
+        .map_err(|e| Rejection::signature(Crm::HubSpot.as_str(), e))?;
     drop(unverified);
 
     let parsed = hubspot::parse_body(&body)
@@ -223,7 +234,7 @@ async fn receive_hubspot(
             };
             NewInboxEvent {
                 partition_no: partition_of(object_key.as_deref().unwrap_or(&e.dedupe_key)),
-                source: "hubspot".into(),
+                source: EventSource::HubSpot,
                 object_key,
                 dedupe_key: e.dedupe_key,
                 event_type: e.event_type,
@@ -234,7 +245,7 @@ async fn receive_hubspot(
             }
         })
         .collect();
-    store_events(&state, "hubspot", events).await?;
+    store_events(&state, &EventSource::HubSpot, events).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -254,26 +265,22 @@ pub async fn post_salesforce(
         .is_some_and(|m| m.essence_str() == "application/json");
     if is_json {
         return instrumented(
-            "salesforce-callout",
+            &EventSource::SalesforceCallout,
             receive_salesforce_callout(req, payload, state),
+            json_error,
         )
         .await;
     }
-    let started = Instant::now();
-    metrics::counter!("webhooks_received_total", "source" => "salesforce").increment(1);
-    let response = match receive_outbound_message(req, payload, state).await {
-        Ok(response) => {
-            metrics::counter!("webhooks_accepted_total", "source" => "salesforce").increment(1);
-            response
-        }
-        Err(rejection) => {
-            record_rejection("salesforce", &rejection);
-            soap_fault(&rejection.error)
-        }
-    };
-    metrics::histogram!("webhook_ingest_seconds", "source" => "salesforce")
-        .record(started.elapsed().as_secs_f64());
-    response
+    instrumented(
+        &EventSource::Salesforce,
+        receive_outbound_message(req, payload, state),
+        soap_fault,
+    )
+    .await
+}
+
+fn json_error(error: &ApiError) -> HttpResponse {
+    actix_web::ResponseError::error_response(error)
 }
 
 /// Outbound Messages expect SOAP in both directions, errors included.
@@ -384,7 +391,7 @@ async fn receive_outbound_message(
             let object_key = record_id.map(|id| format!("salesforce:{}:{id}", n.sobject_type));
             NewInboxEvent {
                 partition_no: partition_of(object_key.as_deref().unwrap_or(&n.id)),
-                source: "salesforce".into(),
+                source: EventSource::Salesforce,
                 dedupe_key: n.id.clone(),
                 event_type: format!("salesforce.{}", n.sobject_type),
                 object_key,
@@ -395,7 +402,7 @@ async fn receive_outbound_message(
             }
         })
         .collect();
-    store_events(&state, "salesforce", events).await?;
+    store_events(&state, &EventSource::Salesforce, events).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/xml; charset=utf-8")
         .body(salesforce::ack_response()))
@@ -470,7 +477,7 @@ async fn receive_salesforce_callout(
         .map(|(t, id)| format!("salesforce:{t}:{id}"));
     let event = NewInboxEvent {
         partition_no: partition_of(object_key.as_deref().unwrap_or(&webhook_id)),
-        source: "salesforce-callout".into(),
+        source: EventSource::SalesforceCallout,
         dedupe_key: webhook_id,
         event_type: event_type.to_string(),
         object_key,
@@ -479,7 +486,7 @@ async fn receive_salesforce_callout(
         meta: meta(&[("signature", json!("standard-webhooks"))]),
         payload: String::from_utf8_lossy(&body).into_owned(),
     };
-    store_events(&state, "salesforce-callout", vec![event]).await?;
+    store_events(&state, &EventSource::SalesforceCallout, vec![event]).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -493,12 +500,18 @@ pub async fn post_signup(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let name = path.into_inner();
-    let label = if state.settings.sources.contains_key(&name) {
-        format!("signup:{name}")
+    // A name from the path becomes a metrics label only when it is configured.
+    let source = if state.settings.sources.contains_key(&name) {
+        EventSource::Product(name.clone())
     } else {
-        "signup:unknown".to_string()
+        EventSource::Product("unknown".into())
     };
-    instrumented(&label.clone(), receive_signup(req, name, payload, state)).await
+    instrumented(
+        &source,
+        receive_signup(req, name, payload, state),
+        json_error,
+    )
+    .await
 }
 
 async fn receive_signup(
@@ -550,10 +563,10 @@ async fn receive_signup(
             Rejection::new("invalid", ApiError::Unprocessable(e.to_string()))
         }
     })?;
-    let source_label = format!("signup:{name}");
+    let event_source = EventSource::Product(name.to_string());
     let stored = NewInboxEvent {
         partition_no: partition_of(&product_route_key(&event)),
-        source: source_label.clone(),
+        source: event_source.clone(),
         // SPEC §3: the event `id` identifies a product event, whatever webhook-id carried it.
         dedupe_key: event.id.clone(),
         event_type: event.event_type.clone(),
@@ -567,7 +580,7 @@ async fn receive_signup(
         ]),
         payload: String::from_utf8_lossy(&body).into_owned(),
     };
-    let new = store_events(&state, &source_label, vec![stored]).await?;
+    let new = store_events(&state, &event_source, vec![stored]).await?;
     Ok(HttpResponse::build(StatusCode::ACCEPTED)
         .json(json!({"id": event.id, "status": "accepted", "duplicate": !new})))
 }

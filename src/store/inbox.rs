@@ -9,6 +9,7 @@ use super::bulk::{self, Col, Param};
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Backend, BackendKind, Store, StoreError};
 use crate::clock::Millis;
+use crate::domain::EventSource;
 pub use crate::domain::InboxStatus;
 
 /// Processing partitions; migration 0003 creates one `inbox_partitions` row for each.
@@ -17,7 +18,7 @@ pub const PARTITIONS: i32 = 64;
 /// One verified event, ready to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewInboxEvent {
-    pub source: String,
+    pub source: EventSource,
     pub dedupe_key: String,
     pub event_type: String,
     pub object_key: Option<String>,
@@ -49,7 +50,7 @@ pub struct InboxOutcome {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InboxEvent {
     pub id: i64,
-    pub source: String,
+    pub source: EventSource,
     pub dedupe_key: String,
     pub event_type: String,
     pub object_key: Option<String>,
@@ -93,7 +94,7 @@ impl SqliteInboxConnection {
             let mut insert = tx.prepare_cached(INSERT_INBOX_EVENT)?;
             for e in events {
                 let inserted = insert.execute(rusqlite::params![
-                    e.source,
+                    e.source.to_string(),
                     e.dedupe_key,
                     e.event_type,
                     e.object_key,
@@ -293,6 +294,7 @@ impl Store {
             Backend::Postgres(pool) => pool,
         };
         let column = |f: fn(&NewInboxEvent) -> &str| events.iter().map(f).collect::<Vec<_>>();
+        let sources: Vec<String> = events.iter().map(|e| e.source.to_string()).collect();
         // One statement is one transaction by itself: no BEGIN and COMMIT round trips.
         let inserted: Vec<(i64, String, String)> = sqlx::query_as(
             "INSERT INTO inbox_events (source, dedupe_key, event_type, object_key, \
@@ -302,7 +304,7 @@ impl Store {
              ON CONFLICT (source, dedupe_key) DO NOTHING \
              RETURNING id, source, dedupe_key",
         )
-        .bind(column(|e| &e.source))
+        .bind(&sources)
         .bind(column(|e| &e.dedupe_key))
         .bind(column(|e| &e.event_type))
         .bind(
@@ -321,9 +323,9 @@ impl Store {
         // RETURNING order is not guaranteed: match rows back by key. A key repeated within the
         // group is new only at its first occurrence.
         let mut first_at: HashMap<(&str, &str), usize> = HashMap::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
+        for (i, (e, source)) in events.iter().zip(&sources).enumerate() {
             first_at
-                .entry((e.source.as_str(), e.dedupe_key.as_str()))
+                .entry((source.as_str(), e.dedupe_key.as_str()))
                 .or_insert(i);
         }
         let mut outcome = vec![Ingested::Duplicate; events.len()];
@@ -338,7 +340,7 @@ impl Store {
     /// Events of one source in arrival order (admin views and tests).
     pub async fn list_inbox(
         &self,
-        source: Option<&str>,
+        source: Option<&EventSource>,
         limit: i64,
     ) -> Result<Vec<InboxEvent>, StoreError> {
         let rows: Vec<InboxEvent> = on_pool!(self, |pool| {
@@ -367,7 +369,7 @@ impl Store {
     }
 
     /// Count of stored events, optionally of one source.
-    pub async fn count_inbox(&self, source: Option<&str>) -> Result<i64, StoreError> {
+    pub async fn count_inbox(&self, source: Option<&EventSource>) -> Result<i64, StoreError> {
         let (n,): (i64,) = on_pool!(self, |pool| {
             sqlx::query_as("SELECT COUNT(*) FROM inbox_events WHERE ($1 IS NULL OR source = $1)")
                 .bind(source)

@@ -8,7 +8,7 @@ use sqlx::{Database, Decode, Encode, Type};
 
 use crate::domain::payout::PayoutStatus;
 use crate::domain::reward::{Beneficiary, LineKind, RewardStatus};
-use crate::domain::{Crm, DeliveryStatus, InboxStatus};
+use crate::domain::{Crm, DeliveryStatus, EventSource, InboxStatus};
 use crate::outbox::CommandKind;
 
 macro_rules! stored_as_text {
@@ -62,3 +62,41 @@ stored_as_text!(
     DeliveryStatus,
     CommandKind,
 );
+
+/// Stored as its name like the others, but a product source's name is not `'static`.
+impl<DB: Database> Type<DB> for EventSource
+where
+    str: Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: Database> Decode<'r, DB> for EventSource
+where
+    &'r str: Decode<'r, DB>,
+{
+    fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        let name = <&'r str as Decode<'r, DB>>::decode(value)?;
+        Ok(name
+            .parse::<EventSource>()
+            .map_err(|e| format!("EventSource: {e}"))?)
+    }
+}
+
+impl<'q, DB: Database> Encode<'q, DB> for EventSource
+where
+    String: Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as Database>::ArgumentBuffer<'q>,
+    ) -> Result<IsNull, BoxDynError> {
+        <String as Encode<'q, DB>>::encode(self.to_string(), buf)
+    }
+}

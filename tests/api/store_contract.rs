@@ -1,5 +1,6 @@
 //! The store's contract, run on both backends: what one backend guarantees, the other must too.
 
+use referral_sync::domain::EventSource;
 use referral_sync::store::{Ingested, NewInboxEvent, Readiness, SqliteInboxConnection, Store};
 
 use crate::both_backends;
@@ -40,9 +41,9 @@ impl Appender {
     }
 }
 
-fn event(source: &str, key: &str) -> NewInboxEvent {
+fn event(source: &EventSource, key: &str) -> NewInboxEvent {
     NewInboxEvent {
-        source: source.into(),
+        source: source.clone(),
         dedupe_key: key.into(),
         event_type: "contact.creation".into(),
         object_key: Some(format!("hubspot:contact:{key}")),
@@ -69,11 +70,12 @@ async fn inbox_append_stores_each_event_once(backend: Backend) {
         return;
     };
     for (round, mut appender) in Appender::all(&store).into_iter().enumerate() {
-        each_event_once(&store, &mut appender, &format!("source-{round}")).await;
+        let source = EventSource::Product(format!("source-{round}"));
+        each_event_once(&store, &mut appender, &source).await;
     }
 }
 
-async fn each_event_once(store: &Store, appender: &mut Appender, source: &str) {
+async fn each_event_once(store: &Store, appender: &mut Appender, source: &EventSource) {
     let first = appender
         .append(
             store,
@@ -112,7 +114,10 @@ async fn inbox_append_keeps_sources_apart_and_arrival_order(backend: Backend) {
         return;
     };
     for (round, mut appender) in Appender::all(&store).into_iter().enumerate() {
-        let (source, other_source) = (format!("hubspot-{round}"), format!("signup:app-{round}"));
+        let (source, other_source) = (
+            EventSource::Product(format!("hubspot-{round}")),
+            EventSource::Product(format!("app-{round}")),
+        );
         let batch: Vec<NewInboxEvent> =
             (0..450).map(|i| event(&source, &format!("k{i}"))).collect();
 
@@ -183,7 +188,7 @@ async fn a_percent_encoded_sqlite_path_is_one_file_for_the_pool_and_the_inbox_wr
     store.migrate().await.unwrap();
 
     let mut writer = store.open_sqlite_inbox_connection().unwrap().unwrap();
-    writer.append(&[event("hubspot", "a")]).unwrap();
+    writer.append(&[event(&EventSource::HubSpot, "a")]).unwrap();
 
     assert_eq!(store.count_inbox(None).await.unwrap(), 1);
     assert!(dir.path().join("my data/referral.db").exists());

@@ -1,6 +1,7 @@
 //! Webhook ingest end to end (SPEC §3): every scheme accepted and stored once per event; every
 //! forged, stale or malformed request refused with a clear error and nothing stored.
 
+use referral_sync::domain::EventSource;
 use referral_sync::ingest::signature::{self, HmacEncoding, HubSpotVersion};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -92,7 +93,11 @@ async fn hubspot_batches_are_split_into_one_row_per_event_and_stored_once(backen
         204,
         "a duplicate (signed with the rotated-out secret) gets the same answer"
     );
-    let rows = app.store.list_inbox(Some("hubspot"), 10).await.unwrap();
+    let rows = app
+        .store
+        .list_inbox(Some(&EventSource::HubSpot), 10)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 3, "one row per event, stored once");
     assert_eq!(rows[0].event_type, "contact.creation");
     assert_eq!(rows[0].object_key.as_deref(), Some("hubspot:contact:1000"));
@@ -143,8 +148,18 @@ async fn hubspot_workflow_and_v1_requests_are_accepted_where_configured(backend:
     let (status, _, message) = error_of(v2).await;
     assert_eq!(status, 401, "v2 is not in hubspot.signature_versions");
     assert!(message.contains("v2"), "{message}");
-    assert_eq!(app.store.count_inbox(Some("hubspot")).await.unwrap(), 3);
-    let rows = app.store.list_inbox(Some("hubspot"), 10).await.unwrap();
+    assert_eq!(
+        app.store
+            .count_inbox(Some(&EventSource::HubSpot))
+            .await
+            .unwrap(),
+        3
+    );
+    let rows = app
+        .store
+        .list_inbox(Some(&EventSource::HubSpot), 10)
+        .await
+        .unwrap();
     assert_eq!(rows[0].event_type, "workflow.webhook");
 }
 
@@ -353,7 +368,11 @@ async fn salesforce_outbound_messages_are_acknowledged_after_storage(backend: Ba
         let text = response.text().await.unwrap();
         assert!(text.contains("<Ack>true</Ack>"), "{text}");
     }
-    let rows = app.store.list_inbox(Some("salesforce"), 10).await.unwrap();
+    let rows = app
+        .store
+        .list_inbox(Some(&EventSource::Salesforce), 10)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 2, "the redelivery is stored once");
     assert_eq!(rows[0].dedupe_key, "04l7F000008aeAyQAI");
     assert_eq!(rows[0].event_type, "salesforce.Opportunity");
@@ -454,7 +473,7 @@ async fn salesforce_json_callouts_are_verified_as_standard_webhooks(backend: Bac
     assert!(message.contains("too old"), "{message}");
     let rows = app
         .store
-        .list_inbox(Some("salesforce-callout"), 10)
+        .list_inbox(Some(&EventSource::SalesforceCallout), 10)
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -537,13 +556,13 @@ async fn product_events_are_accepted_under_every_scheme(backend: Backend) {
     let rows = app.store.list_inbox(None, 10).await.unwrap();
     assert_eq!(rows.len(), 4);
     assert_eq!(
-        (rows[0].source.as_str(), rows[0].dedupe_key.as_str()),
-        ("signup:app", "evt_1"),
+        (&rows[0].source, rows[0].dedupe_key.as_str()),
+        (&EventSource::Product("app".into()), "evt_1"),
         "the event id identifies a product event"
     );
     assert_eq!(
-        (rows[1].source.as_str(), rows[1].dedupe_key.as_str()),
-        ("signup:billing", "evt_2")
+        (&rows[1].source, rows[1].dedupe_key.as_str()),
+        (&EventSource::Product("billing".into()), "evt_2")
     );
     assert_eq!(
         rows[3].event_type, "partner.unknown_future_type",
@@ -699,7 +718,7 @@ async fn media_types_are_matched_case_insensitively(backend: Backend) {
     assert_eq!(response.status(), 204, "routed as a JSON callout");
     let rows = app
         .store
-        .list_inbox(Some("salesforce-callout"), 10)
+        .list_inbox(Some(&EventSource::SalesforceCallout), 10)
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);

@@ -102,7 +102,7 @@ pub async fn inbox_holds_each_acknowledged_event_once(store: &Store, traffic: &T
     let mut stored: BTreeMap<EventKey, Vec<i64>> = BTreeMap::new();
     for e in &events {
         stored
-            .entry((e.source.clone(), e.dedupe_key.clone()))
+            .entry((e.source.to_string(), e.dedupe_key.clone()))
             .or_default()
             .push(e.id);
     }

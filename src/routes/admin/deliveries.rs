@@ -9,11 +9,12 @@ use serde_json::json;
 use super::auth::{AdminAccess, ReadAccess};
 use super::{one_of, parse_time, Page, Paged};
 use crate::clock::Millis;
+use crate::domain::DeliveryStatus;
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::StoreError;
 
-pub const STATUSES: &[&str] = &["pending", "delivered", "dead", "coalesced"];
+pub const STATUSES: &[&str] = &DeliveryStatus::NAMES;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

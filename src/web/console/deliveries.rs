@@ -75,7 +75,7 @@ impl ParkedView {
         let reason = e.status_reason.clone().unwrap_or_default();
         Self {
             id: e.id,
-            source: e.source.clone(),
+            source: e.source.to_string(),
             event_type: e.event_type.clone(),
             object: e.object_key.clone().unwrap_or_else(|| "–".into()),
             received: format_time(e.received_at),

@@ -244,12 +244,7 @@ fn audit_title(action: &str) -> (&'static str, String) {
 }
 
 fn record_label(r: &CrmRecord) -> String {
-    let crm = match r.crm.as_str() {
-        "hubspot" => "HubSpot",
-        "salesforce" => "Salesforce",
-        other => other,
-    };
-    format!("{crm} {} {}", r.object_type, r.object_id)
+    format!("{} {} {}", r.crm.display_name(), r.object_type, r.object_id)
 }
 
 /// `GET /console/referrals/{id}`.

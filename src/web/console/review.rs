@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{AdminForm, Chrome, ConsoleUser, Section};
 use crate::domain::fraud::FraudFlag;
+use crate::domain::reward::RewardStatus;
 use crate::rewards::calculate::amount_computed;
 use crate::rewards::engine::{Decision, DecisionError};
 use crate::routes::admin::rewards::decide_reward;
@@ -137,7 +138,7 @@ async fn page(
 ) -> Result<String, WebError> {
     let rewards = state
         .store
-        .list_rewards(Some("needs_review"), None, QUEUE_PAGE)
+        .list_rewards(Some(RewardStatus::NeedsReview.as_str()), None, QUEUE_PAGE)
         .await?;
     let items = rewards
         .iter()
@@ -160,9 +161,9 @@ pub async fn get_review(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     // Only known words are echoed back, never the query's text.
-    let notice = match query.done.as_deref() {
-        Some("approved") => Some("The reward was approved.".to_string()),
-        Some("rejected") => Some("The reward was rejected.".to_string()),
+    let notice = match query.done.as_deref().map(str::parse::<RewardStatus>) {
+        Some(Ok(RewardStatus::Approved)) => Some("The reward was approved.".to_string()),
+        Some(Ok(RewardStatus::Rejected)) => Some("The reward was rejected.".to_string()),
         _ => None,
     };
     Ok(html(
@@ -179,10 +180,10 @@ async fn decided(
 ) -> Result<HttpResponse, WebError> {
     let reason = form.fields.text("reason");
     match decide_reward(state, decision, &form.user.actor, id, reason).await {
-        Ok(_) => Ok(see_other(match decision {
-            Decision::Reject => "/console/review?done=rejected",
-            _ => "/console/review?done=approved",
-        })),
+        Ok(_) => Ok(see_other(&format!(
+            "/console/review?done={}",
+            decision.outcome()
+        ))),
         Err(DecisionError::Store(e)) => Err(e.into()),
         Err(e) => {
             let status = match e {
