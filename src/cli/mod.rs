@@ -81,8 +81,8 @@ pub enum Command {
         #[arg(long)]
         period: String,
         /// table, csv or json.
-        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
-        format: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
         /// Only statements in this currency (e.g. USD).
         #[arg(long)]
         currency: Option<String>,
@@ -106,8 +106,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// table, csv or json.
-    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
-    format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
     /// Only this market (e.g. US).
     #[arg(long)]
     market: Option<String>,
@@ -121,8 +121,8 @@ pub struct ReportArgs {
     #[arg(long)]
     to: Option<String>,
     /// One scorecard per referrer instead of the funnel.
-    #[arg(long, value_parser = ["referrer"])]
-    by: Option<String>,
+    #[arg(long, value_enum)]
+    by: Option<ReportBy>,
     /// Add referred vs non-referred deals (created in the period) per market and channel, and
     /// the participation rate; with --format csv, the comparison alone.
     #[arg(long, conflicts_with = "by")]
@@ -244,7 +244,7 @@ pub fn main() -> ExitCode {
                 format,
                 currency,
                 referrer,
-            } => payouts(&settings, &period, &format, currency, referrer).await,
+            } => payouts(&settings, &period, format, currency, referrer).await,
             #[cfg(feature = "demo")]
             Command::Demo => demo::run(&std::path::PathBuf::from("config/example.toml")).await,
             Command::Crm {
@@ -439,38 +439,59 @@ async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<()> {
     if args.compare {
         let now = crate::clock::Clock::now(&SystemClock);
         let report = funnel::report_with_comparison(&store, settings, &filter, now).await?;
-        match args.format.as_str() {
-            "csv" => out!("{}", funnel::to_csv(&report))?,
-            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
-            _ => out!("{}", funnel::to_table(&report))?,
-        }
+        print(args.format, &report, funnel::to_table, funnel::to_csv)?;
         store.close().await;
         return Ok(());
     }
     let facts = store.funnel_facts(&filter).await?;
-    if args.by.is_some() {
-        let report = scorecard::compute(&facts, None);
-        match args.format.as_str() {
-            "csv" => out!("{}", scorecard::to_csv(&report))?,
-            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
-            _ => out!("{}", scorecard::to_table(&report))?,
+    match args.by {
+        Some(ReportBy::Referrer) => {
+            let report = scorecard::compute(&facts, None);
+            print(args.format, &report, scorecard::to_table, scorecard::to_csv)?;
         }
-    } else {
-        let report = funnel::compute(&facts);
-        match args.format.as_str() {
-            "csv" => out!("{}", funnel::to_csv(&report))?,
-            "json" => outln!("{}", serde_json::to_string_pretty(&report)?)?,
-            _ => out!("{}", funnel::to_table(&report))?,
+        None => {
+            let report = funnel::compute(&facts);
+            print(args.format, &report, funnel::to_table, funnel::to_csv)?;
         }
     }
     store.close().await;
     Ok(())
 }
 
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+/// What `report --by` prints one row of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportBy {
+    /// A scorecard per referrer.
+    Referrer,
+}
+
+/// Print `report` in `format`: the terminal table, the CSV, or its JSON.
+fn print<T: serde::Serialize>(
+    format: OutputFormat,
+    report: &T,
+    table: fn(&T) -> String,
+    csv: fn(&T) -> String,
+) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Table => out!("{}", table(report))?,
+        OutputFormat::Csv => out!("{}", csv(report))?,
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(report)?)?,
+    }
+    Ok(())
+}
+
 async fn payouts(
     settings: &Settings,
     period: &str,
-    format: &str,
+    format: OutputFormat,
     currency: Option<String>,
     referrer: Option<String>,
 ) -> anyhow::Result<()> {
@@ -489,11 +510,7 @@ async fn payouts(
     let read = payouts::read_period(&store, settings, period, &filter, now)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    match format {
-        "csv" => out!("{}", payouts::to_csv(&read))?,
-        "json" => outln!("{}", serde_json::to_string_pretty(&read)?)?,
-        _ => out!("{}", payouts::to_table(&read))?,
-    }
+    print(format, &read, payouts::to_table, payouts::to_csv)?;
     store.close().await;
     Ok(())
 }
