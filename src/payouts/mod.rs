@@ -43,7 +43,7 @@ pub struct Statement {
     pub referrer_code: String,
     pub currency: String,
     /// `open` or `paid`.
-    pub status: String,
+    pub status: PayoutStatus,
     /// Exact, with cents; negative when adjustments outweigh what is owed.
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
@@ -207,6 +207,21 @@ pub async fn read_period(
     })
 }
 
+/// One referrer's latest statements as they stand, newest period first, at most `limit`, read
+/// in one snapshot. Nothing is gathered: a statement appears once its period has been read
+/// ([`read_period`]), and an open one totals the lines it holds.
+pub async fn of_referrer(
+    store: &Store,
+    referrer: &str,
+    limit: i64,
+) -> Result<Vec<Statement>, StoreError> {
+    let mut tx = store.begin_read().await?;
+    let rows = tx.payouts_of_referrer(referrer, limit).await?;
+    let statements = statements(&mut tx, rows).await?;
+    tx.commit().await?;
+    Ok(statements)
+}
+
 fn money(d: Decimal) -> Decimal {
     crate::rewards::calculate::round_money(d)
 }
@@ -274,7 +289,7 @@ async fn gather(
     let existing = tx.payouts_of_period(&label, None, None).await?;
     let open_here: Vec<&str> = existing
         .iter()
-        .filter(|p| p.status == PayoutStatus::Open.as_str())
+        .filter(|p| p.status == PayoutStatus::Open)
         .map(|p| p.id.as_str())
         .collect();
     let stale: Vec<PayoutLineKey> = tx
@@ -419,11 +434,7 @@ fn statement(p: PayoutRow, rows: Vec<PayoutLineRow>) -> Result<Statement, StoreE
             payable_at: to_rfc3339(l.payable_at),
         });
     }
-    let status: PayoutStatus = p
-        .status
-        .parse()
-        .map_err(|e| StoreError::Corrupt(format!("payout {}: status {e}", p.id)))?;
-    let total = match (status, p.total.as_deref()) {
+    let total = match (p.status, p.total.as_deref()) {
         (PayoutStatus::Paid, Some(total)) => total
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("payout {}: total `{total}`: {e}", p.id)))?,
@@ -627,7 +638,7 @@ pub fn to_csv(payouts: &PeriodPayouts) -> String {
                 text(&s.period),
                 text(&s.referrer_code),
                 text(&s.currency),
-                text(&s.status),
+                text(s.status.as_str()),
                 text(&s.due_date),
                 text(s.reference.as_deref().unwrap_or_default()),
                 s.total.to_string(),

@@ -11,6 +11,7 @@ use super::rewards::REWARD_COLUMNS;
 use super::tx::on_tx;
 use super::{Reward, StoreError, Tx};
 use crate::clock::Millis;
+use crate::domain::payout::PayoutStatus;
 use crate::domain::Crm;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -19,7 +20,7 @@ pub struct PayoutRow {
     pub period: String,
     pub referrer_code: String,
     pub currency: String,
-    pub status: String,
+    pub status: PayoutStatus,
     pub due_date: String,
     /// Frozen when paid; an open statement's total is its lines' sum.
     pub total: Option<String>,
@@ -75,7 +76,7 @@ pub struct PlacedLine {
     pub installment: i64,
     pub payout_id: String,
     pub period: String,
-    pub status: String,
+    pub status: PayoutStatus,
 }
 
 /// A line to take off an open statement.
@@ -155,6 +156,24 @@ impl Tx {
             .bind(period)
             .bind(currency)
             .bind(referrer)
+            .fetch_all(c)
+            .await?))
+    }
+
+    /// One referrer's latest statements, newest period first (then by currency), at most
+    /// `limit`.
+    pub async fn payouts_of_referrer(
+        &mut self,
+        referrer: &str,
+        limit: i64,
+    ) -> Result<Vec<PayoutRow>, StoreError> {
+        let sql = format!(
+            "SELECT {PAYOUT_COLUMNS} FROM payouts p WHERE p.referrer_code = $1 \
+             ORDER BY p.period DESC, p.currency, p.id LIMIT $2"
+        );
+        Ok(on_tx!(self, |c| sqlx::query_as(&sql)
+            .bind(referrer)
+            .bind(limit)
             .fetch_all(c)
             .await?))
     }

@@ -11,7 +11,9 @@ use referral_sync::reports::funnel::{self, FunnelFilter};
 use referral_sync::store::DeliveryResult;
 
 use crate::support::browser::Browser;
-use crate::support::console::{console_app, reward_of, seed, seed_history, ADMIN_KEY, EVE_DEAL};
+use crate::support::console::{
+    console_app, reward_of, seed, seed_history, ADMIN_KEY, EVE_DEAL, READ_KEY,
+};
 use crate::support::{Backend, T0};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +81,8 @@ async fn a_revops_lead_signs_in_filters_approves_replays_and_signs_out() {
     assert!(markets.contains(&"US".to_string()) && markets.contains(&"RU".to_string()));
     browser.find("#heat-map").await;
     browser.find("#conversion-chart").await;
+    assert!(browser.text("#comparison").await.contains("non_referred"));
+    assert!(browser.text("#scorecards").await.contains("NORTHWIND-3"));
     browser.assert_same_origin(&origin).await;
     browser.screenshot("console-program").await;
 
@@ -203,6 +207,17 @@ async fn partners_see_their_own_page_and_bad_links_show_nothing() {
     };
     let app = console_app(Backend::Sqlite).await.unwrap();
     seed(&app).await;
+    // Reading November's payouts draws up BETA-2's statement: half of gus's flat reward, paid at
+    // the win. ACME-7 has nothing payable yet.
+    let (status, body) = crate::admin::call(
+        &app,
+        "GET",
+        "/api/v1/payouts?period=2026-11",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let origin = app.address.clone();
     let acme = format!("{origin}{}", app.portal_path("ACME-7", 30));
     let beta = format!("{origin}{}", app.portal_path("BETA-2", 30));
@@ -223,6 +238,10 @@ async fn partners_see_their_own_page_and_bad_links_show_nothing() {
         assert!(referrals.contains(expected), "{expected} in {referrals}");
     }
     assert!(browser.text("#rewards").await.contains("$3,000.00"));
+    assert!(browser
+        .text("#payouts")
+        .await
+        .contains("No payout statements yet"));
     browser.assert_same_origin(&origin).await;
     browser.screenshot("partner-us").await;
 
@@ -234,6 +253,15 @@ async fn partners_see_their_own_page_and_bad_links_show_nothing() {
         page.contains("Ваши рекомендации") && page.contains("50 000,00 ₽"),
         "{page}"
     );
+    let payouts = browser.text("#payouts").await;
+    for expected in [
+        "ноябрь 2026",
+        "к выплате",
+        "25 000,00 ₽",
+        "30 декабря 2026 г.",
+    ] {
+        assert!(payouts.contains(expected), "{expected} in {payouts}");
+    }
     for theirs in ["Acme", "ACME-7", "Eve", "Bo,", "Cy,", "$"] {
         assert!(
             !page.contains(theirs),

@@ -19,6 +19,8 @@ use crate::support::{Backend, TestApp, T0};
 pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/console/program", false),
     ("GET", "/console/program.csv", false),
+    ("GET", "/console/comparison.csv", false),
+    ("GET", "/console/referrers.csv", false),
     ("GET", "/console/review", false),
     ("POST", "/console/rewards/{id}/approve", true),
     ("POST", "/console/rewards/{id}/reject", true),
@@ -38,6 +40,7 @@ both_backends!(
     sign_in_refuses_a_wrong_key_and_a_form_without_its_token,
     sessions_are_shared_by_replicas_and_end_with_their_key_or_their_time,
     the_program_page_shows_the_funnel_filters_it_and_exports_what_it_shows,
+    the_program_page_compares_referred_with_other_deals_and_scores_referrers,
     the_review_queue_explains_each_reward_and_decides_with_the_apis_rules_and_audit,
     the_deliveries_page_shows_the_crms_error_and_replays_the_selected_dead_writes,
     a_referrals_timeline_shows_refused_claims_crm_links_stages_and_tamper_restores,
@@ -433,6 +436,222 @@ async fn the_program_page_shows_the_funnel_filters_it_and_exports_what_it_shows(
     assert!(lines[3].starts_with("RU,all,partner,"), "{csv}");
     assert!(lines[4].starts_with("all,all,all,"));
     assert_eq!(lines.len(), 5, "exactly what the filtered page shows");
+}
+
+/// The cells of the row of `page` whose opening tag carries `attributes`.
+fn row_cells(page: &str, attributes: &str) -> Vec<String> {
+    let start = page
+        .find(attributes)
+        .unwrap_or_else(|| panic!("a row with {attributes}"));
+    let row = &page[start..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    row.split("<td")
+        .skip(1)
+        .map(|cell| {
+            let text = &cell[cell.find('>').unwrap() + 1..];
+            text[..text.find("</td>").unwrap()].to_string()
+        })
+        .collect()
+}
+
+/// GET `path` with the session's cookie: (status, content-disposition, body).
+async fn download(app: &TestApp, path: &str, session: &Session) -> (u16, String, String) {
+    let response = crate::support::console::web_client()
+        .get(app.url(path))
+        .header("cookie", &session.cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let disposition = response
+        .headers()
+        .get("content-disposition")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, disposition, response.text().await.unwrap())
+}
+
+async fn the_program_page_compares_referred_with_other_deals_and_scores_referrers(
+    backend: Backend,
+) {
+    let Some(app) = crate::support::spawn_app_with(backend, Default::default(), |s| {
+        crate::support::console::configure(s);
+        s.channels.market_by_currency = [("USD".to_string(), "US".to_string())].into();
+    })
+    .await
+    else {
+        return;
+    };
+    seed(&app).await;
+    // Four non-referred US deals (USD → US), created ten and nine days before T0: 9001 qualified
+    // then won 8 days after its creation (5,000 USD); 9002 qualified; 9003 lost; 9004 untouched.
+    let d = referral_sync::clock::DAY;
+    let mut events = Vec::new();
+    let mut n = 900;
+    let mut event = |deal: u64, at: i64, kind: &str, extra: serde_json::Value| {
+        n += 1;
+        events.push(crate::support::senders::hubspot_event(
+            n, kind, deal, at, extra,
+        ));
+    };
+    for (deal, created, amount, stages) in [
+        (
+            9001,
+            T0 - 10 * d,
+            "5000",
+            vec![("qualifiedtobuy", T0 - 9 * d), ("closedwon", T0 - 2 * d)],
+        ),
+        (
+            9002,
+            T0 - 10 * d,
+            "3000",
+            vec![("qualifiedtobuy", T0 - 8 * d)],
+        ),
+        (9003, T0 - 9 * d, "1000", vec![("closedlost", T0 - 5 * d)]),
+        (9004, T0 - 9 * d, "700", vec![]),
+    ] {
+        event(deal, created, "deal.creation", serde_json::json!({}));
+        for (name, value) in [("amount", amount), ("deal_currency_code", "USD")] {
+            event(
+                deal,
+                created,
+                "deal.propertyChange",
+                serde_json::json!({"propertyName": name, "propertyValue": value}),
+            );
+        }
+        for (stage, at) in stages {
+            event(
+                deal,
+                at,
+                "deal.propertyChange",
+                serde_json::json!({"propertyName": "dealstage", "propertyValue": stage}),
+            );
+        }
+    }
+    app.hubspot(serde_json::Value::Array(events)).await;
+    app.process().await;
+    app.refresh_baseline().await;
+    let s = app.sign_in(READ_KEY).await;
+
+    let (status, _, page) = app.page("/console/program", Some(&s)).await;
+    let (_, _, ru) = app.page("/console/program?market=RU", Some(&s)).await;
+    let (comparison_status, comparison_disposition, comparison_csv) =
+        download(&app, "/console/comparison.csv?market=US", &s).await;
+    let (referrers_status, referrers_disposition, referrers_csv) =
+        download(&app, "/console/referrers.csv", &s).await;
+
+    assert_eq!(status, 200);
+    // Referred, US: eve (won), bo (at demo: qualified), cy (won): 2 of 3 won, all 3 qualified.
+    let referral = row_cells(&page, "data-market=\"US\" data-channel=\"referral\"");
+    assert_eq!(
+        referral[..7],
+        ["US", "referral", "3", "3", "2", "66.7%", "66.7%"],
+        "{referral:?}"
+    );
+    // Non-referred, US: 1 of 4 won, 1 of the 2 qualified; 8 days to won; 5,000 USD average.
+    let other = row_cells(&page, "data-market=\"US\" data-channel=\"non_referred\"");
+    assert_eq!(
+        other[..10],
+        [
+            "US",
+            "non_referred",
+            "4",
+            "2",
+            "1",
+            "25.0%",
+            "50.0%",
+            "8.0",
+            "8.0",
+            "USD 5,000.00"
+        ],
+        "{other:?}"
+    );
+    // Referred, RU: gus won.
+    let gus = row_cells(&page, "data-market=\"RU\" data-channel=\"referral\"");
+    assert_eq!(gus[2..6], ["1", "1", "1", "100.0%"], "{gus:?}");
+    // Over every market: 3 of 4 referred deals won against 1 of 4 others.
+    let all = row_cells(&page, "data-market=\"all\" data-channel=\"referral\"");
+    assert_eq!(all[2..6], ["4", "4", "3", "75.0%"], "{all:?}");
+    // Customers: eve and cy (US), gus (RU); none of them has referred anyone.
+    let us = row_cells(&page, "class=\"participation-row\" data-market=\"US\"");
+    assert_eq!(us, ["US", "2", "0", "0.0%"]);
+    let everyone = row_cells(
+        &page,
+        "class=\"participation-row total\" data-market=\"all\"",
+    );
+    assert_eq!(everyone, ["all", "3", "0", "0.0%"]);
+
+    // Scorecards, most wins first: ACME-7 (3 referrals, 2 won, 60,000 USD), then BETA-2.
+    let acme = row_cells(&page, "class=\"scorecard\" data-code=\"ACME-7\"");
+    assert_eq!(
+        acme[..9],
+        [
+            "ACME-7",
+            "Acme Partners",
+            "US",
+            "partner",
+            "3",
+            "100.0%",
+            "2",
+            "66.7%",
+            "1.0"
+        ],
+        "{acme:?}"
+    );
+    assert_eq!(acme[9], "USD 60,000.00");
+    let beta = row_cells(&page, "class=\"scorecard\" data-code=\"BETA-2\"");
+    assert_eq!(beta[4..8], ["1", "100.0%", "1", "100.0%"], "{beta:?}");
+    assert_eq!(beta[9], "RUB 777,777.00");
+    assert!(
+        page.find("data-code=\"ACME-7\"").unwrap() < page.find("data-code=\"BETA-2\"").unwrap()
+    );
+    assert!(page.contains("<span id=\"referrer-count\">2</span>"));
+    assert!(
+        page.contains("href=\"/console/comparison.csv?\"")
+            && page.contains("href=\"/console/referrers.csv?\"")
+    );
+
+    // The filters apply: RU shows its rows and BETA-2 only.
+    assert!(ru.contains("data-market=\"RU\" data-channel=\"referral\""));
+    assert!(!ru.contains("data-market=\"US\" data-channel"));
+    assert!(!ru.contains("data-code=\"ACME-7\"") && ru.contains("data-code=\"BETA-2\""));
+    assert!(ru.contains("href=\"/console/comparison.csv?market=RU\""));
+    assert!(ru.contains("href=\"/console/referrers.csv?market=RU\""));
+
+    assert_eq!(comparison_status, 200);
+    assert_eq!(
+        comparison_disposition,
+        "attachment; filename=\"comparison.csv\""
+    );
+    let lines: Vec<&str> = comparison_csv.lines().collect();
+    assert!(
+        lines[0].starts_with("market,channel,deals_created,"),
+        "{comparison_csv}"
+    );
+    assert!(
+        lines[1].starts_with("US,referral,3,3,2,0.6667,0.6667,"),
+        "{comparison_csv}"
+    );
+    assert!(
+        lines[2].starts_with("US,non_referred,4,2,1,0.2500,0.5000,8.0,"),
+        "{comparison_csv}"
+    );
+    assert_eq!(referrers_status, 200);
+    assert_eq!(
+        referrers_disposition,
+        "attachment; filename=\"referrers.csv\""
+    );
+    let lines: Vec<&str> = referrers_csv.lines().collect();
+    assert!(lines[0].starts_with("referrer_code,name,"));
+    assert!(
+        lines[1].starts_with("ACME-7,Acme Partners,US,partner,3,3,2,"),
+        "{referrers_csv}"
+    );
+    assert!(
+        lines[2].starts_with("BETA-2,Beta Consulting,RU,partner,1,1,1,"),
+        "{referrers_csv}"
+    );
+    assert_eq!(lines.len(), 3);
 }
 
 async fn the_review_queue_explains_each_reward_and_decides_with_the_apis_rules_and_audit(

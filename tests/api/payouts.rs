@@ -427,7 +427,7 @@ async fn marking_a_statement_paid_twice_is_a_conflict_and_changes_nothing(backen
 }
 
 /// `n` eligible referrer lines of `code` in `currency`, payable now.
-async fn seed_lines(store: &Store, code: &str, currency: &str, n: usize, now: Millis) {
+pub(crate) async fn seed_lines(store: &Store, code: &str, currency: &str, n: usize, now: Millis) {
     let mut tx = store.begin().await.unwrap();
     for i in 0..n {
         let email = format!(

@@ -2,21 +2,27 @@
 //! referrals, statuses, tier and rewards — in Russian for the RU market, English otherwise, either
 //! on request — and never a CRM id, another partner's data or a deal amount the program does not
 //! pay on; a link that is missing, altered, expired or for another code gets 403 and nothing else.
-//! `partners link` prints links the server accepts.
+//! `partners link` prints links the server accepts. A partner sees their own payout statements per
+//! currency, newest first, and no one else's.
 
-use referral_sync::clock::DAY;
+use referral_sync::clock::{DAY, HOUR};
 use referral_sync::config::Secret;
 
+use crate::admin::call;
 use crate::both_backends;
+use crate::payouts::seed_lines;
 use crate::support::console::{
-    console_app, seed, BO_DEAL, CY_DEAL, EVE_DEAL, GUS_DEAL, GUS_DEAL_AMOUNT, LINK_SECRET,
+    console_app, reward_of, seed, ADMIN_KEY, ADMIN_NAME, BO_DEAL, CY_DEAL, EVE_DEAL, GUS_DEAL,
+    GUS_DEAL_AMOUNT, LINK_SECRET, READ_KEY,
 };
-use crate::support::{spawn_app_with, Backend, T0};
+use crate::support::{spawn_app_with, Backend, TestApp, T0};
+use serde_json::{json, Value};
 
 both_backends!(
     a_partner_sees_their_own_referrals_tier_and_rewards_and_nothing_else,
     the_ru_market_reads_russian_by_default_and_lang_switches,
     a_missing_altered_expired_or_foreign_token_gets_403_and_nothing_else,
+    a_partner_sees_their_payout_statements_per_currency_and_no_one_elses,
 );
 
 /// What a partner page must never contain: CRM ids, referees' full emails.
@@ -187,4 +193,169 @@ async fn a_missing_altered_expired_or_foreign_token_gets_403_and_nothing_else(ba
         .page(&format!("/partners/ACME-7?token={with_old_secret}"), None)
         .await;
     assert_eq!(status, 403);
+}
+
+async fn a_partner_sees_their_payout_statements_per_currency_and_no_one_elses(backend: Backend) {
+    let Some(app) = console_app(backend).await else {
+        return;
+    };
+    seed(&app).await;
+    let (_, _, before) = app.page(&app.portal_path("ACME-7", 30), None).await;
+    // November: eve's 3,000 USD reward, approved on Nov 20, is ACME-7's USD statement, paid the
+    // same day; BETA-2's RU deal won on Nov 19 pays half of its flat 50,000 RUB up front.
+    let eve = reward_of(&app, EVE_DEAL).await;
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/rewards/{eve}/approve"),
+        Some(ADMIN_KEY),
+        Some(json!({"reason": "known partner"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let november = read_payouts(&app, "2026-11").await;
+    let paid = november["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["referrer_code"] == "ACME-7")
+        .unwrap();
+    assert_eq!(
+        (paid["currency"].as_str(), paid["total"].as_str()),
+        (Some("USD"), Some("3000.00"))
+    );
+    let (status, body) = call(
+        &app,
+        "POST",
+        &format!("/api/v1/payouts/{}/paid", paid["id"].as_str().unwrap()),
+        Some(ADMIN_KEY),
+        Some(json!({"reference": "WIRE-2026-11-ACME"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // December 5: one more USD line (10.50) and three RUB lines (10.50 + 11.50 + 12.50).
+    app.clock.advance(15 * DAY);
+    let now = T0 + 15 * DAY;
+    seed_lines(&app.store, "ACME-7", "USD", 1, now - HOUR).await;
+    seed_lines(&app.store, "ACME-7", "RUB", 3, now - HOUR).await;
+    let december = read_payouts(&app, "2026-12").await;
+    let mut hidden: Vec<String> = Vec::new();
+    for s in december["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(november["statements"].as_array().unwrap())
+    {
+        hidden.push(s["id"].as_str().unwrap().to_string());
+        for l in s["lines"].as_array().unwrap() {
+            hidden.push(l["reward_id"].as_str().unwrap().to_string());
+            hidden.push(
+                l["deal"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+
+    let (status, _, en) = app.page(&app.portal_path("ACME-7", 30), None).await;
+    let (_, _, ru) = app
+        .page(&format!("{}&lang=ru", app.portal_path("ACME-7", 30)), None)
+        .await;
+    let (_, _, beta) = app.page(&app.portal_path("BETA-2", 30), None).await;
+
+    assert_eq!(status, 200);
+    assert!(before.contains("id=\"no-payouts\"") && before.contains("No payout statements yet"));
+    assert!(!en.contains("id=\"no-payouts\""));
+    assert!(en.contains("<h2>Payouts</h2>") && ru.contains("<h2>Выплаты</h2>"));
+    // Per currency, newest first: December's open statement, then November's paid one.
+    assert_eq!(
+        statement_rows(&en, "USD"),
+        [
+            "<td>December 2026</td><td><span class=\"tag warn\">to be paid</span></td>\
+             <td class=\"num\">$10.50</td><td>Jan 30, 2027</td><td></td>",
+            "<td>November 2026</td><td><span class=\"tag good\">paid</span></td>\
+             <td class=\"num\">$3,000.00</td><td>Dec 30, 2026</td>\
+             <td>Nov 20, 2026, reference WIRE-2026-11-ACME</td>",
+        ]
+    );
+    assert_eq!(
+        statement_rows(&en, "RUB"),
+        [
+            "<td>December 2026</td><td><span class=\"tag warn\">to be paid</span></td>\
+          <td class=\"num\">RUB\u{a0}34.50</td><td>Jan 30, 2027</td><td></td>"
+        ]
+    );
+    assert_eq!(
+        statement_rows(&ru, "USD"),
+        [
+            "<td>декабрь 2026</td><td><span class=\"tag warn\">к выплате</span></td>\
+             <td class=\"num\">10,50\u{a0}$</td><td>30 января 2027\u{a0}г.</td><td></td>",
+            "<td>ноябрь 2026</td><td><span class=\"tag good\">выплачено</span></td>\
+             <td class=\"num\">3\u{a0}000,00\u{a0}$</td><td>30 декабря 2026\u{a0}г.</td>\
+             <td>20 ноября 2026\u{a0}г., номер платежа WIRE-2026-11-ACME</td>",
+        ]
+    );
+    assert_eq!(
+        statement_rows(&ru, "RUB"),
+        [
+            "<td>декабрь 2026</td><td><span class=\"tag warn\">к выплате</span></td>\
+          <td class=\"num\">34,50\u{a0}₽</td><td>30 января 2027\u{a0}г.</td><td></td>"
+        ]
+    );
+    for id in &hidden {
+        assert!(
+            !en.contains(id.as_str()) && !ru.contains(id.as_str()),
+            "statement, reward or deal id {id} shown"
+        );
+    }
+    assert!(!en.contains("25,000") && !en.contains(ADMIN_NAME));
+    assert_no_crm_ids_or_emails(&en);
+    assert_no_crm_ids_or_emails(&ru);
+
+    // BETA-2 sees its own statement (half of 50,000 RUB, net-30) and none of ACME-7's.
+    assert_eq!(
+        statement_rows(&beta, "RUB"),
+        [
+            "<td>ноябрь 2026</td><td><span class=\"tag warn\">к выплате</span></td>\
+          <td class=\"num\">25\u{a0}000,00\u{a0}₽</td><td>30 декабря 2026\u{a0}г.</td><td></td>"
+        ]
+    );
+    assert!(statement_rows(&beta, "USD").is_empty());
+    for other in ["WIRE-2026-11-ACME", "34,50", "3\u{a0}000,00", "10,50"] {
+        assert!(!beta.contains(other), "{other} on BETA-2's page");
+    }
+    assert_no_crm_ids_or_emails(&beta);
+}
+
+/// The statements of `period` as the API gathers them.
+async fn read_payouts(app: &TestApp, period: &str) -> Value {
+    let (status, body) = call(
+        app,
+        "GET",
+        &format!("/api/v1/payouts?period={period}"),
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The cells of each statement row in the page's `currency` table, in order.
+fn statement_rows(page: &str, currency: &str) -> Vec<String> {
+    let marker = format!("<table class=\"payouts\" data-currency=\"{currency}\">");
+    let Some(start) = page.find(&marker) else {
+        return Vec::new();
+    };
+    let table = &page[start..];
+    let table = &table[..table.find("</table>").unwrap()];
+    table
+        .split("<tr class=\"statement\">")
+        .skip(1)
+        .map(|r| r.split("</tr>").next().unwrap().to_string())
+        .collect()
 }

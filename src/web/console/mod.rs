@@ -26,6 +26,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/console/program.csv",
             web::get().to(program::get_program_csv),
         )
+        .route(
+            "/console/comparison.csv",
+            web::get().to(program::get_comparison_csv),
+        )
+        .route(
+            "/console/referrers.csv",
+            web::get().to(program::get_referrers_csv),
+        )
         .route("/console/review", web::get().to(review::get_review))
         .route(
             "/console/rewards/{id}/approve",

@@ -2,7 +2,11 @@
 //! ([`crate::reports::funnel`]), drawn as a funnel per market, conversion by month of first touch
 //! and the referrer-market × referee-market heat map; filters for market, source and period; and
 //! `/console/program.csv`, the CSV of the same filter (the report's CSV, formula cells
-//! neutralised).
+//! neutralised). Beside the funnel, for the same filters: referred vs non-referred deals per
+//! market and channel with the participation rate per market ([`crate::reports::compare`], as
+//! `GET /api/v1/reports/funnel?compare=true`), and the top referrers' scorecards
+//! ([`crate::reports::scorecard`], as `GET /api/v1/reports/referrers`), each with its CSV
+//! (`/console/comparison.csv`, `/console/referrers.csv`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +20,9 @@ use serde::Deserialize;
 use super::{Chrome, ConsoleUser, Section};
 use crate::clock::DAY;
 use crate::domain::market::Market;
+use crate::reports::compare::{self, Comparison, ComparisonRow, ParticipationRow};
 use crate::reports::funnel::{self, FunnelFilter, FunnelReport, FunnelRow};
+use crate::reports::scorecard::{self, ReferrerScorecard, ScorecardReport};
 use crate::startup::AppState;
 use crate::store::DayGroup;
 use crate::web::charts::{self, FunnelChart, FunnelCounts, HeatMap, LineChart, MonthCounts};
@@ -187,6 +193,126 @@ impl RowView {
     }
 }
 
+/// A day count (`12.5`), or `–` when there is none.
+fn days(d: Option<rust_decimal::Decimal>) -> String {
+    d.map_or("–".into(), |d| d.to_string())
+}
+
+/// One referred vs non-referred row as the table shows it.
+pub struct CompareView {
+    pub market: String,
+    pub channel: String,
+    pub created: String,
+    pub qualified: String,
+    pub won: String,
+    pub conversion: String,
+    pub win_rate: String,
+    pub median_days: String,
+    pub p90_days: String,
+    pub average_won: String,
+    pub customers_12m: String,
+    pub revenue_12m: String,
+}
+
+impl CompareView {
+    fn of(row: &ComparisonRow) -> Self {
+        Self {
+            market: row.market.clone(),
+            channel: row.channel.clone(),
+            created: format_count(row.deals_created),
+            qualified: format_count(row.deals_qualified),
+            won: format_count(row.deals_won),
+            conversion: format_percent(row.conversion_rate),
+            win_rate: format_percent(row.win_rate_from_qualified),
+            median_days: days(row.median_days_to_won),
+            p90_days: days(row.p90_days_to_won),
+            average_won: format_money_map(&row.average_won_amount),
+            customers_12m: format_count(row.customers_12m),
+            revenue_12m: format_money_map(&row.revenue_per_customer_12m),
+        }
+    }
+}
+
+pub struct ParticipationView {
+    pub market: String,
+    pub customers: String,
+    pub referring: String,
+    pub rate: String,
+}
+
+impl ParticipationView {
+    fn of(row: &ParticipationRow) -> Self {
+        Self {
+            market: row.market.clone(),
+            customers: format_count(row.customers),
+            referring: format_count(row.referring_customers),
+            rate: format_percent(row.participation_rate),
+        }
+    }
+}
+
+/// One referrer's scorecard as the table shows it.
+pub struct ScorecardView {
+    pub code: String,
+    pub name: String,
+    pub market: String,
+    pub kind: String,
+    pub referrals: String,
+    pub qualified_rate: String,
+    pub won: String,
+    pub win_rate: String,
+    pub median_days: String,
+    pub revenue: String,
+    pub reward_cost: String,
+    pub roi: String,
+}
+
+impl ScorecardView {
+    fn of(s: &ReferrerScorecard) -> Self {
+        Self {
+            code: s.referrer_code.clone(),
+            name: s.name.clone().unwrap_or_default(),
+            market: s.market.clone(),
+            kind: s.referrer_kind.clone(),
+            referrals: format_count(s.referrals),
+            qualified_rate: format_percent(s.qualified_rate),
+            won: format_count(s.won),
+            win_rate: format_percent(s.win_rate),
+            median_days: days(s.median_days_to_win),
+            revenue: format_money_map(&s.revenue),
+            reward_cost: format_money_map(&s.reward_cost),
+            roi: roi_text(&s.roi),
+        }
+    }
+}
+
+fn roi_text(roi: &BTreeMap<String, rust_decimal::Decimal>) -> String {
+    if roi.is_empty() {
+        return "–".to_string();
+    }
+    roi.iter()
+        .map(|(currency, ratio)| format!("{currency} {}", format_percent(Some(*ratio))))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// Scorecards shown on the page; the CSV has every referrer.
+pub const TOP_REFERRERS: usize = 20;
+
+/// The `n` referrers with the most won referrals, then the most referrals, then by code. Revenue
+/// cannot rank them: it is per currency, and currencies are never added together.
+pub fn top_referrers(report: &ScorecardReport, n: usize) -> Vec<&ReferrerScorecard> {
+    let mut all: Vec<&ReferrerScorecard> = report.referrers.iter().collect();
+    all.sort_by(|a, b| {
+        b.won
+            .cmp(&a.won)
+            .then(b.referrals.cmp(&a.referrals))
+            .then_with(|| a.referrer_code.cmp(&b.referrer_code))
+    });
+    all.truncate(n);
+    all
+}
+
 pub struct Choice {
     pub value: String,
     pub selected: bool,
@@ -205,6 +331,14 @@ pub struct ProgramPage {
     pub conversion: Option<LineChart>,
     pub heat: Option<HeatMap>,
     pub csv_href: String,
+    pub comparison: Vec<CompareView>,
+    pub comparison_totals: Vec<CompareView>,
+    pub participation: Vec<ParticipationView>,
+    pub comparison_csv_href: String,
+    pub scorecards: Vec<ScorecardView>,
+    /// Referrers with a referral in the period (the CSV has them all).
+    pub referrers: String,
+    pub referrers_csv_href: String,
 }
 
 /// Referrals per market and month (`2026-11`), and every month from the first to the last.
@@ -274,14 +408,23 @@ pub async fn get_program(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let filters = Filters::parse(&query)?;
-    // Two reads on two connections at once: the page waits for the slower, not for both.
-    let (facts, days) = futures_util::try_join!(
+    // The API's reads, each one snapshot, on their own connections at once: the page waits for
+    // the slowest, not for all. The scorecards are computed from the funnel's facts.
+    let (facts, days, baseline) = futures_util::try_join!(
         state.store.funnel_facts(&filters.report),
-        state.store.conversion_by_day(&filters.report)
+        state.store.conversion_by_day(&filters.report),
+        state
+            .store
+            .baseline_facts(&filters.report, state.clock.now())
     )?;
     let report = funnel::compute(&facts);
-    // Issue 17 (referred vs non-referred, per-referrer scorecards) adds its figures beside this
-    // report; the template keeps a marked place for each.
+    let Comparison {
+        rows: comparison_rows,
+        totals: comparison_totals,
+        participation,
+        ..
+    } = compare::compute(&state.settings, &baseline);
+    let scorecards = scorecard::compute(&facts, None);
     let (months, by_market) = months_of(&days);
     let markets = choices(
         state
@@ -325,6 +468,16 @@ pub async fn get_program(
             .collect(),
         conversion: (!months.is_empty()).then(|| charts::conversion_chart(&months, &by_market)),
         heat: (!cells.is_empty()).then(|| charts::heat_map(&cells)),
+        comparison: comparison_rows.iter().map(CompareView::of).collect(),
+        comparison_totals: comparison_totals.iter().map(CompareView::of).collect(),
+        participation: participation.iter().map(ParticipationView::of).collect(),
+        comparison_csv_href: format!("/console/comparison.csv?{}", filters.query()),
+        scorecards: top_referrers(&scorecards, TOP_REFERRERS)
+            .into_iter()
+            .map(ScorecardView::of)
+            .collect(),
+        referrers: format_count(scorecards.referrers.len() as u64),
+        referrers_csv_href: format!("/console/referrers.csv?{}", filters.query()),
         filters,
     };
     render(&page)
@@ -338,13 +491,47 @@ pub async fn get_program_csv(
 ) -> Result<HttpResponse, WebError> {
     let filters = Filters::parse(&query)?;
     let report = funnel::report(&state.store, &filters.report).await?;
-    Ok(page_builder(StatusCode::OK)
+    Ok(csv("funnel.csv", funnel::to_csv(&report)))
+}
+
+/// `GET /console/comparison.csv`: referred vs non-referred deals of the same filters, as the
+/// API's `compare=true` CSV.
+pub async fn get_comparison_csv(
+    _: ConsoleUser,
+    query: web::Query<ProgramQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let filters = Filters::parse(&query)?;
+    let baseline = state
+        .store
+        .baseline_facts(&filters.report, state.clock.now())
+        .await?;
+    let comparison = compare::compute(&state.settings, &baseline);
+    Ok(csv("comparison.csv", compare::to_csv(&comparison)))
+}
+
+/// `GET /console/referrers.csv`: every referrer's scorecard for the same filters, as
+/// `GET /api/v1/reports/referrers?format=csv`.
+pub async fn get_referrers_csv(
+    _: ConsoleUser,
+    query: web::Query<ProgramQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebError> {
+    let filters = Filters::parse(&query)?;
+    let facts = state.store.funnel_facts(&filters.report).await?;
+    let report = scorecard::compute(&facts, None);
+    Ok(csv("referrers.csv", scorecard::to_csv(&report)))
+}
+
+/// A CSV download named `filename`.
+fn csv(filename: &str, body: String) -> HttpResponse {
+    page_builder(StatusCode::OK)
         .content_type("text/csv; charset=utf-8")
         .insert_header((
             header::CONTENT_DISPOSITION,
-            "attachment; filename=\"funnel.csv\"",
+            format!("attachment; filename=\"{filename}\""),
         ))
-        .body(funnel::to_csv(&report)))
+        .body(body)
 }
 
 #[cfg(test)]
@@ -384,6 +571,44 @@ mod tests {
         ] {
             assert!(matches!(Filters::parse(&bad), Err(WebError::Invalid(_))));
         }
+    }
+
+    #[test]
+    fn the_top_referrers_are_those_with_the_most_wins_then_referrals() {
+        let card = |code: &str, referrals, won| ReferrerScorecard {
+            referrer_code: code.into(),
+            name: None,
+            market: "US".into(),
+            referrer_kind: "partner".into(),
+            referrals,
+            qualified: 0,
+            won,
+            qualified_rate: None,
+            win_rate: None,
+            median_days_to_win: None,
+            p90_days_to_win: None,
+            revenue: BTreeMap::new(),
+            reward_cost: BTreeMap::new(),
+            roi: BTreeMap::new(),
+        };
+        let report = ScorecardReport {
+            referrers: vec![
+                card("A", 9, 1),
+                card("B", 2, 2),
+                card("C", 5, 2),
+                card("D", 5, 2),
+                card("E", 1, 0),
+            ],
+            percentiles: crate::reports::format::PERCENTILE_METHODS,
+        };
+        let codes = |n| -> Vec<String> {
+            top_referrers(&report, n)
+                .iter()
+                .map(|s| s.referrer_code.clone())
+                .collect()
+        };
+        assert_eq!(codes(3), ["C", "D", "B"]);
+        assert_eq!(codes(9), ["C", "D", "B", "A", "E"]);
     }
 
     #[test]

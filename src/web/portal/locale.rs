@@ -44,6 +44,19 @@ pub struct Texts {
     /// `{date}`.
     pub expires: &'static str,
     pub more_referrals: &'static str,
+    pub payouts: &'static str,
+    pub period: &'static str,
+    pub total: &'static str,
+    pub due_date: &'static str,
+    pub payment: &'static str,
+    /// A statement still being gathered: its total is what is owed so far.
+    pub statement_open: &'static str,
+    pub statement_paid: &'static str,
+    /// `{reference}`, `{date}`.
+    pub paid_with: &'static str,
+    pub no_payouts: &'static str,
+    /// `{n}`.
+    pub more_payouts: &'static str,
 }
 
 const EN: Texts = Texts {
@@ -72,6 +85,16 @@ const EN: Texts = Texts {
     not_computed: "amount to be confirmed",
     expires: "This page shows only your own referrals. Its link is valid until {date}.",
     more_referrals: "Your 500 most recent referrals are shown.",
+    payouts: "Payouts",
+    period: "Month",
+    total: "Total",
+    due_date: "Due by",
+    payment: "Payment",
+    statement_open: "to be paid",
+    statement_paid: "paid",
+    paid_with: "{date}, reference {reference}",
+    no_payouts: "No payout statements yet: eligible rewards are gathered into a statement per month and currency.",
+    more_payouts: "Your {n} most recent statements are shown.",
 };
 
 const RU: Texts = Texts {
@@ -102,6 +125,16 @@ const RU: Texts = Texts {
     // The date ends with «г.», which closes the sentence.
     expires: "На этой странице только ваши рекомендации. Ссылка действует до {date}",
     more_referrals: "Показаны 500 последних рекомендаций.",
+    payouts: "Выплаты",
+    period: "Месяц",
+    total: "Сумма",
+    due_date: "Срок выплаты",
+    payment: "Платёж",
+    statement_open: "к выплате",
+    statement_paid: "выплачено",
+    paid_with: "{date}, номер платежа {reference}",
+    no_payouts: "Ведомостей на выплату пока нет: подтверждённые вознаграждения собираются в ведомость за месяц по каждой валюте.",
+    more_payouts: "Показаны последние ведомости: {n}.",
 };
 
 const MONTHS_EN: [&str; 12] = [
@@ -121,6 +154,36 @@ const MONTHS_RU: [&str; 12] = [
     "октября",
     "ноября",
     "декабря",
+];
+
+const MONTHS_EN_FULL: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+/// Nominative, as a month on its own reads: «ноябрь 2026».
+const MONTHS_RU_NOMINATIVE: [&str; 12] = [
+    "январь",
+    "февраль",
+    "март",
+    "апрель",
+    "май",
+    "июнь",
+    "июль",
+    "август",
+    "сентябрь",
+    "октябрь",
+    "ноябрь",
+    "декабрь",
 ];
 
 /// The no-break space Russian groups digits with and puts before the currency.
@@ -204,6 +267,19 @@ impl Lang {
         }
     }
 
+    /// A calendar month (UTC) of `ms`: `November 2026`, `ноябрь 2026`.
+    pub fn month(self, ms: Millis) -> String {
+        use chrono::Datelike;
+        let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else {
+            return ms.to_string();
+        };
+        let month = t.month0() as usize;
+        match self {
+            Lang::En => format!("{} {}", MONTHS_EN_FULL[month], t.year()),
+            Lang::Ru => format!("{} {}", MONTHS_RU_NOMINATIVE[month], t.year()),
+        }
+    }
+
     /// A decimal such as a percent or multiplier, with the locale's decimal mark.
     pub fn decimal(self, d: Decimal) -> String {
         let text = d.normalize().to_string();
@@ -250,6 +326,8 @@ mod tests {
         let t = 1_795_168_800_000; // 2026-11-20T10:00:00Z
         assert_eq!(Lang::En.date(t), "Nov 20, 2026");
         assert_eq!(Lang::Ru.date(t), "20 ноября 2026\u{a0}г.");
+        assert_eq!(Lang::En.month(t), "November 2026");
+        assert_eq!(Lang::Ru.month(t), "ноябрь 2026");
         assert_eq!(Lang::Ru.decimal(d("7.50")), "7,5");
         assert_eq!(Lang::En.decimal(d("1.50")), "1.5");
     }

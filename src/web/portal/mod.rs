@@ -1,7 +1,7 @@
 //! The partner portal (`/partners/{code}?token=…`): one referrer's own page, opened by a signed,
 //! expiring link ([`link`]). It shows their referrals with their status in plain words, their
-//! tier and what the next one needs, and their rewards per currency — in English or Russian
-//! ([`locale`]). A link that is missing, altered, expired or made for another code gets a 403 and
+//! tier and what the next one needs, their rewards per currency, and their payout statements per
+//! currency — in English or Russian ([`locale`]). A link that is missing, altered, expired or made for another code gets a 403 and
 //! nothing else. The page never shows a CRM id, anyone else's data, or a deal amount the program
 //! does not pay on (only percent-of-deal rewards show the amount they are a percent of).
 
@@ -17,8 +17,10 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::clock::Millis;
+use crate::domain::payout::{PayoutStatus, Period};
 use crate::domain::reward::RewardStatus;
 use crate::domain::stage::CanonicalStage;
+use crate::payouts::Statement;
 use crate::rewards::calculate::{amount_computed, tier_for};
 use crate::startup::AppState;
 use crate::store::{Referral, Reward};
@@ -27,6 +29,8 @@ use locale::{Lang, Texts};
 
 /// Referrals shown, newest first.
 const SHOWN: i64 = 500;
+/// Payout statements shown, newest period first: two years of a monthly payout in one currency.
+pub const STATEMENTS_SHOWN: i64 = 24;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/partners/{code}", web::get().to(get_partner));
@@ -172,6 +176,84 @@ pub struct CurrencyRow {
     pub paid: String,
 }
 
+/// One payout statement as a partner reads it: never its lines (they name CRM deals).
+pub struct StatementRow {
+    pub period: String,
+    pub status: &'static str,
+    pub tone: &'static str,
+    pub total: String,
+    pub due: String,
+    /// When paid: the date and the transfer reference.
+    pub payment: String,
+}
+
+/// A currency's statements, newest first.
+pub struct CurrencyStatements {
+    pub currency: String,
+    pub statements: Vec<StatementRow>,
+}
+
+/// A statement's status in plain words, and the tone of its tag.
+pub fn statement_words(status: PayoutStatus, lang: Lang) -> (&'static str, &'static str) {
+    let t = lang.texts();
+    match status {
+        PayoutStatus::Open => (t.statement_open, "warn"),
+        PayoutStatus::Paid => (t.statement_paid, "good"),
+    }
+}
+
+fn corrupt_statement(s: &Statement, what: impl std::fmt::Display) -> WebError {
+    WebError::Internal(anyhow::anyhow!("payout statement {}: {what}", s.id))
+}
+
+fn statement_row(s: &Statement, lang: Lang) -> Result<StatementRow, WebError> {
+    let t = lang.texts();
+    let period: Period = s.period.parse().map_err(|e| corrupt_statement(s, e))?;
+    let due = chrono::NaiveDate::parse_from_str(&s.due_date, "%Y-%m-%d")
+        .map_err(|e| corrupt_statement(s, format!("due date `{}`: {e}", s.due_date)))?
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+        .timestamp_millis();
+    let payment = match (s.status, s.paid_at.as_deref()) {
+        (PayoutStatus::Paid, Some(at)) => {
+            let at = chrono::DateTime::parse_from_rfc3339(at)
+                .map_err(|e| corrupt_statement(s, format!("paid at `{at}`: {e}")))?
+                .timestamp_millis();
+            t.paid_with
+                .replace("{date}", &lang.date(at))
+                .replace("{reference}", s.reference.as_deref().unwrap_or("–"))
+        }
+        _ => String::new(),
+    };
+    let (status, tone) = statement_words(s.status, lang);
+    Ok(StatementRow {
+        period: lang.month(period.start()),
+        status,
+        tone,
+        total: lang.money(&s.currency, s.total),
+        due: lang.date(due),
+        payment,
+    })
+}
+
+/// Statements (newest first) grouped by currency, each group keeping that order.
+fn by_currency(statements: &[Statement], lang: Lang) -> Result<Vec<CurrencyStatements>, WebError> {
+    let mut groups: BTreeMap<&str, Vec<StatementRow>> = BTreeMap::new();
+    for s in statements {
+        groups
+            .entry(s.currency.as_str())
+            .or_default()
+            .push(statement_row(s, lang)?);
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(currency, statements)| CurrencyStatements {
+            currency: currency.to_string(),
+            statements,
+        })
+        .collect())
+}
+
 pub struct TierView {
     pub name: String,
     pub successful: String,
@@ -189,6 +271,8 @@ struct PartnerPage<'a> {
     other_language_href: String,
     tier: Option<TierView>,
     currencies: Vec<CurrencyRow>,
+    payouts: Vec<CurrencyStatements>,
+    more_payouts: String,
     referrals: Vec<ReferralRow>,
     more: bool,
     expires: String,
@@ -292,6 +376,7 @@ pub async fn get_partner(
         stages.entry(referral_id).or_default().push(stage);
     }
     let rewards = store.partner_rewards(&code).await?;
+    let statements = crate::payouts::of_referrer(store, &code, STATEMENTS_SHOWN).await?;
     let mut latest: HashMap<&str, (&Reward, RewardStatus, Decimal)> = HashMap::new();
     let mut totals: BTreeMap<String, [Decimal; 4]> = BTreeMap::new();
     for r in &rewards {
@@ -391,6 +476,12 @@ pub async fn get_partner(
                 currency,
             })
             .collect(),
+        payouts: by_currency(&statements, lang)?,
+        more_payouts: if statements.len() as i64 == STATEMENTS_SHOWN {
+            t.more_payouts.replace("{n}", &STATEMENTS_SHOWN.to_string())
+        } else {
+            String::new()
+        },
         more: referrals.len() as i64 == SHOWN,
         referrals: rows,
         expires: t.expires.replace("{date}", &expires),
