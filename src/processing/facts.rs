@@ -498,6 +498,7 @@ impl<'a> Batch<'a> {
                 }
                 self.facts(
                     &record,
+                    Some(at),
                     RecordFacts {
                         crm_created_at: created_at,
                         email: email.map(|e| e.into_string()),
@@ -525,6 +526,7 @@ impl<'a> Batch<'a> {
                 let key = deal.key();
                 self.facts(
                     &deal,
+                    Some(at),
                     RecordFacts {
                         pipeline,
                         amount,
@@ -560,6 +562,7 @@ impl<'a> Batch<'a> {
                 let key = deal.key();
                 self.facts(
                     &deal,
+                    Some(at),
                     RecordFacts {
                         parent_id: Some(account_id),
                         ..RecordFacts::new(&key)
@@ -573,7 +576,7 @@ impl<'a> Batch<'a> {
                 change_source,
             } => {
                 let key = record.key();
-                self.facts(&record, RecordFacts::new(&key));
+                self.facts(&record, Some(at), RecordFacts::new(&key));
                 self.if_linked.push(IfLinked::Guard(
                     key,
                     GuardDetail {
@@ -595,8 +598,10 @@ impl<'a> Batch<'a> {
         Outcome::processed()
     }
 
-    fn facts(&mut self, record: &RecordRef, mut facts: RecordFacts) {
+    /// Record what an event at `at` (CRM time) says about `record`.
+    fn facts(&mut self, record: &RecordRef, at: Option<Millis>, mut facts: RecordFacts) {
         facts.account = record.account.clone();
+        facts.seen_at = at;
         match self.records.get_mut(&facts.key()) {
             Some(existing) => existing.absorb(facts),
             None => {
@@ -609,6 +614,7 @@ impl<'a> Batch<'a> {
         let key = record.key();
         self.facts(
             record,
+            at,
             RecordFacts {
                 deleted: Some(at),
                 ..RecordFacts::new(&key)
@@ -647,11 +653,12 @@ impl<'a> Batch<'a> {
     /// deal's rewards, are the reconcile step's to settle.
     fn merged(&mut self, primary: &RecordRef, merged_ids: &[String], at: Millis) {
         let survivor = primary.key();
-        self.facts(primary, RecordFacts::new(&survivor));
+        self.facts(primary, Some(at), RecordFacts::new(&survivor));
         for id in merged_ids.iter().filter(|id| **id != primary.id) {
             let merged = RecordKey::new(primary.crm, &primary.object_type, id);
             self.facts(
                 primary,
+                Some(at),
                 RecordFacts {
                     merged_into: Some(primary.id.clone()),
                     ..RecordFacts::new(&merged)
@@ -688,7 +695,7 @@ impl<'a> Batch<'a> {
         at: Millis,
     ) -> Outcome {
         let key = deal.key();
-        self.facts(deal, RecordFacts::new(&key));
+        self.facts(deal, Some(at), RecordFacts::new(&key));
         let pipeline = pipeline
             .or_else(|| self.records.get(&key).and_then(|r| r.pipeline.clone()))
             .or_else(|| self.stored_pipelines.get(&key).cloned());
@@ -757,6 +764,7 @@ impl<'a> Batch<'a> {
         let reached = |yes: bool| yes.then_some(at);
         self.facts(
             deal,
+            Some(at),
             RecordFacts {
                 stage_id: Some(stage_id),
                 stage: Some(stage.as_str().to_string()),

@@ -165,6 +165,10 @@ pub struct RecordFacts {
     pub email: Option<String>,
     pub parent_id: Option<String>,
     pub crm_created_at: Option<Millis>,
+    /// The earliest CRM time of an event about the record: a deal's creation time when the CRM
+    /// never said it (a deal first heard of by a stage change), so no deal is won before it was
+    /// created.
+    pub seen_at: Option<Millis>,
     pub pipeline: Option<String>,
     pub amount: Option<String>,
     pub currency: Option<String>,
@@ -194,6 +198,7 @@ impl RecordFacts {
             email: None,
             parent_id: None,
             crm_created_at: None,
+            seen_at: None,
             pipeline: None,
             amount: None,
             currency: None,
@@ -219,7 +224,7 @@ impl RecordFacts {
     }
 
     /// Add what a later event says: later values win, except the creation time (the first one
-    /// known stays), the stage (the latest in CRM time wins) and the times a stage was first
+    /// known stays), the earliest event time, the stage (the latest in CRM time wins) and the times a stage was first
     /// reached (the earliest wins).
     pub fn absorb(&mut self, later: RecordFacts) {
         if !later.account.is_empty() {
@@ -237,6 +242,7 @@ impl RecordFacts {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.seen_at = earliest(self.seen_at, later.seen_at);
         self.qualified_at = earliest(self.qualified_at, later.qualified_at);
         self.won_at = earliest(self.won_at, later.won_at);
         self.lost_at = earliest(self.lost_at, later.lost_at);
@@ -378,7 +384,8 @@ impl Tx {
                  stage, stage_occurred_at, qualified_at, won_at, lost_at, merged_into, \
                  baseline_dirty, created_at, updated_at) \
              SELECT r.crm, r.object_type, r.object_id, COALESCE(r.account, ''), r.email, \
-                 r.parent_id, r.crm_created_at, r.pipeline, r.amount, r.currency, r.deal_type, \
+                 r.parent_id, CASE WHEN r.{IS_DEAL} THEN COALESCE(r.crm_created_at, r.seen_at) \
+                     ELSE r.crm_created_at END, r.pipeline, r.amount, r.currency, r.deal_type, \
                  r.crm_source, r.stage_id, r.stage, r.stage_at, r.qualified_at, r.won_at, \
                  r.lost_at, r.merged_into, r.{IS_DEAL} OR r.merged_into IS NOT NULL, $2, $2 \
              FROM {{rows}} WHERE true \
@@ -387,7 +394,7 @@ impl Tx {
                      ELSE crm_records.account END, \
                  email = COALESCE(excluded.email, crm_records.email), \
                  parent_id = COALESCE(excluded.parent_id, crm_records.parent_id), \
-                 crm_created_at = COALESCE(crm_records.crm_created_at, excluded.crm_created_at), \
+                 crm_created_at = {crm_created_at}, \
                  pipeline = COALESCE(excluded.pipeline, crm_records.pipeline), \
                  amount = COALESCE(excluded.amount, crm_records.amount), \
                  currency = COALESCE(excluded.currency, crm_records.currency), \
@@ -404,6 +411,7 @@ impl Tx {
                  baseline_dirty = crm_records.baseline_dirty OR excluded.baseline_dirty, \
                  updated_at = excluded.updated_at \
              RETURNING crm, object_type, object_id, referral_id",
+                crm_created_at = earliest("crm_created_at"),
                 qualified_at = earliest("qualified_at"),
                 won_at = earliest("won_at"),
                 lost_at = earliest("lost_at"),
@@ -416,6 +424,7 @@ impl Tx {
                 ("email", Col::Text),
                 ("parent_id", Col::Text),
                 ("crm_created_at", Col::BigInt),
+                ("seen_at", Col::BigInt),
                 ("pipeline", Col::Text),
                 ("amount", Col::Text),
                 ("currency", Col::Text),

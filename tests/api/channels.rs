@@ -24,6 +24,7 @@ both_backends!(
     the_comparison_is_the_same_before_and_after_the_rollup_refresh,
     a_deal_announced_by_id_is_read_back_with_its_source,
     the_refresh_never_waits_on_a_person_a_batch_is_writing,
+    a_deal_first_heard_of_by_its_win_is_not_won_before_it_was_created,
 );
 
 const READ_KEY: &str = "channels-read-key";
@@ -798,4 +799,45 @@ async fn the_refresh_never_waits_on_a_person_a_batch_is_writing(backend: Backend
     assert_eq!(app.store.baseline_backlog().await.unwrap(), 0);
     let record = app.store.crm_record(&ann).await.unwrap().unwrap();
     assert_eq!(record.customer_since, Some(T0 + DAY));
+}
+
+/// A deal whose creation the service never heard of (no `deal.creation`: its first event is the
+/// win, at CRM time ten days before the service received it) counts as created at its earliest
+/// event, so its days to won are 0, never negative, and it is in the period it was won in.
+async fn a_deal_first_heard_of_by_its_win_is_not_won_before_it_was_created(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, SpawnOptions::default(), settings).await else {
+        return;
+    };
+    let won_at = T0 - 10 * DAY;
+    let mut ids = Ids(50_000);
+    app.hubspot(json!([
+        deal_property(ids.next(), 900, "pipeline", "default", won_at),
+        deal_property(ids.next(), 900, "amount", "1200", won_at),
+        deal_property(ids.next(), 900, "dealstage", "closedwon", won_at + HOUR),
+    ]))
+    .await;
+    app.process().await;
+    let key = referral_sync::store::RecordKey::new(Crm::HubSpot, "deal", "900");
+    let deal = app.store.crm_record(&key).await.unwrap().unwrap();
+    assert_eq!(deal.crm_created_at, Some(won_at), "its earliest event");
+    assert_eq!(deal.won_at, Some(won_at + HOUR));
+
+    let period = FunnelFilter {
+        from: Some(won_at - DAY),
+        to: Some(won_at + DAY),
+        ..FunnelFilter::default()
+    };
+    for refreshed in [false, true] {
+        if refreshed {
+            app.refresh_baseline().await;
+        }
+        let c = comparison(&app, period.clone()).await;
+        let us = c
+            .rows
+            .iter()
+            .find(|r| r.market == "US" && r.channel != "referral")
+            .unwrap_or_else(|| panic!("a US non-referred row: {:#?}", c.rows));
+        assert_eq!((us.deals_created, us.deals_won), (1, 1), "{us:#?}");
+        assert_eq!(us.median_days_to_won, Some(Decimal::ZERO), "{us:#?}");
+    }
 }
