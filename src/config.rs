@@ -911,13 +911,18 @@ impl Settings {
                 ));
             }
         }
-        let mappable = Channel::MAPPABLE.map(Channel::as_str).join(", ");
+        let mappable = Channel::ALL
+            .into_iter()
+            .filter(|c| c.is_mappable())
+            .map(Channel::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         for (name, sources) in [
             ("hubspot_sources", &c.hubspot_sources),
             ("salesforce_sources", &c.salesforce_sources),
         ] {
             for (value, channel) in sources {
-                if !Channel::MAPPABLE.contains(channel) {
+                if !channel.is_mappable() {
                     p.push(format!(
                         "channels.{name}.\"{value}\": `{channel}` is not a channel a CRM source maps to ({mappable}; `referral` is for deals linked to a referral)"
                     ));

@@ -4,12 +4,7 @@
 //! (HubSpot `hs_analytics_source`, Salesforce `LeadSource`): `other` when the value is not in the
 //! mapping, `unknown` when the CRM gave none.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
-
-use super::reward::UnknownName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,18 +41,6 @@ impl Channel {
         Self::Other,
         Self::Unknown,
     ];
-    /// What a CRM source value may be mapped to: not `referral`, which only this program's
-    /// links decide, nor `unknown`, which means "no value".
-    pub const MAPPABLE: [Channel; 7] = [
-        Self::Inbound,
-        Self::Outbound,
-        Self::Paid,
-        Self::Partners,
-        Self::Events,
-        Self::Direct,
-        Self::Other,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Referral => "referral",
@@ -71,24 +54,15 @@ impl Channel {
             Self::Unknown => "unknown",
         }
     }
-}
 
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    /// Whether a CRM source value may be mapped to it: not `referral`, which only this
+    /// program's links decide, nor `unknown`, which means "no value".
+    pub fn is_mappable(self) -> bool {
+        !matches!(self, Self::Referral | Self::Unknown)
     }
 }
 
-impl FromStr for Channel {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownName::new(s))
-    }
-}
+names!(Channel);
 
 #[cfg(test)]
 mod tests {
@@ -96,14 +70,7 @@ mod tests {
 
     #[test]
     fn channels_round_trip_through_their_names() {
-        for channel in Channel::ALL {
-            assert_eq!(channel.as_str().parse::<Channel>().unwrap(), channel);
-            assert_eq!(
-                serde_json::to_value(channel).unwrap(),
-                serde_json::json!(channel.as_str())
-            );
-        }
-        assert!("organic".parse::<Channel>().is_err());
-        assert!(!Channel::MAPPABLE.contains(&Channel::Referral));
+        crate::domain::assert_names_round_trip(Channel::ALL, "organic");
+        assert!(!Channel::Referral.is_mappable());
     }
 }

@@ -1,10 +1,6 @@
 //! Fraud flags (SPEC §4): the names the reward calculation raises and programs block on, and what
 //! each means in words for the people who review a flagged reward.
 
-use std::str::FromStr;
-
-use super::reward::UnknownName;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FraudFlag {
     SelfReferral,
@@ -57,16 +53,7 @@ impl FraudFlag {
     }
 }
 
-impl FromStr for FraudFlag {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|flag| flag.as_str() == s)
-            .ok_or_else(|| UnknownName::new(s))
-    }
-}
+names!(FraudFlag);
 
 #[cfg(test)]
 mod tests {

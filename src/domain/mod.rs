@@ -26,6 +26,25 @@ macro_rules! names {
 
 pub(crate) use names;
 
+/// Every value of a [`names!`] type parses back from its name and serializes as that name, and
+/// `unknown` is refused.
+#[cfg(test)]
+pub(crate) fn assert_names_round_trip<T>(all: impl IntoIterator<Item = T>, unknown: &str)
+where
+    T: std::str::FromStr + std::fmt::Display + serde::Serialize + PartialEq + std::fmt::Debug,
+    T::Err: std::fmt::Debug,
+{
+    for value in all {
+        let name = value.to_string();
+        assert_eq!(name.parse::<T>().unwrap(), value);
+        assert_eq!(
+            serde_json::to_value(&value).unwrap(),
+            serde_json::json!(name)
+        );
+    }
+    assert!(unknown.parse::<T>().is_err(), "{unknown} parsed");
+}
+
 pub mod channel;
 pub mod crm;
 pub mod delivery;

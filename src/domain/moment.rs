@@ -2,12 +2,7 @@
 //! The names are what `[moments] kinds` lists, what `referral_ask_moment` holds in the CRM (a
 //! pick-list `crm setup` creates) and what reports show.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
-
-use super::reward::UnknownName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,23 +40,6 @@ impl MomentKind {
     }
 }
 
-impl fmt::Display for MomentKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for MomentKind {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownName::new(s))
-    }
-}
-
 /// What became of a moment: not decided yet, a referral ask, or passed over (with a reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -83,16 +61,7 @@ impl MomentOutcome {
     }
 }
 
-impl FromStr for MomentOutcome {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| UnknownName::new(s))
-    }
-}
+names!(MomentKind, MomentOutcome);
 
 #[cfg(test)]
 mod tests {
@@ -100,16 +69,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_their_names() {
-        for kind in MomentKind::ALL {
-            assert_eq!(kind.as_str().parse::<MomentKind>().unwrap(), kind);
-            assert_eq!(
-                serde_json::to_value(kind).unwrap(),
-                serde_json::json!(kind.as_str())
-            );
-        }
-        assert!("birthday".parse::<MomentKind>().is_err());
-        for outcome in MomentOutcome::ALL {
-            assert_eq!(outcome.as_str().parse::<MomentOutcome>().unwrap(), outcome);
-        }
+        crate::domain::assert_names_round_trip(MomentKind::ALL, "birthday");
+        crate::domain::assert_names_round_trip(MomentOutcome::ALL, "declined");
     }
 }

@@ -273,12 +273,7 @@ impl OutboxWorker {
         }
         let result = match crm {
             Crm::HubSpot => match &self.inner.hubspot {
-                None => {
-                    return self
-                        .defer_all(chunk, now + NOT_CONFIGURED_RETRY)
-                        .await
-                        .map(|_| 0)
-                }
+                None => return self.defer_unconfigured(chunk, now).await,
                 Some(client) => {
                     let inputs: Vec<(String, hubspot::Properties)> = chunk
                         .iter()
@@ -295,12 +290,7 @@ impl OutboxWorker {
                 }
             },
             Crm::Salesforce => match &self.inner.salesforce {
-                None => {
-                    return self
-                        .defer_all(chunk, now + NOT_CONFIGURED_RETRY)
-                        .await
-                        .map(|_| 0)
-                }
+                None => return self.defer_unconfigured(chunk, now).await,
                 Some(client) => {
                     if chunk.len() == 1 {
                         let s = &chunk[0];
@@ -455,10 +445,7 @@ impl OutboxWorker {
                 client.publish_event(&event, &fields).await.err()
             }
             (Crm::HubSpot, _, None, _) | (Crm::Salesforce, _, _, None) => {
-                return self
-                    .defer_all(vec![s], now + NOT_CONFIGURED_RETRY)
-                    .await
-                    .map(|_| 0);
+                return self.defer_unconfigured(vec![s], now).await;
             }
             (crm, command, _, _) => Some(CallError::Permanent {
                 status: None,
@@ -519,6 +506,17 @@ impl OutboxWorker {
             })?;
         me.inbox_wake.notify_one();
         Ok(())
+    }
+
+    /// Put `segments` back for later: their CRM has no client configured, so none was sent.
+    async fn defer_unconfigured(
+        &self,
+        segments: Vec<Segment>,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        self.defer_all(segments, now + NOT_CONFIGURED_RETRY)
+            .await
+            .map(|_| 0)
     }
 
     async fn defer_all(&self, segments: Vec<Segment>, retry_at: Millis) -> Result<(), StoreError> {

@@ -234,6 +234,7 @@ async fn gather(
     period: Period,
     now: Millis,
 ) -> Result<(), StoreError> {
+    tx.lock_payout_gathering().await?;
     let label = period.to_string();
     let candidates = tx.payout_candidates().await?;
     let ids: Vec<&str> = candidates.iter().map(|r| r.id.as_str()).collect();

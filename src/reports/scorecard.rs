@@ -138,30 +138,54 @@ pub fn to_csv(report: &ScorecardReport) -> String {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            [
-                s.referrer_code.clone(),
-                s.name.clone().unwrap_or_default(),
-                s.market.clone(),
-                s.referrer_kind.clone(),
-                s.referrals.to_string(),
-                s.qualified.to_string(),
-                s.won.to_string(),
-                opt_cell(&s.qualified_rate),
-                opt_cell(&s.win_rate),
-                opt_cell(&s.median_days_to_win),
-                opt_cell(&s.p90_days_to_win),
-                money_cell(&s.revenue),
-                money_cell(&s.reward_cost),
-                money_cell(&s.roi),
-                if i == 0 {
-                    note(&report.percentiles)
-                } else {
-                    String::new()
-                },
-            ]
+            let note_cell = if i == 0 {
+                note(&report.percentiles)
+            } else {
+                String::new()
+            };
+            let mut cells = cells(s, Layout::Csv).into_iter().chain([note_cell]);
+            std::array::from_fn(|_| cells.next().unwrap_or_default())
         })
         .collect();
     format::to_csv(&COLUMNS, &rows)
+}
+
+/// Where a scorecard's cells go: the CSV keeps plain values for spreadsheets, the terminal
+/// table formats them for reading.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Csv,
+    Table,
+}
+
+/// One referrer's cells, in the order both layouts share.
+fn cells(s: &ReferrerScorecard, layout: Layout) -> [String; 14] {
+    let csv = layout == Layout::Csv;
+    let rate = |r: &Option<Decimal>| if csv { opt_cell(r) } else { pct_text(r) };
+    let days = |d: &Option<Decimal>| if csv { opt_cell(d) } else { opt_text(d) };
+    let money = |m: &BTreeMap<String, Decimal>, as_percent: bool| {
+        if csv {
+            money_cell(m)
+        } else {
+            money_text(m, as_percent)
+        }
+    };
+    [
+        s.referrer_code.clone(),
+        s.name.clone().unwrap_or_default(),
+        s.market.clone(),
+        s.referrer_kind.clone(),
+        s.referrals.to_string(),
+        s.qualified.to_string(),
+        s.won.to_string(),
+        rate(&s.qualified_rate),
+        rate(&s.win_rate),
+        days(&s.median_days_to_win),
+        days(&s.p90_days_to_win),
+        money(&s.revenue, false),
+        money(&s.reward_cost, false),
+        money(&s.roi, true),
+    ]
 }
 
 fn note(p: &PercentileMethods) -> String {
@@ -189,24 +213,7 @@ pub fn to_table(report: &ScorecardReport) -> String {
     let body: Vec<[String; 14]> = report
         .referrers
         .iter()
-        .map(|s| {
-            [
-                s.referrer_code.clone(),
-                s.name.clone().unwrap_or_default(),
-                s.market.clone(),
-                s.referrer_kind.clone(),
-                s.referrals.to_string(),
-                s.qualified.to_string(),
-                s.won.to_string(),
-                pct_text(&s.qualified_rate),
-                pct_text(&s.win_rate),
-                opt_text(&s.median_days_to_win),
-                opt_text(&s.p90_days_to_win),
-                money_text(&s.revenue, false),
-                money_text(&s.reward_cost, false),
-                money_text(&s.roi, true),
-            ]
-        })
+        .map(|s| cells(s, Layout::Table))
         .collect();
     let mut out = render(&header, &body, &[], 4);
     out.push_str(&format!("\nDays to win: {}.\n", note(&report.percentiles)));

@@ -197,22 +197,17 @@ pub async fn on_deal_stage(
             if !is_clawback(&adjustment) {
                 continue;
             }
-            if let Some(r) = tx
-                .transition_reward(&adjustment.id, RewardMove::Withdraw, None, None, now)
-                .await?
-            {
-                record(
-                    tx,
-                    settings,
-                    deal,
-                    &r,
-                    "clawback_withdrawn",
-                    "system",
-                    Some("the deal reached the success stage again"),
-                    now,
-                )
-                .await?;
-            }
+            system_move(
+                tx,
+                settings,
+                deal,
+                &adjustment.id,
+                RewardMove::Withdraw,
+                "clawback_withdrawn",
+                "the deal reached the success stage again",
+                now,
+            )
+            .await?;
         }
     } else {
         for r in &own {
@@ -220,24 +215,21 @@ pub async fn on_deal_stage(
                 // Left the success stage during the hold (or awaiting review): the line is off,
                 // and what of it was paid out already comes back.
                 RewardStatus::Pending | RewardStatus::NeedsReview => {
-                    let Some(r) = tx
-                        .transition_reward(&r.id, RewardMove::Reverse, None, None, now)
-                        .await?
-                    else {
-                        continue;
-                    };
                     let why = format!("the deal moved to {stage} during the hold");
-                    record(
+                    let reversed = system_move(
                         tx,
                         settings,
                         deal,
-                        &r,
+                        &r.id,
+                        RewardMove::Reverse,
                         "reward_reversed",
-                        "system",
-                        Some(&why),
+                        &why,
                         now,
                     )
                     .await?;
+                    let Some(r) = reversed else {
+                        continue;
+                    };
                     let source = paid_share_clawback_source(&r.id);
                     claw_back_paid_shares(tx, settings, deal, &r, &source, &why, now).await?;
                 }
@@ -684,23 +676,39 @@ async fn release(
     r: &Reward,
     now: Millis,
 ) -> Result<Option<Reward>, StoreError> {
+    system_move(
+        tx,
+        settings,
+        deal,
+        &r.id,
+        RewardMove::Release,
+        "reward_eligible",
+        "hold period ended",
+        now,
+    )
+    .await
+}
+
+/// A move the service makes on its own, recorded under `action` with its reason; `None` when
+/// the line had already left the statuses the move starts from.
+#[allow(clippy::too_many_arguments)]
+async fn system_move(
+    tx: &mut Tx,
+    settings: &Settings,
+    deal: &CrmRecord,
+    reward_id: &str,
+    step: RewardMove,
+    action: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<Option<Reward>, StoreError> {
     let Some(r) = tx
-        .transition_reward(&r.id, RewardMove::Release, None, None, now)
+        .transition_reward(reward_id, step, None, None, now)
         .await?
     else {
         return Ok(None);
     };
-    record(
-        tx,
-        settings,
-        deal,
-        &r,
-        "reward_eligible",
-        "system",
-        Some("hold period ended"),
-        now,
-    )
-    .await?;
+    record(tx, settings, deal, &r, action, "system", Some(reason), now).await?;
     Ok(Some(r))
 }
 
@@ -1066,22 +1074,17 @@ async fn claw_back(
             insert_line(tx, settings, deal, &new, now).await?;
         }
         Some(a) if a.status == RewardStatus::Reversed => {
-            if let Some(a) = tx
-                .transition_reward(&a.id, RewardMove::Restore, None, None, now)
-                .await?
-            {
-                record(
-                    tx,
-                    settings,
-                    deal,
-                    &a,
-                    "clawback_reinstated",
-                    "system",
-                    Some(why),
-                    now,
-                )
-                .await?;
-            }
+            system_move(
+                tx,
+                settings,
+                deal,
+                &a.id,
+                RewardMove::Restore,
+                "clawback_reinstated",
+                why,
+                now,
+            )
+            .await?;
         }
         Some(_) => {}
     }

@@ -1,6 +1,10 @@
 //! Read queries behind the admin API: paginated lists with filters. Pagination is by keyset
 //! (`after` = the last id or code of the previous page), which stays fast and stable as data grows.
 
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Encode, FromRow, Postgres, Sqlite, Type};
+
 use super::outbox::{OutboxRow, OUTBOX_COLUMNS};
 use super::referrals::{Referral, Referrer, REFERRAL_COLUMNS, REFERRER_COLUMNS};
 use super::rewards::{Reward, REWARD_COLUMNS};
@@ -67,20 +71,14 @@ impl Store {
 
     pub async fn referral(&self, id: &str) -> Result<Option<Referral>, StoreError> {
         let sql = format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1");
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(p)
-            .await?))
+        self.fetch_optional_by(&sql, id).await
     }
 
     pub async fn rewards_of_referral(&self, referral_id: &str) -> Result<Vec<Reward>, StoreError> {
         let sql = format!(
             "SELECT {REWARD_COLUMNS} FROM rewards WHERE referral_id = $1 ORDER BY created_at, id"
         );
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(referral_id)
-            .fetch_all(p)
-            .await?))
+        self.fetch_all_by(&sql, referral_id).await
     }
 
     pub async fn list_rewards(
@@ -89,24 +87,15 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Reward>, StoreError> {
-        let sql = format!(
-            "SELECT {REWARD_COLUMNS} FROM rewards WHERE ($1 IS NULL OR status = $1) \
-             AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
-        );
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(status)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(p)
-            .await?))
+        // Owned, so one bound covers both id types (text here, integer for deliveries).
+        let after = after.map(str::to_owned);
+        self.page_by_status("rewards", REWARD_COLUMNS, status, after, limit)
+            .await
     }
 
     pub async fn reward_by_id(&self, id: &str) -> Result<Option<Reward>, StoreError> {
         let sql = format!("SELECT {REWARD_COLUMNS} FROM rewards WHERE id = $1");
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(p)
-            .await?))
+        self.fetch_optional_by(&sql, id).await
     }
 
     pub async fn list_deliveries(
@@ -115,8 +104,29 @@ impl Store {
         after: Option<i64>,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.page_by_status("outbox", OUTBOX_COLUMNS, status, after, limit)
+            .await
+    }
+
+    /// A page of `table` in id order after `after`, only rows in `status` when one is given.
+    async fn page_by_status<O, Id>(
+        &self,
+        table: &str,
+        columns: &str,
+        status: Option<&str>,
+        after: Option<Id>,
+        limit: i64,
+    ) -> Result<Vec<O>, StoreError>
+    where
+        O: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        Id: Send
+            + for<'q> Encode<'q, Sqlite>
+            + Type<Sqlite>
+            + for<'q> Encode<'q, Postgres>
+            + Type<Postgres>,
+    {
         let sql = format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE ($1 IS NULL OR status = $1) \
+            "SELECT {columns} FROM {table} WHERE ($1 IS NULL OR status = $1) \
              AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
         );
         Ok(on_pool!(self, |p| sqlx::query_as(&sql)

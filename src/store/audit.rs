@@ -69,9 +69,6 @@ impl Tx {
         entries: &[AuditRecord],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "INSERT INTO audit_log (at, actor, action, entity_type, entity_id, old_value, \
                  new_value, reason) \

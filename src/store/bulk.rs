@@ -241,12 +241,12 @@ enum Plan {
 
 impl Plan {
     fn new<T: Serialize>(
-        postgres: bool,
+        backend: BackendKind,
         template: &str,
         columns: &[(&str, Col)],
         rows: &[T],
     ) -> Result<Plan, StoreError> {
-        if postgres {
+        if backend == BackendKind::Postgres {
             let rows = serde_json::to_string(rows)
                 .map_err(|e| StoreError::Corrupt(format!("rows do not serialise: {e}")))?;
             return Ok(Plan::Postgres {
@@ -269,7 +269,8 @@ impl Plan {
 }
 
 impl Tx {
-    /// Run `template` over `rows`; returns the rows affected.
+    /// Run `template` over `rows`; returns the rows affected. No rows run nothing, so callers need
+    /// no guard of their own.
     pub(crate) async fn bulk_execute<T: Serialize>(
         &mut self,
         template: &str,
@@ -280,12 +281,7 @@ impl Tx {
         if rows.is_empty() {
             return Ok(0);
         }
-        let plan = Plan::new(
-            self.kind() == BackendKind::Postgres,
-            template,
-            columns,
-            rows,
-        )?;
+        let plan = Plan::new(self.kind(), template, columns, rows)?;
         let mut affected = 0;
         match (&mut self.inner, plan) {
             (TxInner::Postgres(t), Plan::Postgres { sql, rows }) => {
@@ -303,7 +299,7 @@ impl Tx {
         Ok(affected)
     }
 
-    /// Run `template` over `rows`; returns what it selects (or `RETURNING`s).
+    /// Run `template` over `rows`; returns what it selects (or `RETURNING`s), nothing for no rows.
     pub(crate) async fn bulk_fetch<T, O>(
         &mut self,
         template: &str,
@@ -318,12 +314,7 @@ impl Tx {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let plan = Plan::new(
-            self.kind() == BackendKind::Postgres,
-            template,
-            columns,
-            rows,
-        )?;
+        let plan = Plan::new(self.kind(), template, columns, rows)?;
         let mut found = Vec::new();
         match (&mut self.inner, plan) {
             (TxInner::Postgres(t), Plan::Postgres { sql, rows }) => {

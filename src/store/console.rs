@@ -175,10 +175,7 @@ impl Store {
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {} ORDER BY id LIMIT $1",
             state.condition()
         );
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(limit)
-            .fetch_all(p)
-            .await?))
+        self.fetch_all_by(&sql, limit).await
     }
 
     /// Inbox events parked as `unmapped` (a configuration gap) or `failed`, oldest first.
@@ -187,10 +184,7 @@ impl Store {
             "SELECT {INBOX_COLUMNS} FROM inbox_events \
              WHERE status IN ('unmapped', 'failed') ORDER BY id LIMIT $1"
         );
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(limit)
-            .fetch_all(p)
-            .await?))
+        self.fetch_all_by(&sql, limit).await
     }
 
     /// How many inbox events are parked as `unmapped` and how many `failed`.
@@ -262,9 +256,6 @@ impl Store {
             "SELECT {REWARD_COLUMNS} FROM rewards WHERE referrer_code = $1 \
              AND beneficiary = 'referrer' ORDER BY created_at, id"
         );
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(code)
-            .fetch_all(p)
-            .await?))
+        self.fetch_all_by(&sql, code).await
     }
 }

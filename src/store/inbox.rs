@@ -191,9 +191,6 @@ impl Tx {
         outcomes: &[InboxOutcome],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "UPDATE inbox_events SET status = r.status, status_reason = r.reason, \
                  attempts = inbox_events.attempts + 1, processed_at = $2 \

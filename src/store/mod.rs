@@ -29,9 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::postgres::PgRow;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{Encode, FromRow, PgPool, Postgres, Sqlite, SqlitePool, Type};
 
 use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 
@@ -260,5 +262,33 @@ impl Store {
     /// Close the pools, waiting for connections to return.
     pub async fn close(&self) {
         on_pool!(self, |pool| pool.close().await)
+    }
+
+    /// The row `sql` selects with `key` as its only parameter (`$1`), if any.
+    async fn fetch_optional_by<'q, O, K>(
+        &self,
+        sql: &'q str,
+        key: K,
+    ) -> Result<Option<O>, StoreError>
+    where
+        O: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        K: 'q + Send + Encode<'q, Sqlite> + Type<Sqlite> + Encode<'q, Postgres> + Type<Postgres>,
+    {
+        Ok(on_pool!(self, |p| sqlx::query_as(sql)
+            .bind(key)
+            .fetch_optional(p)
+            .await?))
+    }
+
+    /// The rows `sql` selects with `key` as its only parameter (`$1`).
+    async fn fetch_all_by<'q, O, K>(&self, sql: &'q str, key: K) -> Result<Vec<O>, StoreError>
+    where
+        O: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        K: 'q + Send + Encode<'q, Sqlite> + Type<Sqlite> + Encode<'q, Postgres> + Type<Postgres>,
+    {
+        Ok(on_pool!(self, |p| sqlx::query_as(sql)
+            .bind(key)
+            .fetch_all(p)
+            .await?))
     }
 }

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::bulk::{self, Col, Param};
-use super::{on_pool, Store, StoreError, Tx};
+use super::{Store, StoreError, Tx};
 use crate::clock::{Millis, DAY};
 use crate::domain::moment::{MomentKind, MomentOutcome};
 
@@ -248,10 +248,7 @@ impl Store {
             "SELECT {MOMENT_COLUMNS} FROM advocacy_moments WHERE email = $1 \
              ORDER BY occurred_at, id"
         );
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(email)
-            .fetch_all(p)
-            .await?))
+        self.fetch_all_by(&sql, email).await
     }
 }
 

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use super::bulk::{Col, Param};
-use super::records::RecordKey;
+use super::records::{RecordKey, KEY_COLUMNS};
 use super::tx::{on_tx, Tx};
 use super::{on_pool, Backend, Store, StoreError};
 use crate::clock::Millis;
@@ -115,31 +115,15 @@ impl Tx {
         keys: &[RecordKey],
         kind: CommandKind,
     ) -> Result<Vec<RecordKey>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let found: Vec<(Crm, String, String)> = self
-            .bulk_fetch(
-                "SELECT DISTINCT o.crm, o.object_type, o.object_id FROM {rows} JOIN outbox o \
+        self.bulk_fetch(
+            "SELECT DISTINCT o.crm, o.object_type, o.object_id FROM {rows} JOIN outbox o \
              ON o.crm = r.crm AND o.object_type = r.object_type AND o.object_id = r.object_id \
              WHERE o.kind = $2 AND o.status = 'pending'",
-                &[
-                    ("crm", Col::Text),
-                    ("object_type", Col::Text),
-                    ("object_id", Col::Text),
-                ],
-                keys,
-                &[Param::Text(kind.as_str().to_string())],
-            )
-            .await?;
-        Ok(found
-            .into_iter()
-            .map(|(crm, object_type, object_id)| RecordKey {
-                crm,
-                object_type,
-                object_id,
-            })
-            .collect())
+            &KEY_COLUMNS,
+            keys,
+            &[Param::Text(kind.as_str().to_string())],
+        )
+        .await
     }
 }
 

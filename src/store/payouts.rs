@@ -2,13 +2,15 @@
 //! one installment of it) in at most one statement are unique keys, so replicas gathering the
 //! same period at once end with one statement and each line once. A statement's lines change only
 //! while it is open, under a row lock taken on the statement first ([`Tx::touch_open_payouts`],
-//! [`Tx::mark_payout_paid`]), so marking it paid never races a refresh adding to it.
+//! [`Tx::mark_payout_paid`]), so marking it paid never races a refresh adding to it. Gatherings
+//! of a period take turns ([`Tx::lock_payout_gathering`]): two at once write the same statements
+//! in different orders, which PostgreSQL ends in a deadlock.
 
 use serde::Serialize;
 
 use super::bulk::{self, Col, Param};
 use super::rewards::REWARD_COLUMNS;
-use super::tx::on_tx;
+use super::tx::{on_tx, TxInner};
 use super::{Reward, StoreError, Tx};
 use crate::clock::Millis;
 use crate::domain::payout::PayoutStatus;
@@ -109,7 +111,22 @@ fn ids<'a>(values: &[&'a str]) -> Vec<Id<'a>> {
     values.iter().map(|id| Id { id }).collect()
 }
 
+/// Advisory-lock key of payout gathering (one gathering at a time per deployment).
+const GATHER_LOCK: i64 = 0x7265_6673_796e_6304;
+
 impl Tx {
+    /// Wait for the payout gathering lock, held until the transaction ends. SQLite has one
+    /// writer, which orders gatherings by itself.
+    pub async fn lock_payout_gathering(&mut self) -> Result<(), StoreError> {
+        if let TxInner::Postgres(t) = &mut self.inner {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(GATHER_LOCK)
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The referrer's lines that are payable, or have installments payable, and are not paid.
     pub async fn payout_candidates(&mut self) -> Result<Vec<Reward>, StoreError> {
         let sql = format!(

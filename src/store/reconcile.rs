@@ -104,9 +104,6 @@ impl Tx {
         rechecks: &[NewRecheck],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if rechecks.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "INSERT INTO reconcile_queue (kind, subject, detail, enqueued_at) \
              SELECT r.kind, r.subject, r.detail, $2 FROM {rows}",

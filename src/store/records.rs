@@ -50,7 +50,7 @@ pub struct CrmRecord {
 }
 
 /// Identifies a CRM record.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::FromRow)]
 pub struct RecordKey {
     pub crm: Crm,
     pub object_type: String,
@@ -334,7 +334,7 @@ pub(super) const RECORD_COLUMNS: &str =
 /// deleted or merged away (their customer facts end).
 const IS_DEAL: &str = "object_type IN ('deal', 'Opportunity')";
 
-const KEY_COLUMNS: [(&str, Col); 3] = [
+pub(super) const KEY_COLUMNS: [(&str, Col); 3] = [
     ("crm", Col::Text),
     ("object_type", Col::Text),
     ("object_id", Col::Text),
@@ -557,9 +557,6 @@ impl Tx {
         links: &[RecordLink],
         now: Millis,
     ) -> Result<Vec<LinkedFacts>, StoreError> {
-        if links.is_empty() {
-            return Ok(Vec::new());
-        }
         self.bulk_fetch(
             &format!(
                 "UPDATE crm_records SET referral_id = r.referral_id, \
@@ -620,9 +617,6 @@ impl Tx {
         &mut self,
         associations: &[Association],
     ) -> Result<(), StoreError> {
-        if associations.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "INSERT INTO crm_associations (crm, deal_id, contact_id, removed, occurred_at) \
              SELECT r.crm, r.deal_id, r.contact_id, r.removed, r.occurred_at FROM {rows} WHERE true \
@@ -649,9 +643,6 @@ impl Tx {
         changes: &[NewStageChange],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "INSERT INTO stage_history (crm, deal_id, pipeline, stage_id, stage, occurred_at, \
                  recorded_at, inbox_event_id) \
@@ -688,9 +679,6 @@ impl Tx {
 
     /// The stored records among `keys`.
     pub async fn records(&mut self, keys: &[RecordKey]) -> Result<Vec<CrmRecord>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
         self.bulk_fetch(
             &format!(
                 "SELECT {} FROM {{rows}} JOIN crm_records c ON c.crm = r.crm \
@@ -709,9 +697,6 @@ impl Tx {
         &mut self,
         emails: &[&str],
     ) -> Result<Vec<CrmRecord>, StoreError> {
-        if emails.is_empty() {
-            return Ok(Vec::new());
-        }
         self.bulk_fetch(
             &format!(
                 "SELECT {} FROM {{rows}} JOIN crm_records c ON c.email = r.v \
@@ -822,9 +807,6 @@ impl Tx {
         column: &'static str,
         ids: &[&str],
     ) -> Result<Vec<(String, String)>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         self.bulk_fetch(
             &format!(
                 "SELECT a.deal_id, a.contact_id FROM {{rows}} JOIN crm_associations a \
@@ -848,9 +830,6 @@ impl Tx {
         &mut self,
         deals: &[RecordKey],
     ) -> Result<Vec<StageChange>, StoreError> {
-        if deals.is_empty() {
-            return Ok(Vec::new());
-        }
         self.bulk_fetch(
             "SELECT h.id, h.crm, h.deal_id, h.pipeline, h.stage_id, h.stage, h.occurred_at, \
                  h.recorded_at FROM {rows} JOIN stage_history h \
@@ -868,27 +847,15 @@ impl Tx {
         &mut self,
         referral_ids: &[&str],
     ) -> Result<Vec<RecordKey>, StoreError> {
-        if referral_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let found: Vec<(Crm, String, String)> = self
-            .bulk_fetch(
-                "SELECT c.crm, c.object_type, c.object_id FROM {rows} JOIN crm_records c \
-                 ON c.referral_id = r.v WHERE c.object_type IN ('deal', 'Opportunity') \
-                 ORDER BY c.crm, c.object_type, c.object_id",
-                &bulk::LIST,
-                &bulk::list(referral_ids),
-                &[],
-            )
-            .await?;
-        Ok(found
-            .into_iter()
-            .map(|(crm, object_type, object_id)| RecordKey {
-                crm,
-                object_type,
-                object_id,
-            })
-            .collect())
+        self.bulk_fetch(
+            "SELECT c.crm, c.object_type, c.object_id FROM {rows} JOIN crm_records c \
+             ON c.referral_id = r.v WHERE c.object_type IN ('deal', 'Opportunity') \
+             ORDER BY c.crm, c.object_type, c.object_id",
+            &bulk::LIST,
+            &bulk::list(referral_ids),
+            &[],
+        )
+        .await
     }
 
     /// Every CRM record linked to a referral.
@@ -928,10 +895,7 @@ impl Store {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM crm_records WHERE referral_id = $1 ORDER BY crm, object_type, object_id"
         );
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(referral_id)
-            .fetch_all(p)
-            .await?))
+        self.fetch_all_by(&sql, referral_id).await
     }
 
     /// A deal's stage history in CRM occurrence order.

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::bulk::{self, Col, Param};
 use super::tx::{on_tx, Tx};
-use super::{on_pool, Store, StoreError};
+use super::{Store, StoreError};
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -222,9 +222,6 @@ impl Tx {
         referrers: &[ReferrerUpsert],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if referrers.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "INSERT INTO referrers (id, code, name, email, company_domain, market, kind, status, \
                  invited_at, joined_at, created_at, updated_at) \
@@ -279,9 +276,6 @@ impl Tx {
         referrals: &[NewReferral],
         now: Millis,
     ) -> Result<u64, StoreError> {
-        if referrals.is_empty() {
-            return Ok(0);
-        }
         self.bulk_execute(
             "INSERT INTO referrals (id, email, referrer_code, source, market, first_touch_at, \
                  created_at, updated_at) \
@@ -333,9 +327,6 @@ impl Tx {
         fills: &[RefereeFill],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if fills.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "UPDATE referrals SET \
                  referee_name = COALESCE(referrals.referee_name, r.name), \
@@ -369,9 +360,6 @@ impl Tx {
         fills: &[MilestoneFill],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if fills.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "UPDATE referrals SET qualified_at = r.qualified_at, won_at = r.won_at, \
                  updated_at = $2 \
@@ -393,9 +381,6 @@ impl Tx {
         touches: &[NewTouch],
         now: Millis,
     ) -> Result<(), StoreError> {
-        if touches.is_empty() {
-            return Ok(());
-        }
         self.bulk_execute(
             "INSERT INTO touches (referral_id, inbox_event_id, kind, referrer_code, source, \
                  market, occurred_at, outcome, recorded_at) \
@@ -453,9 +438,6 @@ impl Tx {
         &mut self,
         codes: &[&str],
     ) -> Result<Vec<Referrer>, StoreError> {
-        if codes.is_empty() {
-            return Ok(Vec::new());
-        }
         let columns = REFERRER_COLUMNS
             .split(',')
             .map(|c| format!("x.{}", c.trim()))
@@ -490,9 +472,6 @@ impl Tx {
         column: &'static str,
         values: &[&str],
     ) -> Result<Vec<Referral>, StoreError> {
-        if values.is_empty() {
-            return Ok(Vec::new());
-        }
         self.bulk_fetch(
             &format!(
                 "SELECT {} FROM {{rows}} JOIN referrals f ON f.{column} = r.v",
@@ -519,9 +498,6 @@ impl Tx {
         &mut self,
         codes: &[&str],
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        if codes.is_empty() {
-            return Ok(Vec::new());
-        }
         self.bulk_fetch(
             "SELECT f.referrer_code, COUNT(*) FROM {rows} JOIN referrals f \
              ON f.referrer_code = r.v WHERE f.won_at IS NOT NULL GROUP BY f.referrer_code",
@@ -537,25 +513,16 @@ impl Tx {
 impl Store {
     pub async fn referral_by_email(&self, email: &str) -> Result<Option<Referral>, StoreError> {
         let sql = format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE email = $1");
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(email)
-            .fetch_optional(p)
-            .await?))
+        self.fetch_optional_by(&sql, email).await
     }
 
     pub async fn referrer_by_code(&self, code: &str) -> Result<Option<Referrer>, StoreError> {
         let sql = format!("SELECT {REFERRER_COLUMNS} FROM referrers WHERE code = $1");
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(code)
-            .fetch_optional(p)
-            .await?))
+        self.fetch_optional_by(&sql, code).await
     }
 
     pub async fn touches(&self, referral_id: &str) -> Result<Vec<Touch>, StoreError> {
         let sql = format!("SELECT {TOUCH_COLUMNS} FROM touches WHERE referral_id = $1 ORDER BY id");
-        Ok(on_pool!(self, |p| sqlx::query_as(&sql)
-            .bind(referral_id)
-            .fetch_all(p)
-            .await?))
+        self.fetch_all_by(&sql, referral_id).await
     }
 }

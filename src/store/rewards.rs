@@ -267,9 +267,6 @@ impl Tx {
         &mut self,
         deals: &[RecordKey],
     ) -> Result<Vec<(Crm, String)>, StoreError> {
-        if deals.is_empty() {
-            return Ok(Vec::new());
-        }
         self.bulk_fetch(
             "SELECT DISTINCT w.crm, w.deal_id FROM {rows} JOIN rewards w \
              ON w.crm = r.crm AND w.deal_id = r.object_id",
