@@ -1,7 +1,8 @@
 //! Referrals as a channel: referred deals next to every other deal (SPEC §4 "Channel baseline",
 //! `GET /api/v1/reports/funnel?compare=true`), played through the real webhooks on both backends,
 //! with every figure worked out by hand below; the same figures whether the baseline's rollup is
-//! refreshed or not; and the participation rate over a known set of customers.
+//! refreshed or not; the participation rate over a known set of customers; and, on PostgreSQL,
+//! a refresh that skips the rows a batch holds and takes them next time.
 
 use std::collections::BTreeMap;
 
@@ -798,4 +799,207 @@ async fn the_refresh_never_waits_on_a_person_a_batch_is_writing(backend: Backend
     assert_eq!(app.store.baseline_backlog().await.unwrap(), 0);
     let record = app.store.crm_record(&ann).await.unwrap().unwrap();
     assert_eq!(record.customer_since, Some(T0 + DAY));
+}
+
+/// Per day of creation (days after T0's), the rollup's deals and qualified deals, read directly
+/// from `deal_cohorts` on the app's PostgreSQL database.
+async fn rollup_by_day(app: &TestApp) -> Vec<(i64, i64, i64)> {
+    let pool = sqlx::PgPool::connect(app.settings.database.url.expose())
+        .await
+        .unwrap();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT created_day - $1, CAST(SUM(deals) AS BIGINT), CAST(SUM(qualified) AS BIGINT) \
+         FROM deal_cohorts GROUP BY created_day ORDER BY created_day",
+    )
+    .bind(T0.div_euclid(DAY))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// PostgreSQL only: several processors write at once there, and a batch holds its rows' locks
+/// until it commits. (SQLite has one writer: a batch and a refresh never overlap, so there is
+/// nothing to skip.) A refresh that waited on a person a batch is writing could deadlock with
+/// that batch, or (here, where the batch waits for the refresh to return) never finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refresh_skips_the_people_and_deals_a_batch_holds_then_catches_up() {
+    use referral_sync::store::{RecordFacts, RecordKey};
+    use std::time::Duration;
+    let Some(app) = spawn_app_with(Backend::Postgres, SpawnOptions::default(), settings).await
+    else {
+        return;
+    };
+    // Counted ahead: 301 (Ann's, won), 302 (Bob's, open), 303 (nobody's), all in pipeline
+    // default (→ US).
+    let d = DAY;
+    let mut ids = Ids(0);
+    let mut events = hubspot_contact(&mut ids, 110, "ann@buyer.us");
+    events.extend(hubspot_contact(&mut ids, 111, "bob@buyer.us"));
+    for (deal, created, amount, source, contacts, stages) in [
+        (
+            301,
+            T0,
+            "5000",
+            Some("ORGANIC_SEARCH"),
+            &[110][..],
+            &[("qualifiedtobuy", T0 + d), ("closedwon", T0 + 21 * d)][..],
+        ),
+        (
+            302,
+            T0 + d,
+            "7000",
+            Some("PAID_SEARCH"),
+            &[111][..],
+            &[][..],
+        ),
+        (303, T0 + 2 * d, "900", None, &[][..], &[][..]),
+    ] {
+        events.extend(hubspot_deal(
+            &mut ids,
+            deal,
+            created,
+            Some("default"),
+            "USD",
+            Some(amount),
+            source,
+            contacts,
+            stages,
+        ));
+    }
+    app.hubspot(Value::Array(events)).await;
+    app.process().await;
+    app.refresh_baseline().await;
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 0);
+    assert_eq!(
+        rollup_by_day(&app).await,
+        [(0, 1, 1), (1, 1, 0), (2, 1, 0)],
+        "301 qualified; 302 and 303 not yet"
+    );
+
+    // Later: Bob's 302 is qualified and won, 303 is qualified, 304 is new. All three are marked.
+    app.hubspot(Value::Array(
+        [
+            deal_property(ids.next(), 302, "dealstage", "qualifiedtobuy", T0 + 2 * d),
+            deal_property(ids.next(), 302, "dealstage", "closedwon", T0 + 12 * d),
+            deal_property(ids.next(), 303, "dealstage", "qualifiedtobuy", T0 + 3 * d),
+        ]
+        .into_iter()
+        .chain(hubspot_deal(
+            &mut ids,
+            304,
+            T0 + 3 * d,
+            Some("default"),
+            "USD",
+            Some("2000"),
+            Some("ORGANIC_SEARCH"),
+            &[],
+            &[],
+        ))
+        .collect(),
+    ))
+    .await;
+    app.process().await;
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 3);
+    app.clock.advance(420 * DAY);
+
+    // Every figure by hand (as of T0 + 420d: customers first won up to T0 + 55d have had their
+    // 12 months). US, none referred: 301 (inbound, won in 21.0 days, USD 5000), 302 (paid, won
+    // in 11.0 days, USD 7000), 303 (no source, qualified), 304 (inbound, open). 4 created, 3
+    // qualified, 2 won: conversion 2/4, win rate 2/3; days 11.0 21.0: median 16.0, p90 rank
+    // ceil(1.8) = 2 → 21.0; won 12000 / 2 = 6000; customers 301 and 302, 12000 / 2 = 6000.
+    let expected = [
+        "US/referral | deals 0 0 0 | rates - - | days - - | won - avg - | customers 0 -",
+        "US/non_referred | deals 4 3 2 | rates 0.5000 0.6667 | days 16.0 21.0 \
+         | won USD 12000.00 avg USD 6000.00 | customers 2 USD 6000.00",
+        "US/inbound | deals 2 1 1 | rates 0.5000 1.0000 | days 21.0 21.0 \
+         | won USD 5000.00 avg USD 5000.00 | customers 1 USD 5000.00",
+        "US/paid | deals 1 1 1 | rates 1.0000 1.0000 | days 11.0 11.0 \
+         | won USD 7000.00 avg USD 7000.00 | customers 1 USD 7000.00",
+        "US/unknown | deals 1 1 0 | rates 0.0000 0.0000 | days - - | won - avg - | customers 0 -",
+        "all/referral | deals 0 0 0 | rates - - | days - - | won - avg - | customers 0 -",
+        "all/non_referred | deals 4 3 2 | rates 0.5000 0.6667 | days 16.0 21.0 \
+         | won USD 12000.00 avg USD 6000.00 | customers 2 USD 6000.00",
+        "all/inbound | deals 2 1 1 | rates 0.5000 1.0000 | days 21.0 21.0 \
+         | won USD 5000.00 avg USD 5000.00 | customers 1 USD 5000.00",
+        "all/paid | deals 1 1 1 | rates 1.0000 1.0000 | days 11.0 11.0 \
+         | won USD 7000.00 avg USD 7000.00 | customers 1 USD 7000.00",
+        "all/unknown | deals 1 1 0 | rates 0.0000 0.0000 | days - - | won - avg - \
+         | customers 0 -",
+    ];
+    // Customers: Ann (301) and Bob (302, once its win is counted); neither referred anyone.
+    let participation = |c: &Comparison| -> Vec<(String, u64, u64)> {
+        c.participation
+            .iter()
+            .map(|p| (p.market.clone(), p.customers, p.referring_customers))
+            .collect()
+    };
+    let customers = [("US".to_string(), 2, 0), ("all".to_string(), 2, 0)];
+    let (ann, bob) = (
+        RecordKey::new(Crm::HubSpot, "contact", "110"),
+        RecordKey::new(Crm::HubSpot, "contact", "111"),
+    );
+    let customer_since = |key: RecordKey| {
+        let store = app.store.clone();
+        async move {
+            store
+                .crm_record(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .customer_since
+        }
+    };
+    // The guard only fails a refresh that waits on the batch; a good one returns at once.
+    let refresh = || async {
+        tokio::time::timeout(Duration::from_secs(10), app.refresh_baseline())
+            .await
+            .expect("the refresh waited on the batch's row locks")
+    };
+
+    // A batch writes Bob and deal 304 and holds their rows until it commits.
+    let mut batch = app.store.begin().await.unwrap();
+    batch
+        .apply_record_facts(
+            &[
+                RecordFacts::new(&bob),
+                RecordFacts::new(&RecordKey::new(Crm::HubSpot, "deal", "304")),
+            ],
+            app.clock_now(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        refresh().await,
+        1,
+        "303 only: 304 is the batch's, 302 is Bob's"
+    );
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 2, "302, 304");
+    assert_eq!(
+        rollup_by_day(&app).await,
+        [(0, 1, 1), (1, 1, 0), (2, 1, 1)],
+        "303 moved to qualified; 302 still counted unqualified, 304 not counted yet"
+    );
+    assert_eq!(customer_since(ann.clone()).await, Some(T0 + 21 * d));
+    assert_eq!(customer_since(bob.clone()).await, None, "Bob was skipped");
+    // Reports are exact meanwhile: they correct the rollup and Bob for the marked deals.
+    let during = comparison(&app, FunnelFilter::default()).await;
+    assert_eq!(lines(&during), expected);
+    assert_eq!(participation(&during), customers);
+
+    // Once the batch commits, the next refresh takes what it skipped.
+    batch.commit().await.unwrap();
+    assert_eq!(refresh().await, 2, "302 and 304");
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 0);
+    assert_eq!(
+        rollup_by_day(&app).await,
+        [(0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 1, 0)]
+    );
+    assert_eq!(customer_since(bob).await, Some(T0 + 12 * d));
+    let after = comparison(&app, FunnelFilter::default()).await;
+    assert_eq!(lines(&after), expected);
+    assert_eq!(participation(&after), customers);
+    assert_eq!(after, during);
 }
