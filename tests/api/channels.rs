@@ -786,7 +786,11 @@ async fn the_refresh_never_waits_on_a_person_a_batch_is_writing(backend: Backend
             .apply_record_facts(&[RecordFacts::new(&ann)], T0)
             .await
             .unwrap();
-        let refreshed = app.refresh_baseline().await;
+        // A failure guard only: a refresh that waits on the batch would never return.
+        let refreshed =
+            tokio::time::timeout(std::time::Duration::from_secs(10), app.refresh_baseline())
+                .await
+                .expect("the refresh waited on the batch's row lock");
         assert_eq!(
             refreshed, 1,
             "302 is refreshed; 301, whose person is busy, waits"
