@@ -25,6 +25,7 @@ both_backends!(
     the_comparison_is_the_same_before_and_after_the_rollup_refresh,
     a_deal_announced_by_id_is_read_back_with_its_source,
     the_refresh_never_waits_on_a_person_a_batch_is_writing,
+    participation_counts_crm_and_declared_customers_once_each_in_their_market,
 );
 
 const READ_KEY: &str = "channels-read-key";
@@ -1006,4 +1007,127 @@ async fn postgres_refresh_skips_the_people_and_deals_a_batch_holds_then_catches_
     assert_eq!(lines(&after), expected);
     assert_eq!(participation(&after), customers);
     assert_eq!(after, during);
+}
+
+/// Participation over a known set: CRM customers (people of won deals, in their deal's market)
+/// and customers the product declared who are no CRM customer (in their own market), each once;
+/// referring means their email referred anyone, whatever kind of referrer; as of the period's
+/// end.
+async fn participation_counts_crm_and_declared_customers_once_each_in_their_market(
+    backend: Backend,
+) {
+    let Some(app) = spawn_app_with(backend, SpawnOptions::default(), settings).await else {
+        return;
+    };
+    let d = DAY;
+    // Everyone joined at T0 - 30d.
+    for (code, kind, market, email) in [
+        ("DORA", "customer", "DE", "dora@buyer.de"), // no CRM person; refers at T0 + 15d
+        ("EMIL", "customer", "DE", "emil@buyer.de"), // no CRM person
+        ("FINN", "customer", "DE", "finn@buyer.de"), // no CRM person
+        ("ANN", "customer", "US", "ann@buyer.us"),   // CRM customer too (301); refers
+        ("GUS", "customer", "US", "gus@buyer.us"),   // CRM contact, only an open deal (302)
+        ("JO", "creator", "US", "jo@buyer.us"),      // CRM customer (305); refers
+        ("PIA", "partner", "US", "pia@partner.io"),  // no customer; refers
+    ] {
+        referrer(&app, code, kind, market, email).await;
+    }
+    for (n, code, at) in [
+        (1, "DORA", T0 + 15 * d),
+        (2, "ANN", T0 - d),
+        (3, "JO", T0 - d),
+        (4, "PIA", T0 - d),
+    ] {
+        app.signup(json!({"id": format!("ref-{n}"), "type": "referral.created",
+            "occurred_at": iso(at),
+            "data": {"email": format!("friend{n}@prospect.us"), "referral_code": code,
+                     "source": "link", "market": "US"}}))
+            .await;
+    }
+    // CRM: Ann's 301 won at +5d, Gus's 302 open, Hal's 303 won at +20d (Hal is no referrer),
+    // Ida's 304 lost, Jo's 305 won at +5d. All in pipeline default (→ US).
+    let mut ids = Ids(0);
+    let mut events = Vec::new();
+    for (contact, email) in [
+        (110, "ann@buyer.us"),
+        (111, "gus@buyer.us"),
+        (112, "hal@buyer.us"),
+        (113, "ida@buyer.us"),
+        (114, "jo@buyer.us"),
+    ] {
+        events.extend(hubspot_contact(&mut ids, contact, email));
+    }
+    for (deal, contact, stages) in [
+        (301, 110, &[("closedwon", T0 + 5 * d)][..]),
+        (302, 111, &[][..]),
+        (303, 112, &[("closedwon", T0 + 20 * d)][..]),
+        (304, 113, &[("closedlost", T0 + 5 * d)][..]),
+        (305, 114, &[("closedwon", T0 + 5 * d)][..]),
+    ] {
+        events.extend(hubspot_deal(
+            &mut ids,
+            deal,
+            T0,
+            Some("default"),
+            "USD",
+            Some("1000"),
+            None,
+            &[contact],
+            stages,
+        ));
+    }
+    app.hubspot(Value::Array(events)).await;
+    app.process().await;
+    app.clock.advance(30 * d);
+
+    let participation = |c: Comparison| -> Vec<(String, u64, u64, Option<String>)> {
+        c.participation
+            .into_iter()
+            .map(|p| {
+                (
+                    p.market,
+                    p.customers,
+                    p.referring_customers,
+                    p.participation_rate.map(|r| r.to_string()),
+                )
+            })
+            .collect()
+    };
+    let row = |market: &str, customers: u64, referring: u64, rate: &str| {
+        (
+            market.to_string(),
+            customers,
+            referring,
+            Some(rate.to_string()),
+        )
+    };
+    let by_then = FunnelFilter {
+        to: Some(T0 + 10 * d),
+        ..Default::default()
+    };
+    // Open period. DE: Dora, Emil, Finn (declared), Dora referred: 1/3. US: Ann and Jo (CRM
+    // customers who referred; Ann is not counted again as declared), Hal (CRM customer), Gus
+    // (declared: his contact is no customer); Pia is a partner and Ida lost: 2/4. All: 3/7.
+    let open = [
+        row("DE", 3, 1, "0.3333"),
+        row("US", 4, 2, "0.5000"),
+        row("all", 7, 3, "0.4286"),
+    ];
+    // As of T0 + 10d: Dora has not referred yet, Hal's deal is not won yet. DE 0/3; US Ann, Jo,
+    // Gus: 2/3; all 2/6.
+    let early = [
+        row("DE", 3, 0, "0.0000"),
+        row("US", 3, 2, "0.6667"),
+        row("all", 6, 2, "0.3333"),
+    ];
+    // Exact before the refresh (every deal marked) and after it.
+    for refreshed in [false, true] {
+        if refreshed {
+            assert!(app.refresh_baseline().await >= 5);
+        }
+        let all = comparison(&app, FunnelFilter::default()).await;
+        assert_eq!(participation(all), open, "refreshed: {refreshed}");
+        let then = comparison(&app, by_then.clone()).await;
+        assert_eq!(participation(then), early, "refreshed: {refreshed}");
+    }
 }
