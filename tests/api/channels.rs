@@ -1,7 +1,8 @@
 //! Referrals as a channel: referred deals next to every other deal (SPEC §4 "Channel baseline",
 //! `GET /api/v1/reports/funnel?compare=true`), played through the real webhooks on both backends,
 //! with every figure worked out by hand below; the same figures whether the baseline's rollup is
-//! refreshed or not; and the participation rate over a known set of customers.
+//! refreshed or not; the participation rate over a known set of customers; and, on PostgreSQL,
+//! a refresh that skips the rows a batch holds and takes them next time.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,7 @@ both_backends!(
     a_deal_announced_by_id_is_read_back_with_its_source,
     the_refresh_never_waits_on_a_person_a_batch_is_writing,
     a_deal_first_heard_of_by_its_win_is_not_won_before_it_was_created,
+    participation_counts_crm_and_declared_customers_once_each_in_their_market,
 );
 
 const READ_KEY: &str = "channels-read-key";
@@ -786,7 +788,11 @@ async fn the_refresh_never_waits_on_a_person_a_batch_is_writing(backend: Backend
             .apply_record_facts(&[RecordFacts::new(&ann)], T0)
             .await
             .unwrap();
-        let refreshed = app.refresh_baseline().await;
+        // A failure guard only: a refresh that waits on the batch would never return.
+        let refreshed =
+            tokio::time::timeout(std::time::Duration::from_secs(10), app.refresh_baseline())
+                .await
+                .expect("the refresh waited on the batch's row lock");
         assert_eq!(
             refreshed, 1,
             "302 is refreshed; 301, whose person is busy, waits"
@@ -839,5 +845,331 @@ async fn a_deal_first_heard_of_by_its_win_is_not_won_before_it_was_created(backe
             .unwrap_or_else(|| panic!("a US non-referred row: {:#?}", c.rows));
         assert_eq!((us.deals_created, us.deals_won), (1, 1), "{us:#?}");
         assert_eq!(us.median_days_to_won, Some(Decimal::ZERO), "{us:#?}");
+    }
+}
+
+/// Per day of creation (days after T0's), the rollup's deals and qualified deals, read directly
+/// from `deal_cohorts` on the app's PostgreSQL database.
+async fn rollup_by_day(app: &TestApp) -> Vec<(i64, i64, i64)> {
+    let pool = sqlx::PgPool::connect(app.settings.database.url.expose())
+        .await
+        .unwrap();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT created_day - $1, CAST(SUM(deals) AS BIGINT), CAST(SUM(qualified) AS BIGINT) \
+         FROM deal_cohorts GROUP BY created_day ORDER BY created_day",
+    )
+    .bind(T0.div_euclid(DAY))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// PostgreSQL only: several processors write at once there, and a batch holds its rows' locks
+/// until it commits. (SQLite has one writer: a batch and a refresh never overlap, so there is
+/// nothing to skip.) A refresh that waited on a person a batch is writing could deadlock with
+/// that batch, or (here, where the batch waits for the refresh to return) never finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refresh_skips_the_people_and_deals_a_batch_holds_then_catches_up() {
+    use referral_sync::store::{RecordFacts, RecordKey};
+    use std::time::Duration;
+    let Some(app) = spawn_app_with(Backend::Postgres, SpawnOptions::default(), settings).await
+    else {
+        return;
+    };
+    // Counted ahead: 301 (Ann's, won), 302 (Bob's, open), 303 (nobody's), all in pipeline
+    // default (→ US).
+    let d = DAY;
+    let mut ids = Ids(0);
+    let mut events = hubspot_contact(&mut ids, 110, "ann@buyer.us");
+    events.extend(hubspot_contact(&mut ids, 111, "bob@buyer.us"));
+    for (deal, created, amount, source, contacts, stages) in [
+        (
+            301,
+            T0,
+            "5000",
+            Some("ORGANIC_SEARCH"),
+            &[110][..],
+            &[("qualifiedtobuy", T0 + d), ("closedwon", T0 + 21 * d)][..],
+        ),
+        (
+            302,
+            T0 + d,
+            "7000",
+            Some("PAID_SEARCH"),
+            &[111][..],
+            &[][..],
+        ),
+        (303, T0 + 2 * d, "900", None, &[][..], &[][..]),
+    ] {
+        events.extend(hubspot_deal(
+            &mut ids,
+            deal,
+            created,
+            Some("default"),
+            "USD",
+            Some(amount),
+            source,
+            contacts,
+            stages,
+        ));
+    }
+    app.hubspot(Value::Array(events)).await;
+    app.process().await;
+    app.refresh_baseline().await;
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 0);
+    assert_eq!(
+        rollup_by_day(&app).await,
+        [(0, 1, 1), (1, 1, 0), (2, 1, 0)],
+        "301 qualified; 302 and 303 not yet"
+    );
+
+    // Later: Bob's 302 is qualified and won, 303 is qualified, 304 is new. All three are marked.
+    app.hubspot(Value::Array(
+        [
+            deal_property(ids.next(), 302, "dealstage", "qualifiedtobuy", T0 + 2 * d),
+            deal_property(ids.next(), 302, "dealstage", "closedwon", T0 + 12 * d),
+            deal_property(ids.next(), 303, "dealstage", "qualifiedtobuy", T0 + 3 * d),
+        ]
+        .into_iter()
+        .chain(hubspot_deal(
+            &mut ids,
+            304,
+            T0 + 3 * d,
+            Some("default"),
+            "USD",
+            Some("2000"),
+            Some("ORGANIC_SEARCH"),
+            &[],
+            &[],
+        ))
+        .collect(),
+    ))
+    .await;
+    app.process().await;
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 3);
+    app.clock.advance(420 * DAY);
+
+    // Every figure by hand (as of T0 + 420d: customers first won up to T0 + 55d have had their
+    // 12 months). US, none referred: 301 (inbound, won in 21.0 days, USD 5000), 302 (paid, won
+    // in 11.0 days, USD 7000), 303 (no source, qualified), 304 (inbound, open). 4 created, 3
+    // qualified, 2 won: conversion 2/4, win rate 2/3; days 11.0 21.0: median 16.0, p90 rank
+    // ceil(1.8) = 2 → 21.0; won 12000 / 2 = 6000; customers 301 and 302, 12000 / 2 = 6000.
+    let expected = [
+        "US/referral | deals 0 0 0 | rates - - | days - - | won - avg - | customers 0 -",
+        "US/non_referred | deals 4 3 2 | rates 0.5000 0.6667 | days 16.0 21.0 \
+         | won USD 12000.00 avg USD 6000.00 | customers 2 USD 6000.00",
+        "US/inbound | deals 2 1 1 | rates 0.5000 1.0000 | days 21.0 21.0 \
+         | won USD 5000.00 avg USD 5000.00 | customers 1 USD 5000.00",
+        "US/paid | deals 1 1 1 | rates 1.0000 1.0000 | days 11.0 11.0 \
+         | won USD 7000.00 avg USD 7000.00 | customers 1 USD 7000.00",
+        "US/unknown | deals 1 1 0 | rates 0.0000 0.0000 | days - - | won - avg - | customers 0 -",
+        "all/referral | deals 0 0 0 | rates - - | days - - | won - avg - | customers 0 -",
+        "all/non_referred | deals 4 3 2 | rates 0.5000 0.6667 | days 16.0 21.0 \
+         | won USD 12000.00 avg USD 6000.00 | customers 2 USD 6000.00",
+        "all/inbound | deals 2 1 1 | rates 0.5000 1.0000 | days 21.0 21.0 \
+         | won USD 5000.00 avg USD 5000.00 | customers 1 USD 5000.00",
+        "all/paid | deals 1 1 1 | rates 1.0000 1.0000 | days 11.0 11.0 \
+         | won USD 7000.00 avg USD 7000.00 | customers 1 USD 7000.00",
+        "all/unknown | deals 1 1 0 | rates 0.0000 0.0000 | days - - | won - avg - \
+         | customers 0 -",
+    ];
+    // Customers: Ann (301) and Bob (302, once its win is counted); neither referred anyone.
+    let participation = |c: &Comparison| -> Vec<(String, u64, u64)> {
+        c.participation
+            .iter()
+            .map(|p| (p.market.clone(), p.customers, p.referring_customers))
+            .collect()
+    };
+    let customers = [("US".to_string(), 2, 0), ("all".to_string(), 2, 0)];
+    let (ann, bob) = (
+        RecordKey::new(Crm::HubSpot, "contact", "110"),
+        RecordKey::new(Crm::HubSpot, "contact", "111"),
+    );
+    let customer_since = |key: RecordKey| {
+        let store = app.store.clone();
+        async move {
+            store
+                .crm_record(&key)
+                .await
+                .unwrap()
+                .unwrap()
+                .customer_since
+        }
+    };
+    // The guard only fails a refresh that waits on the batch; a good one returns at once.
+    let refresh = || async {
+        tokio::time::timeout(Duration::from_secs(10), app.refresh_baseline())
+            .await
+            .expect("the refresh waited on the batch's row locks")
+    };
+
+    // A batch writes Bob and deal 304 and holds their rows until it commits.
+    let mut batch = app.store.begin().await.unwrap();
+    batch
+        .apply_record_facts(
+            &[
+                RecordFacts::new(&bob),
+                RecordFacts::new(&RecordKey::new(Crm::HubSpot, "deal", "304")),
+            ],
+            app.clock_now(),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        refresh().await,
+        1,
+        "303 only: 304 is the batch's, 302 is Bob's"
+    );
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 2, "302, 304");
+    assert_eq!(
+        rollup_by_day(&app).await,
+        [(0, 1, 1), (1, 1, 0), (2, 1, 1)],
+        "303 moved to qualified; 302 still counted unqualified, 304 not counted yet"
+    );
+    assert_eq!(customer_since(ann.clone()).await, Some(T0 + 21 * d));
+    assert_eq!(customer_since(bob.clone()).await, None, "Bob was skipped");
+    // Reports are exact meanwhile: they correct the rollup and Bob for the marked deals.
+    let during = comparison(&app, FunnelFilter::default()).await;
+    assert_eq!(lines(&during), expected);
+    assert_eq!(participation(&during), customers);
+
+    // Once the batch commits, the next refresh takes what it skipped.
+    batch.commit().await.unwrap();
+    assert_eq!(refresh().await, 2, "302 and 304");
+    assert_eq!(app.store.baseline_backlog().await.unwrap(), 0);
+    assert_eq!(
+        rollup_by_day(&app).await,
+        [(0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 1, 0)]
+    );
+    assert_eq!(customer_since(bob).await, Some(T0 + 12 * d));
+    let after = comparison(&app, FunnelFilter::default()).await;
+    assert_eq!(lines(&after), expected);
+    assert_eq!(participation(&after), customers);
+    assert_eq!(after, during);
+}
+
+/// Participation over a known set: CRM customers (people of won deals, in their deal's market)
+/// and customers the product declared who are no CRM customer (in their own market), each once;
+/// referring means their email referred anyone, whatever kind of referrer; as of the period's
+/// end.
+async fn participation_counts_crm_and_declared_customers_once_each_in_their_market(
+    backend: Backend,
+) {
+    let Some(app) = spawn_app_with(backend, SpawnOptions::default(), settings).await else {
+        return;
+    };
+    let d = DAY;
+    // Everyone joined at T0 - 30d.
+    for (code, kind, market, email) in [
+        ("DORA", "customer", "DE", "dora@buyer.de"), // no CRM person; refers at T0 + 15d
+        ("EMIL", "customer", "DE", "emil@buyer.de"), // no CRM person
+        ("FINN", "customer", "DE", "finn@buyer.de"), // no CRM person
+        ("ANN", "customer", "US", "ann@buyer.us"),   // CRM customer too (301); refers
+        ("GUS", "customer", "US", "gus@buyer.us"),   // CRM contact, only an open deal (302)
+        ("JO", "creator", "US", "jo@buyer.us"),      // CRM customer (305); refers
+        ("PIA", "partner", "US", "pia@partner.io"),  // no customer; refers
+    ] {
+        referrer(&app, code, kind, market, email).await;
+    }
+    for (n, code, at) in [
+        (1, "DORA", T0 + 15 * d),
+        (2, "ANN", T0 - d),
+        (3, "JO", T0 - d),
+        (4, "PIA", T0 - d),
+    ] {
+        app.signup(json!({"id": format!("ref-{n}"), "type": "referral.created",
+            "occurred_at": iso(at),
+            "data": {"email": format!("friend{n}@prospect.us"), "referral_code": code,
+                     "source": "link", "market": "US"}}))
+            .await;
+    }
+    // CRM: Ann's 301 won at +5d, Gus's 302 open, Hal's 303 won at +20d (Hal is no referrer),
+    // Ida's 304 lost, Jo's 305 won at +5d. All in pipeline default (→ US).
+    let mut ids = Ids(0);
+    let mut events = Vec::new();
+    for (contact, email) in [
+        (110, "ann@buyer.us"),
+        (111, "gus@buyer.us"),
+        (112, "hal@buyer.us"),
+        (113, "ida@buyer.us"),
+        (114, "jo@buyer.us"),
+    ] {
+        events.extend(hubspot_contact(&mut ids, contact, email));
+    }
+    for (deal, contact, stages) in [
+        (301, 110, &[("closedwon", T0 + 5 * d)][..]),
+        (302, 111, &[][..]),
+        (303, 112, &[("closedwon", T0 + 20 * d)][..]),
+        (304, 113, &[("closedlost", T0 + 5 * d)][..]),
+        (305, 114, &[("closedwon", T0 + 5 * d)][..]),
+    ] {
+        events.extend(hubspot_deal(
+            &mut ids,
+            deal,
+            T0,
+            Some("default"),
+            "USD",
+            Some("1000"),
+            None,
+            &[contact],
+            stages,
+        ));
+    }
+    app.hubspot(Value::Array(events)).await;
+    app.process().await;
+    app.clock.advance(30 * d);
+
+    let participation = |c: Comparison| -> Vec<(String, u64, u64, Option<String>)> {
+        c.participation
+            .into_iter()
+            .map(|p| {
+                (
+                    p.market,
+                    p.customers,
+                    p.referring_customers,
+                    p.participation_rate.map(|r| r.to_string()),
+                )
+            })
+            .collect()
+    };
+    let row = |market: &str, customers: u64, referring: u64, rate: &str| {
+        (
+            market.to_string(),
+            customers,
+            referring,
+            Some(rate.to_string()),
+        )
+    };
+    let by_then = FunnelFilter {
+        to: Some(T0 + 10 * d),
+        ..Default::default()
+    };
+    // Open period. DE: Dora, Emil, Finn (declared), Dora referred: 1/3. US: Ann and Jo (CRM
+    // customers who referred; Ann is not counted again as declared), Hal (CRM customer), Gus
+    // (declared: his contact is no customer); Pia is a partner and Ida lost: 2/4. All: 3/7.
+    let open = [
+        row("DE", 3, 1, "0.3333"),
+        row("US", 4, 2, "0.5000"),
+        row("all", 7, 3, "0.4286"),
+    ];
+    // As of T0 + 10d: Dora has not referred yet, Hal's deal is not won yet. DE 0/3; US Ann, Jo,
+    // Gus: 2/3; all 2/6.
+    let early = [
+        row("DE", 3, 0, "0.0000"),
+        row("US", 3, 2, "0.6667"),
+        row("all", 6, 2, "0.3333"),
+    ];
+    // Exact before the refresh (every deal marked) and after it.
+    for refreshed in [false, true] {
+        if refreshed {
+            assert!(app.refresh_baseline().await >= 5);
+        }
+        let all = comparison(&app, FunnelFilter::default()).await;
+        assert_eq!(participation(all), open, "refreshed: {refreshed}");
+        let then = comparison(&app, by_then.clone()).await;
+        assert_eq!(participation(then), early, "refreshed: {refreshed}");
     }
 }
