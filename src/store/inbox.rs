@@ -131,12 +131,12 @@ impl Tx {
             return Ok(None);
         }
         let locked: Vec<(i32,)> = on_tx!(self, |c| sqlx::query_as(
-            "SELECT p.partition_no FROM inbox_partitions p \
-             WHERE EXISTS (SELECT 1 FROM inbox_events e \
-                 WHERE e.partition_no = p.partition_no AND e.status = 'pending') \
-             ORDER BY (SELECT MIN(e.id) FROM inbox_events e \
-                 WHERE e.partition_no = p.partition_no AND e.status = 'pending') \
-             LIMIT $1 FOR UPDATE OF p SKIP LOCKED"
+            // One probe of the pending index per partition: its oldest pending event, if any.
+            "SELECT p.partition_no FROM inbox_partitions p CROSS JOIN LATERAL \
+                 (SELECT e.id FROM inbox_events e \
+                  WHERE e.partition_no = p.partition_no AND e.status = 'pending' \
+                  ORDER BY e.id LIMIT 1) oldest \
+             ORDER BY oldest.id LIMIT $1 FOR UPDATE OF p SKIP LOCKED"
         )
         .bind(limit)
         .fetch_all(c)
