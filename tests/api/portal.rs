@@ -277,7 +277,7 @@ async fn a_partner_sees_their_payout_statements_per_currency_and_no_one_elses(ba
         [
             "<td>December 2026</td><td><span class=\"tag warn\">to be paid</span></td>\
              <td class=\"num\">$10.50</td><td>Jan 30, 2027</td><td></td>",
-            "<td>November 2026</td><td><span class=\"tag good\">paid</span></td>\
+            "<td>November 2026</td><td><span class=\"tag good\">paid out</span></td>\
              <td class=\"num\">$3,000.00</td><td>Dec 30, 2026</td>\
              <td>Nov 20, 2026, reference WIRE-2026-11-ACME</td>",
         ]

@@ -91,7 +91,7 @@ const EN: Texts = Texts {
     due_date: "Due by",
     payment: "Payment",
     statement_open: "to be paid",
-    statement_paid: "paid",
+    statement_paid: "paid out",
     paid_with: "{date}, reference {reference}",
     no_payouts: "No payout statements yet: eligible rewards are gathered into a statement per month and currency.",
     more_payouts: "Your {n} most recent statements are shown.",

@@ -110,9 +110,9 @@ impl ReferralStatus {
                 };
             }
             Self::InReview => ("reward under review", "вознаграждение на проверке", "warn"),
-            Self::Eligible => ("eligible", "вознаграждение подтверждено", "good"),
+            Self::Eligible => ("reward confirmed", "вознаграждение подтверждено", "good"),
             Self::Approved => ("approved for payout", "одобрено к выплате", "good"),
-            Self::Paid => ("paid", "выплачено", "good"),
+            Self::Paid => ("reward paid out", "выплачено", "good"),
             Self::Reversed => (
                 "reward reversed: the deal reopened",
                 "вознаграждение отменено: сделка возобновлена",
