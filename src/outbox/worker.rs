@@ -659,17 +659,24 @@ fn segments(
         let Some(head) = record.rows.first() else {
             continue;
         };
+        // A count that cannot be one is stored data this code did not write: the row is
+        // dead-lettered with why, like a command that cannot be read.
+        let attempts = usize::try_from(head.attempts)
+            .map_err(|_| format!("stored attempt count {} is not a count", head.attempts));
         let base = |row: &OutboxRow| Segment {
             head_id: record.head_id,
             lease_until,
             in_doubt: record.in_doubt,
-            attempts: usize::try_from(head.attempts).unwrap_or(usize::MAX),
+            attempts: *attempts.as_ref().unwrap_or(&0),
             crm: row.crm,
             account: row.account.clone(),
             object_type: row.object_type.clone(),
             object_id: row.object_id.clone(),
             kind: row.kind,
-            command: row.command().map_err(|e| e.to_string()),
+            command: match &attempts {
+                Ok(_) => row.command().map_err(|e| e.to_string()),
+                Err(why) => Err(why.clone()),
+            },
             row_ids: vec![row.id],
         };
         if head.kind != CommandKind::UpdateProperties {
@@ -687,7 +694,7 @@ fn segments(
             }
             row_ids.push(row.id);
         }
-        if row_ids.is_empty() {
+        if row_ids.is_empty() || attempts.is_err() {
             singles.push(base(head));
             continue;
         }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::bulk::Col;
 use super::reports::FunnelFilter;
 use super::tx::{on_tx, TxInner};
-use super::{on_pool, BackendKind, Store, StoreError, Tx};
+use super::{count, on_pool, BackendKind, Store, StoreError, Tx};
 use crate::clock::{Millis, DAY};
 
 /// What a deal is counted under: referred or not (with the referral's market and source), and
@@ -662,7 +662,7 @@ impl Tx {
         }
         let cohorts = |rows: Vec<(String, i64)>| -> Result<Vec<(Cohort, u64)>, StoreError> {
             rows.into_iter()
-                .map(|(key, n)| Ok((Cohort::of_key(&key)?, count_of(n))))
+                .map(|(key, n)| Ok((Cohort::of_key(&key)?, count(n)?)))
                 .collect()
         };
         Ok(ParticipationFacts {
@@ -1038,7 +1038,7 @@ impl Store {
                 let a = acquired
                     .entry((cohort.clone(), deal_type.clone()))
                     .or_default();
-                a.0 += count_of(row.11);
+                a.0 += count(row.11)?;
                 a.1 = a.1.saturating_add(sum_amounts(row.12.as_deref()));
             }
             if row.9 > 0 {
@@ -1047,7 +1047,7 @@ impl Store {
                     cohort,
                     deal_type,
                     tenths,
-                    deals: count_of(row.9),
+                    deals: count(row.9)?,
                     priced,
                     amount,
                 });
@@ -1109,10 +1109,6 @@ impl Store {
 /// decimals are left out (as the funnel's revenue does).
 fn sum_amounts(joined: Option<&str>) -> Decimal {
     priced(joined).1
-}
-
-fn count_of(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }
 
 #[cfg(test)]

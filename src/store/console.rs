@@ -8,7 +8,7 @@ use super::referrals::{Referral, REFERRAL_COLUMNS};
 use super::reports::{FunnelFilter, REFERRAL_FILTER};
 use super::rewards::{Reward, REWARD_COLUMNS};
 use super::tx::on_tx;
-use super::{on_pool, InboxEvent, Store, StoreError};
+use super::{count, on_pool, InboxEvent, Store, StoreError};
 use crate::clock::Millis;
 
 /// A console session as stored: the cookie's token only as its SHA-256.
@@ -137,15 +137,16 @@ impl Store {
             .bind(filter.to)
             .fetch_all(p)
             .await?);
-        Ok(rows
-            .into_iter()
-            .map(|(market, day, referrals, won)| DayGroup {
-                market,
-                day,
-                referrals: u64::try_from(referrals).unwrap_or_default(),
-                won: u64::try_from(won).unwrap_or_default(),
+        rows.into_iter()
+            .map(|(market, day, referrals, won)| {
+                Ok(DayGroup {
+                    market,
+                    day,
+                    referrals: count(referrals)?,
+                    won: count(won)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// How many CRM writes wait, retry or are dead.

@@ -90,6 +90,12 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A count the database returned (`COUNT(*)`, a sum of counts) as the unsigned number it is; a
+/// negative one means the stored data is not what this code wrote.
+pub(crate) fn count(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("a count of {n}")))
+}
+
 /// Which database engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::bulk::{self, Col, Param};
-use super::{Store, StoreError, Tx};
+use super::{count, Store, StoreError, Tx};
 use crate::clock::{Millis, DAY};
 use crate::domain::moment::{MomentKind, MomentOutcome};
 
@@ -271,8 +271,8 @@ pub(super) fn ask_outcomes(rows: Vec<(String, i64, i64)>) -> Result<Vec<AskOutco
                 kind: kind
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("referral ask kind `{kind}`")))?,
-                asks: u64::try_from(asks).unwrap_or(0),
-                led_to_referral: u64::try_from(led).unwrap_or(0),
+                asks: count(asks)?,
+                led_to_referral: count(led)?,
             })
         })
         .collect()

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::moments::{self, AskOutcome};
-use super::{on_pool, BackendKind, Store, StoreError};
+use super::{count, on_pool, BackendKind, Store, StoreError};
 use crate::clock::Millis;
 use crate::domain::referrer::PartnerKind;
 
@@ -297,9 +297,9 @@ impl Store {
                         referrer_name: name,
                         market,
                         source,
-                        referrals: count_of(n),
-                        qualified: count_of(q),
-                        won: count_of(w),
+                        referrals: count(n)?,
+                        qualified: count(q)?,
+                        won: count(w)?,
                     })
                 },
             )
@@ -310,9 +310,9 @@ impl Store {
                 Ok(PartnerGroup {
                     market,
                     kind: partner_kind(&kind)?,
-                    invited: count_of(invited),
-                    joined: count_of(joined),
-                    active: count_of(active),
+                    invited: count(invited)?,
+                    joined: count(joined)?,
+                    active: count(active)?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -322,16 +322,16 @@ impl Store {
             partners,
             days_to_win: days
                 .into_iter()
-                .map(
-                    |(market, source, referrer_code, tenths, n)| DaysToWinGroup {
+                .map(|(market, source, referrer_code, tenths, n)| {
+                    Ok(DaysToWinGroup {
                         market,
                         source,
                         referrer_code,
                         tenths,
-                        referrals: count_of(n),
-                    },
-                )
-                .collect(),
+                        referrals: count(n)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
             revenue,
             reward_cost,
             asks: moments::ask_outcomes(asks)?,
@@ -351,8 +351,4 @@ impl Store {
 fn partner_kind(text: &str) -> Result<PartnerKind, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("referrer kind `{text}` is not a known kind")))
-}
-
-fn count_of(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }

@@ -38,7 +38,43 @@ both_backends!(
     a_salesforce_write_in_doubt_is_read_back_not_repeated,
     a_round_that_would_outlast_its_lease_hands_the_rest_back_unsent,
     a_stored_write_that_cannot_be_read_is_dead_lettered_with_why_and_the_rest_go_out,
+    a_stored_attempt_count_that_is_not_a_count_is_dead_lettered_with_why,
 );
+
+/// Attempts only ever grow from 0; a negative count is stored data this code did not write.
+/// The write goes nowhere (it is not retried as if it had failed many times, nor sent as new)
+/// and its dead letter says why.
+async fn a_stored_attempt_count_that_is_not_a_count_is_dead_lettered_with_why(backend: Backend) {
+    let Some(w) = world(backend, SandboxConfig::default()).await else {
+        return;
+    };
+    hubspot_referral(&w.app, 12).await;
+    let rows = w.app.store.outbox_rows(None).await.unwrap();
+    let broken = rows
+        .iter()
+        .find(|r| r.object_type == "contact" && r.object_id == "1012")
+        .expect("a write for contact 1012");
+    w.app
+        .execute_sql(&format!(
+            "UPDATE outbox SET attempts = -3 WHERE id = {}",
+            broken.id
+        ))
+        .await;
+
+    w.app.deliver().await;
+
+    let dead = w.app.store.dead_deliveries(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0].id, broken.id);
+    let why = dead[0].last_error.as_deref().unwrap();
+    assert!(why.contains("stored attempt count -3"), "{why}");
+    assert!(w.crm.state.hubspot_object("contacts", "1012").is_none());
+    assert_eq!(
+        w.crm.state.hubspot_object("deals", "2012").unwrap()["referral_code"],
+        "ACME-7",
+        "the deal's own write went out"
+    );
+}
 
 async fn a_stored_write_that_cannot_be_read_is_dead_lettered_with_why_and_the_rest_go_out(
     backend: Backend,
