@@ -202,21 +202,19 @@ impl SalesforceClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(body.to_string());
             }
-            let Answer {
-                status,
-                headers,
-                text,
-            } = Answer::of(Crm::Salesforce, req).await?;
-            if status.is_success() {
-                return Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)));
+            let answer = Answer::of(Crm::Salesforce, req).await?;
+            if answer.status.is_success() {
+                return Ok((answer.status, answer.body()));
             }
-            if status == StatusCode::UNAUTHORIZED && text.contains("INVALID_SESSION_ID") && !renewed
+            if answer.status == StatusCode::UNAUTHORIZED
+                && answer.text.contains("INVALID_SESSION_ID")
+                && !renewed
             {
                 self.forget(&token).await;
                 renewed = true;
                 continue;
             }
-            return Err(classify(status, &headers, &text));
+            return Err(classify(answer.status, &answer.headers, &answer.text));
         }
     }
 

@@ -298,3 +298,16 @@ impl Store {
             .await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_is_unsigned_and_a_negative_one_is_an_error_naming_it() {
+        assert_eq!(count(0).unwrap(), 0);
+        assert_eq!(count(42).unwrap(), 42);
+        let err = count(-3).unwrap_err().to_string();
+        assert!(err.contains("a count of -3"), "{err}");
+    }
+}
