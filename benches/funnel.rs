@@ -63,6 +63,15 @@ async fn main() {
     })
     .await;
     let comparison = comparison.comparison.expect("compared");
+    // The comparison's own parts, alone: what its figure is made of.
+    let (baseline_times, baseline) = timed(runs, || async {
+        store
+            .baseline_facts(&filter, as_of)
+            .await
+            .expect("baseline facts")
+    })
+    .await;
+    let (compute_times, _) = timed(runs, || async { compare::compute(settings, &baseline) }).await;
     let created: u64 = comparison
         .totals
         .iter()
@@ -115,6 +124,8 @@ async fn main() {
             "report_ms_median": ms(median(&funnel_times)),
             "compare_ms_min": ms(compare_times[0]),
             "compare_ms_median": ms(median(&compare_times)),
+            "baseline_facts_ms_median": ms(median(&baseline_times)),
+            "compare_compute_ms_median": ms(median(&compute_times)),
             "marked_during_reports": pending,
             "refresh_deals": refreshed,
             "refresh_deals_per_s": (refreshed as f64 / refresh_s).round(),

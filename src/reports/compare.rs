@@ -28,7 +28,7 @@
 //! The market filter selects rows by market; the source filter restricts referred deals to that
 //! referral source (other deals have none).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -40,7 +40,7 @@ use super::format::{
 use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::Crm;
-use crate::store::{BaselineFacts, Cohort};
+use crate::store::{BaselineFacts, Cohort, ReferredCustomerDeals};
 
 /// The channel label of rows that add up every channel but `referral`.
 pub const NON_REFERRED: &str = "non_referred";
@@ -197,8 +197,8 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Comparison {
         let currency = currency(w.cohort.currency.as_deref());
         each(&w.cohort, &mut |acc| {
             acc.won += w.deals;
-            if let Some(tenths) = w.tenths {
-                acc.days.add(tenths, w.deals);
+            for (tenths, deals) in &w.days {
+                acc.days.add(*tenths, *deals);
             }
             if w.priced > 0 {
                 add_money(&mut acc.won_amount, &currency, w.amount);
@@ -228,32 +228,49 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Comparison {
         });
     }
     // A referred customer counts once, and once in each currency it paid new business in.
-    let mut referred: BTreeMap<&str, (Cohort, BTreeMap<String, Decimal>)> = BTreeMap::new();
-    for d in &facts.referred_customers {
-        let (_, revenue) = referred.entry(&d.referral_id).or_insert_with(|| {
-            let cohort = Cohort {
-                crm: d.crm.clone(),
-                referred: true,
-                market: d.market.clone(),
-                source: d.source.clone(),
-                pipeline: None,
-                currency: None,
-                crm_source: None,
-            };
-            (cohort, BTreeMap::new())
-        });
-        let Some(amount) = d.amount else {
-            continue;
-        };
-        if !is_renewal(&d.crm, d.pipeline.as_deref(), d.deal_type.as_deref()) {
-            add_money(revenue, &currency(d.currency.as_deref()), amount);
+    // Each customer is counted where its first deal read is (the referral's market and source
+    // are the same for all), then summed per cohort before the rows take them.
+    let mut referred: HashMap<&str, (&ReferredCustomerDeals, BTreeMap<String, Decimal>)> =
+        HashMap::new();
+    for g in &facts.referred_customers {
+        let renewal = is_renewal(&g.crm, g.pipeline.as_deref(), g.deal_type.as_deref());
+        let currency = currency(g.currency.as_deref());
+        for (referral_id, amount) in &g.deals {
+            let (_, revenue) = referred
+                .entry(referral_id)
+                .or_insert_with(|| (g, BTreeMap::new()));
+            if let Some(amount) = amount.filter(|_| !renewal) {
+                add_money(revenue, &currency, amount);
+            }
         }
     }
-    for (cohort, revenue) in referred.values() {
-        each(cohort, &mut |acc| {
-            acc.customers += 1;
-            for (currency, amount) in revenue {
-                *acc.paying.entry(currency.clone()).or_default() += 1;
+    type CustomerSums = (u64, BTreeMap<String, u64>, BTreeMap<String, Decimal>);
+    let mut by_cohort: BTreeMap<(&str, Option<&str>, Option<&str>), CustomerSums> = BTreeMap::new();
+    for (g, revenue) in referred.into_values() {
+        let key = (g.crm.as_str(), g.market.as_deref(), g.source.as_deref());
+        let (customers, paying, sums) = by_cohort.entry(key).or_default();
+        *customers += 1;
+        for (currency, amount) in revenue {
+            *paying.entry(currency.clone()).or_default() += 1;
+            add_money(sums, &currency, amount);
+        }
+    }
+    for ((crm, market, source), (customers, paying, sums)) in by_cohort {
+        let cohort = Cohort {
+            crm: crm.to_string(),
+            referred: true,
+            market: market.map(String::from),
+            source: source.map(String::from),
+            pipeline: None,
+            currency: None,
+            crm_source: None,
+        };
+        each(&cohort, &mut |acc| {
+            acc.customers += customers;
+            for (currency, n) in &paying {
+                *acc.paying.entry(currency.clone()).or_default() += n;
+            }
+            for (currency, amount) in &sums {
                 add_money(&mut acc.revenue_12m, currency, *amount);
             }
         });

@@ -10,7 +10,9 @@
 //! mark. A report ([`Store::baseline_facts`]) reads, in one snapshot, the rollup for the whole
 //! days of its period, corrects it for the deals still marked, and counts the deals created in
 //! the period's partial days directly; so it is exact however far the refresh has got. Won deals
-//! (a small share) are read directly, through an index of their own.
+//! are counted ahead the same way: per cohort and day of creation in `deal_wins` (with their
+//! exact amount sum and a histogram of days to won), and the non-referred ones per cohort, deal
+//! type and day of the first win in `deal_acquisitions` (revenue per customer after 12 months).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
@@ -78,12 +80,38 @@ impl Cohort {
 }
 
 /// What a deal adds to the rollup: its cohort, the UTC day it was created, whether it reached
-/// qualified. Kept on the deal's row (`baseline_rolled`) once counted.
+/// qualified, and what it adds to the won rollups while it is won. Kept on the deal's row
+/// (`baseline_rolled`) once counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rolled {
     pub cohort: Cohort,
     pub day: i64,
     pub qualified: bool,
+    /// Absent in what rows counted before the won rollups existed (those rows were marked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub won: Option<Won>,
+}
+
+/// What a live won deal adds to the won rollups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Won {
+    pub deal_type: Option<String>,
+    /// Tenths of a day from creation to the first win, rounded half up; `None` when the win
+    /// time is not known.
+    pub tenths: Option<i64>,
+    /// The UTC day of the first win, when known.
+    pub day: Option<i64>,
+    /// The amount, when it is a plausible decimal.
+    pub amount: Option<Decimal>,
+}
+
+/// A cohort and a deal type: what `deal_acquisitions` counts customers under (a renewal is no
+/// new customer, and `[renewals]` may name deal types).
+#[derive(Serialize, Deserialize)]
+struct AcquiredKey {
+    #[serde(flatten)]
+    cohort: Cohort,
+    deal_type: Option<String>,
 }
 
 impl Rolled {
@@ -91,6 +119,170 @@ impl Rolled {
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).expect("plain data serialises")
     }
+
+    /// Where a won deal counts: its `deal_wins` key and day, and, when it is not referred and
+    /// its win time is known, its `deal_acquisitions` key and day.
+    fn won_keys(&self) -> Option<(&Won, RollupKey, Option<RollupKey>)> {
+        let won = self.won.as_ref()?;
+        let acquired = won.day.filter(|_| !self.cohort.referred).map(|day| {
+            let key = AcquiredKey {
+                cohort: self.cohort.clone(),
+                deal_type: won.deal_type.clone(),
+            };
+            (
+                serde_json::to_string(&key).expect("plain data serialises"),
+                day,
+            )
+        });
+        Some((won, (self.cohort.key(), self.day), acquired))
+    }
+}
+
+/// A won rollup row's key: cohort (as text) and day.
+type RollupKey = (String, i64);
+
+/// Won deals of one rollup row (or of many summed): how many, how many with an amount, the
+/// amounts' exact sum, and deals per tenths of a day from creation to the first win.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct WonCounts {
+    deals: i64,
+    priced: i64,
+    amount: Decimal,
+    tenths: BTreeMap<i64, i64>,
+}
+
+impl WonCounts {
+    fn add(&mut self, won: &Won, sign: i64) {
+        self.deals += sign;
+        if let Some(amount) = won.amount {
+            self.priced += sign;
+            let signed = if sign < 0 { -amount } else { amount };
+            self.amount = self.amount.saturating_add(signed);
+        }
+        if let Some(tenths) = won.tenths {
+            *self.tenths.entry(tenths).or_default() += sign;
+        }
+    }
+
+    fn merge(&mut self, other: &WonCounts) {
+        self.deals += other.deals;
+        self.priced += other.priced;
+        self.amount = self.amount.saturating_add(other.amount);
+        for (tenths, n) in &other.tenths {
+            *self.tenths.entry(*tenths).or_default() += n;
+        }
+        self.tenths.retain(|_, n| *n != 0);
+    }
+}
+
+/// A row of a won rollup as stored (`tenths` is empty text in `deal_acquisitions`).
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct WonRow {
+    cohort: String,
+    day: i64,
+    deals: i64,
+    priced: i64,
+    amount: String,
+    tenths: String,
+}
+
+/// Separates the rows' amounts and histograms when a report reads a cohort's rows summed.
+const UNIT: char = '\u{1f}';
+
+impl WonRow {
+    /// What the row counts; a report's summed row holds every row's amount and histogram
+    /// joined by [`UNIT`].
+    fn counts(&self, table: &WonTable) -> Result<WonCounts, StoreError> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!(
+                "{} of {} `{}` (day {}): {e}",
+                what, table.name, self.cohort, self.day
+            ))
+        };
+        let mut counts = WonCounts {
+            deals: self.deals,
+            priced: self.priced,
+            ..WonCounts::default()
+        };
+        for amount in self.amount.split(UNIT) {
+            let amount = Decimal::from_str(amount).map_err(|e| corrupt("amount", &e))?;
+            counts.amount = counts.amount.saturating_add(amount);
+        }
+        if table.histogram {
+            for tenths in self.tenths.split(UNIT) {
+                let row: BTreeMap<i64, i64> =
+                    serde_json::from_str(tenths).map_err(|e| corrupt("tenths", &e))?;
+                for (tenths, n) in row {
+                    *counts.tenths.entry(tenths).or_default() += n;
+                }
+            }
+            counts.tenths.retain(|_, n| *n != 0);
+        }
+        Ok(counts)
+    }
+}
+
+/// One of the two won rollups: its table, its day column, whether it keeps days to won.
+struct WonTable {
+    name: &'static str,
+    day: &'static str,
+    histogram: bool,
+}
+
+const DEAL_WINS: WonTable = WonTable {
+    name: "deal_wins",
+    day: "created_day",
+    histogram: true,
+};
+const DEAL_ACQUISITIONS: WonTable = WonTable {
+    name: "deal_acquisitions",
+    day: "won_day",
+    histogram: false,
+};
+
+impl WonTable {
+    /// The row's columns as `WonRow` reads them (`r`: the rows of a bulk statement).
+    fn select(&self, alias: &str) -> String {
+        let day = self.day;
+        let tenths = if self.histogram {
+            format!("{alias}.tenths")
+        } else {
+            "''".into()
+        };
+        format!(
+            "{alias}.cohort, {alias}.{day} AS day, {alias}.deals, {alias}.priced, \
+             {alias}.amount, {tenths} AS tenths"
+        )
+    }
+
+    /// Its rows of the days in `[$1, $2)`, summed per cohort (one row each, read as a
+    /// [`WonRow`]): reading every day's row costs more than the SQL.
+    fn summed(&self, backend: BackendKind) -> String {
+        let (name, day) = (self.name, self.day);
+        let concat = |column: &str| match backend {
+            BackendKind::Sqlite => format!("group_concat({column}, char(31))"),
+            BackendKind::Postgres => format!("string_agg({column}, chr(31))"),
+        };
+        let tenths = if self.histogram {
+            concat("tenths")
+        } else {
+            "''".into()
+        };
+        format!(
+            "SELECT cohort, MIN({day}) AS day, CAST(SUM(deals) AS BIGINT) AS deals, \
+                 CAST(SUM(priced) AS BIGINT) AS priced, {} AS amount, {tenths} AS tenths \
+             FROM {name} WHERE {day} >= $1 AND {day} < $2 GROUP BY cohort",
+            concat("amount")
+        )
+    }
+}
+
+/// The plausible decimal an amount's text holds, if any (as the funnel's revenue reads them).
+fn plausible_amount(text: &str) -> Option<Decimal> {
+    let max = Decimal::from(1_000_000_000_000_000_000i64);
+    Decimal::from_str(text.trim())
+        .ok()
+        .filter(|a| a.abs() < max)
 }
 
 /// A deal's row as the baseline sees it.
@@ -110,6 +302,11 @@ struct DealState {
     deleted_at: Option<i64>,
     merged_into: Option<String>,
     baseline_rolled: Option<String>,
+    /// At stage won now.
+    won: bool,
+    won_at: Option<i64>,
+    deal_type: Option<String>,
+    amount: Option<String>,
 }
 
 impl DealState {
@@ -135,6 +332,15 @@ impl DealState {
             ),
             day: self.created.div_euclid(DAY),
             qualified: self.qualified_at.is_some(),
+            won: self.won.then(|| Won {
+                deal_type: self.deal_type.clone(),
+                // Rounded half up (and towards zero for a win before creation, as SQL divides).
+                tenths: self
+                    .won_at
+                    .map(|at| (at - self.created + DAY / 20) / (DAY / 10)),
+                day: self.won_at.map(|at| at.div_euclid(DAY)),
+                amount: self.amount.as_deref().and_then(plausible_amount),
+            }),
         })
     }
 
@@ -161,9 +367,8 @@ const LIVE_DEAL: &str = "object_type IN ('deal', 'Opportunity') AND deleted_at I
      AND merged_into IS NULL";
 const DEAL_STATE: &str = "crm, object_type, object_id, referral_id, market, source, pipeline, \
      currency, crm_source, COALESCE(crm_created_at, created_at) AS created, qualified_at, \
-     deleted_at, merged_into, baseline_rolled";
-/// Tenths of a day from creation to the first win, rounded half up (the won index holds it).
-const TENTHS_TO_WON: &str = "(won_at - COALESCE(crm_created_at, created_at) + 4320000) / 8640000";
+     deleted_at, merged_into, baseline_rolled, COALESCE(stage = 'won', FALSE) AS won, won_at, \
+     deal_type, amount";
 /// Advisory-lock key of the rollup refresh (one refresh at a time per deployment).
 const REFRESH_LOCK: i64 = 0x7265_6673_796e_6303;
 
@@ -287,6 +492,8 @@ impl Tx {
             }
         };
         let mut deltas: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+        let mut wins: BTreeMap<RollupKey, WonCounts> = BTreeMap::new();
+        let mut acquisitions: BTreeMap<RollupKey, WonCounts> = BTreeMap::new();
         let mut cleared = Vec::with_capacity(deals.len());
         for deal in deals.iter().filter(|d| taken(d)) {
             let now = deal.contribution();
@@ -297,6 +504,12 @@ impl Tx {
                         let d = deltas.entry((r.cohort.key(), r.day)).or_default();
                         d.0 += sign;
                         d.1 += sign * i64::from(r.qualified);
+                        if let Some((won, win, acquired)) = r.won_keys() {
+                            wins.entry(win).or_default().add(won, sign);
+                            if let Some(key) = acquired {
+                                acquisitions.entry(key).or_default().add(won, sign);
+                            }
+                        }
                     }
                 }
             }
@@ -342,6 +555,8 @@ impl Tx {
             &[],
         )
         .await?;
+        self.apply_won(&DEAL_WINS, wins).await?;
+        self.apply_won(&DEAL_ACQUISITIONS, acquisitions).await?;
         #[derive(Serialize)]
         struct CustomerRow {
             crm: String,
@@ -393,6 +608,117 @@ impl Tx {
         )
         .await?;
         Ok(cleared.len())
+    }
+
+    /// Add `deltas` to a won rollup's rows: read, add up and write back, since SQL cannot add
+    /// decimal text exactly on SQLite (one refresh runs at a time, so nothing writes between).
+    async fn apply_won(
+        &mut self,
+        table: &WonTable,
+        deltas: BTreeMap<RollupKey, WonCounts>,
+    ) -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct Key<'a> {
+            cohort: &'a str,
+            day: i64,
+        }
+        let keys: Vec<Key> = deltas
+            .keys()
+            .map(|(cohort, day)| Key { cohort, day: *day })
+            .collect();
+        let key_columns = [("cohort", Col::Text), ("day", Col::BigInt)];
+        let (name, day) = (table.name, table.day);
+        let stored: Vec<WonRow> = self
+            .bulk_fetch(
+                &format!(
+                    "SELECT {} FROM {{rows}} JOIN {name} w \
+                     ON w.cohort = r.cohort AND w.{day} = r.day",
+                    table.select("w")
+                ),
+                &key_columns,
+                &keys,
+                &[],
+            )
+            .await?;
+        let mut now = deltas;
+        for row in stored {
+            let counts = row.counts(table)?;
+            if let Some(delta) = now.get_mut(&(row.cohort, row.day)) {
+                delta.merge(&counts);
+            }
+        }
+        let (mut kept, mut gone) = (Vec::new(), Vec::new());
+        for ((cohort, day), counts) in &now {
+            if counts.deals == 0 {
+                gone.push(Key { cohort, day: *day });
+                continue;
+            }
+            kept.push(WonRow {
+                cohort: cohort.clone(),
+                day: *day,
+                deals: counts.deals,
+                priced: counts.priced,
+                amount: counts.amount.to_string(),
+                tenths: serde_json::to_string(&counts.tenths).expect("plain data serialises"),
+            });
+        }
+        let (column, value, update) = if table.histogram {
+            (", tenths", ", r.tenths", ", tenths = excluded.tenths")
+        } else {
+            ("", "", "")
+        };
+        self.bulk_execute(
+            &format!(
+                "INSERT INTO {name} (cohort, {day}, deals, priced, amount{column}) \
+                 SELECT r.cohort, r.day, r.deals, r.priced, r.amount{value} FROM {{rows}} \
+                 WHERE true ON CONFLICT (cohort, {day}) DO UPDATE SET deals = excluded.deals, \
+                     priced = excluded.priced, amount = excluded.amount{update}"
+            ),
+            &[
+                ("cohort", Col::Text),
+                ("day", Col::BigInt),
+                ("deals", Col::BigInt),
+                ("priced", Col::BigInt),
+                ("amount", Col::Text),
+                ("tenths", Col::Text),
+            ],
+            &kept,
+            &[],
+        )
+        .await?;
+        self.bulk_execute(
+            &format!(
+                "DELETE FROM {name} WHERE (cohort, {day}) IN (SELECT r.cohort, r.day FROM {{rows}})"
+            ),
+            &key_columns,
+            &gone,
+            &[],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The rows `sql` selects for each `[from, to)` of `ranges` (bound as `$1`, `$2`).
+    async fn rows_between<O>(
+        &mut self,
+        sql: &str,
+        ranges: &[(i64, i64)],
+    ) -> Result<Vec<O>, StoreError>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let mut rows = Vec::new();
+        for (from, to) in ranges {
+            rows.extend(on_tx!(self, |c| sqlx::query_as::<_, O>(sql)
+                .bind(from)
+                .bind(to)
+                .fetch_all(c)
+                .await?));
+        }
+        Ok(rows)
     }
 
     /// The people among `people` another transaction is writing right now (PostgreSQL; SQLite
@@ -686,14 +1012,14 @@ pub struct CohortCount {
     pub qualified: i64,
 }
 
-/// Won deals created in the period, per cohort, deal type and tenths of a day from creation to
-/// the first win (`None` when the win time is not known).
+/// Won deals created in the period, per cohort.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WonGroup {
     pub cohort: Cohort,
-    pub deal_type: Option<String>,
-    pub tenths: Option<i64>,
     pub deals: u64,
+    /// Deals per tenths of a day from creation to the first win (deals whose win time is not
+    /// known are left out).
+    pub days: Vec<(i64, u64)>,
     /// Deals with an amount that is a decimal, and the sum of those amounts.
     pub priced: u64,
     pub amount: Decimal,
@@ -710,19 +1036,19 @@ pub struct CustomerGroup {
     pub amount: Decimal,
 }
 
-/// A won deal of a referred customer (its referral), first won in the period at least 12
-/// months before the report, won within 12 months of that first win.
+/// Won deals of referred customers (their referrals), first won in the period at least 12
+/// months before the report, won within 12 months of that first win: those of one referral
+/// market and source, CRM, pipeline, deal type and currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReferredCustomerDeal {
-    pub referral_id: String,
+pub struct ReferredCustomerDeals {
     pub market: Option<String>,
     pub source: Option<String>,
     pub crm: String,
     pub pipeline: Option<String>,
     pub deal_type: Option<String>,
     pub currency: Option<String>,
-    /// `None` when the deal has no amount that is a decimal.
-    pub amount: Option<Decimal>,
+    /// Each deal's referral and amount (`None` when it is not a decimal).
+    pub deals: Vec<(String, Option<Decimal>)>,
 }
 
 /// What the participation rate is computed from (as of the period's end). Customers are the CRM
@@ -763,7 +1089,7 @@ pub struct BaselineFacts {
     pub cohorts: Vec<CohortCount>,
     pub won: Vec<WonGroup>,
     pub customers: Vec<CustomerGroup>,
-    pub referred_customers: Vec<ReferredCustomerDeal>,
+    pub referred_customers: Vec<ReferredCustomerDeals>,
     /// Recurring revenue (paid invoices) within each customer's first 12 months. Extension
     /// point: the store keeps no invoices yet, so this is empty and revenue per customer is won
     /// deal amounts only; the recurring-revenue work fills it, per referral market and currency.
@@ -815,45 +1141,14 @@ type CountRow = (
     i64,
     i64,
 );
-/// Cohort columns, deal type, tenths to won; created in the period: count and amounts;
-/// acquired in the period at least 12 months ago: count and amounts.
-type WonRow = (
-    String,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    i64,
-    Option<String>,
-    i64,
-    Option<String>,
-);
-
-/// Amounts joined by the unit separator: how many, and their exact sum.
-fn priced(joined: Option<&str>) -> (u64, Decimal) {
-    let max = Decimal::from(1_000_000_000_000_000_000i64);
-    joined
-        .unwrap_or_default()
-        .split('\u{1f}')
-        .filter_map(|t| Decimal::from_str(t.trim()).ok())
-        .filter(|a| a.abs() < max)
-        .fold((0, Decimal::ZERO), |(n, sum), a| {
-            (n + 1, sum.saturating_add(a))
-        })
-}
 type ReferredRevenueRow = (
-    String,
     Option<String>,
     Option<String>,
     String,
     Option<String>,
     Option<String>,
     Option<String>,
-    Option<String>,
+    String,
 );
 
 fn cohort_of(row: CohortRow) -> Cohort {
@@ -894,10 +1189,9 @@ impl Store {
         let ((first_day, end_day), edges) = split_period(filter.from, filter.to);
         let (from, to) = (filter.from.unwrap_or(-OPEN), filter.to.unwrap_or(OPEN));
         let cutoff = as_of - 365 * DAY;
-        let (concat, position, separator) = match self.kind() {
-            BackendKind::Sqlite => ("group_concat", "instr", "char(31)"),
-            BackendKind::Postgres => ("string_agg", "strpos", "chr(31)"),
-        };
+        // Customers without a referral: won in the period, at least 12 months before `as_of`.
+        let ((acquired_first, acquired_end), acquired_edges) =
+            split_period(filter.from, Some(to.min(cutoff + 1)));
         let cohort_columns = "crm, referral_id IS NOT NULL, market, source, pipeline, currency, \
              crm_source";
         let rollup_sql =
@@ -910,43 +1204,33 @@ impl Store {
              WHERE {LIVE_DEAL} AND {CREATED} >= $1 AND {CREATED} < $2 \
              GROUP BY crm, referral_id IS NOT NULL, market, source, pipeline, currency, crm_source"
         );
-        // One walk through the `crm_records_won_baseline` index, in its order (so SQLite streams
-        // it): the won deals created in the period, and the non-referred ones won in the period
-        // at least 12 months ago (each a customer of its own).
-        // With no period every won deal counts: no condition to evaluate per row.
-        let created = match (filter.from, filter.to) {
-            (None, None) => "TRUE".to_string(),
-            _ => format!("{CREATED} >= $1 AND {CREATED} < $2"),
-        };
-        let acquired = "won_at >= $3 AND won_at < $4 AND won_at <= $5";
-        let priced_if = |condition: &str| {
-            let amount = format!("amount IS NOT NULL AND {position}(amount, {separator}) = 0");
-            let when = if condition == "TRUE" {
-                amount
-            } else {
-                format!("{condition} AND {amount}")
-            };
-            format!("{concat}(CASE WHEN {when} THEN amount END, {separator})")
-        };
-        let won_sql = format!(
-            "SELECT crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
-                 deal_type, {TENTHS_TO_WON}, COUNT(CASE WHEN {created} THEN 1 END), {}, \
-                 COUNT(CASE WHEN {acquired} THEN 1 END), {} \
-             FROM crm_records WHERE stage = 'won' AND {LIVE_DEAL} \
-             GROUP BY crm, referral_id IS NULL, market, source, pipeline, currency, crm_source, \
-                 deal_type, {TENTHS_TO_WON}",
-            priced_if(&created),
-            priced_if(acquired)
+        let won_created_sql = format!(
+            "SELECT {DEAL_STATE} FROM crm_records \
+             WHERE stage = 'won' AND {LIVE_DEAL} AND {CREATED} >= $1 AND {CREATED} < $2"
+        );
+        let won_at_sql = format!(
+            "SELECT {DEAL_STATE} FROM crm_records \
+             WHERE stage = 'won' AND {LIVE_DEAL} AND won_at >= $1 AND won_at < $2"
         );
         // A referral is a customer from its first win; its won deals of the following 12 months
         // are its revenue.
+        // Joined per group (referral id, unit separator, amount; deals by the record separator):
+        // fetching a row per deal costs more than the SQL. An amount holding a separator is no
+        // decimal anyway; referral ids are the service's own.
+        let (concat, position, unit, record) = match self.kind() {
+            BackendKind::Sqlite => ("group_concat", "instr", "char(31)", "char(30)"),
+            BackendKind::Postgres => ("string_agg", "strpos", "chr(31)", "chr(30)"),
+        };
         let referred_revenue_sql = format!(
-            "SELECT r.id, r.market, r.source, d.crm, d.pipeline, d.deal_type, d.currency, d.amount \
+            "SELECT r.market, r.source, d.crm, d.pipeline, d.deal_type, d.currency, \
+                 {concat}(r.id || {unit} || CASE WHEN {position}(d.amount, {unit}) = 0 \
+                     AND {position}(d.amount, {record}) = 0 THEN d.amount ELSE '' END, {record}) \
              FROM referrals r CROSS JOIN crm_records d \
              WHERE r.won_at IS NOT NULL AND r.won_at >= $1 AND r.won_at < $2 \
                  AND r.won_at <= $3 AND d.referral_id = r.id AND d.stage = 'won' \
                  AND d.object_type IN ('deal', 'Opportunity') AND d.deleted_at IS NULL \
-                 AND d.merged_into IS NULL AND d.won_at < r.won_at + {}",
+                 AND d.merged_into IS NULL AND d.won_at < r.won_at + {} \
+             GROUP BY r.market, r.source, d.crm, d.pipeline, d.deal_type, d.currency",
             365 * DAY
         );
         let mut tx = self.begin_read().await?;
@@ -956,22 +1240,19 @@ impl Store {
             .fetch_all(c)
             .await?);
         let dirty: Vec<DealState> = on_tx!(tx, |c| sqlx::query_as(&dirty_sql).fetch_all(c).await?);
-        let mut edge_counts: Vec<CountRow> = Vec::new();
-        for (a, b) in &edges {
-            edge_counts.extend(on_tx!(tx, |c| sqlx::query_as::<_, CountRow>(&edge_sql)
-                .bind(a)
-                .bind(b)
-                .fetch_all(c)
-                .await?));
-        }
-        let won: Vec<WonRow> = on_tx!(tx, |c| sqlx::query_as(&won_sql)
-            .bind(from)
-            .bind(to)
-            .bind(from)
-            .bind(to)
-            .bind(cutoff)
-            .fetch_all(c)
-            .await?);
+        let edge_counts: Vec<CountRow> = tx.rows_between(&edge_sql, &edges).await?;
+        let wins_rows: Vec<WonRow> = tx
+            .rows_between(&DEAL_WINS.summed(self.kind()), &[(first_day, end_day)])
+            .await?;
+        let acquisitions_rows: Vec<WonRow> = tx
+            .rows_between(
+                &DEAL_ACQUISITIONS.summed(self.kind()),
+                &[(acquired_first, acquired_end)],
+            )
+            .await?;
+        let won_in_edges: Vec<DealState> = tx.rows_between(&won_created_sql, &edges).await?;
+        let acquired_in_edges: Vec<DealState> =
+            tx.rows_between(&won_at_sql, &acquired_edges).await?;
         let referred_revenue: Vec<ReferredRevenueRow> =
             on_tx!(tx, |c| sqlx::query_as(&referred_revenue_sql)
                 .bind(from)
@@ -981,21 +1262,58 @@ impl Store {
                 .await?);
         let participation = tx.participation_facts(&dirty, to).await?;
         tx.rollback().await?;
-
         let mut counts: HashMap<Cohort, (i64, i64)> = HashMap::new();
         for (key, deals, qualified) in rollup {
             let c = counts.entry(Cohort::of_key(&key)?).or_default();
             c.0 += deals;
             c.1 += qualified;
         }
+        let mut wins: HashMap<String, WonCounts> = HashMap::new();
+        let mut acquired: HashMap<String, WonCounts> = HashMap::new();
+        for (table, rows, sums) in [
+            (&DEAL_WINS, &wins_rows, &mut wins),
+            (&DEAL_ACQUISITIONS, &acquisitions_rows, &mut acquired),
+        ] {
+            for row in rows {
+                let counts = row.counts(table)?;
+                match sums.get_mut(&row.cohort) {
+                    Some(sum) => sum.merge(&counts),
+                    None => {
+                        sums.insert(row.cohort.clone(), counts);
+                    }
+                }
+            }
+        }
         let in_full_days = |day: i64| day >= first_day && day < end_day;
+        let in_acquired_days = |day: i64| day >= acquired_first && day < acquired_end;
+        // Rows the refresh has not caught up with: what the rollups count for them comes off,
+        // what they are now goes on (in whole days; partial days are read as they are now).
         for deal in &dirty {
             for (rolled, sign) in [(deal.rolled()?, -1), (deal.contribution(), 1)] {
-                if let Some(r) = rolled.filter(|r| in_full_days(r.day)) {
+                let Some(r) = rolled else { continue };
+                if let Some((won, (win, day), acquisition)) = r.won_keys() {
+                    if in_full_days(day) {
+                        wins.entry(win).or_default().add(won, sign);
+                    }
+                    if let Some((key, _)) = acquisition.filter(|(_, day)| in_acquired_days(*day)) {
+                        acquired.entry(key).or_default().add(won, sign);
+                    }
+                }
+                if in_full_days(r.day) {
                     let c = counts.entry(r.cohort).or_default();
                     c.0 += sign;
                     c.1 += sign * i64::from(r.qualified);
                 }
+            }
+        }
+        for rolled in won_in_edges.iter().filter_map(DealState::contribution) {
+            if let Some((won, (win, _), _)) = rolled.won_keys() {
+                wins.entry(win).or_default().add(won, 1);
+            }
+        }
+        for rolled in acquired_in_edges.iter().filter_map(DealState::contribution) {
+            if let Some((won, _, Some((key, _)))) = rolled.won_keys() {
+                acquired.entry(key).or_default().add(won, 1);
             }
         }
         for (crm, referred, market, source, pipeline, currency, crm_source, deals, qualified) in
@@ -1020,68 +1338,57 @@ impl Store {
         cohorts.sort_by(|a, b| a.cohort.cmp(&b.cohort));
 
         let mut won_groups = Vec::new();
-        let mut acquired: BTreeMap<(Cohort, Option<String>), (u64, Decimal)> = BTreeMap::new();
-        for row in won {
-            let (crm, unreferred, market, source, pipeline, currency, crm_source) =
-                (row.0, row.1, row.2, row.3, row.4, row.5, row.6);
-            let (deal_type, tenths) = (row.7, row.8);
-            let cohort = cohort_of((
-                crm,
-                !unreferred,
-                market,
-                source,
-                pipeline,
-                currency,
-                crm_source,
-            ));
-            if unreferred && row.11 > 0 {
-                let a = acquired
-                    .entry((cohort.clone(), deal_type.clone()))
-                    .or_default();
-                a.0 += count(row.11)?;
-                a.1 = a.1.saturating_add(sum_amounts(row.12.as_deref()));
-            }
-            if row.9 > 0 {
-                let (priced, amount) = priced(row.10.as_deref());
-                won_groups.push(WonGroup {
-                    cohort,
-                    deal_type,
-                    tenths,
-                    deals: count(row.9)?,
-                    priced,
-                    amount,
-                });
-            }
+        for (key, won) in wins.into_iter().filter(|(_, w)| w.deals != 0) {
+            won_groups.push(WonGroup {
+                cohort: Cohort::of_key(&key)?,
+                deals: count(won.deals)?,
+                days: won
+                    .tenths
+                    .into_iter()
+                    .map(|(tenths, n)| Ok((tenths, count(n)?)))
+                    .collect::<Result<_, StoreError>>()?,
+                priced: count(won.priced)?,
+                amount: won.amount,
+            });
         }
-        let customers = acquired
-            .into_iter()
-            .map(|((cohort, deal_type), (customers, amount))| CustomerGroup {
+        won_groups.sort_by(|a, b| a.cohort.cmp(&b.cohort));
+        let mut customers = Vec::new();
+        for (key, won) in acquired.into_iter().filter(|(_, w)| w.deals != 0) {
+            let AcquiredKey { cohort, deal_type } = serde_json::from_str(&key)
+                .map_err(|e| StoreError::Corrupt(format!("deal acquisition `{key}`: {e}")))?;
+            customers.push(CustomerGroup {
                 cohort,
                 deal_type,
-                customers,
-                amount,
-            })
-            .collect();
+                customers: count(won.deals)?,
+                amount: won.amount,
+            });
+        }
+        customers.sort_by(|a, b| (&a.cohort, &a.deal_type).cmp(&(&b.cohort, &b.deal_type)));
         let referred_customers = referred_revenue
             .into_iter()
             .map(
-                |(referral_id, market, source, crm, pipeline, deal_type, currency, amount)| {
-                    ReferredCustomerDeal {
-                        referral_id,
+                |(market, source, crm, pipeline, deal_type, currency, joined)| {
+                    let deals = joined
+                        .split('\u{1e}')
+                        .map(|deal| {
+                            let (referral_id, amount) = deal.split_once(UNIT).ok_or_else(|| {
+                                StoreError::Corrupt(format!("referred deal `{deal}`"))
+                            })?;
+                            Ok((referral_id.to_string(), plausible_amount(amount)))
+                        })
+                        .collect::<Result<_, StoreError>>()?;
+                    Ok(ReferredCustomerDeals {
                         market,
                         source,
                         crm,
                         pipeline,
                         deal_type,
                         currency,
-                        amount: amount.and_then(|a| {
-                            let (n, sum) = priced(Some(&a));
-                            (n == 1).then_some(sum)
-                        }),
-                    }
+                        deals,
+                    })
                 },
             )
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         Ok(BaselineFacts {
             filter: filter.clone(),
             as_of,
@@ -1103,12 +1410,6 @@ impl Store {
         .await?)
         .0)
     }
-}
-
-/// Amounts joined by the unit separator, summed exactly; amounts that are not plausible
-/// decimals are left out (as the funnel's revenue does).
-fn sum_amounts(joined: Option<&str>) -> Decimal {
-    priced(joined).1
 }
 
 #[cfg(test)]
@@ -1165,11 +1466,37 @@ mod tests {
     }
 
     #[test]
-    fn amounts_sum_exactly_and_leave_out_what_is_not_a_decimal() {
+    fn a_cohorts_summed_won_rows_add_up_their_amounts_and_histograms() {
+        let row = WonRow {
+            cohort: "c".into(),
+            day: 3,
+            deals: 4,
+            priced: 3,
+            amount: "10.50\u{1f}2\u{1f}0".into(),
+            tenths: "{\"210\":1}\u{1f}{\"210\":1,\"5\":1}\u{1f}{}".into(),
+        };
+        let counts = row.counts(&DEAL_WINS).unwrap();
+        assert_eq!((counts.deals, counts.priced), (4, 3));
+        assert_eq!(counts.amount, Decimal::new(1250, 2));
+        assert_eq!(counts.tenths, BTreeMap::from([(5, 1), (210, 2)]));
+        let broken = WonRow {
+            amount: "ten".into(),
+            ..row
+        };
+        let error = broken.counts(&DEAL_WINS).unwrap_err().to_string();
+        assert!(error.contains("amount of deal_wins `c`"), "{error}");
+    }
+
+    #[test]
+    fn amounts_are_plausible_decimals_only() {
+        assert_eq!(plausible_amount(" 1000.10 "), Some(Decimal::new(100010, 2)));
+        assert_eq!(plausible_amount("lots"), None);
+        assert_eq!(plausible_amount(""), None);
+        assert_eq!(plausible_amount("1e30"), None);
         assert_eq!(
-            sum_amounts(Some("1000.10\u{1f}lots\u{1f}0.20")),
-            Decimal::new(100030, 2)
+            plausible_amount("1000000000000000000"),
+            None,
+            "beyond any deal"
         );
-        assert_eq!(sum_amounts(None), Decimal::ZERO);
     }
 }

@@ -23,6 +23,7 @@ use crate::support::{spawn_app_with, Backend, SpawnOptions, TestApp, T0};
 both_backends!(
     referred_and_other_deals_compare_per_market_and_channel,
     the_comparison_is_the_same_before_and_after_the_rollup_refresh,
+    won_deals_counted_ahead_follow_their_amount_stage_and_deletion,
     a_deal_announced_by_id_is_read_back_with_its_source,
     the_refresh_never_waits_on_a_person_a_batch_is_writing,
     a_deal_first_heard_of_by_its_win_is_not_won_before_it_was_created,
@@ -707,6 +708,112 @@ async fn the_comparison_is_the_same_before_and_after_the_rollup_refresh(backend:
     assert_eq!(us_participation(&marked[0]), (3, 2), "bob left");
     assert_eq!(app.refresh_baseline().await, 4, "302, 303, 307 and 304");
     assert_eq!(read_all(&app, &periods).await, marked);
+}
+
+async fn won_deals_counted_ahead_follow_their_amount_stage_and_deletion(backend: Backend) {
+    let Some(app) = spawn_app_with(backend, SpawnOptions::default(), settings).await else {
+        return;
+    };
+    seed(&app).await;
+    app.clock.advance(420 * DAY);
+    app.refresh_baseline().await;
+    let h = HOUR;
+    let periods = [
+        FunnelFilter::default(),
+        // 301 (non-referred, won T0 + 21 days, a customer 12 months on) won in a whole day of
+        // the period, in its first partial day, in its last.
+        FunnelFilter {
+            from: Some(T0 + 20 * DAY),
+            to: Some(T0 + 30 * DAY),
+            ..Default::default()
+        },
+        FunnelFilter {
+            from: Some(T0 + 21 * DAY - h),
+            to: Some(T0 + 21 * DAY + h),
+            ..Default::default()
+        },
+        FunnelFilter {
+            from: Some(T0 + 15 * DAY),
+            to: Some(T0 + 21 * DAY + 2 * h),
+            ..Default::default()
+        },
+    ];
+    // Days to won, won amounts and customers of US/non_referred in each period.
+    async fn won_figures(app: &TestApp, periods: &[FunnelFilter]) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in periods {
+            let c = comparison(app, f.clone()).await;
+            let row = c
+                .rows
+                .iter()
+                .find(|r| r.market == "US" && r.channel == "non_referred")
+                .map(line)
+                .unwrap_or_default();
+            out.push(row.split(" | ").skip(3).collect::<Vec<_>>().join(" | "));
+        }
+        out
+    }
+    let customer_301 = "days - - | won - avg - | customers 1 USD 5000.00";
+    assert_eq!(
+        won_figures(&app, &periods).await,
+        [
+            "days 21.0 60.0 | won USD 16000.00 avg USD 5333.33 | customers 1 USD 5000.00",
+            customer_301,
+            customer_301,
+            customer_301,
+        ]
+    );
+
+    // 301's amount changes, 304 leaves won, 306 (a won renewal) is deleted.
+    let mut ids = Ids(20_000);
+    let at = T0 + 100 * DAY;
+    app.hubspot(json!([
+        deal_property(ids.next(), 301, "amount", "5500.50", at),
+        deal_property(ids.next(), 304, "dealstage", "qualifiedtobuy", at),
+        hubspot_event(ids.next(), "deal.deletion", 306, at, json!({})),
+    ]))
+    .await;
+    app.process().await;
+    let customer_301 = "days - - | won - avg - | customers 1 USD 5500.50";
+    let expected = [
+        "days 21.0 21.0 | won USD 5500.50 avg USD 5500.50 | customers 1 USD 5500.50",
+        customer_301,
+        customer_301,
+        customer_301,
+    ];
+    assert_eq!(won_figures(&app, &periods).await, expected, "corrected");
+    assert_eq!(app.refresh_baseline().await, 3, "301, 304 and 306");
+    assert_eq!(won_figures(&app, &periods).await, expected, "counted ahead");
+
+    // A database from before the won rollups: rows counted without their won part, and the
+    // won deals marked by the migration. Reports are exact at once, and again once counted.
+    let position = match backend {
+        Backend::Sqlite => "INSTR",
+        Backend::Postgres => "STRPOS",
+    };
+    for sql in [
+        "DELETE FROM deal_wins".to_string(),
+        "DELETE FROM deal_acquisitions".to_string(),
+        // `won` is the last field of what a row was counted as.
+        format!(
+            "UPDATE crm_records SET baseline_rolled = \
+                 SUBSTR(baseline_rolled, 1, {position}(baseline_rolled, ',\"won\"') - 1) || '}}' \
+             WHERE baseline_rolled LIKE '%\"won\"%'"
+        ),
+        "UPDATE crm_records SET baseline_dirty = TRUE WHERE stage = 'won' \
+             AND object_type IN ('deal', 'Opportunity') AND deleted_at IS NULL \
+             AND merged_into IS NULL"
+            .to_string(),
+    ] {
+        app.execute_sql(&sql).await;
+    }
+    assert_eq!(
+        won_figures(&app, &periods).await,
+        expected,
+        "marked by the migration"
+    );
+    assert!(app.refresh_baseline().await >= 4, "every live won deal");
+    assert_eq!(won_figures(&app, &periods).await, expected, "counted again");
 }
 
 async fn a_deal_announced_by_id_is_read_back_with_its_source(backend: Backend) {
