@@ -432,7 +432,10 @@ async fn an_attribution_override_needs_an_admin_and_a_reason(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        (audit[0].actor.as_str(), audit[0].reason.as_deref()),
+        (
+            audit[0].record.actor.as_str(),
+            audit[0].record.reason.as_deref()
+        ),
         ("ops@acme.com", Some("partner proved the intro"))
     );
 }

@@ -731,10 +731,10 @@ async fn the_review_queue_explains_each_reward_and_decides_with_the_apis_rules_a
     let audit = app.store.audit_entries("reward", &reward).await.unwrap();
     let entry = audit
         .iter()
-        .find(|a| a.action == "reward_approved")
+        .find(|a| a.record.action == "reward_approved")
         .unwrap();
     assert_eq!(
-        (entry.actor.as_str(), entry.reason.as_deref()),
+        (entry.record.actor.as_str(), entry.record.reason.as_deref()),
         (ADMIN_NAME, Some("intro verified by phone"))
     );
     assert!(

@@ -216,6 +216,7 @@ async fn twelve_monthly_invoices_earn_twelve_recurring_lines_and_a_replay_earns_
     let audit = app.store.audit_entries("invoice", "in_12").await.unwrap();
     assert_eq!(audit.len(), 1, "{audit:#?}");
     assert!(audit[0]
+        .record
         .reason
         .as_deref()
         .unwrap()
@@ -390,7 +391,10 @@ async fn marking_a_statement_paid_twice_is_a_conflict_and_changes_nothing(backen
     assert_eq!(after["statements"][0]["reference"], "WIRE-1");
     let audit = app.store.audit_entries("payout", &id).await.unwrap();
     assert_eq!(
-        audit.iter().filter(|a| a.action == "payout_paid").count(),
+        audit
+            .iter()
+            .filter(|a| a.record.action == "payout_paid")
+            .count(),
         1
     );
     let referrer = app
@@ -407,8 +411,8 @@ async fn marking_a_statement_paid_twice_is_a_conflict_and_changes_nothing(backen
         .await
         .unwrap()
         .into_iter()
-        .filter(|a| a.action == "reward_paid")
-        .map(|a| a.reason.unwrap_or_default())
+        .filter(|a| a.record.action == "reward_paid")
+        .map(|a| a.record.reason.unwrap_or_default())
         .collect();
     assert_eq!(
         paid,
@@ -603,7 +607,7 @@ async fn a_refund_that_arrives_before_its_invoice_still_takes_back_its_share(bac
     assert_eq!(
         audit
             .iter()
-            .map(|a| (a.action.as_str(), a.reason.as_deref()))
+            .map(|a| (a.record.action.as_str(), a.record.reason.as_deref()))
             .collect::<Vec<_>>(),
         [(
             "refund_unmatched",
@@ -697,9 +701,11 @@ async fn a_renewal_earns_a_recurring_line_and_never_a_second_first_win_reward(ba
         .await
         .unwrap();
     assert!(
-        audit.iter().any(|a| a.action == "reward_not_eligible"
-            && a.reason.as_deref()
-                == Some("a renewal before the customer's first rewarded win earns nothing")),
+        audit
+            .iter()
+            .any(|a| a.record.action == "reward_not_eligible"
+                && a.record.reason.as_deref()
+                    == Some("a renewal before the customer's first rewarded win earns nothing")),
         "{audit:#?}"
     );
 }
@@ -762,7 +768,7 @@ async fn a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment(back
         .audit_entries("reward", &clawback.id)
         .await
         .unwrap();
-    assert_eq!(audit[0].action, "reward_adjusted");
+    assert_eq!(audit[0].record.action, "reward_adjusted");
     assert_eq!(
         deal_reward(&app, 201).await,
         ("reversed".to_string(), "0.00".to_string())

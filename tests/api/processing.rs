@@ -186,8 +186,8 @@ async fn derived(app: &TestApp, records: &[RecordKey]) -> Value {
             .await
             .unwrap()
             .into_iter()
-            .filter(|a| a.action != "deal_relinked")
-            .map(|a| a.action)
+            .filter(|a| a.record.action != "deal_relinked")
+            .map(|a| a.record.action)
             .collect();
         let rewards: Vec<String> = app
             .store
@@ -436,7 +436,7 @@ async fn a_deal_won_before_its_earliest_contact_joined_rewards_the_earliest(back
     for before in &first {
         let audit = app.store.audit_entries("reward", &before.id).await.unwrap();
         assert!(
-            audit.iter().any(|a| a.action == "reward_withdrawn"),
+            audit.iter().any(|a| a.record.action == "reward_withdrawn"),
             "the first decision is withdrawn, audited: {audit:?}"
         );
     }

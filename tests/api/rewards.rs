@@ -102,7 +102,7 @@ async fn audit_actions(app: &TestApp, reward_id: &str) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|a| a.action)
+        .map(|a| a.record.action)
         .collect()
 }
 
@@ -217,7 +217,10 @@ async fn a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_e
         .await
         .unwrap();
     assert_eq!(
-        audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+        audit
+            .iter()
+            .map(|a| a.record.action.as_str())
+            .collect::<Vec<_>>(),
         ["reward_created", "reward_eligible"]
     );
 }
@@ -267,10 +270,11 @@ async fn a_deal_reopened_or_lost_during_the_hold_is_reversed(backend: Backend) {
         .audit_entries("reward", &referrer.id)
         .await
         .unwrap();
-    assert_eq!(audit.last().unwrap().action, "reward_reversed");
+    assert_eq!(audit.last().unwrap().record.action, "reward_reversed");
     assert!(audit
         .last()
         .unwrap()
+        .record
         .reason
         .as_deref()
         .unwrap()
@@ -422,7 +426,7 @@ async fn flagged_rewards_wait_for_an_admin_to_approve_or_reject(backend: Backend
         .await
         .unwrap()
         .into_iter()
-        .map(|a| (a.action, a.actor))
+        .map(|a| (a.record.action, a.record.actor))
         .collect();
     assert_eq!(
         actions[1..],
@@ -644,7 +648,7 @@ async fn a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win(
         .audit_entries("reward", &referrer.id)
         .await
         .unwrap();
-    assert_eq!(withdrawn.last().unwrap().action, "reward_withdrawn");
+    assert_eq!(withdrawn.last().unwrap().record.action, "reward_withdrawn");
     let props = outbox_of(&app, 201, "update_properties").await;
     assert_eq!(
         payload(props.last().unwrap())["properties"]["referral_reward_amount"],

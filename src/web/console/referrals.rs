@@ -315,7 +315,8 @@ pub async fn get_referral(
             ),
         );
     }
-    for a in &story.audit {
+    for entry in &story.audit {
+        let a = &entry.record;
         let (kind, title) = audit_title(&a.action);
         let mut detail = format!("by {}", a.actor);
         match (&a.old_value, &a.new_value) {
@@ -326,7 +327,7 @@ pub async fn get_referral(
         if let Some(reason) = &a.reason {
             detail.push_str(&format!(" · reason: {reason}"));
         }
-        moment(a.at, kind, title, detail);
+        moment(entry.at, kind, title, detail);
     }
     moments.sort_by_key(|m| m.at);
     let records = story
