@@ -171,7 +171,7 @@ async fn seed(app: &TestApp) -> (String, String) {
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap()
         .id;
     (referral, reward)

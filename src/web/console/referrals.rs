@@ -350,19 +350,23 @@ pub async fn get_referral(
         .rewards
         .iter()
         .map(|w| {
-            let amount: rust_decimal::Decimal = w.amount.parse().map_err(|e| {
+            let amount: rust_decimal::Decimal = w.line.amount.parse().map_err(|e| {
                 WebError::Internal(anyhow::anyhow!(
                     "reward {} amount `{}`: {e}",
                     w.id,
-                    w.amount
+                    w.line.amount
                 ))
             })?;
             Ok(RewardView {
-                beneficiary: w.beneficiary.to_string(),
-                amount: format_money(&w.currency, amount),
-                status: w.status.as_str().replace('_', " "),
-                hold_until: w.hold_until.map(format_time).unwrap_or_else(|| "–".into()),
-                deal: format!("{} {}", w.crm, w.deal_id),
+                beneficiary: w.line.beneficiary.to_string(),
+                amount: format_money(&w.line.currency, amount),
+                status: w.line.status.as_str().replace('_', " "),
+                hold_until: w
+                    .line
+                    .hold_until
+                    .map(format_time)
+                    .unwrap_or_else(|| "–".into()),
+                deal: format!("{} {}", w.line.crm, w.line.deal_id),
             })
         })
         .collect::<Result<_, WebError>>()?;
