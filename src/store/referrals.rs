@@ -82,17 +82,13 @@ impl Referral {
     }
 }
 
+/// A recorded touch: the touch as recorded, with its id and when it was recorded.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Touch {
     pub id: i64,
-    pub referral_id: String,
-    pub inbox_event_id: Option<i64>,
-    pub kind: String,
-    pub referrer_code: Option<String>,
-    pub source: Option<String>,
-    pub market: Option<String>,
-    pub occurred_at: i64,
-    pub outcome: String,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub touch: NewTouch,
     pub recorded_at: i64,
 }
 
@@ -177,7 +173,7 @@ impl RefereeFill {
 }
 
 /// A touch to record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NewTouch {
     pub referral_id: String,
     pub inbox_event_id: Option<i64>,

@@ -246,11 +246,11 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
     assert_eq!(
         touches
             .iter()
-            .map(|t| t.outcome.as_str())
+            .map(|t| t.touch.outcome.as_str())
             .collect::<Vec<_>>(),
         ["first_touch", "kept_original"]
     );
-    assert_eq!(touches[1].referrer_code.as_deref(), Some("OTHER-1"));
+    assert_eq!(touches[1].touch.referrer_code.as_deref(), Some("OTHER-1"));
     // Every event was processed (none failed).
     let statuses: Vec<&str> = app
         .store
@@ -457,7 +457,10 @@ async fn salesforce_story_keeps_the_first_touch_from_signup_to_closed_won(backen
     assert_eq!(
         touches
             .iter()
-            .map(|t| (t.outcome.as_str(), t.referrer_code.as_deref().unwrap()))
+            .map(|t| (
+                t.touch.outcome.as_str(),
+                t.touch.referrer_code.as_deref().unwrap()
+            ))
             .collect::<Vec<_>>(),
         [("first_touch", "ACME-7"), ("kept_original", "OTHER-1")]
     );
@@ -876,7 +879,7 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
         );
     }
     let touches = app.store.touches(&referral.id).await.unwrap();
-    assert_eq!(touches.last().unwrap().outcome, "override");
+    assert_eq!(touches.last().unwrap().touch.outcome, "override");
     // A later tamper check guards the new value, not the old one.
     app.hubspot(json!([hubspot_event(
         3,

@@ -267,7 +267,7 @@ pub async fn get_referral(
         })
     };
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".into());
-    for t in &story.touches {
+    for t in story.touches.iter().map(|t| &t.touch) {
         let claim = format!(
             "{} via {} in {} ({})",
             or_dash(&t.referrer_code),
