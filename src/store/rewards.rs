@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::bulk::Col;
 use super::records::RecordKey;
 use super::tx::{on_tx, Tx};
-use super::{on_pool, Store, StoreError};
+use super::{on_pool, qualified, Store, StoreError};
 use crate::clock::Millis;
 use crate::domain::reward::{Beneficiary, LineKind, RewardMove, RewardStatus};
 use crate::domain::Crm;
@@ -278,11 +278,7 @@ impl Tx {
         }
         let sql = format!(
             "SELECT {} FROM {{rows}} JOIN rewards w ON w.adjusts = r.v ORDER BY w.created_at, w.id",
-            REWARD_COLUMNS
-                .split(", ")
-                .map(|c| format!("w.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            qualified(REWARD_COLUMNS, "w")
         );
         self.bulk_fetch(&sql, &super::bulk::LIST, &super::bulk::list(lines), &[])
             .await
