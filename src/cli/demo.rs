@@ -626,10 +626,12 @@ impl Demo {
             let paid = crate::payouts::mark_paid(
                 &self.store,
                 &self.settings,
-                &usd.id,
-                "WIRE-ACME-7",
-                Some(usd.total),
-                "finance@example.com",
+                crate::payouts::Payment {
+                    statement: &usd.id,
+                    reference: "WIRE-ACME-7",
+                    expected_total: Some(usd.total),
+                    actor: "finance@example.com",
+                },
                 self.now(),
             )
             .await?;

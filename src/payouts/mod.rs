@@ -466,21 +466,34 @@ fn statement(p: PayoutRow, rows: Vec<PayoutLineRow>) -> Result<Statement, StoreE
     })
 }
 
-/// Mark an open statement paid with the transfer `reference`: every line it holds is paid in this
-/// one audited transaction, the statement frozen. Paid already → [`PayoutError::Conflict`] and
-/// nothing changes; so too when a line on it is no longer payable, or `expected_total` (the total
-/// the payer read) differs: read the period again.
+/// A statement's payment as the payer reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Payment<'a> {
+    /// The statement's id.
+    pub statement: &'a str,
+    /// The transfer's reference.
+    pub reference: &'a str,
+    /// The total the payer read, when they give it: the statement must still total that.
+    pub expected_total: Option<Decimal>,
+    /// Who marks it paid.
+    pub actor: &'a str,
+}
+
+/// Mark an open statement paid: every line it holds is paid in this one audited transaction, the
+/// statement frozen. Paid already → [`PayoutError::Conflict`] and nothing changes; so too when a
+/// line on it is no longer payable, or the payment's expected total differs: read the period
+/// again.
 pub async fn mark_paid(
     store: &Store,
     settings: &Settings,
-    id: &str,
-    reference: &str,
-    expected_total: Option<Decimal>,
-    actor: &str,
+    payment: Payment<'_>,
     now: Millis,
 ) -> Result<Statement, PayoutError> {
-    let reference = reference.trim();
-    if reference.is_empty() {
+    let payment = Payment {
+        reference: payment.reference.trim(),
+        ..payment
+    };
+    if payment.reference.is_empty() {
         return Err(PayoutError::Invalid(
             "reference is required: the transfer's reference".into(),
         ));
@@ -488,7 +501,7 @@ pub async fn mark_paid(
     let mut tx = store.begin().await?;
     // Rewards change only in reconcile rounds, which hold this lock: none runs meanwhile.
     tx.lock_reconcile().await?;
-    match pay(&mut tx, settings, id, reference, expected_total, actor, now).await {
+    match pay(&mut tx, settings, payment, now).await {
         Ok(statement) => {
             tx.commit().await?;
             Ok(statement)
@@ -504,12 +517,15 @@ pub async fn mark_paid(
 async fn pay(
     tx: &mut Tx,
     settings: &Settings,
-    id: &str,
-    reference: &str,
-    expected_total: Option<Decimal>,
-    actor: &str,
+    payment: Payment<'_>,
     now: Millis,
 ) -> Result<Statement, PayoutError> {
+    let Payment {
+        statement: id,
+        reference,
+        expected_total,
+        actor,
+    } = payment;
     let Some(current) = tx.payout(id).await? else {
         return Err(PayoutError::NotFound(id.into()));
     };
