@@ -24,8 +24,8 @@ use crate::reports::funnel::neutralize_formula;
 use crate::rewards::engine;
 use crate::rewards::recurring::installment_amounts;
 use crate::store::{
-    NewAudit, NewPayout, NewPayoutLine, PayoutDue, PayoutLineKey, PayoutLineRow, PayoutRow, Reward,
-    Store, StoreError, Tx,
+    count, NewAudit, NewPayout, NewPayoutLine, PayoutDue, PayoutLineKey, PayoutLineRow, PayoutRow,
+    Reward, Store, StoreError, Tx,
 };
 
 /// Which statements a reading returns (all of the period are gathered either way).
@@ -588,8 +588,8 @@ async fn pay(
         let installments = schedule_of(rid, r.line.payout_schedule.as_deref())?
             .len()
             .max(1);
-        let on_paid = counts.get(rid).copied().unwrap_or(0);
-        if usize::try_from(on_paid).is_ok_and(|n| n >= installments) {
+        let on_paid = count(counts.get(rid).copied().unwrap_or(0))?;
+        if on_paid >= installments as u64 {
             fully_paid.push(rid);
         }
     }

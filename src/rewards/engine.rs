@@ -22,8 +22,8 @@ use crate::domain::stage::CanonicalStage;
 use crate::domain::Crm;
 use crate::outbox::CrmCommand;
 use crate::store::{
-    CrmRecord, Invoice, NewAudit, NewOutbox, NewRecheck, NewReward, RecheckKind, Referral,
-    Referrer, Refund, Reward, Store, StoreError, Tx,
+    rule_count, CrmRecord, Invoice, NewAudit, NewOutbox, NewRecheck, NewReward, RecheckKind,
+    Referral, Referrer, Refund, Reward, Store, StoreError, Tx,
 };
 
 /// Source key of an invoice's recurring line.
@@ -320,15 +320,14 @@ async fn fraud_facts(
         company_domain: referrer.and_then(|r| r.company_domain.clone()),
         successful_including_this: successful,
         other_referee_ips: other_ips,
-        referrals_in_velocity_window: u32::try_from(
+        referrals_in_velocity_window: rule_count(
             tx.referrals_between(
                 &code,
                 referral.first_touch_at - window,
                 referral.first_touch_at,
             )
             .await?,
-        )
-        .unwrap_or(u32::MAX),
+        )?,
     };
     Ok((referee, referrer_facts))
 }
@@ -394,9 +393,7 @@ async fn evaluate(
         currency: deal.currency.clone(),
         won_at: at,
     };
-    let successful = u32::try_from(tx.successful_referrals(&code).await?)
-        .unwrap_or(u32::MAX)
-        .max(1);
+    let successful = rule_count(tx.successful_referrals(&code).await?)?.max(1);
     let (referee, referrer_facts) =
         fraud_facts(tx, settings, &e.referral, e.referrer.as_ref(), successful).await?;
     match calculate::evaluate(
@@ -526,8 +523,7 @@ async fn recurring_line(
     now: Millis,
 ) -> Result<Option<Reward>, StoreError> {
     let code = e.referral.referrer_code.clone().unwrap_or_default();
-    let successful = u32::try_from(tx.successful_referrals_at(&code, payment.paid_at).await?)
-        .unwrap_or(u32::MAX);
+    let successful = rule_count(tx.successful_referrals_at(&code, payment.paid_at).await?)?;
     let (referee, referrer_facts) = fraud_facts(
         tx,
         settings,

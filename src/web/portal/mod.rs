@@ -23,7 +23,7 @@ use crate::domain::stage::CanonicalStage;
 use crate::payouts::Statement;
 use crate::rewards::calculate::{amount_computed, tier_for};
 use crate::startup::AppState;
-use crate::store::{Referral, Reward};
+use crate::store::{rule_count, Referral, Reward};
 use crate::web::{html, WebError};
 use locale::{Lang, Texts};
 
@@ -425,7 +425,7 @@ pub async fn get_partner(
     let tier = match state.settings.programs.get(&market) {
         Some(program) => {
             let (_, won) = store.referrer_counts(&code).await?;
-            let successful = u32::try_from(won).unwrap_or(u32::MAX);
+            let successful = rule_count(won)?;
             let current = tier_for(&program.tiers, successful);
             let next = program
                 .tiers
