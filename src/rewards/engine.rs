@@ -7,6 +7,7 @@
 //! queues its CRM writes in the same transaction.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -291,10 +292,19 @@ async fn fraud_facts(
     successful: u32,
 ) -> Result<(RefereeFacts, ReferrerFacts), StoreError> {
     let code = referral.referrer_code.clone().unwrap_or_default();
+    // Signup IPs are stored only once parsed as one (ingest): text that is none is an error.
+    let ip_of = |ip: &str, whose: &dyn std::fmt::Display| {
+        ip.parse::<IpAddr>()
+            .map_err(|e| StoreError::Corrupt(format!("signup IP `{ip}` of {whose}: {e}")))
+    };
     let referee = RefereeFacts {
         email: referral.email.clone(),
         first_touch_at: referral.first_touch_at,
-        signup_ip: referral.signup_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        signup_ip: referral
+            .signup_ip
+            .as_deref()
+            .map(|ip| ip_of(ip, &format_args!("referral {}", referral.id)))
+            .transpose()?,
         known_to_crm_before_first_touch: tx
             .person_known_before(&referral.email, referral.first_touch_at)
             .await?,
@@ -311,8 +321,8 @@ async fn fraud_facts(
         )
         .await?
         .into_iter()
-        .filter_map(|(ip, t)| ip.parse().ok().map(|ip| (ip, t)))
-        .collect();
+        .map(|(ip, t)| Ok((ip_of(&ip, &format_args!("a referee of {code}"))?, t)))
+        .collect::<Result<_, StoreError>>()?;
     let window = i64::from(settings.fraud.velocity_window_days) * DAY;
     let referrer_facts = ReferrerFacts {
         code: code.clone(),

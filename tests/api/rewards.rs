@@ -24,6 +24,7 @@ both_backends!(
     a_program_without_a_hold_makes_the_reward_eligible_with_the_win,
     a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win,
     a_freshly_linked_record_shows_the_first_tier_before_any_success,
+    a_stored_signup_ip_that_is_no_ip_stops_the_reward_with_why,
 );
 
 /// Test settings plus the two-market programs of `config/example.toml`.
@@ -700,4 +701,34 @@ async fn a_freshly_linked_record_shows_the_first_tier_before_any_success(backend
             "{object_type} {id}"
         );
     }
+}
+
+async fn a_stored_signup_ip_that_is_no_ip_stops_the_reward_with_why(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    referred_deal(&app, "ana@northwind.io", 101, 201, "40000").await;
+    app.execute_sql(
+        "UPDATE referrals SET signup_ip = 'not-an-ip' WHERE email = 'ana@northwind.io'",
+    )
+    .await;
+
+    stage(&app, 1, 201, "closedwon", T0 + 10 * DAY).await;
+
+    let rewards = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "201")
+        .await
+        .unwrap();
+    assert!(
+        rewards.is_empty(),
+        "no reward decided on a signup IP that cannot be read: {rewards:?}"
+    );
+    let failing = app.store.failing_rechecks().await.unwrap();
+    assert!(
+        failing
+            .iter()
+            .any(|(_, why)| why.contains("signup IP `not-an-ip`")),
+        "the recheck waits with the cause: {failing:?}"
+    );
 }
