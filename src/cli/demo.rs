@@ -353,12 +353,15 @@ impl Demo {
             .map(|r| {
                 format!(
                     "reward {}: {} {} {} ({}{})",
-                    r.beneficiary,
-                    r.status,
-                    r.amount,
-                    r.currency,
-                    r.kind,
-                    r.tier.map(|t| format!(", tier {t}")).unwrap_or_default()
+                    r.line.beneficiary,
+                    r.line.status,
+                    r.line.amount,
+                    r.line.currency,
+                    r.line.kind,
+                    r.line
+                        .tier
+                        .map(|t| format!(", tier {t}"))
+                        .unwrap_or_default()
                 )
             })
             .collect())
@@ -524,18 +527,22 @@ impl Demo {
             .rewards(None, 500)
             .await?
             .into_iter()
-            .filter(|r| r.line_kind == kind)
+            .filter(|r| r.line.line_kind == kind)
             .map(|r| {
                 format!(
                     "{} {} {} {} ({}{})",
-                    r.line_kind,
-                    r.status,
-                    r.amount,
-                    r.currency,
-                    r.source_key
+                    r.line.line_kind,
+                    r.line.status,
+                    r.line.amount,
+                    r.line.currency,
+                    r.line
+                        .source_key
                         .as_deref()
-                        .map_or_else(|| format!("deal {}", r.deal_id), str::to_string),
-                    r.tier.map(|t| format!(", tier {t}")).unwrap_or_default()
+                        .map_or_else(|| format!("deal {}", r.line.deal_id), str::to_string),
+                    r.line
+                        .tier
+                        .map(|t| format!(", tier {t}"))
+                        .unwrap_or_default()
                 )
             })
             .collect())
@@ -619,10 +626,12 @@ impl Demo {
             let paid = crate::payouts::mark_paid(
                 &self.store,
                 &self.settings,
-                &usd.id,
-                "WIRE-ACME-7",
-                Some(usd.total),
-                "finance@example.com",
+                crate::payouts::Payment {
+                    statement: &usd.id,
+                    reference: "WIRE-ACME-7",
+                    expected_total: Some(usd.total),
+                    actor: "finance@example.com",
+                },
                 self.now(),
             )
             .await?;

@@ -109,68 +109,56 @@ pub struct ReferralField<'a> {
 
 /// Every referral property or field, in the order setup reports them.
 pub fn referral_fields(n: &CrmFieldNames) -> Vec<ReferralField<'_>> {
-    use Carriers::*;
     use ValueKind::*;
-    fn field<'a>(
-        name: &'a str,
-        label: &'static str,
-        kind: ValueKind,
-        on: Carriers,
-    ) -> ReferralField<'a> {
-        ReferralField {
-            name,
-            label,
-            kind,
-            on,
-        }
-    }
-    vec![
-        field(&n.referral_source, "Referral source", Text, PeopleAndDeals),
-        field(&n.referral_code, "Referral code", Text, PeopleAndDeals),
-        field(&n.referred_by, "Referred by", Text, PeopleAndDeals),
-        field(&n.referrer_tier, "Referrer tier", Tier, PeopleAndDeals),
-        field(&n.referral_market, "Referral market", Text, PeopleAndDeals),
-        field(
-            &n.referral_first_touch_at,
-            "Referral first touch",
-            DateTime,
-            PeopleAndDeals,
+    let by_carrier = [
+        (
+            Carriers::PeopleAndDeals,
+            vec![
+                (&n.referral_source, "Referral source", Text),
+                (&n.referral_code, "Referral code", Text),
+                (&n.referred_by, "Referred by", Text),
+                (&n.referrer_tier, "Referrer tier", Tier),
+                (&n.referral_market, "Referral market", Text),
+                (&n.referral_first_touch_at, "Referral first touch", DateTime),
+            ],
         ),
-        field(
-            &n.reward_status,
-            "Referral reward status",
-            RewardStatus,
-            Deals,
+        (
+            Carriers::Deals,
+            vec![
+                (&n.reward_status, "Referral reward status", RewardStatus),
+                (&n.reward_amount, "Referral reward amount", Number),
+                (&n.reward_currency, "Referral reward currency", Text),
+                (&n.reward_hold_until, "Referral reward hold until", DateTime),
+            ],
         ),
-        field(&n.reward_amount, "Referral reward amount", Number, Deals),
-        field(&n.reward_currency, "Referral reward currency", Text, Deals),
-        field(
-            &n.reward_hold_until,
-            "Referral reward hold until",
-            DateTime,
-            Deals,
+        (
+            Carriers::Contacts,
+            vec![
+                (
+                    &n.referee_reward_status,
+                    "Referee reward status",
+                    RewardStatus,
+                ),
+                (&n.referee_reward_amount, "Referee reward amount", Number),
+                (&n.referee_reward_currency, "Referee reward currency", Text),
+                (&n.ask_moment, "Referral ask moment", Moment),
+                (&n.ask_at, "Referral ask at", DateTime),
+            ],
         ),
-        field(
-            &n.referee_reward_status,
-            "Referee reward status",
-            RewardStatus,
-            Contacts,
-        ),
-        field(
-            &n.referee_reward_amount,
-            "Referee reward amount",
-            Number,
-            Contacts,
-        ),
-        field(
-            &n.referee_reward_currency,
-            "Referee reward currency",
-            Text,
-            Contacts,
-        ),
-        field(&n.ask_moment, "Referral ask moment", Moment, Contacts),
-        field(&n.ask_at, "Referral ask at", DateTime, Contacts),
-    ]
+    ];
+    by_carrier
+        .into_iter()
+        .flat_map(|(on, fields)| {
+            fields
+                .into_iter()
+                .map(move |(name, label, kind)| ReferralField {
+                    name,
+                    label,
+                    kind,
+                    on,
+                })
+        })
+        .collect()
 }
 
 /// The names of every configured program's tiers, each once, in program then tier order.

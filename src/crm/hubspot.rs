@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{is_retryable, retry_after, truncate, Answer, CallError};
+use super::{retry_after, truncate, Answer, CallError};
 use crate::config::Secret;
 use crate::domain::Crm;
 
@@ -279,15 +279,5 @@ fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, text: &str
             retry_after: Some(wait),
         };
     }
-    if is_retryable(status) {
-        return CallError::Retry {
-            status: Some(status.as_u16()),
-            message,
-            retry_after: retry_after(headers),
-        };
-    }
-    CallError::Permanent {
-        status: Some(status.as_u16()),
-        message,
-    }
+    CallError::of_status(status, message, retry_after(headers))
 }

@@ -39,6 +39,23 @@ impl CallError {
         }
     }
 
+    /// A refusal with HTTP `status`: retried (after `retry_after`) when the status is worth
+    /// retrying ([`is_retryable`]), permanent otherwise.
+    pub fn of_status(status: StatusCode, message: String, retry_after: Option<Duration>) -> Self {
+        if is_retryable(status) {
+            Self::Retry {
+                status: Some(status.as_u16()),
+                message,
+                retry_after,
+            }
+        } else {
+            Self::Permanent {
+                status: Some(status.as_u16()),
+                message,
+            }
+        }
+    }
+
     /// A transport failure (timeout, refused connection): always retried.
     pub fn transport(e: &reqwest::Error) -> Self {
         let what = if e.is_timeout() {

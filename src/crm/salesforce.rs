@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{is_retryable, retry_after, truncate, Answer, CallError};
+use super::{retry_after, truncate, Answer, CallError};
 use crate::config::Secret;
 use crate::domain::Crm;
 
@@ -137,18 +137,7 @@ impl SalesforceClient {
                     .and_then(Value::as_str)
                     .unwrap_or("")
             );
-            return Err(if is_retryable(status) {
-                CallError::Retry {
-                    status: Some(status.as_u16()),
-                    message,
-                    retry_after: None,
-                }
-            } else {
-                CallError::Permanent {
-                    status: Some(status.as_u16()),
-                    message,
-                }
-            });
+            return Err(CallError::of_status(status, message, None));
         }
         let token = Token {
             access: Secret::new(
@@ -385,17 +374,7 @@ fn classify(status: StatusCode, headers: &reqwest::header::HeaderMap, text: &str
             retry_after: Some(Duration::from_secs(3600)),
         };
     }
-    if is_retryable(status) {
-        return CallError::Retry {
-            status: Some(status.as_u16()),
-            message,
-            retry_after: retry_after(headers),
-        };
-    }
-    CallError::Permanent {
-        status: Some(status.as_u16()),
-        message,
-    }
+    CallError::of_status(status, message, retry_after(headers))
 }
 
 #[cfg(test)]

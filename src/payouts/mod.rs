@@ -24,8 +24,8 @@ use crate::reports::funnel::neutralize_formula;
 use crate::rewards::engine;
 use crate::rewards::recurring::installment_amounts;
 use crate::store::{
-    NewAudit, NewPayout, NewPayoutLine, PayoutDue, PayoutLineKey, PayoutLineRow, PayoutRow, Reward,
-    Store, StoreError, Tx,
+    count, NewAudit, NewPayout, NewPayoutLine, PayoutDue, PayoutLineKey, PayoutLineRow, PayoutRow,
+    Reward, Store, StoreError, Tx,
 };
 
 /// Which statements a reading returns (all of the period are gathered either way).
@@ -120,16 +120,16 @@ fn schedule_of(
 
 /// What of `r` is payable now, whatever statement it is on. Pure.
 pub fn payable(r: &Reward) -> Result<Vec<Due>, StoreError> {
-    let status = r.status;
+    let status = r.line.status;
     let whole_at = || {
         r.payable_at.ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "reward {} is {} without a payable time",
-                r.id, r.status
+                r.id, r.line.status
             ))
         })
     };
-    let schedule = schedule_of(&r.id, r.payout_schedule.as_deref())?;
+    let schedule = schedule_of(&r.id, r.line.payout_schedule.as_deref())?;
     if schedule.is_empty() {
         return Ok(match status {
             RewardStatus::Eligible | RewardStatus::Approved => vec![Due {
@@ -151,7 +151,7 @@ pub fn payable(r: &Reward) -> Result<Vec<Due>, StoreError> {
     for (i, (step, amount)) in schedule.iter().zip(amounts).enumerate() {
         let payable_at = match step.at {
             // The win pays its share even while the hold runs; after a review, from the approval.
-            InstallmentAt::Won if r.review_reason.is_none() => r.won_at,
+            InstallmentAt::Won if r.line.review_reason.is_none() => r.line.won_at,
             InstallmentAt::Won if payable_in_full => whole_at()?,
             InstallmentAt::Won => continue,
             InstallmentAt::HoldEnd if payable_in_full => whole_at()?,
@@ -254,7 +254,7 @@ async fn gather(
     let mut still_due: HashSet<(String, i64)> = HashSet::new();
     let mut wanted: BTreeMap<(String, String), Vec<(NewPayoutLine, String)>> = BTreeMap::new();
     for r in &candidates {
-        let Some(code) = r.referrer_code.clone() else {
+        let Some(code) = r.line.referrer_code.clone() else {
             continue;
         };
         for due in payable(r)? {
@@ -267,23 +267,27 @@ async fn gather(
             }
             let own = Period::of(due.payable_at);
             if own < period
-                && open_elsewhere.contains(&(code.clone(), r.currency.clone(), own.to_string()))
+                && open_elsewhere.contains(&(
+                    code.clone(),
+                    r.line.currency.clone(),
+                    own.to_string(),
+                ))
             {
                 continue;
             }
             wanted
-                .entry((code.clone(), r.currency.clone()))
+                .entry((code.clone(), r.line.currency.clone()))
                 .or_default()
                 .push((
                     NewPayoutLine {
                         reward_id: r.id.clone(),
                         installment: due.installment,
                         payout_id: String::new(),
-                        kind: r.line_kind.as_str().to_string(),
+                        kind: r.line.line_kind.as_str().to_string(),
                         amount: money(due.amount).to_string(),
                         payable_at: due.payable_at,
                     },
-                    r.market.clone(),
+                    r.line.market.clone(),
                 ));
         }
     }
@@ -462,21 +466,34 @@ fn statement(p: PayoutRow, rows: Vec<PayoutLineRow>) -> Result<Statement, StoreE
     })
 }
 
-/// Mark an open statement paid with the transfer `reference`: every line it holds is paid in this
-/// one audited transaction, the statement frozen. Paid already → [`PayoutError::Conflict`] and
-/// nothing changes; so too when a line on it is no longer payable, or `expected_total` (the total
-/// the payer read) differs: read the period again.
+/// A statement's payment as the payer reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Payment<'a> {
+    /// The statement's id.
+    pub statement: &'a str,
+    /// The transfer's reference.
+    pub reference: &'a str,
+    /// The total the payer read, when they give it: the statement must still total that.
+    pub expected_total: Option<Decimal>,
+    /// Who marks it paid.
+    pub actor: &'a str,
+}
+
+/// Mark an open statement paid: every line it holds is paid in this one audited transaction, the
+/// statement frozen. Paid already → [`PayoutError::Conflict`] and nothing changes; so too when a
+/// line on it is no longer payable, or the payment's expected total differs: read the period
+/// again.
 pub async fn mark_paid(
     store: &Store,
     settings: &Settings,
-    id: &str,
-    reference: &str,
-    expected_total: Option<Decimal>,
-    actor: &str,
+    payment: Payment<'_>,
     now: Millis,
 ) -> Result<Statement, PayoutError> {
-    let reference = reference.trim();
-    if reference.is_empty() {
+    let payment = Payment {
+        reference: payment.reference.trim(),
+        ..payment
+    };
+    if payment.reference.is_empty() {
         return Err(PayoutError::Invalid(
             "reference is required: the transfer's reference".into(),
         ));
@@ -484,7 +501,7 @@ pub async fn mark_paid(
     let mut tx = store.begin().await?;
     // Rewards change only in reconcile rounds, which hold this lock: none runs meanwhile.
     tx.lock_reconcile().await?;
-    match pay(&mut tx, settings, id, reference, expected_total, actor, now).await {
+    match pay(&mut tx, settings, payment, now).await {
         Ok(statement) => {
             tx.commit().await?;
             Ok(statement)
@@ -500,12 +517,15 @@ pub async fn mark_paid(
 async fn pay(
     tx: &mut Tx,
     settings: &Settings,
-    id: &str,
-    reference: &str,
-    expected_total: Option<Decimal>,
-    actor: &str,
+    payment: Payment<'_>,
     now: Millis,
 ) -> Result<Statement, PayoutError> {
+    let Payment {
+        statement: id,
+        reference,
+        expected_total,
+        actor,
+    } = payment;
     let Some(current) = tx.payout(id).await? else {
         return Err(PayoutError::NotFound(id.into()));
     };
@@ -565,9 +585,11 @@ async fn pay(
     let why = format!("paid with payout statement {id}, reference {reference}");
     let mut fully_paid = Vec::new();
     for (rid, r) in &rewards {
-        let installments = schedule_of(rid, r.payout_schedule.as_deref())?.len().max(1);
-        let on_paid = counts.get(rid).copied().unwrap_or(0);
-        if usize::try_from(on_paid).is_ok_and(|n| n >= installments) {
+        let installments = schedule_of(rid, r.line.payout_schedule.as_deref())?
+            .len()
+            .max(1);
+        let on_paid = count(counts.get(rid).copied().unwrap_or(0))?;
+        if on_paid >= installments as u64 {
             fully_paid.push(rid);
         }
     }
@@ -713,6 +735,7 @@ mod tests {
 
     use crate::domain::reward::{Beneficiary, LineKind};
     use crate::domain::Crm;
+    use crate::store::NewReward;
 
     const WON: Millis = 1_000_000;
     const ELIGIBLE: Millis = 2_000_000;
@@ -720,33 +743,35 @@ mod tests {
     fn line(status: &str, schedule: Option<&str>, review: Option<&str>) -> Reward {
         Reward {
             id: "r1".into(),
-            crm: Crm::HubSpot,
-            deal_id: "201".into(),
-            beneficiary: Beneficiary::Referrer,
-            referral_id: "ref".into(),
-            referrer_code: Some("IVAN-1".into()),
-            market: "RU".into(),
-            status: status.parse().unwrap(),
-            kind: "flat".into(),
-            amount: "50000.00".into(),
-            currency: "RUB".into(),
-            tier: None,
-            deal_amount: None,
-            deal_currency: None,
-            fx_rate: None,
-            calculation: "{}".into(),
-            flags: "[]".into(),
-            review_reason: review.map(Into::into),
-            won_at: WON,
-            hold_until: None,
+            line: NewReward {
+                crm: Crm::HubSpot,
+                deal_id: "201".into(),
+                beneficiary: Beneficiary::Referrer,
+                referral_id: "ref".into(),
+                referrer_code: Some("IVAN-1".into()),
+                market: "RU".into(),
+                status: status.parse().unwrap(),
+                kind: "flat".into(),
+                amount: "50000.00".into(),
+                currency: "RUB".into(),
+                tier: None,
+                deal_amount: None,
+                deal_currency: None,
+                fx_rate: None,
+                calculation: "{}".into(),
+                flags: "[]".into(),
+                review_reason: review.map(Into::into),
+                won_at: WON,
+                hold_until: None,
+                line_kind: LineKind::Reward,
+                source_key: None,
+                adjusts: None,
+                payout_schedule: schedule.map(Into::into),
+            },
             decided_by: None,
             created_at: WON,
             updated_at: WON,
-            line_kind: LineKind::Reward,
-            source_key: None,
-            adjusts: None,
             payable_at: matches!(status, "eligible" | "approved").then_some(ELIGIBLE),
-            payout_schedule: schedule.map(Into::into),
         }
     }
 

@@ -20,6 +20,7 @@ mod facts;
 mod moments;
 mod reconcile;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Millis, SharedClock, SECOND};
 use crate::config::Settings;
-use crate::store::{BackendKind, InboxStatus, Store, StoreError, Tx};
+use crate::store::{BackendKind, InboxStatus, Recheck, Store, StoreError, Tx};
 use decode::GuardedNames;
 
 /// After a recheck fails on its own, it waits this long before it is tried again.
@@ -285,31 +286,44 @@ impl InboxProcessor {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let events = self.pending(&mut tx).await?;
-        for event in &events {
-            tx.savepoint().await?;
-            let one = std::slice::from_ref(event);
-            match facts::apply(&mut tx, &self.settings, &self.names, one, now).await {
-                Ok(_) => tx.release_savepoint().await?,
-                Err(e) if blames_the_input(&e) => {
-                    tx.rollback_to_savepoint().await?;
-                    tracing::warn!(event = event.id, error = ?e, "inbox event failed");
-                    let failed = crate::store::InboxOutcome {
-                        id: event.id,
-                        status: InboxStatus::Failed,
-                        reason: Some(format!("the database refused this event's changes: {e}")),
-                    };
-                    tx.set_outcomes(&[failed], now).await?;
+        one_by_one(
+            tx,
+            &events,
+            |mut tx, event| async move {
+                let one = std::slice::from_ref(event);
+                let applied = facts::apply(&mut tx, &self.settings, &self.names, one, now).await;
+                (tx, applied.map(drop))
+            },
+            |mut tx, event, e| async move {
+                tracing::warn!(event = event.id, error = ?e, "inbox event failed");
+                let failed = crate::store::InboxOutcome {
+                    id: event.id,
+                    status: InboxStatus::Failed,
+                    reason: Some(format!("the database refused this event's changes: {e}")),
+                };
+                let written = tx.set_outcomes(&[failed], now).await;
+                if written.is_ok() {
                     metrics::counter!("inbox_processed_total", "status" => "failed").increment(1);
                 }
-                Err(e) => {
-                    tx.rollback().await?;
-                    return Err(e);
-                }
-            }
-        }
-        tx.commit().await?;
+                (tx, written)
+            },
+        )
+        .await?;
         self.wake_outbox();
         Ok(events.len())
+    }
+
+    /// A transaction holding the reconcile lock and the rechecks due at `now`; `None` (nothing
+    /// held) when another processor is running a round.
+    async fn due_rechecks(&self, now: Millis) -> Result<Option<(Tx, Vec<Recheck>)>, StoreError> {
+        let mut tx = self.store.begin().await?;
+        if !tx.try_lock_reconcile().await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let batch = i64::from(self.settings.processing.batch_events);
+        let rechecks = tx.due_rechecks(now, batch).await?;
+        Ok(Some((tx, rechecks)))
     }
 
     /// One reconcile round, if no other processor is running one; returns the rechecks settled.
@@ -317,13 +331,9 @@ impl InboxProcessor {
     async fn reconcile(&self) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        if !tx.try_lock_reconcile().await? {
-            tx.rollback().await?;
+        let Some((mut tx, rechecks)) = self.due_rechecks(now).await? else {
             return Ok(0);
-        }
-        let batch = i64::from(self.settings.processing.batch_events);
-        let rechecks = tx.due_rechecks(now, batch).await?;
+        };
         if rechecks.is_empty() {
             tx.rollback().await?;
             return Ok(0);
@@ -351,40 +361,36 @@ impl InboxProcessor {
     /// again is queued for later with its error, and the others go through.
     async fn reconcile_one_by_one(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        if !tx.try_lock_reconcile().await? {
-            tx.rollback().await?;
+        let Some((tx, rechecks)) = self.due_rechecks(now).await? else {
             return Ok(0);
-        }
-        let batch = i64::from(self.settings.processing.batch_events);
-        let rechecks = tx.due_rechecks(now, batch).await?;
-        for recheck in &rechecks {
-            tx.savepoint().await?;
-            let one = std::slice::from_ref(recheck);
-            match reconcile::round(&mut tx, &self.settings, one, now).await {
-                Ok(_) => tx.release_savepoint().await?,
-                Err(e) if blames_the_input(&e) => {
-                    tx.rollback_to_savepoint().await?;
-                    tracing::error!(recheck = recheck.id, subject = %recheck.subject, error = ?e, "a recheck failed; retrying later");
-                    metrics::counter!("reconcile_failures_total").increment(1);
-                    let again = recheck.to_new()?;
+        };
+        one_by_one(
+            tx,
+            &rechecks,
+            |mut tx, recheck| async move {
+                let one = std::slice::from_ref(recheck);
+                let settled = reconcile::round(&mut tx, &self.settings, one, now).await;
+                (tx, settled.map(drop))
+            },
+            |mut tx, recheck, e| async move {
+                tracing::error!(recheck = recheck.id, subject = %recheck.subject, error = ?e, "a recheck failed; retrying later");
+                metrics::counter!("reconcile_failures_total").increment(1);
+                let queued = async {
                     tx.queue_retry(
-                        &again,
+                        &recheck.to_new()?,
                         recheck.attempts + 1,
                         &format!("{e:#}"),
                         now + RECHECK_RETRY_AFTER,
                         now,
                     )
                     .await?;
-                    tx.delete_rechecks(&[recheck.id]).await?;
+                    tx.delete_rechecks(&[recheck.id]).await
                 }
-                Err(e) => {
-                    tx.rollback().await?;
-                    return Err(e);
-                }
-            }
-        }
-        tx.commit().await?;
+                .await;
+                (tx, queued)
+            },
+        )
+        .await?;
         self.wake_outbox();
         Ok(rechecks.len())
     }
@@ -422,6 +428,43 @@ impl InboxProcessor {
             metrics::gauge!("baseline_marked_deals").set(marked as f64);
         }
     }
+}
+
+/// Run `apply` on each item in a savepoint of its own, then commit: an item whose error the input
+/// is to blame for has its changes rolled back to its savepoint and goes to `failed`, and the
+/// others are kept; any other error rolls the whole transaction back and is returned. Each step
+/// takes the transaction and hands it back with its outcome.
+async fn one_by_one<'a, T, Apply, Applied, Fail, Failed>(
+    mut tx: Tx,
+    items: &'a [T],
+    mut apply: Apply,
+    mut failed: Fail,
+) -> Result<(), StoreError>
+where
+    Apply: FnMut(Tx, &'a T) -> Applied,
+    Applied: Future<Output = (Tx, Result<(), StoreError>)>,
+    Fail: FnMut(Tx, &'a T, StoreError) -> Failed,
+    Failed: Future<Output = (Tx, Result<(), StoreError>)>,
+{
+    for item in items {
+        tx.savepoint().await?;
+        let outcome;
+        (tx, outcome) = apply(tx, item).await;
+        match outcome {
+            Ok(()) => tx.release_savepoint().await?,
+            Err(e) if blames_the_input(&e) => {
+                tx.rollback_to_savepoint().await?;
+                let handled;
+                (tx, handled) = failed(tx, item, e).await;
+                handled?;
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        }
+    }
+    tx.commit().await
 }
 
 /// Commit `tx` when `outcome` is a success; otherwise roll it back at once — dropping it would

@@ -40,7 +40,7 @@ use super::format::{
 use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::Crm;
-use crate::store::{BaselineFacts, Cohort, ReferredCustomerDeals};
+use crate::store::{self, BaselineFacts, Cohort, ReferredCustomerDeals, StoreError};
 
 /// The channel label of rows that add up every channel but `referral`.
 pub const NON_REFERRED: &str = "non_referred";
@@ -105,8 +105,17 @@ struct Acc {
 }
 
 impl Acc {
-    fn finish(self, market: String, channel: String) -> ComparisonRow {
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    /// The row; created and qualified deals are the rollup's counts with the corrections for
+    /// deals it has not caught up with, so a negative sum means the rollup is not what the
+    /// refresh wrote: an error naming the row, not 0.
+    fn finish(self, market: String, channel: String) -> Result<ComparisonRow, StoreError> {
+        let count = |what: &str, n: i64| {
+            store::count(n).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "the channel baseline counts {n} {what} in market {market}, channel {channel}"
+                ))
+            })
+        };
         let average = |sums: &BTreeMap<String, Decimal>, by: &dyn Fn(&str) -> u64| {
             sums.iter()
                 .filter_map(|(currency, sum)| {
@@ -116,9 +125,9 @@ impl Acc {
                 })
                 .collect::<BTreeMap<_, _>>()
         };
-        let created = count(self.created);
-        let qualified = count(self.qualified);
-        ComparisonRow {
+        let created = count("deals created", self.created)?;
+        let qualified = count("deals qualified", self.qualified)?;
+        Ok(ComparisonRow {
             conversion_rate: ratio(self.won, created),
             win_rate_from_qualified: ratio(self.won, qualified),
             median_days_to_won: self.days.median(),
@@ -136,7 +145,7 @@ impl Acc {
             deals_created: created,
             deals_qualified: qualified,
             deals_won: self.won,
-        }
+        })
     }
 }
 
@@ -158,8 +167,9 @@ fn place(settings: &Settings, cohort: &Cohort) -> (String, Channel) {
     (market, channel)
 }
 
-/// Compute the comparison from the store's facts. Pure: no I/O, no clock.
-pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Comparison {
+/// Compute the comparison from the store's facts. Pure: no I/O, no clock. Counts that add up to
+/// less than nothing are an error ([`StoreError::Corrupt`]).
+pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison, StoreError> {
     let filter = &facts.filter;
     let wanted = |market: &str, cohort: &Cohort| {
         filter.market.as_ref().is_none_or(|m| m == market)
@@ -300,18 +310,18 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Comparison {
         totals.entry(side).or_default();
     }
 
-    Comparison {
+    Ok(Comparison {
         rows: rows
             .into_iter()
             .map(|((market, channel), acc)| acc.finish(market, channel.label()))
-            .collect(),
+            .collect::<Result<_, _>>()?,
         totals: totals
             .into_iter()
             .map(|(channel, acc)| acc.finish(ALL.into(), channel.label()))
-            .collect(),
-        participation: participation(settings, facts),
+            .collect::<Result<_, _>>()?,
+        participation: participation(settings, facts)?,
         percentiles: PERCENTILE_METHODS,
-    }
+    })
 }
 
 /// A comparison row's channel: `referral` first, then `non_referred`, then the other channels.
@@ -339,7 +349,13 @@ impl RowChannel {
     }
 }
 
-fn participation(settings: &Settings, facts: &BaselineFacts) -> Vec<ParticipationRow> {
+/// Customers and referring customers per market: the rows' counts with the corrections for people
+/// the refresh has not caught up with, so a negative sum means the rows are not what the refresh
+/// wrote: an error naming the market, not 0.
+fn participation(
+    settings: &Settings,
+    facts: &BaselineFacts,
+) -> Result<Vec<ParticipationRow>, StoreError> {
     let p = &facts.participation;
     let mut markets: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let mut add = |market: String, customers: i64, referring: i64| {
@@ -353,12 +369,15 @@ fn participation(settings: &Settings, facts: &BaselineFacts) -> Vec<Participatio
         }
     };
     let market_of = |cohort: &Cohort| place(settings, cohort).0;
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let signed = |n: u64| {
+        i64::try_from(n)
+            .map_err(|_| StoreError::Corrupt(format!("{n} customers are more than a count holds")))
+    };
     for (cohort, n) in &p.customers {
-        add(market_of(cohort), count(*n), 0);
+        add(market_of(cohort), signed(*n)?, 0);
     }
     for (cohort, n) in &p.referring {
-        add(market_of(cohort), 0, count(*n));
+        add(market_of(cohort), 0, signed(*n)?);
     }
     for c in &p.corrections {
         for (cohort, sign) in [(&c.before, -1), (&c.after, 1)] {
@@ -374,21 +393,26 @@ fn participation(settings: &Settings, facts: &BaselineFacts) -> Vec<Participatio
     let mut rows: Vec<ParticipationRow> = markets
         .into_iter()
         .map(|(market, (customers, referring))| {
-            let (customers, referring) = (
-                u64::try_from(customers).unwrap_or(0),
-                u64::try_from(referring).unwrap_or(0),
-            );
-            ParticipationRow {
+            let count = |what: &str, n: i64| {
+                store::count(n).map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "the channel baseline counts {n} {what} in market {market}"
+                    ))
+                })
+            };
+            let customers = count("customers", customers)?;
+            let referring = count("referring customers", referring)?;
+            Ok(ParticipationRow {
+                participation_rate: ratio(referring, customers),
                 market,
                 customers,
                 referring_customers: referring,
-                participation_rate: ratio(referring, customers),
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, StoreError>>()?;
     // `all` last.
     rows.sort_by_key(|r| (r.market == ALL, r.market.clone()));
-    rows
+    Ok(rows)
 }
 
 const COLUMNS: [&str; 13] = [
@@ -493,4 +517,83 @@ pub fn to_table(comparison: &Comparison) -> String {
         1,
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CohortCount, CustomerCorrection};
+
+    fn referred_in(market: &str) -> Cohort {
+        Cohort {
+            crm: "hubspot".into(),
+            referred: true,
+            market: Some(market.into()),
+            source: Some("link".into()),
+            pipeline: None,
+            currency: None,
+            crm_source: None,
+        }
+    }
+
+    #[test]
+    fn deals_that_add_up_to_less_than_nothing_are_an_error_naming_their_row() {
+        let settings = Settings::shipped_defaults();
+        let mut facts = BaselineFacts {
+            cohorts: vec![CohortCount {
+                cohort: referred_in("US"),
+                deals: 2,
+                qualified: 1,
+            }],
+            ..BaselineFacts::default()
+        };
+        let comparison = compute(&settings, &facts).unwrap();
+        let row = comparison
+            .rows
+            .iter()
+            .find(|r| r.market == "US" && r.channel == "referral")
+            .unwrap();
+        assert_eq!((row.deals_created, row.deals_qualified), (2, 1));
+
+        // A correction taking off more deals than the rollup holds.
+        facts.cohorts.push(CohortCount {
+            cohort: referred_in("US"),
+            deals: -3,
+            qualified: 0,
+        });
+        let e = compute(&settings, &facts).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("counts -1 deals created in market US, channel referral"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn customers_that_add_up_to_less_than_nothing_are_an_error_naming_their_market() {
+        let settings = Settings::shipped_defaults();
+        let mut facts = BaselineFacts::default();
+        facts.participation.customers = vec![(referred_in("US"), 1)];
+        let comparison = compute(&settings, &facts).unwrap();
+        let us = comparison
+            .participation
+            .iter()
+            .find(|p| p.market == "US")
+            .unwrap();
+        assert_eq!((us.customers, us.referring_customers), (1, 0));
+
+        // Two people taken off a market whose rows count one customer.
+        let gone = CustomerCorrection {
+            before: Some(referred_in("US")),
+            after: None,
+            referring: false,
+        };
+        facts.participation.corrections = vec![gone.clone(), gone];
+        let e = compute(&settings, &facts).unwrap_err();
+        assert!(
+            e.to_string().contains("counts -1 customers in market US"),
+            "{e}"
+        );
+    }
 }

@@ -137,7 +137,7 @@ pub async fn report_with_comparison(
         store.baseline_facts(filter, as_of)
     )?;
     let mut report = compute(&facts);
-    report.comparison = Some(compare::compute(settings, &baseline));
+    report.comparison = Some(compare::compute(settings, &baseline)?);
     Ok(report)
 }
 

@@ -7,6 +7,7 @@
 //! queues its CRM writes in the same transaction.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -22,8 +23,8 @@ use crate::domain::stage::CanonicalStage;
 use crate::domain::Crm;
 use crate::outbox::CrmCommand;
 use crate::store::{
-    CrmRecord, Invoice, NewAudit, NewOutbox, NewRecheck, NewReward, RecheckKind, Referral,
-    Referrer, Refund, Reward, Store, StoreError, Tx,
+    rule_count, CrmRecord, Invoice, NewAudit, NewOutbox, NewRecheck, NewReward, RecheckKind,
+    Referral, Referrer, Refund, Reward, Store, StoreError, Tx,
 };
 
 /// Source key of an invoice's recurring line.
@@ -56,7 +57,8 @@ fn rejected_share_source(line_id: &str) -> String {
 
 /// An adjustment the deal's stage put in force (and takes back when the deal is won again).
 fn is_clawback(r: &Reward) -> bool {
-    r.source_key
+    r.line
+        .source_key
         .as_deref()
         .is_some_and(|k| k.starts_with("clawback:") || k.starts_with("clawback-paid:"))
 }
@@ -137,7 +139,7 @@ pub async fn on_deal_stage(
         if deal.amount.is_some()
             && own
                 .iter()
-                .any(|r| r.status == RewardStatus::NeedsReview && r.deal_amount.is_none())
+                .any(|r| r.line.status == RewardStatus::NeedsReview && r.line.deal_amount.is_none())
         {
             for r in tx
                 .withdraw_unsettled_rewards(deal.crm, &deal.object_id, true)
@@ -167,7 +169,10 @@ pub async fn on_deal_stage(
             }
         }
         let mut reinstated = Vec::new();
-        for r in own.iter().filter(|r| r.status == RewardStatus::Reversed) {
+        for r in own
+            .iter()
+            .filter(|r| r.line.status == RewardStatus::Reversed)
+        {
             let hold = at + i64::from(e.program.hold_days) * DAY;
             if let Some(r) = tx
                 .transition_reward(&r.id, RewardMove::Reinstate, None, Some(hold), now)
@@ -211,7 +216,7 @@ pub async fn on_deal_stage(
         }
     } else {
         for r in &own {
-            match r.status {
+            match r.line.status {
                 // Left the success stage during the hold (or awaiting review): the line is off,
                 // and what of it was paid out already comes back.
                 RewardStatus::Pending | RewardStatus::NeedsReview => {
@@ -235,11 +240,11 @@ pub async fn on_deal_stage(
                 }
                 // After the hold: the line stays as it is; a negative adjustment takes it back.
                 RewardStatus::Eligible | RewardStatus::Approved | RewardStatus::Paid
-                    if r.beneficiary == Beneficiary::Referrer =>
+                    if r.line.beneficiary == Beneficiary::Referrer =>
                 {
                     let why = format!("the deal moved to {stage} after the hold ended");
                     let amount = r.amount()?;
-                    if calculate::amount_computed(&r.calculation) && !amount.is_zero() {
+                    if calculate::amount_computed(&r.line.calculation) && !amount.is_zero() {
                         claw_back(
                             tx,
                             settings,
@@ -287,10 +292,19 @@ async fn fraud_facts(
     successful: u32,
 ) -> Result<(RefereeFacts, ReferrerFacts), StoreError> {
     let code = referral.referrer_code.clone().unwrap_or_default();
+    // Signup IPs are stored only once parsed as one (ingest): text that is none is an error.
+    let ip_of = |ip: &str, whose: &dyn std::fmt::Display| {
+        ip.parse::<IpAddr>()
+            .map_err(|e| StoreError::Corrupt(format!("signup IP `{ip}` of {whose}: {e}")))
+    };
     let referee = RefereeFacts {
         email: referral.email.clone(),
         first_touch_at: referral.first_touch_at,
-        signup_ip: referral.signup_ip.as_deref().and_then(|ip| ip.parse().ok()),
+        signup_ip: referral
+            .signup_ip
+            .as_deref()
+            .map(|ip| ip_of(ip, &format_args!("referral {}", referral.id)))
+            .transpose()?,
         known_to_crm_before_first_touch: tx
             .person_known_before(&referral.email, referral.first_touch_at)
             .await?,
@@ -307,8 +321,8 @@ async fn fraud_facts(
         )
         .await?
         .into_iter()
-        .filter_map(|(ip, t)| ip.parse().ok().map(|ip| (ip, t)))
-        .collect();
+        .map(|(ip, t)| Ok((ip_of(&ip, &format_args!("a referee of {code}"))?, t)))
+        .collect::<Result<_, StoreError>>()?;
     let window = i64::from(settings.fraud.velocity_window_days) * DAY;
     let referrer_facts = ReferrerFacts {
         code: code.clone(),
@@ -316,15 +330,14 @@ async fn fraud_facts(
         company_domain: referrer.and_then(|r| r.company_domain.clone()),
         successful_including_this: successful,
         other_referee_ips: other_ips,
-        referrals_in_velocity_window: u32::try_from(
+        referrals_in_velocity_window: rule_count(
             tx.referrals_between(
                 &code,
                 referral.first_touch_at - window,
                 referral.first_touch_at,
             )
             .await?,
-        )
-        .unwrap_or(u32::MAX),
+        )?,
     };
     Ok((referee, referrer_facts))
 }
@@ -390,9 +403,7 @@ async fn evaluate(
         currency: deal.currency.clone(),
         won_at: at,
     };
-    let successful = u32::try_from(tx.successful_referrals(&code).await?)
-        .unwrap_or(u32::MAX)
-        .max(1);
+    let successful = rule_count(tx.successful_referrals(&code).await?)?.max(1);
     let (referee, referrer_facts) =
         fraud_facts(tx, settings, &e.referral, e.referrer.as_ref(), successful).await?;
     match calculate::evaluate(
@@ -460,7 +471,7 @@ async fn renewal(
         .await;
     };
     let lines = tx.referral_lines(&e.referral.id).await?;
-    let Some(first_win) = first_win(&lines).map(|w| w.won_at) else {
+    let Some(first_win) = first_win(&lines).map(|w| w.line.won_at) else {
         return not_eligible(
             tx,
             &entity,
@@ -522,8 +533,7 @@ async fn recurring_line(
     now: Millis,
 ) -> Result<Option<Reward>, StoreError> {
     let code = e.referral.referrer_code.clone().unwrap_or_default();
-    let successful = u32::try_from(tx.successful_referrals_at(&code, payment.paid_at).await?)
-        .unwrap_or(u32::MAX);
+    let successful = rule_count(tx.successful_referrals_at(&code, payment.paid_at).await?)?;
     let (referee, referrer_facts) = fraud_facts(
         tx,
         settings,
@@ -612,7 +622,7 @@ async fn insert_line(
         LineKind::Adjustment => "reward_adjusted",
         _ => "reward_created",
     };
-    let why = created.review_reason.clone();
+    let why = created.line.review_reason.clone();
     record(
         tx,
         settings,
@@ -639,7 +649,7 @@ async fn after_created(
 ) -> Result<(), StoreError> {
     let to_review = created
         .iter()
-        .find(|r| r.status == RewardStatus::NeedsReview);
+        .find(|r| r.line.status == RewardStatus::NeedsReview);
     if let (Some(line), Crm::HubSpot) = (to_review, deal.crm) {
         let summary = summary(tx, deal, line, review_headline).await?;
         tx.enqueue(&note(deal, &summary, now), now).await?;
@@ -658,7 +668,7 @@ async fn release_if_due(
 ) -> Result<(), StoreError> {
     let mut released = Vec::new();
     for r in lines {
-        if r.status != RewardStatus::Pending || r.hold_until.is_none_or(|h| h > now) {
+        if r.line.status != RewardStatus::Pending || r.line.hold_until.is_none_or(|h| h > now) {
             continue;
         }
         if let Some(r) = release(tx, settings, deal, &r, now).await? {
@@ -723,7 +733,7 @@ async fn announce_released(
 ) -> Result<(), StoreError> {
     let mut noted = HashSet::new();
     for (deal, r) in released {
-        let headline = match r.line_kind {
+        let headline = match r.line.line_kind {
             LineKind::Adjustment => continue,
             LineKind::Recurring => "Referral recurring reward eligible",
             LineKind::Reward => "Referral reward eligible",
@@ -745,11 +755,11 @@ fn first_win(lines: &[Reward]) -> Option<&Reward> {
         .iter()
         .filter(|r| {
             r.is_deals_own()
-                && r.line_kind == LineKind::Reward
-                && r.beneficiary == Beneficiary::Referrer
-                && r.status != RewardStatus::Reversed
+                && r.line.line_kind == LineKind::Reward
+                && r.line.beneficiary == Beneficiary::Referrer
+                && r.line.status != RewardStatus::Reversed
         })
-        .min_by_key(|r| (r.won_at, r.created_at))
+        .min_by_key(|r| (r.line.won_at, r.created_at))
 }
 
 /// What the customer's recurring rewards add up to so far, net of what was taken back from them
@@ -757,15 +767,21 @@ fn first_win(lines: &[Reward]) -> Option<&Reward> {
 fn earned_recurring(lines: &[Reward]) -> Result<Decimal, StoreError> {
     let recurring: HashSet<&str> = lines
         .iter()
-        .filter(|r| r.line_kind == LineKind::Recurring)
+        .filter(|r| r.line.line_kind == LineKind::Recurring)
         .map(|r| r.id.as_str())
         .collect();
     let mut sum = Decimal::ZERO;
     for r in lines {
         let counts = recurring.contains(r.id.as_str())
-            || r.adjusts.as_deref().is_some_and(|a| recurring.contains(a));
-        let in_force = !matches!(r.status, RewardStatus::Reversed | RewardStatus::Rejected);
-        if counts && in_force && r.beneficiary == Beneficiary::Referrer {
+            || r.line
+                .adjusts
+                .as_deref()
+                .is_some_and(|a| recurring.contains(a));
+        let in_force = !matches!(
+            r.line.status,
+            RewardStatus::Reversed | RewardStatus::Rejected
+        );
+        if counts && in_force && r.line.beneficiary == Beneficiary::Referrer {
             sum += r.amount()?;
         }
     }
@@ -822,8 +838,8 @@ pub async fn on_invoice(
     let existing = lines
         .iter()
         .find(|r| {
-            r.source_key.as_deref() == Some(source.as_str())
-                && r.beneficiary == Beneficiary::Referrer
+            r.line.source_key.as_deref() == Some(source.as_str())
+                && r.line.beneficiary == Beneficiary::Referrer
         })
         .cloned();
     let amount = parse_amount(&invoice.amount, "invoice", &invoice.invoice_id)?;
@@ -843,7 +859,7 @@ pub async fn on_invoice(
                 &e,
                 rule,
                 &lines,
-                anchor.won_at,
+                anchor.line.won_at,
                 &payment,
                 Some(source),
                 now,
@@ -903,10 +919,10 @@ async fn refund_adjustment(
     now: Millis,
 ) -> Result<(), StoreError> {
     let source = refund_source(&refund.refund_key);
-    let status = line.status;
+    let status = line.line.status;
     // Nothing was (or will be) paid for the line: nothing to take back.
     if matches!(status, RewardStatus::Reversed | RewardStatus::Rejected)
-        || !calculate::amount_computed(&line.calculation)
+        || !calculate::amount_computed(&line.line.calculation)
     {
         return Ok(());
     }
@@ -944,7 +960,7 @@ async fn refund_adjustment(
         to_rfc3339(refund.refunded_at)
     );
     let (status, hold_until, review) = match status {
-        RewardStatus::Pending => (RewardStatus::Pending, line.hold_until, None),
+        RewardStatus::Pending => (RewardStatus::Pending, line.line.hold_until, None),
         RewardStatus::NeedsReview => (
             RewardStatus::NeedsReview,
             None,
@@ -960,7 +976,7 @@ async fn refund_adjustment(
         "line_kind": LineKind::Adjustment,
         "adjusts": line.id,
         "reason": why,
-        "line_amount": line.amount,
+        "line_amount": line.line.amount,
         "invoice_amount": invoice_amount.to_string(),
         "refunded_before": refunded_before.to_string(),
         "refund_amount": refunded.to_string(),
@@ -968,11 +984,11 @@ async fn refund_adjustment(
         "final_amount": taken.to_string(),
         "formula": format!(
             "−({} × min({}, {}) / {} − {} × {} / {}), each rounded to 2 dp = {taken}",
-            line.amount,
+            line.line.amount,
             (refunded_before + refunded).normalize(),
             invoice_amount.normalize(),
             invoice_amount.normalize(),
-            line.amount,
+            line.line.amount,
             refunded_before.normalize(),
             invoice_amount.normalize(),
         ),
@@ -1004,17 +1020,17 @@ fn adjustment(
     at: Millis,
 ) -> NewReward {
     NewReward {
-        crm: line.crm,
-        deal_id: line.deal_id.clone(),
-        beneficiary: line.beneficiary,
-        referral_id: line.referral_id.clone(),
-        referrer_code: line.referrer_code.clone(),
-        market: line.market.clone(),
+        crm: line.line.crm,
+        deal_id: line.line.deal_id.clone(),
+        beneficiary: line.line.beneficiary,
+        referral_id: line.line.referral_id.clone(),
+        referrer_code: line.line.referrer_code.clone(),
+        market: line.line.market.clone(),
         status,
         kind: ADJUSTMENT_KIND.into(),
         amount: amount.to_string(),
-        currency: line.currency.clone(),
-        tier: line.tier.clone(),
+        currency: line.line.currency.clone(),
+        tier: line.line.tier.clone(),
         deal_amount: None,
         deal_currency: None,
         fx_rate: None,
@@ -1047,16 +1063,16 @@ async fn claw_back(
         .adjustments_of(&[line.id.as_str()])
         .await?
         .into_iter()
-        .find(|a| a.source_key.as_deref() == Some(source));
+        .find(|a| a.line.source_key.as_deref() == Some(source));
     match existing {
         None => {
             let amount = round_money(-taken);
             let calculation = json!({
-                "beneficiary": line.beneficiary,
+                "beneficiary": line.line.beneficiary,
                 "line_kind": LineKind::Adjustment,
                 "adjusts": line.id,
                 "reason": why,
-                "line_amount": line.amount,
+                "line_amount": line.line.amount,
                 "base_amount": amount.to_string(),
                 "final_amount": amount.to_string(),
                 "formula": format!("−{} = {amount}", round_money(taken)),
@@ -1073,7 +1089,7 @@ async fn claw_back(
             );
             insert_line(tx, settings, deal, &new, now).await?;
         }
-        Some(a) if a.status == RewardStatus::Reversed => {
+        Some(a) if a.line.status == RewardStatus::Reversed => {
             system_move(
                 tx,
                 settings,
@@ -1109,7 +1125,7 @@ async fn claw_back_paid_shares(
     if paid.is_zero() {
         return Ok(());
     }
-    let why = format!("{why}; {paid} {} of it was paid out", line.currency);
+    let why = format!("{why}; {paid} {} of it was paid out", line.line.currency);
     claw_back(tx, settings, deal, line, paid, source, &why, now).await
 }
 
@@ -1247,7 +1263,7 @@ pub async fn decide(
         .await?
     else {
         return Err(DecisionError::WrongState {
-            status: current.status,
+            status: current.line.status,
             action: decision.name(),
             allowed: step
                 .from()
@@ -1263,7 +1279,7 @@ pub async fn decide(
     )
     .await?;
     let follow = match decision {
-        Decision::Approve if current.status == RewardStatus::NeedsReview => {
+        Decision::Approve if current.line.status == RewardStatus::NeedsReview => {
             Some((RewardMove::ApproveWithLine, "reward_approved"))
         }
         Decision::Reject => Some((RewardMove::RejectWithLine, "reward_rejected")),
@@ -1285,7 +1301,7 @@ pub async fn decide(
         let source = rejected_share_source(&updated.id);
         claw_back_paid_shares(&mut tx, settings, &deal, &updated, &source, &why, now).await?;
     }
-    if decision == Decision::Approve && current.status == RewardStatus::NeedsReview {
+    if decision == Decision::Approve && current.line.status == RewardStatus::NeedsReview {
         let announcement = announcement(
             &mut tx,
             settings,
@@ -1333,7 +1349,7 @@ pub(crate) async fn paid_by_statement(
 }
 
 async fn deal_record(tx: &mut Tx, r: &Reward) -> Result<CrmRecord, StoreError> {
-    let key = crate::store::RecordKey::new(r.crm, r.crm.deal_type(), &r.deal_id);
+    let key = crate::store::RecordKey::new(r.line.crm, r.line.crm.deal_type(), &r.line.deal_id);
     tx.record(&key)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("reward {} has no deal record", r.id)))
@@ -1359,7 +1375,7 @@ async fn record(
             entity_id: &r.id,
             old_value: None,
             new_value: Some(
-                json!({"status": r.status, "amount": r.amount, "currency": r.currency}).to_string(),
+                json!({"status": r.line.status, "amount": r.line.amount, "currency": r.line.currency}).to_string(),
             ),
             reason,
         },
@@ -1367,13 +1383,13 @@ async fn record(
     )
     .await?;
     metrics::counter!("reward_transitions_total", "action" => action.to_string()).increment(1);
-    match r.beneficiary {
+    match r.line.beneficiary {
         Beneficiary::Referrer => {
             let properties = deal_properties(tx, settings, deal, r).await?;
             tx.enqueue(&properties, now).await?;
         }
         Beneficiary::Referee => {
-            for contact in referee_contacts(tx, deal.crm, &r.referral_id).await? {
+            for contact in referee_contacts(tx, deal.crm, &r.line.referral_id).await? {
                 tx.enqueue(&referee_properties(settings, &contact, r), now)
                     .await?;
             }
@@ -1385,7 +1401,8 @@ async fn record(
 /// The amount and currency to show for a reward; `None` while it has no amount (see
 /// [`calculate::amount_computed`]): a 0.00 there would read as "no reward".
 fn shown_amount(r: &Reward) -> Option<(&str, &str)> {
-    calculate::amount_computed(&r.calculation).then_some((r.amount.as_str(), r.currency.as_str()))
+    calculate::amount_computed(&r.line.calculation)
+        .then_some((r.line.amount.as_str(), r.line.currency.as_str()))
 }
 
 /// The referee's contacts in `crm`: the people the referral is attributed to (Salesforce
@@ -1413,7 +1430,7 @@ pub fn referee_properties(settings: &Settings, contact: &CrmRecord, r: &Reward) 
     let n = settings.field_names(contact.crm);
     let (amount, currency) = shown_amount(r).unwrap_or_default();
     let properties: BTreeMap<String, String> = [
-        (n.referee_reward_status.clone(), r.status.to_string()),
+        (n.referee_reward_status.clone(), r.line.status.to_string()),
         (n.referee_reward_amount.clone(), amount.to_string()),
         (n.referee_reward_currency.clone(), currency.to_string()),
     ]
@@ -1437,23 +1454,26 @@ async fn deal_properties(
         .deal_rewards(deal.crm, &deal.object_id)
         .await?
         .into_iter()
-        .filter(|r| r.beneficiary == Beneficiary::Referrer)
+        .filter(|r| r.line.beneficiary == Beneficiary::Referrer)
         .collect();
     let own = lines
         .iter()
         .find(|r| r.is_deals_own())
         .unwrap_or(changed)
         .clone();
-    let mut status = own.status;
+    let mut status = own.line.status;
     let mut net = match shown_amount(&own) {
         Some(_) => Some(own.amount()?),
         None => None,
     };
     for r in lines.iter().filter(|r| r.id != own.id) {
-        if !r.status.in_force() || r.currency != own.currency || shown_amount(r).is_none() {
+        if !r.line.status.in_force()
+            || r.line.currency != own.line.currency
+            || shown_amount(r).is_none()
+        {
             continue;
         }
-        if is_clawback(r) && r.adjusts.as_deref() == Some(own.id.as_str()) {
+        if is_clawback(r) && r.line.adjusts.as_deref() == Some(own.id.as_str()) {
             status = RewardStatus::Reversed;
         }
         let amount = r.amount()?;
@@ -1461,10 +1481,11 @@ async fn deal_properties(
     }
     let n = settings.field_names(deal.crm);
     let (amount, currency) = match net {
-        Some(net) => (round_money(net).to_string(), own.currency.clone()),
+        Some(net) => (round_money(net).to_string(), own.line.currency.clone()),
         None => (String::new(), String::new()),
     };
     let hold = own
+        .line
         .hold_until
         .map(|h| match deal.crm {
             Crm::HubSpot => h.to_string(),
@@ -1498,9 +1519,9 @@ async fn announcement(
     }
     let (amount, currency) = shown_amount(r).unzip();
     let fields = json!({
-        "Opportunity_Id__c": r.deal_id, "Beneficiary__c": r.beneficiary, "Status__c": r.status,
-        "Amount__c": amount, "Currency__c": currency, "Referrer_Code__c": r.referrer_code,
-        "Tier__c": r.tier, "Reward_Id__c": r.id, "Summary__c": summary});
+        "Opportunity_Id__c": r.line.deal_id, "Beneficiary__c": r.line.beneficiary, "Status__c": r.line.status,
+        "Amount__c": amount, "Currency__c": currency, "Referrer_Code__c": r.line.referrer_code,
+        "Tier__c": r.line.tier, "Reward_Id__c": r.id, "Summary__c": summary});
     Ok(CrmCommand::PublishEvent {
         event: settings.salesforce.fields.reward_event.clone(),
         fields,
@@ -1544,29 +1565,33 @@ async fn summary(
 /// ana@northwind.io credit 500.00 USD, eligible", "referrer ACME-7 (tier silver) 180.00 USD for
 /// invoice in_2, pending".
 async fn side(tx: &mut Tx, r: &Reward) -> Result<String, StoreError> {
-    let who = match r.beneficiary {
+    let who = match r.line.beneficiary {
         Beneficiary::Referee => {
             let email = tx
-                .referral(&r.referral_id)
+                .referral(&r.line.referral_id)
                 .await?
                 .map(|referral| referral.email);
             format!("referee {}", email.as_deref().unwrap_or("unknown"))
         }
         Beneficiary::Referrer => format!(
             "referrer {}{}",
-            r.referrer_code.as_deref().unwrap_or("unknown"),
-            r.tier
+            r.line.referrer_code.as_deref().unwrap_or("unknown"),
+            r.line
+                .tier
                 .as_deref()
                 .map(|t| format!(" (tier {t})"))
                 .unwrap_or_default()
         ),
     };
     let what = match shown_amount(r) {
-        Some((amount, currency)) if r.kind == "credit" => format!("credit {amount} {currency}"),
+        Some((amount, currency)) if r.line.kind == "credit" => {
+            format!("credit {amount} {currency}")
+        }
         Some((amount, currency)) => format!("{amount} {currency}"),
         None => "no amount yet".into(),
     };
     let source = match r
+        .line
         .source_key
         .as_deref()
         .and_then(|k| k.strip_prefix("invoice:"))
@@ -1574,9 +1599,12 @@ async fn side(tx: &mut Tx, r: &Reward) -> Result<String, StoreError> {
         Some(invoice) => format!(" for invoice {invoice}"),
         None => String::new(),
     };
-    let state = match (&r.review_reason, r.status == RewardStatus::NeedsReview) {
+    let state = match (
+        &r.line.review_reason,
+        r.line.status == RewardStatus::NeedsReview,
+    ) {
         (Some(why), true) => format!("needs review ({why})"),
-        _ => r.status.label().to_lowercase(),
+        _ => r.line.status.label().to_lowercase(),
     };
     Ok(format!("{who} {what}{source}, {state}"))
 }

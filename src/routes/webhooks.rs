@@ -15,6 +15,7 @@ use base64::Engine;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::config::Secret;
 use crate::domain::{Crm, EventSource};
 use crate::error::ApiError;
 use crate::ingest::body::{self, BodyError, BodyLimits, Reservation};
@@ -92,6 +93,26 @@ async fn read_body(
                 Rejection::new("unreadable", ApiError::BadRequest(e.to_string()))
             }
         })
+}
+
+/// Read the body and verify it with `verify` before anything parses it (see [`read_body`]); once
+/// verified it no longer counts as unverified. A failed check is a `scheme` signature rejection.
+async fn read_verified<T>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    scheme: &str,
+    verify: impl FnOnce(&[u8]) -> Result<T, SignatureError>,
+) -> Result<(Bytes, T), Rejection> {
+    let (body, unverified) = read_body(req, payload, state).await?;
+    let verified = verify(&body).map_err(|e| Rejection::signature(scheme, e))?;
+    drop(unverified);
+    Ok((body, verified))
+}
+
+/// The secrets a signature may be made with, as the signature module takes them.
+fn exposed(secrets: &[Secret]) -> Vec<&str> {
+    secrets.iter().map(Secret::expose).collect()
 }
 
 /// Store events; `Ok(true)` when at least one was new.
@@ -198,15 +219,11 @@ async fn receive_hubspot(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Rejection> {
     let settings = &state.settings;
-    let secrets: Vec<&str> = settings
-        .hubspot
-        .client_secrets
-        .iter()
-        .map(|s| s.expose())
-        .collect();
+    let secrets = exposed(&settings.hubspot.client_secrets);
     let versions = &settings.hubspot.signature_versions;
     let now = state.clock.now();
     let headers = Headers(req.headers());
+    let scheme = Crm::HubSpot.as_str();
     let claim = signature::hubspot_claim(
         &headers,
         &secrets,
@@ -214,13 +231,12 @@ async fn receive_hubspot(
         settings.ingest.timestamp_tolerance_secs as i64 * 1000,
         now,
     )
-    .map_err(|e| Rejection::signature(Crm::HubSpot.as_str(), e))?;
-    let (body, unverified) = read_body(&req, payload, &state).await?;
+    .map_err(|e| Rejection::signature(scheme, e))?;
     let url = public_url(&req, &settings.server.public_base_url);
-    let version = claim
-        .verify(req.method().as_str(), &url, &body)
-        .map_err(|e| Rejection::signature(Crm::HubSpot.as_str(), e))?;
-    drop(unverified);
+    let (body, version) = read_verified(&req, payload, &state, scheme, |body| {
+        claim.verify(req.method().as_str(), &url, body)
+    })
+    .await?;
 
     let parsed = hubspot::parse_body(&body)
         .map_err(|e| Rejection::new("malformed", ApiError::BadRequest(e.to_string())))?;
@@ -427,26 +443,19 @@ async fn receive_salesforce_callout(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Rejection> {
     let settings = &state.settings;
-    let secrets: Vec<&str> = settings
-        .salesforce
-        .callout_secrets
-        .iter()
-        .map(|s| s.expose())
-        .collect();
+    let secrets = exposed(&settings.salesforce.callout_secrets);
     let now = state.clock.now();
     let headers = Headers(req.headers());
+    let scheme = "standard-webhooks";
     let claim = signature::standard_webhooks_claim(
         &headers,
         &secrets,
         settings.ingest.timestamp_tolerance_secs as i64,
         now / 1000,
     )
-    .map_err(|e| Rejection::signature("standard-webhooks", e))?;
-    let (body, unverified) = read_body(&req, payload, &state).await?;
-    let webhook_id = claim
-        .verify(&body)
-        .map_err(|e| Rejection::signature("standard-webhooks", e))?;
-    drop(unverified);
+    .map_err(|e| Rejection::signature(scheme, e))?;
+    let (body, webhook_id) =
+        read_verified(&req, payload, &state, scheme, |body| claim.verify(body)).await?;
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         Rejection::new(
             "malformed",
@@ -529,7 +538,7 @@ async fn receive_signup(
             )),
         ));
     };
-    let secrets: Vec<&str> = source.secrets.iter().map(|s| s.expose()).collect();
+    let secrets = exposed(&source.secrets);
     let headers = Headers(req.headers());
     let now = state.clock.now();
     let tolerance = settings.ingest.timestamp_tolerance_secs as i64;
@@ -551,11 +560,10 @@ async fn receive_signup(
         }
     }
     .map_err(|e| Rejection::signature(source.scheme.as_str(), e))?;
-    let (body, unverified) = read_body(&req, payload, &state).await?;
-    let webhook_id = claim
-        .verify(&body)
-        .map_err(|e| Rejection::signature(source.scheme.as_str(), e))?;
-    drop(unverified);
+    let (body, webhook_id) = read_verified(&req, payload, &state, source.scheme.as_str(), |body| {
+        claim.verify(body)
+    })
+    .await?;
     let event = product::parse_product_event(&body).map_err(|e| {
         if e.is_malformed() {
             Rejection::new("malformed", ApiError::BadRequest(e.to_string()))

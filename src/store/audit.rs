@@ -7,17 +7,14 @@ use super::tx::Tx;
 use super::{on_pool, Store, StoreError};
 use crate::clock::Millis;
 
+/// A stored audit entry: what was written, numbered and timed by the log.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub entity_type: String,
-    pub entity_id: String,
-    pub old_value: Option<String>,
-    pub new_value: Option<String>,
-    pub reason: Option<String>,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub record: AuditRecord,
 }
 
 /// A new audit entry.
@@ -33,7 +30,7 @@ pub struct NewAudit<'a> {
 }
 
 /// An owned audit entry, for writing many at once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AuditRecord {
     pub actor: String,
     pub action: String,

@@ -96,6 +96,21 @@ pub(crate) fn count(n: i64) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("a count of {n}")))
 }
 
+/// A [`count`] as the `u32` the reward rules compare counts in (tiers, velocity limits); one past
+/// `u32::MAX` is more than any rule asks for, so it stays `u32::MAX`.
+pub(crate) fn rule_count(n: i64) -> Result<u32, StoreError> {
+    Ok(u32::try_from(count(n)?).unwrap_or(u32::MAX))
+}
+
+/// A list of column names (`"id, email, …"`) qualified with a table alias (`"f.id, f.email, …"`).
+fn qualified(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Which database engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -309,5 +324,13 @@ mod tests {
         assert_eq!(count(42).unwrap(), 42);
         let err = count(-3).unwrap_err().to_string();
         assert!(err.contains("a count of -3"), "{err}");
+    }
+
+    #[test]
+    fn a_rule_count_saturates_and_a_negative_one_is_an_error_naming_it() {
+        assert_eq!(rule_count(7).unwrap(), 7);
+        assert_eq!(rule_count(i64::MAX).unwrap(), u32::MAX);
+        let err = rule_count(-1).unwrap_err().to_string();
+        assert!(err.contains("a count of -1"), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::bulk::{self, Col, Param};
 use super::tx::{on_tx, Tx};
-use super::{on_pool, BackendKind, Store, StoreError};
+use super::{on_pool, qualified, BackendKind, Store, StoreError};
 use crate::clock::Millis;
 use crate::domain::Crm;
 use crate::store::referrals::Attribution;
@@ -339,15 +339,6 @@ pub(super) const KEY_COLUMNS: [(&str, Col); 3] = [
     ("object_type", Col::Text),
     ("object_id", Col::Text),
 ];
-
-/// `RECORD_COLUMNS` qualified with the alias `c`.
-fn record_columns_of_c() -> String {
-    RECORD_COLUMNS
-        .split(',')
-        .map(|c| format!("c.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 #[derive(Serialize)]
 struct CrmIds<'a> {
@@ -691,7 +682,7 @@ impl Tx {
             BackendKind::Sqlite => format!(
                 "SELECT {} FROM {{rows}} JOIN crm_records c ON c.crm = r.crm \
                  AND c.object_type = r.object_type AND c.object_id = r.object_id",
-                record_columns_of_c()
+                qualified(RECORD_COLUMNS, "c")
             ),
         };
         self.bulk_fetch(&sql, &KEY_COLUMNS, keys, &[]).await
@@ -707,7 +698,7 @@ impl Tx {
                 "SELECT {} FROM {{rows}} JOIN crm_records c ON c.email = r.v \
                  WHERE c.object_type IN ('contact', 'Contact', 'Lead') \
                  ORDER BY c.crm, c.object_id",
-                record_columns_of_c()
+                qualified(RECORD_COLUMNS, "c")
             ),
             &bulk::LIST,
             &bulk::list(emails),
@@ -769,7 +760,7 @@ impl Tx {
                 &format!(
                 "SELECT {} FROM {{rows}} JOIN crm_records c ON c.crm = r.crm AND c.{column} = r.id \
                  ORDER BY c.object_id",
-                record_columns_of_c()
+                qualified(RECORD_COLUMNS, "c")
             ),
                 &[("crm", Col::Text), ("id", Col::Text)],
                 &values

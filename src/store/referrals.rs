@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::bulk::{self, Col, Param};
 use super::tx::{on_tx, Tx};
-use super::{Store, StoreError};
+use super::{qualified, Store, StoreError};
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -82,17 +82,13 @@ impl Referral {
     }
 }
 
+/// A recorded touch: the touch as recorded, with its id and when it was recorded.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Touch {
     pub id: i64,
-    pub referral_id: String,
-    pub inbox_event_id: Option<i64>,
-    pub kind: String,
-    pub referrer_code: Option<String>,
-    pub source: Option<String>,
-    pub market: Option<String>,
-    pub occurred_at: i64,
-    pub outcome: String,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub touch: NewTouch,
     pub recorded_at: i64,
 }
 
@@ -177,7 +173,7 @@ impl RefereeFill {
 }
 
 /// A touch to record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NewTouch {
     pub referral_id: String,
     pub inbox_event_id: Option<i64>,
@@ -205,14 +201,6 @@ pub(super) const REFERRAL_COLUMNS: &str =
 pub(super) const TOUCH_COLUMNS: &str =
     "id, referral_id, inbox_event_id, kind, referrer_code, source, market, \
      occurred_at, outcome, recorded_at";
-
-fn referral_columns_of(alias: &str) -> String {
-    REFERRAL_COLUMNS
-        .split(',')
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 impl Tx {
     /// Create or complete referrers, one statement for all. Known facts are kept unless an event
@@ -438,13 +426,11 @@ impl Tx {
         &mut self,
         codes: &[&str],
     ) -> Result<Vec<Referrer>, StoreError> {
-        let columns = REFERRER_COLUMNS
-            .split(',')
-            .map(|c| format!("x.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
         self.bulk_fetch(
-            &format!("SELECT {columns} FROM {{rows}} JOIN referrers x ON x.code = r.v"),
+            &format!(
+                "SELECT {} FROM {{rows}} JOIN referrers x ON x.code = r.v",
+                qualified(REFERRER_COLUMNS, "x")
+            ),
             &bulk::LIST,
             &bulk::list(codes),
             &[],
@@ -475,7 +461,7 @@ impl Tx {
         self.bulk_fetch(
             &format!(
                 "SELECT {} FROM {{rows}} JOIN referrals f ON f.{column} = r.v",
-                referral_columns_of("f")
+                qualified(REFERRAL_COLUMNS, "f")
             ),
             &bulk::LIST,
             &bulk::list(values),

@@ -9,65 +9,43 @@ use serde::Serialize;
 use super::bulk::Col;
 use super::records::RecordKey;
 use super::tx::{on_tx, Tx};
-use super::{on_pool, Store, StoreError};
+use super::{on_pool, qualified, Store, StoreError};
 use crate::clock::Millis;
 use crate::domain::reward::{Beneficiary, LineKind, RewardMove, RewardStatus};
 use crate::domain::Crm;
 
+/// A stored reward line: the line (as made, its status as it is now) with its id and what the
+/// store keeps about it since.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Reward {
     pub id: String,
-    pub crm: Crm,
-    pub deal_id: String,
-    pub beneficiary: Beneficiary,
-    pub referral_id: String,
-    pub referrer_code: Option<String>,
-    pub market: String,
-    pub status: RewardStatus,
-    pub kind: String,
-    pub amount: String,
-    pub currency: String,
-    pub tier: Option<String>,
-    pub deal_amount: Option<String>,
-    pub deal_currency: Option<String>,
-    pub fx_rate: Option<String>,
-    pub calculation: String,
-    pub flags: String,
-    pub review_reason: Option<String>,
-    pub won_at: i64,
-    pub hold_until: Option<i64>,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub line: NewReward,
     pub decided_by: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
-    pub line_kind: LineKind,
-    /// `None` for a deal's own line (its win); what else made the line otherwise:
-    /// `invoice:<id>`, `refund:<key>`, `clawback:<reward id>`.
-    pub source_key: Option<String>,
-    /// The line an adjustment takes back.
-    pub adjusts: Option<String>,
     /// When the line became payable in full (eligible, or approved after review).
     pub payable_at: Option<i64>,
-    /// JSON: the `payout_schedule` installments fixed when the line was made; `None` pays it
-    /// whole.
-    pub payout_schedule: Option<String>,
 }
 
 impl Reward {
     pub fn amount(&self) -> Result<Decimal, StoreError> {
-        self.amount.parse().map_err(|e| {
-            StoreError::Corrupt(format!("reward {}: amount `{}`: {e}", self.id, self.amount))
-        })
+        let amount = &self.line.amount;
+        amount
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("reward {}: amount `{amount}`: {e}", self.id)))
     }
 
     /// A deal's own line: the reward its win earned (first win or renewal), not one made by
     /// something else (an invoice, a refund, a clawback).
     pub fn is_deals_own(&self) -> bool {
-        self.source_key.is_none()
+        self.line.source_key.is_none()
     }
 }
 
 /// A reward to create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NewReward {
     pub crm: Crm,
     pub deal_id: String,
@@ -89,8 +67,13 @@ pub struct NewReward {
     pub won_at: Millis,
     pub hold_until: Option<Millis>,
     pub line_kind: LineKind,
+    /// `None` for a deal's own line (its win); what else made the line otherwise:
+    /// `invoice:<id>`, `refund:<key>`, `clawback:<reward id>`.
     pub source_key: Option<String>,
+    /// The line an adjustment takes back.
     pub adjusts: Option<String>,
+    /// JSON: the `payout_schedule` installments fixed when the line was made; `None` pays it
+    /// whole.
     pub payout_schedule: Option<String>,
 }
 
@@ -295,11 +278,7 @@ impl Tx {
         }
         let sql = format!(
             "SELECT {} FROM {{rows}} JOIN rewards w ON w.adjusts = r.v ORDER BY w.created_at, w.id",
-            REWARD_COLUMNS
-                .split(", ")
-                .map(|c| format!("w.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            qualified(REWARD_COLUMNS, "w")
         );
         self.bulk_fetch(&sql, &super::bulk::LIST, &super::bulk::list(lines), &[])
             .await

@@ -11,7 +11,9 @@ use crate::domain::reward::{Beneficiary, LineKind, RewardStatus};
 use crate::domain::{Crm, DeliveryStatus, EventSource, InboxStatus};
 use crate::outbox::CommandKind;
 
-macro_rules! stored_as_text {
+/// `Type` and `Decode` of a type stored as its name: a TEXT column, parsed back with `FromStr`,
+/// and a name the type does not know is an error naming the type.
+macro_rules! read_as_text {
     ($($name:ty),+ $(,)?) => {$(
         impl<DB: Database> Type<DB> for $name
         where
@@ -37,6 +39,13 @@ macro_rules! stored_as_text {
                 })?)
             }
         }
+    )+};
+}
+
+/// Stored as its name both ways: read as `read_as_text!` reads it, and written as its `'static` name (`as_str`).
+macro_rules! stored_as_text {
+    ($($name:ty),+ $(,)?) => {$(
+        read_as_text!($name);
 
         impl<'q, DB: Database> Encode<'q, DB> for $name
         where
@@ -63,31 +72,9 @@ stored_as_text!(
     CommandKind,
 );
 
-/// Stored as its name like the others, but a product source's name is not `'static`.
-impl<DB: Database> Type<DB> for EventSource
-where
-    str: Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <str as Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <str as Type<DB>>::compatible(ty)
-    }
-}
-
-impl<'r, DB: Database> Decode<'r, DB> for EventSource
-where
-    &'r str: Decode<'r, DB>,
-{
-    fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
-        let name = <&'r str as Decode<'r, DB>>::decode(value)?;
-        Ok(name
-            .parse::<EventSource>()
-            .map_err(|e| format!("EventSource: {e}"))?)
-    }
-}
+// Stored as its name like the others, but a product source's name is not `'static`: written from
+// an owned `String`.
+read_as_text!(EventSource);
 
 impl<'q, DB: Database> Encode<'q, DB> for EventSource
 where

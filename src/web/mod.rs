@@ -269,6 +269,12 @@ pub fn format_count(n: u64) -> String {
     group_digits(&n.to_string(), ",")
 }
 
+/// A count the database returned, as [`format_count`] shows it; a negative one is an error naming
+/// it (see [`crate::store::count`]), not shown as 0.
+pub fn format_stored_count(n: i64) -> Result<String, WebError> {
+    Ok(format_count(crate::store::count(n)?))
+}
+
 /// An exact amount in the console's style: `USD 1,234.50` (two decimals at least, never rounded
 /// away; a negative amount as `USD -12.50`).
 pub fn format_money(currency: &str, amount: Decimal) -> String {
@@ -338,6 +344,14 @@ mod tests {
         assert_eq!(format_count(1_000_000), "1,000,000");
         assert_eq!(format_count(999), "999");
         assert_eq!(group_digits("1234", "\u{a0}"), "1\u{a0}234");
+    }
+
+    #[test]
+    fn a_stored_count_is_shown_and_a_negative_one_is_an_error_naming_it() {
+        assert_eq!(format_stored_count(1234).unwrap(), "1,234");
+        let e = format_stored_count(-3).unwrap_err();
+        assert!(matches!(e, WebError::Internal(_)), "{e:?}");
+        assert!(format!("{e:?}").contains("a count of -3"), "{e:?}");
     }
 
     #[test]

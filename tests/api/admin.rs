@@ -171,7 +171,7 @@ async fn seed(app: &TestApp) -> (String, String) {
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap()
         .id;
     (referral, reward)
@@ -432,7 +432,10 @@ async fn an_attribution_override_needs_an_admin_and_a_reason(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        (audit[0].actor.as_str(), audit[0].reason.as_deref()),
+        (
+            audit[0].record.actor.as_str(),
+            audit[0].record.reason.as_deref()
+        ),
         ("ops@acme.com", Some("partner proved the intro"))
     );
 }

@@ -216,13 +216,13 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
     assert_eq!(audit.len(), 1);
     assert_eq!(
         (
-            audit[0].action.as_str(),
-            audit[0].old_value.as_deref(),
-            audit[0].new_value.as_deref()
+            audit[0].record.action.as_str(),
+            audit[0].record.old_value.as_deref(),
+            audit[0].record.new_value.as_deref()
         ),
         ("tamper_restored", Some("trade show"), Some("link"))
     );
-    assert_eq!(audit[0].actor, "crm:CRM_UI");
+    assert_eq!(audit[0].record.actor, "crm:CRM_UI");
     let deal_writes = writes(
         &app.store
             .outbox_rows(Some(&key("hubspot", "deal", "201")))
@@ -246,11 +246,11 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
     assert_eq!(
         touches
             .iter()
-            .map(|t| t.outcome.as_str())
+            .map(|t| t.touch.outcome.as_str())
             .collect::<Vec<_>>(),
         ["first_touch", "kept_original"]
     );
-    assert_eq!(touches[1].referrer_code.as_deref(), Some("OTHER-1"));
+    assert_eq!(touches[1].touch.referrer_code.as_deref(), Some("OTHER-1"));
     // Every event was processed (none failed).
     let statuses: Vec<&str> = app
         .store
@@ -447,14 +447,20 @@ async fn salesforce_story_keeps_the_first_touch_from_signup_to_closed_won(backen
         .await
         .unwrap();
     assert_eq!(
-        audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+        audit
+            .iter()
+            .map(|a| a.record.action.as_str())
+            .collect::<Vec<_>>(),
         ["tamper_restored"]
     );
     let touches = app.store.touches(&referral.id).await.unwrap();
     assert_eq!(
         touches
             .iter()
-            .map(|t| (t.outcome.as_str(), t.referrer_code.as_deref().unwrap()))
+            .map(|t| (
+                t.touch.outcome.as_str(),
+                t.touch.referrer_code.as_deref().unwrap()
+            ))
             .collect::<Vec<_>>(),
         [("first_touch", "ACME-7"), ("kept_original", "OTHER-1")]
     );
@@ -622,7 +628,7 @@ async fn a_deal_with_several_contacts_takes_the_earliest_first_touch(backend: Ba
         .audit_entries("crm_record", "hubspot:deal:9")
         .await
         .unwrap();
-    assert_eq!(audit[0].action, "deal_relinked");
+    assert_eq!(audit[0].record.action, "deal_relinked");
 }
 
 async fn merged_contacts_keep_the_earliest_first_touch(backend: Backend) {
@@ -826,9 +832,9 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
     assert_eq!(audit.len(), 1);
     assert_eq!(
         (
-            audit[0].actor.as_str(),
-            audit[0].action.as_str(),
-            audit[0].reason.as_deref()
+            audit[0].record.actor.as_str(),
+            audit[0].record.action.as_str(),
+            audit[0].record.reason.as_deref()
         ),
         (
             "ops@acme.com",
@@ -836,8 +842,18 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
             Some("partner proved the intro")
         )
     );
-    assert!(audit[0].old_value.as_deref().unwrap().contains("WRONG-1"));
-    assert!(audit[0].new_value.as_deref().unwrap().contains("ACME-7"));
+    assert!(audit[0]
+        .record
+        .old_value
+        .as_deref()
+        .unwrap()
+        .contains("WRONG-1"));
+    assert!(audit[0]
+        .record
+        .new_value
+        .as_deref()
+        .unwrap()
+        .contains("ACME-7"));
     for record in [
         key("hubspot", "contact", "31"),
         key("hubspot", "deal", "41"),
@@ -863,7 +879,7 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
         );
     }
     let touches = app.store.touches(&referral.id).await.unwrap();
-    assert_eq!(touches.last().unwrap().outcome, "override");
+    assert_eq!(touches.last().unwrap().touch.outcome, "override");
     // A later tamper check guards the new value, not the old one.
     app.hubspot(json!([hubspot_event(
         3,

@@ -135,7 +135,10 @@ async fn a_revops_lead_signs_in_filters_approves_replays_and_signs_out() {
     );
     let approved = app.store.reward_by_id(&reward).await.unwrap().unwrap();
     assert_eq!(
-        (approved.status.as_str(), approved.decided_by.as_deref()),
+        (
+            approved.line.status.as_str(),
+            approved.decided_by.as_deref()
+        ),
         ("approved", Some("ops@acme.com"))
     );
     browser.assert_same_origin(&origin).await;

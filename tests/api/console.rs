@@ -118,7 +118,7 @@ async fn every_route_refuses_no_session_a_read_sessions_writes_and_a_missing_csr
 
     // Nothing those refusals touched changed.
     let eve = app.store.reward_by_id(&reward).await.unwrap().unwrap();
-    assert_eq!(eve.status, RewardStatus::NeedsReview);
+    assert_eq!(eve.line.status, RewardStatus::NeedsReview);
     let row = app.store.outbox_rows(None).await.unwrap();
     assert_eq!(
         row.iter().find(|r| r.id == dead).unwrap().status,
@@ -712,7 +712,7 @@ async fn the_review_queue_explains_each_reward_and_decides_with_the_apis_rules_a
     assert!(queue.contains("USD 3,000.00"));
     assert_eq!(no_reason, 422);
     assert!(refused.contains("reason is required to reject a reward"));
-    assert_eq!(after_refusal.status, RewardStatus::NeedsReview);
+    assert_eq!(after_refusal.line.status, RewardStatus::NeedsReview);
     assert_eq!(
         (approved, to.as_str()),
         (303, "/console/review?done=approved")
@@ -725,16 +725,16 @@ async fn the_review_queue_explains_each_reward_and_decides_with_the_apis_rules_a
     assert_eq!(unknown, 404);
     let decided = app.store.reward_by_id(&reward).await.unwrap().unwrap();
     assert_eq!(
-        (decided.status.as_str(), decided.decided_by.as_deref()),
+        (decided.line.status.as_str(), decided.decided_by.as_deref()),
         ("approved", Some(ADMIN_NAME))
     );
     let audit = app.store.audit_entries("reward", &reward).await.unwrap();
     let entry = audit
         .iter()
-        .find(|a| a.action == "reward_approved")
+        .find(|a| a.record.action == "reward_approved")
         .unwrap();
     assert_eq!(
-        (entry.actor.as_str(), entry.reason.as_deref()),
+        (entry.record.actor.as_str(), entry.record.reason.as_deref()),
         (ADMIN_NAME, Some("intro verified by phone"))
     );
     assert!(

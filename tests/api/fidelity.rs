@@ -882,7 +882,7 @@ async fn a_deal_merge_that_creates_a_record_carries_the_link_contacts_and_reward
         "the won deal's rewards, not a second pair: {rewards:#?}"
     );
     assert!(
-        rewards.iter().all(|r| r.deal_id == "43"),
+        rewards.iter().all(|r| r.line.deal_id == "43"),
         "they follow the deal"
     );
     let d = state.hubspot_object("deals", "43").unwrap();

@@ -74,7 +74,7 @@ async fn lines(app: &TestApp, kind: LineKind) -> Vec<Reward> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.line_kind == kind)
+        .filter(|r| r.line.line_kind == kind)
         .collect()
 }
 
@@ -180,31 +180,35 @@ async fn twelve_monthly_invoices_earn_twelve_recurring_lines_and_a_replay_earns_
     assert_eq!(recurring.len(), 12, "{recurring:#?}");
     let sources: BTreeSet<String> = recurring
         .iter()
-        .map(|r| r.source_key.clone().unwrap())
+        .map(|r| r.line.source_key.clone().unwrap())
         .collect();
     let expected: BTreeSet<String> = (0..12).map(|k| format!("invoice:in_{k}")).collect();
     assert_eq!(sources, expected);
     for r in &recurring {
-        let k: u32 = r.source_key.as_deref().unwrap()["invoice:in_".len()..]
+        let k: u32 = r.line.source_key.as_deref().unwrap()["invoice:in_".len()..]
             .parse()
             .unwrap();
         // 1000.00 × 10 / 100 × 1.0 (bronze: one success when paid) = 100.00
         assert_eq!(
-            (r.amount.as_str(), r.currency.as_str(), r.tier.as_deref()),
+            (
+                r.line.amount.as_str(),
+                r.line.currency.as_str(),
+                r.line.tier.as_deref()
+            ),
             ("100.00", "USD", Some("bronze"))
         );
         assert_eq!(
-            (r.beneficiary.as_str(), r.deal_id.as_str()),
+            (r.line.beneficiary.as_str(), r.line.deal_id.as_str()),
             ("referrer", "201")
         );
-        assert_eq!(r.status.as_str(), "pending");
-        assert_eq!(r.won_at, paid_at(k));
+        assert_eq!(r.line.status.as_str(), "pending");
+        assert_eq!(r.line.won_at, paid_at(k));
         assert_eq!(
-            r.hold_until,
+            r.line.hold_until,
             Some(paid_at(k) + 30 * DAY),
             "the hold runs from the payment"
         );
-        let c: Value = serde_json::from_str(&r.calculation).unwrap();
+        let c: Value = serde_json::from_str(&r.line.calculation).unwrap();
         assert!(
             c["formula"]
                 .as_str()
@@ -216,6 +220,7 @@ async fn twelve_monthly_invoices_earn_twelve_recurring_lines_and_a_replay_earns_
     let audit = app.store.audit_entries("invoice", "in_12").await.unwrap();
     assert_eq!(audit.len(), 1, "{audit:#?}");
     assert!(audit[0]
+        .record
         .reason
         .as_deref()
         .unwrap()
@@ -290,10 +295,12 @@ async fn a_refund_after_payout_is_a_negative_line_on_the_next_statement(backend:
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.beneficiary.as_str() == "referrer")
+        .filter(|r| r.line.beneficiary.as_str() == "referrer")
         .collect();
     assert!(
-        referrer_lines.iter().all(|r| r.status.as_str() == "paid"),
+        referrer_lines
+            .iter()
+            .all(|r| r.line.status.as_str() == "paid"),
         "{referrer_lines:#?}"
     );
 
@@ -307,18 +314,18 @@ async fn a_refund_after_payout_is_a_negative_line_on_the_next_statement(backend:
     let recurring = &lines(&app, LineKind::Recurring).await[0];
     assert_eq!(
         (
-            adjustments[0].amount.as_str(),
-            adjustments[0].status.as_str(),
-            adjustments[0].adjusts.as_deref()
+            adjustments[0].line.amount.as_str(),
+            adjustments[0].line.status.as_str(),
+            adjustments[0].line.adjusts.as_deref()
         ),
         ("-25.00", "eligible", Some(recurring.id.as_str()))
     );
     assert_eq!(
-        recurring.status.as_str(),
+        recurring.line.status.as_str(),
         "paid",
         "a paid line is never edited"
     );
-    assert_eq!(recurring.amount, "100.00");
+    assert_eq!(recurring.line.amount, "100.00");
     // Visible in the API, and on the deal: 3000.00 + 100.00 − 25.00.
     let (_, listed) = call(
         &app,
@@ -390,7 +397,10 @@ async fn marking_a_statement_paid_twice_is_a_conflict_and_changes_nothing(backen
     assert_eq!(after["statements"][0]["reference"], "WIRE-1");
     let audit = app.store.audit_entries("payout", &id).await.unwrap();
     assert_eq!(
-        audit.iter().filter(|a| a.action == "payout_paid").count(),
+        audit
+            .iter()
+            .filter(|a| a.record.action == "payout_paid")
+            .count(),
         1
     );
     let referrer = app
@@ -399,7 +409,7 @@ async fn marking_a_statement_paid_twice_is_a_conflict_and_changes_nothing(backen
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap();
     let paid: Vec<String> = app
         .store
@@ -407,8 +417,8 @@ async fn marking_a_statement_paid_twice_is_a_conflict_and_changes_nothing(backen
         .await
         .unwrap()
         .into_iter()
-        .filter(|a| a.action == "reward_paid")
-        .map(|a| a.reason.unwrap_or_default())
+        .filter(|a| a.record.action == "reward_paid")
+        .map(|a| a.record.reason.unwrap_or_default())
         .collect();
     assert_eq!(
         paid,
@@ -585,25 +595,25 @@ async fn a_refund_that_arrives_before_its_invoice_still_takes_back_its_share(bac
 
     let line = &lines(&app, LineKind::Recurring).await[0];
     assert_eq!(
-        (line.amount.as_str(), line.status.as_str()),
+        (line.line.amount.as_str(), line.line.status.as_str()),
         ("160.00", "pending")
     );
     let adjustment = &lines(&app, LineKind::Adjustment).await[0];
     // 400 of 1600 refunded: a quarter of 160.00; held as long as the line it takes back.
     assert_eq!(
         (
-            adjustment.amount.as_str(),
-            adjustment.status.as_str(),
-            adjustment.hold_until
+            adjustment.line.amount.as_str(),
+            adjustment.line.status.as_str(),
+            adjustment.line.hold_until
         ),
-        ("-40.00", "pending", line.hold_until)
+        ("-40.00", "pending", line.line.hold_until)
     );
     assert_eq!(lines(&app, LineKind::Adjustment).await.len(), 1);
     let audit = app.store.audit_entries("invoice", "in_7").await.unwrap();
     assert_eq!(
         audit
             .iter()
-            .map(|a| (a.action.as_str(), a.reason.as_deref()))
+            .map(|a| (a.record.action.as_str(), a.record.reason.as_deref()))
             .collect::<Vec<_>>(),
         [(
             "refund_unmatched",
@@ -611,7 +621,7 @@ async fn a_refund_that_arrives_before_its_invoice_still_takes_back_its_share(bac
         )]
     );
     assert_eq!(
-        release_holds(&app.store, &app.settings, line.hold_until.unwrap())
+        release_holds(&app.store, &app.settings, line.line.hold_until.unwrap())
             .await
             .unwrap(),
         4,
@@ -667,15 +677,18 @@ async fn a_renewal_earns_a_recurring_line_and_never_a_second_first_win_reward(ba
     // 12,000 × 10 / 100 × 1.0 (bronze) = 1,200.00; the renewal is the line's own deal.
     assert_eq!(
         (
-            line.line_kind.as_str(),
-            line.beneficiary.as_str(),
-            line.amount.as_str(),
-            line.kind.as_str()
+            line.line.line_kind.as_str(),
+            line.line.beneficiary.as_str(),
+            line.line.amount.as_str(),
+            line.line.kind.as_str()
         ),
         ("recurring", "referrer", "1200.00", "recurring")
     );
-    assert_eq!(line.source_key, None);
-    assert_eq!(line.hold_until, Some(won + 200 * DAY + HOUR + 30 * DAY));
+    assert_eq!(line.line.source_key, None);
+    assert_eq!(
+        line.line.hold_until,
+        Some(won + 200 * DAY + HOUR + 30 * DAY)
+    );
     assert_eq!(
         app.store
             .rewards_of_deal(Crm::HubSpot, "201")
@@ -697,9 +710,11 @@ async fn a_renewal_earns_a_recurring_line_and_never_a_second_first_win_reward(ba
         .await
         .unwrap();
     assert!(
-        audit.iter().any(|a| a.action == "reward_not_eligible"
-            && a.reason.as_deref()
-                == Some("a renewal before the customer's first rewarded win earns nothing")),
+        audit
+            .iter()
+            .any(|a| a.record.action == "reward_not_eligible"
+                && a.record.reason.as_deref()
+                    == Some("a renewal before the customer's first rewarded win earns nothing")),
         "{audit:#?}"
     );
 }
@@ -724,37 +739,37 @@ async fn a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment(back
         .unwrap();
     let referrer = on_deal
         .iter()
-        .find(|r| r.is_deals_own() && r.beneficiary.as_str() == "referrer")
+        .find(|r| r.is_deals_own() && r.line.beneficiary.as_str() == "referrer")
         .unwrap();
     let referee = on_deal
         .iter()
-        .find(|r| r.beneficiary.as_str() == "referee")
+        .find(|r| r.line.beneficiary.as_str() == "referee")
         .unwrap();
     let clawback = on_deal
         .iter()
-        .find(|r| r.line_kind.as_str() == "adjustment")
+        .find(|r| r.line.line_kind.as_str() == "adjustment")
         .expect("an adjustment");
     assert_eq!(
-        referrer.status.as_str(),
+        referrer.line.status.as_str(),
         "eligible",
         "the line itself is not edited"
     );
     assert_eq!(
-        referee.status.as_str(),
+        referee.line.status.as_str(),
         "eligible",
         "the referee's side stays"
     );
     assert_eq!(
         (
-            clawback.amount.as_str(),
-            clawback.status.as_str(),
-            clawback.beneficiary.as_str()
+            clawback.line.amount.as_str(),
+            clawback.line.status.as_str(),
+            clawback.line.beneficiary.as_str()
         ),
         ("-3000.00", "eligible", "referrer")
     );
-    assert_eq!(clawback.adjusts.as_deref(), Some(referrer.id.as_str()));
+    assert_eq!(clawback.line.adjusts.as_deref(), Some(referrer.id.as_str()));
     assert_eq!(
-        clawback.source_key,
+        clawback.line.source_key,
         Some(format!("clawback:{}", referrer.id))
     );
     let audit = app
@@ -762,7 +777,7 @@ async fn a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment(back
         .audit_entries("reward", &clawback.id)
         .await
         .unwrap();
-    assert_eq!(audit[0].action, "reward_adjusted");
+    assert_eq!(audit[0].record.action, "reward_adjusted");
     assert_eq!(
         deal_reward(&app, 201).await,
         ("reversed".to_string(), "0.00".to_string())
@@ -771,7 +786,7 @@ async fn a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment(back
     // Won again before the clawback was paid out: it is withdrawn; lost again: back in force.
     stage(&app, 3, 201, "closedwon", won + 45 * DAY).await;
     let again = app.store.reward_by_id(&clawback.id).await.unwrap().unwrap();
-    assert_eq!(again.status.as_str(), "reversed");
+    assert_eq!(again.line.status.as_str(), "reversed");
     assert_eq!(
         deal_reward(&app, 201).await,
         ("eligible".to_string(), "3000.00".to_string())
@@ -789,6 +804,7 @@ async fn a_deal_lost_after_its_hold_is_clawed_back_by_a_negative_adjustment(back
             .await
             .unwrap()
             .unwrap()
+            .line
             .status,
         RewardStatus::Eligible
     );
@@ -926,7 +942,7 @@ async fn a_payout_schedule_pays_half_at_the_win_and_takes_it_back_when_the_hold_
         .await
         .unwrap();
     assert_eq!(
-        first[0].status.as_str(),
+        first[0].line.status.as_str(),
         "paid",
         "both halves paid: {first:#?}"
     );
@@ -936,13 +952,13 @@ async fn a_payout_schedule_pays_half_at_the_win_and_takes_it_back_when_the_hold_
         .await
         .unwrap();
     let reversed = second.iter().find(|r| r.is_deals_own()).unwrap();
-    assert_eq!(reversed.status.as_str(), "reversed");
+    assert_eq!(reversed.line.status.as_str(), "reversed");
     let clawback = second
         .iter()
-        .find(|r| r.line_kind.as_str() == "adjustment")
+        .find(|r| r.line.line_kind.as_str() == "adjustment")
         .unwrap();
     assert_eq!(
-        (clawback.status.as_str(), clawback.amount.as_str()),
+        (clawback.line.status.as_str(), clawback.line.amount.as_str()),
         ("paid", "-25000.00")
     );
 }
@@ -1134,14 +1150,14 @@ async fn rejecting_a_reward_whose_first_half_was_paid_takes_that_half_back(backe
         .unwrap();
     let clawback = on_deal
         .iter()
-        .find(|r| r.line_kind.as_str() == "adjustment")
+        .find(|r| r.line.line_kind.as_str() == "adjustment")
         .expect("the paid half comes back");
     assert_eq!(
-        (clawback.amount.as_str(), clawback.status.as_str()),
+        (clawback.line.amount.as_str(), clawback.line.status.as_str()),
         ("-25000.00", "eligible")
     );
     assert_eq!(
-        clawback.source_key,
+        clawback.line.source_key,
         Some(format!("rejected-paid:{}", line.id))
     );
     app.clock.set(T0 + 12 * DAY);

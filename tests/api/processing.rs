@@ -186,8 +186,8 @@ async fn derived(app: &TestApp, records: &[RecordKey]) -> Value {
             .await
             .unwrap()
             .into_iter()
-            .filter(|a| a.action != "deal_relinked")
-            .map(|a| a.action)
+            .filter(|a| a.record.action != "deal_relinked")
+            .map(|a| a.record.action)
             .collect();
         let rewards: Vec<String> = app
             .store
@@ -198,11 +198,11 @@ async fn derived(app: &TestApp, records: &[RecordKey]) -> Value {
             .map(|r| {
                 format!(
                     "{} {} {} {} for {}",
-                    r.beneficiary,
-                    r.status,
-                    r.amount,
-                    r.currency,
-                    r.referrer_code.as_deref().unwrap_or("-")
+                    r.line.beneficiary,
+                    r.line.status,
+                    r.line.amount,
+                    r.line.currency,
+                    r.line.referrer_code.as_deref().unwrap_or("-")
                 )
             })
             .collect();
@@ -389,7 +389,7 @@ async fn a_deal_won_before_its_earliest_contact_joined_rewards_the_earliest(back
         !first.is_empty()
             && first
                 .iter()
-                .all(|r| r.referrer_code.as_deref() == Some("LATE-1")),
+                .all(|r| r.line.referrer_code.as_deref() == Some("LATE-1")),
         "first the later referral's: {first:?}"
     );
     let late_referral = app
@@ -413,7 +413,7 @@ async fn a_deal_won_before_its_earliest_contact_joined_rewards_the_earliest(back
     assert!(
         rewards
             .iter()
-            .all(|r| r.referrer_code.as_deref() == Some("EARLY-1")),
+            .all(|r| r.line.referrer_code.as_deref() == Some("EARLY-1")),
         "decided again for the earliest: {rewards:?}"
     );
     let late_referral = app
@@ -436,7 +436,7 @@ async fn a_deal_won_before_its_earliest_contact_joined_rewards_the_earliest(back
     for before in &first {
         let audit = app.store.audit_entries("reward", &before.id).await.unwrap();
         assert!(
-            audit.iter().any(|a| a.action == "reward_withdrawn"),
+            audit.iter().any(|a| a.record.action == "reward_withdrawn"),
             "the first decision is withdrawn, audited: {audit:?}"
         );
     }

@@ -24,6 +24,7 @@ both_backends!(
     a_program_without_a_hold_makes_the_reward_eligible_with_the_win,
     a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win,
     a_freshly_linked_record_shows_the_first_tier_before_any_success,
+    a_stored_signup_ip_that_is_no_ip_stops_the_reward_with_why,
 );
 
 /// Test settings plus the two-market programs of `config/example.toml`.
@@ -102,7 +103,7 @@ async fn audit_actions(app: &TestApp, reward_id: &str) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|a| a.action)
+        .map(|a| a.record.action)
         .collect()
 }
 
@@ -129,28 +130,28 @@ async fn a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_e
     assert_eq!(rewards.len(), 2, "two-sided: referrer and referee");
     let referrer = rewards
         .iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap();
     let referee = rewards
         .iter()
-        .find(|r| r.beneficiary.as_str() == "referee")
+        .find(|r| r.line.beneficiary.as_str() == "referee")
         .unwrap();
     // 7.5% of 40000 USD = 3000.00 × 1.0 (bronze, first success), under the 5000 cap.
     assert_eq!(
         (
-            referrer.status.as_str(),
-            referrer.amount.as_str(),
-            referrer.currency.as_str()
+            referrer.line.status.as_str(),
+            referrer.line.amount.as_str(),
+            referrer.line.currency.as_str()
         ),
         ("pending", "3000.00", "USD")
     );
-    assert_eq!(referrer.tier.as_deref(), Some("bronze"));
-    assert_eq!(referrer.hold_until, Some(won_at + 30 * DAY));
+    assert_eq!(referrer.line.tier.as_deref(), Some("bronze"));
+    assert_eq!(referrer.line.hold_until, Some(won_at + 30 * DAY));
     assert_eq!(
-        (referee.kind.as_str(), referee.amount.as_str()),
+        (referee.line.kind.as_str(), referee.line.amount.as_str()),
         ("credit", "500.00")
     );
-    let calculation: Value = serde_json::from_str(&referrer.calculation).unwrap();
+    let calculation: Value = serde_json::from_str(&referrer.line.calculation).unwrap();
     assert!(
         calculation.to_string().contains("7.5"),
         "the calculation is explained: {calculation}"
@@ -191,7 +192,7 @@ async fn a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_e
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.status.to_string())
+        .map(|r| r.line.status.to_string())
         .collect();
     assert_eq!(
         statuses,
@@ -217,7 +218,10 @@ async fn a_won_deal_earns_a_pending_reward_that_becomes_eligible_when_the_hold_e
         .await
         .unwrap();
     assert_eq!(
-        audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
+        audit
+            .iter()
+            .map(|a| a.record.action.as_str())
+            .collect::<Vec<_>>(),
         ["reward_created", "reward_eligible"]
     );
 }
@@ -238,7 +242,7 @@ async fn a_deal_reopened_or_lost_during_the_hold_is_reversed(backend: Backend) {
         let rewards = app.store.rewards_of_deal(Crm::HubSpot, deal).await.unwrap();
         assert_eq!(rewards.len(), 2);
         assert!(
-            rewards.iter().all(|r| r.status.as_str() == "reversed"),
+            rewards.iter().all(|r| r.line.status.as_str() == "reversed"),
             "{deal}: {rewards:#?}"
         );
     }
@@ -260,17 +264,18 @@ async fn a_deal_reopened_or_lost_during_the_hold_is_reversed(backend: Backend) {
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap();
     let audit = app
         .store
         .audit_entries("reward", &referrer.id)
         .await
         .unwrap();
-    assert_eq!(audit.last().unwrap().action, "reward_reversed");
+    assert_eq!(audit.last().unwrap().record.action, "reward_reversed");
     assert!(audit
         .last()
         .unwrap()
+        .record
         .reason
         .as_deref()
         .unwrap()
@@ -299,11 +304,11 @@ async fn a_replayed_win_still_yields_one_reward_per_beneficiary(backend: Backend
     assert_eq!(rewards.len(), 2, "{rewards:#?}");
     let referrer = rewards
         .iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap();
-    assert_eq!(referrer.status.as_str(), "pending");
+    assert_eq!(referrer.line.status.as_str(), "pending");
     assert_eq!(
-        referrer.hold_until,
+        referrer.line.hold_until,
         Some(T0 + 12 * DAY + 30 * DAY),
         "the hold restarts with the new win"
     );
@@ -331,15 +336,20 @@ async fn flagged_rewards_wait_for_an_admin_to_approve_or_reject(backend: Backend
                 .await
                 .unwrap()
                 .into_iter()
-                .find(|r| r.beneficiary.as_str() == "referrer")
+                .find(|r| r.line.beneficiary.as_str() == "referrer")
                 .unwrap()
         }
     };
     let first = find("205").await;
     let second = find("206").await;
-    assert_eq!(first.status.as_str(), "needs_review");
-    assert!(first.flags.contains("self_referral"), "{}", first.flags);
+    assert_eq!(first.line.status.as_str(), "needs_review");
+    assert!(
+        first.line.flags.contains("self_referral"),
+        "{}",
+        first.line.flags
+    );
     assert!(first
+        .line
         .review_reason
         .as_deref()
         .unwrap()
@@ -407,12 +417,15 @@ async fn flagged_rewards_wait_for_an_admin_to_approve_or_reject(backend: Backend
     .await;
 
     assert_eq!(
-        (approved.status.as_str(), approved.decided_by.as_deref()),
+        (
+            approved.line.status.as_str(),
+            approved.decided_by.as_deref()
+        ),
         ("approved", Some("ops@acme.com"))
     );
-    assert_eq!(paid.status.as_str(), "paid");
+    assert_eq!(paid.line.status.as_str(), "paid");
     assert!(matches!(no_reason, Err(DecisionError::Invalid(_))));
-    assert_eq!(rejected.status.as_str(), "rejected");
+    assert_eq!(rejected.line.status.as_str(), "rejected");
     assert!(
         matches!(too_late, Err(DecisionError::WrongState { ref status, .. }) if *status == RewardStatus::Rejected)
     );
@@ -422,7 +435,7 @@ async fn flagged_rewards_wait_for_an_admin_to_approve_or_reject(backend: Backend
         .await
         .unwrap()
         .into_iter()
-        .map(|a| (a.action, a.actor))
+        .map(|a| (a.record.action, a.record.actor))
         .collect();
     assert_eq!(
         actions[1..],
@@ -489,15 +502,19 @@ async fn salesforce_wins_publish_a_platform_event_when_eligible(backend: Backend
     // Flat 50000 RUB × 1.0 (member, first success).
     assert_eq!(
         (
-            reward[0].amount.as_str(),
-            reward[0].currency.as_str(),
-            reward[0].tier.as_deref()
+            reward[0].line.amount.as_str(),
+            reward[0].line.currency.as_str(),
+            reward[0].line.tier.as_deref()
         ),
         ("50000.00", "RUB", Some("member"))
     );
-    release_holds(&app.store, &app.settings, reward[0].hold_until.unwrap())
-        .await
-        .unwrap();
+    release_holds(
+        &app.store,
+        &app.settings,
+        reward[0].line.hold_until.unwrap(),
+    )
+    .await
+    .unwrap();
 
     let deal = RecordKey {
         crm: Crm::Salesforce,
@@ -547,7 +564,7 @@ async fn a_program_without_a_hold_makes_the_reward_eligible_with_the_win(backend
     assert!(
         rewards
             .iter()
-            .all(|r| r.status.as_str() == "eligible" && r.payable_at == Some(won + 1)),
+            .all(|r| r.line.status.as_str() == "eligible" && r.payable_at == Some(won + 1)),
         "{rewards:#?}"
     );
     let notes = outbox_of(&app, 201, "create_note").await;
@@ -563,7 +580,7 @@ async fn a_program_without_a_hold_makes_the_reward_eligible_with_the_win(backend
     );
     let referrer = rewards
         .iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap();
     assert_eq!(
         audit_actions(&app, &referrer.id).await,
@@ -607,10 +624,11 @@ async fn a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win(
         .unwrap();
     let referrer = before
         .iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap();
-    assert_eq!(referrer.status.as_str(), "needs_review");
+    assert_eq!(referrer.line.status.as_str(), "needs_review");
     assert!(referrer
+        .line
         .review_reason
         .as_deref()
         .unwrap()
@@ -631,20 +649,23 @@ async fn a_percent_reward_is_decided_when_the_deal_amount_arrives_after_the_win(
     assert_eq!(after.len(), 2, "{after:#?}");
     let referrer_now = after
         .iter()
-        .find(|r| r.beneficiary.as_str() == "referrer")
+        .find(|r| r.line.beneficiary.as_str() == "referrer")
         .unwrap();
     // 7.5% of 40,000 × 1.0 (bronze), held from the win.
     assert_eq!(
-        (referrer_now.status.as_str(), referrer_now.amount.as_str()),
+        (
+            referrer_now.line.status.as_str(),
+            referrer_now.line.amount.as_str()
+        ),
         ("pending", "3000.00")
     );
-    assert_eq!(referrer_now.hold_until, Some(T0 + 40 * DAY));
+    assert_eq!(referrer_now.line.hold_until, Some(T0 + 40 * DAY));
     let withdrawn = app
         .store
         .audit_entries("reward", &referrer.id)
         .await
         .unwrap();
-    assert_eq!(withdrawn.last().unwrap().action, "reward_withdrawn");
+    assert_eq!(withdrawn.last().unwrap().record.action, "reward_withdrawn");
     let props = outbox_of(&app, 201, "update_properties").await;
     assert_eq!(
         payload(props.last().unwrap())["properties"]["referral_reward_amount"],
@@ -680,4 +701,34 @@ async fn a_freshly_linked_record_shows_the_first_tier_before_any_success(backend
             "{object_type} {id}"
         );
     }
+}
+
+async fn a_stored_signup_ip_that_is_no_ip_stops_the_reward_with_why(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    referred_deal(&app, "ana@northwind.io", 101, 201, "40000").await;
+    app.execute_sql(
+        "UPDATE referrals SET signup_ip = 'not-an-ip' WHERE email = 'ana@northwind.io'",
+    )
+    .await;
+
+    stage(&app, 1, 201, "closedwon", T0 + 10 * DAY).await;
+
+    let rewards = app
+        .store
+        .rewards_of_deal(Crm::HubSpot, "201")
+        .await
+        .unwrap();
+    assert!(
+        rewards.is_empty(),
+        "no reward decided on a signup IP that cannot be read: {rewards:?}"
+    );
+    let failing = app.store.failing_rechecks().await.unwrap();
+    assert!(
+        failing
+            .iter()
+            .any(|(_, why)| why.contains("signup IP `not-an-ip`")),
+        "the recheck waits with the cause: {failing:?}"
+    );
 }

@@ -158,7 +158,7 @@ pub async fn one_reward_per_deal_and_beneficiary(store: &Store, stories: &[Story
     let mut by_key: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for r in &rewards {
         by_key
-            .entry((r.deal_id.clone(), r.beneficiary.to_string()))
+            .entry((r.line.deal_id.clone(), r.line.beneficiary.to_string()))
             .or_default()
             .push(r.id.clone());
     }
@@ -177,8 +177,8 @@ pub async fn one_reward_per_deal_and_beneficiary(store: &Store, stories: &[Story
             let deal = s.deal();
             let got: BTreeSet<&str> = rewards
                 .iter()
-                .filter(|r| r.deal_id == deal)
-                .map(|r| r.beneficiary.as_str())
+                .filter(|r| r.line.deal_id == deal)
+                .map(|r| r.line.beneficiary.as_str())
                 .collect();
             (got != expected).then_some((deal, got))
         })
@@ -208,8 +208,8 @@ pub async fn every_record_has_its_context(store: &Store, crm: &SandboxState, sto
         ];
         let reward_status = rewards
             .iter()
-            .find(|r| r.deal_id == s.deal() && r.beneficiary.as_str() == "referrer")
-            .map(|r| r.status.to_string());
+            .find(|r| r.line.deal_id == s.deal() && r.line.beneficiary.as_str() == "referrer")
+            .map(|r| r.line.status.to_string());
         for (object_type, id) in [("contacts", s.contact()), ("deals", s.deal())] {
             let Some(props) = crm.hubspot_object(object_type, &id) else {
                 wrong.push(format!("{object_type}/{id}: never written"));

@@ -241,7 +241,7 @@ pub async fn reward_of(app: &TestApp, deal: u64) -> String {
         .await
         .unwrap()
         .into_iter()
-        .find(|r| r.beneficiary == Beneficiary::Referrer)
+        .find(|r| r.line.beneficiary == Beneficiary::Referrer)
         .expect("a referrer reward")
         .id
 }

@@ -118,16 +118,14 @@ pub async fn post_paid(
             "reference must be at most 200 characters".into(),
         ));
     }
-    let statement = payouts::mark_paid(
-        &state.store,
-        &state.settings,
-        &id,
-        &body.reference,
-        total,
-        &caller.actor,
-        state.clock.now(),
-    )
-    .await?;
+    let payment = payouts::Payment {
+        statement: &id,
+        reference: &body.reference,
+        expected_total: total,
+        actor: &caller.actor,
+    };
+    let statement =
+        payouts::mark_paid(&state.store, &state.settings, payment, state.clock.now()).await?;
     state.outbox_wake.notify_one();
     Ok(HttpResponse::Ok().json(json!({ "statement": statement })))
 }

@@ -11,7 +11,7 @@ use super::{AdminForm, Chrome, ConsoleUser, Section};
 use crate::routes::admin::deliveries::replay;
 use crate::startup::AppState;
 use crate::store::{DeliveryState, InboxEvent, OutboxRow};
-use crate::web::{format_count, format_time, render, see_other, WebError};
+use crate::web::{format_stored_count, format_time, render, see_other, WebError};
 
 /// Rows shown per group; the counts say how many there are in all.
 const SHOWN: i64 = 100;
@@ -126,13 +126,12 @@ pub async fn get_deliveries(
         (_, Some(n)) => Some(format!("{n} inbox event(s) re-queued for processing.")),
         _ => None,
     };
-    let count = |n: i64| format_count(u64::try_from(n).unwrap_or_default());
     render(&DeliveriesPage {
         chrome: Chrome::new(Section::Deliveries, &user),
         notice,
-        pending_count: count(counts.pending),
-        retrying_count: count(counts.retrying),
-        dead_count: count(counts.dead),
+        pending_count: format_stored_count(counts.pending)?,
+        retrying_count: format_stored_count(counts.retrying)?,
+        dead_count: format_stored_count(counts.dead)?,
         pending: pending.iter().map(DeliveryView::of).collect(),
         retrying: retrying.iter().map(DeliveryView::of).collect(),
         dead: dead.iter().map(DeliveryView::of).collect(),

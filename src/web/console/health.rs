@@ -13,7 +13,7 @@ use super::{Chrome, ConsoleUser, Section};
 use crate::clock::{Millis, SECOND};
 use crate::startup::AppState;
 use crate::supervisor::WorkerState;
-use crate::web::{format_count, render, WebError};
+use crate::web::{format_count, format_stored_count, render, WebError};
 
 /// One figure on the page.
 pub struct Figure {
@@ -122,13 +122,12 @@ pub async fn get_health(
     let (outbox_depth, outbox_age) = store.outbox_backlog(now).await?;
     let deliveries = store.delivery_counts().await?;
     let (unmapped, failed) = store.parked_inbox_counts().await?;
-    let count = |n: i64| format_count(u64::try_from(n).unwrap_or_default());
     let tone = |bad: bool| if bad { "bad" } else { "" };
     let lag = oldest_received.map_or(0, |t| now - t);
     let figures = vec![
         Figure {
             id: "inbox-pending",
-            value: count(inbox_pending),
+            value: format_stored_count(inbox_pending)?,
             label: "events waiting to be processed",
             tone: "",
         },
@@ -140,19 +139,19 @@ pub async fn get_health(
         },
         Figure {
             id: "reconcile-queue",
-            value: count(rechecks),
+            value: format_stored_count(rechecks)?,
             label: "rechecks in the reconcile queue",
             tone: "",
         },
         Figure {
             id: "reconcile-failing",
-            value: count(rechecks_failing),
+            value: format_stored_count(rechecks_failing)?,
             label: "rechecks failing",
             tone: tone(rechecks_failing > 0),
         },
         Figure {
             id: "outbox-depth",
-            value: count(outbox_depth),
+            value: format_stored_count(outbox_depth)?,
             label: "CRM writes waiting",
             tone: "",
         },
@@ -168,25 +167,25 @@ pub async fn get_health(
         },
         Figure {
             id: "outbox-retrying",
-            value: count(deliveries.retrying),
+            value: format_stored_count(deliveries.retrying)?,
             label: "CRM writes retrying",
             tone: if deliveries.retrying > 0 { "warn" } else { "" },
         },
         Figure {
             id: "outbox-dead",
-            value: count(deliveries.dead),
+            value: format_stored_count(deliveries.dead)?,
             label: "dead CRM writes",
             tone: tone(deliveries.dead > 0),
         },
         Figure {
             id: "inbox-unmapped",
-            value: count(unmapped),
+            value: format_stored_count(unmapped)?,
             label: "events parked as unmapped",
             tone: if unmapped > 0 { "warn" } else { "" },
         },
         Figure {
             id: "inbox-failed",
-            value: count(failed),
+            value: format_stored_count(failed)?,
             label: "events that failed",
             tone: tone(failed > 0),
         },

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{Chrome, ConsoleUser, Section};
 use crate::startup::AppState;
 use crate::web::portal::link;
-use crate::web::{format_count, render, WebError};
+use crate::web::{format_stored_count, render, WebError};
 
 const PAGE: i64 = 50;
 
@@ -85,7 +85,7 @@ pub async fn get_partners(
             } else {
                 None
             };
-            PartnerRow {
+            Ok(PartnerRow {
                 code: r.code.clone(),
                 referrals_href: format!(
                     "/console/referrals?{}",
@@ -96,12 +96,12 @@ pub async fn get_partners(
                 name: r.name.clone().unwrap_or_default(),
                 market: r.market.clone().unwrap_or_else(|| "–".into()),
                 status: r.status.clone(),
-                referrals: format_count(u64::try_from(referrals).unwrap_or_default()),
-                won: format_count(u64::try_from(won).unwrap_or_default()),
+                referrals: format_stored_count(referrals)?,
+                won: format_stored_count(won)?,
                 link,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, WebError>>()?;
     let next = (referrers.len() as i64 == PAGE)
         .then(|| referrers.last())
         .flatten()

@@ -423,7 +423,7 @@ pub async fn get_program(
         totals: comparison_totals,
         participation,
         ..
-    } = compare::compute(&state.settings, &baseline);
+    } = compare::compute(&state.settings, &baseline)?;
     let scorecards = scorecard::compute(&facts, None);
     let (months, by_market) = months_of(&days);
     let markets = choices(
@@ -506,7 +506,7 @@ pub async fn get_comparison_csv(
         .store
         .baseline_facts(&filters.report, state.clock.now())
         .await?;
-    let comparison = compare::compute(&state.settings, &baseline);
+    let comparison = compare::compute(&state.settings, &baseline)?;
     Ok(csv("comparison.csv", compare::to_csv(&comparison)))
 }
 

@@ -267,7 +267,7 @@ pub async fn get_referral(
         })
     };
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".into());
-    for t in &story.touches {
+    for t in story.touches.iter().map(|t| &t.touch) {
         let claim = format!(
             "{} via {} in {} ({})",
             or_dash(&t.referrer_code),
@@ -315,7 +315,8 @@ pub async fn get_referral(
             ),
         );
     }
-    for a in &story.audit {
+    for entry in &story.audit {
+        let a = &entry.record;
         let (kind, title) = audit_title(&a.action);
         let mut detail = format!("by {}", a.actor);
         match (&a.old_value, &a.new_value) {
@@ -326,7 +327,7 @@ pub async fn get_referral(
         if let Some(reason) = &a.reason {
             detail.push_str(&format!(" · reason: {reason}"));
         }
-        moment(a.at, kind, title, detail);
+        moment(entry.at, kind, title, detail);
     }
     moments.sort_by_key(|m| m.at);
     let records = story
@@ -349,19 +350,23 @@ pub async fn get_referral(
         .rewards
         .iter()
         .map(|w| {
-            let amount: rust_decimal::Decimal = w.amount.parse().map_err(|e| {
+            let amount: rust_decimal::Decimal = w.line.amount.parse().map_err(|e| {
                 WebError::Internal(anyhow::anyhow!(
                     "reward {} amount `{}`: {e}",
                     w.id,
-                    w.amount
+                    w.line.amount
                 ))
             })?;
             Ok(RewardView {
-                beneficiary: w.beneficiary.to_string(),
-                amount: format_money(&w.currency, amount),
-                status: w.status.as_str().replace('_', " "),
-                hold_until: w.hold_until.map(format_time).unwrap_or_else(|| "–".into()),
-                deal: format!("{} {}", w.crm, w.deal_id),
+                beneficiary: w.line.beneficiary.to_string(),
+                amount: format_money(&w.line.currency, amount),
+                status: w.line.status.as_str().replace('_', " "),
+                hold_until: w
+                    .line
+                    .hold_until
+                    .map(format_time)
+                    .unwrap_or_else(|| "–".into()),
+                deal: format!("{} {}", w.line.crm, w.line.deal_id),
             })
         })
         .collect::<Result<_, WebError>>()?;

@@ -42,12 +42,12 @@ pub struct ReviewItem {
 impl ReviewItem {
     fn of(r: &Reward) -> Result<Self, WebError> {
         let corrupt = |what: String| WebError::Internal(anyhow::anyhow!("reward {}: {what}", r.id));
-        let calculation: Value = serde_json::from_str(&r.calculation)
+        let calculation: Value = serde_json::from_str(&r.line.calculation)
             .map_err(|e| corrupt(format!("calculation is not JSON: {e}")))?;
         let Value::Object(fields) = &calculation else {
             return Err(corrupt("calculation is not a JSON object".into()));
         };
-        let flag_names: Vec<String> = serde_json::from_str(&r.flags)
+        let flag_names: Vec<String> = serde_json::from_str(&r.line.flags)
             .map_err(|e| corrupt(format!("flags are not a JSON list of names: {e}")))?;
         let flags = flag_names
             .iter()
@@ -58,29 +58,31 @@ impl ReviewItem {
             })
             .collect::<Result<_, _>>()?;
         let amount: rust_decimal::Decimal = r
+            .line
             .amount
             .parse()
-            .map_err(|e| corrupt(format!("amount `{}`: {e}", r.amount)))?;
-        let deal = match (&r.deal_amount, &r.deal_currency) {
+            .map_err(|e| corrupt(format!("amount `{}`: {e}", r.line.amount)))?;
+        let deal = match (&r.line.deal_amount, &r.line.deal_currency) {
             (Some(a), Some(c)) => format!("{a} {c}"),
             (Some(a), None) => a.clone(),
             _ => "no amount".into(),
         };
         Ok(Self {
             id: r.id.clone(),
-            referral_id: r.referral_id.clone(),
-            referrer: r.referrer_code.clone().unwrap_or_else(|| "–".into()),
-            beneficiary: r.beneficiary.to_string(),
-            market: r.market.clone(),
-            amount: if amount_computed(&r.calculation) {
-                format_money(&r.currency, amount)
+            referral_id: r.line.referral_id.clone(),
+            referrer: r.line.referrer_code.clone().unwrap_or_else(|| "–".into()),
+            beneficiary: r.line.beneficiary.to_string(),
+            market: r.line.market.clone(),
+            amount: if amount_computed(&r.line.calculation) {
+                format_money(&r.line.currency, amount)
             } else {
-                format!("not computed ({})", r.currency)
+                format!("not computed ({})", r.line.currency)
             },
-            tier: r.tier.clone().unwrap_or_else(|| "–".into()),
-            deal: format!("{} {} · {deal}", r.crm, r.deal_id),
-            won_at: format_time(r.won_at),
+            tier: r.line.tier.clone().unwrap_or_else(|| "–".into()),
+            deal: format!("{} {} · {deal}", r.line.crm, r.line.deal_id),
+            won_at: format_time(r.line.won_at),
             reasons: r
+                .line
                 .review_reason
                 .as_deref()
                 .map(|reasons| reasons.split("; ").map(String::from).collect())

@@ -23,7 +23,7 @@ use crate::domain::stage::CanonicalStage;
 use crate::payouts::Statement;
 use crate::rewards::calculate::{amount_computed, tier_for};
 use crate::startup::AppState;
-use crate::store::{Referral, Reward};
+use crate::store::{rule_count, Referral, Reward};
 use crate::web::{html, WebError};
 use locale::{Lang, Texts};
 
@@ -305,15 +305,15 @@ fn corrupt(reward: &Reward, what: impl std::fmt::Display) -> WebError {
 /// percent and the amount it is a percent of.
 fn reward_text(reward: &Reward, amount: Decimal, lang: Lang) -> Result<String, WebError> {
     let t = lang.texts();
-    if !amount_computed(&reward.calculation) {
+    if !amount_computed(&reward.line.calculation) {
         return Ok(t.not_computed.to_string());
     }
-    let shown = lang.money(&reward.currency, amount);
-    if reward.kind != "percent_of_deal" {
+    let shown = lang.money(&reward.line.currency, amount);
+    if reward.line.kind != "percent_of_deal" {
         return Ok(shown);
     }
     let calculation: Value =
-        serde_json::from_str(&reward.calculation).map_err(|e| corrupt(reward, e))?;
+        serde_json::from_str(&reward.line.calculation).map_err(|e| corrupt(reward, e))?;
     let decimal = |v: Option<&Value>| -> Result<Option<Decimal>, WebError> {
         v.and_then(Value::as_str)
             .map(|s| s.parse::<Decimal>().map_err(|e| corrupt(reward, e)))
@@ -326,7 +326,7 @@ fn reward_text(reward: &Reward, amount: Decimal, lang: Lang) -> Result<String, W
             "{shown} · {}",
             t.percent_of
                 .replace("{percent}", &lang.decimal(percent))
-                .replace("{amount}", &lang.money(&reward.currency, base))
+                .replace("{amount}", &lang.money(&reward.line.currency, base))
         ),
         _ => shown,
     })
@@ -380,10 +380,10 @@ pub async fn get_partner(
     let mut latest: HashMap<&str, (&Reward, RewardStatus, Decimal)> = HashMap::new();
     let mut totals: BTreeMap<String, [Decimal; 4]> = BTreeMap::new();
     for r in &rewards {
-        let status = r.status;
-        let amount: Decimal = r.amount.parse().map_err(|e| corrupt(r, e))?;
+        let status = r.line.status;
+        let amount: Decimal = r.line.amount.parse().map_err(|e| corrupt(r, e))?;
         // Rewards come oldest first, so the last one of a referral is its latest.
-        latest.insert(r.referral_id.as_str(), (r, status, amount));
+        latest.insert(r.line.referral_id.as_str(), (r, status, amount));
         let column = match status {
             RewardStatus::Pending => 0,
             RewardStatus::NeedsReview => 1,
@@ -391,7 +391,7 @@ pub async fn get_partner(
             RewardStatus::Paid => 3,
             RewardStatus::Reversed | RewardStatus::Rejected => continue,
         };
-        let sums = totals.entry(r.currency.clone()).or_default();
+        let sums = totals.entry(r.line.currency.clone()).or_default();
         sums[column] += amount;
     }
 
@@ -402,7 +402,7 @@ pub async fn get_partner(
             let status = ReferralStatus::of(
                 referral,
                 stages.get(&referral.id).map_or(&[][..], Vec::as_slice),
-                reward.map(|(r, s, _)| (*s, r.hold_until)),
+                reward.map(|(r, s, _)| (*s, r.line.hold_until)),
             );
             let (words, tone) = status.words(lang);
             Ok(ReferralRow {
@@ -425,7 +425,7 @@ pub async fn get_partner(
     let tier = match state.settings.programs.get(&market) {
         Some(program) => {
             let (_, won) = store.referrer_counts(&code).await?;
-            let successful = u32::try_from(won).unwrap_or(u32::MAX);
+            let successful = rule_count(won)?;
             let current = tier_for(&program.tiers, successful);
             let next = program
                 .tiers
