@@ -17,9 +17,9 @@
 //!   before the report; a referred customer is its referral, any other a single deal (HubSpot and
 //!   Salesforce companies are not kept, so renewals cannot be tied to a non-referred customer);
 //!   revenue is the customer's won new-business deals (not renewals by `[renewals]`) within 12
-//!   months of the first win, plus recurring revenue where the store has it
-//!   ([`BaselineFacts::recurring_revenue_12m`]); per currency, divided by the customers with
-//!   revenue in that currency;
+//!   months of the first win, plus its invoices paid in those months net of their refunds
+//!   (referred customers: invoices are tied to referrals); per currency, divided by the customers
+//!   with revenue in that currency;
 //! - participation (as of the period's end): customers are the CRM people of won deals, each in
 //!   the market of its first won deal, and the referrers the product declared customers who are
 //!   no CRM customer (in their own market); participating ones have referred anyone (a person by
@@ -254,6 +254,15 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
             }
         }
     }
+    // Recurring revenue: the customers' invoices of their first 12 months, net of refunds.
+    for g in &facts.referred_invoices {
+        let currency = currency(Some(&g.currency));
+        for (referral_id, amount) in &g.payments {
+            if let Some((_, revenue)) = referred.get_mut(referral_id.as_str()) {
+                add_money(revenue, &currency, *amount);
+            }
+        }
+    }
     type CustomerSums = (u64, BTreeMap<String, u64>, BTreeMap<String, Decimal>);
     let mut by_cohort: BTreeMap<(&str, Option<&str>, Option<&str>), CustomerSums> = BTreeMap::new();
     for (g, revenue) in referred.into_values() {
@@ -283,20 +292,6 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
             for (currency, amount) in &sums {
                 add_money(&mut acc.revenue_12m, currency, *amount);
             }
-        });
-    }
-    for r in &facts.recurring_revenue_12m {
-        let cohort = Cohort {
-            crm: String::new(),
-            referred: true,
-            market: r.market.clone(),
-            source: r.source.clone(),
-            pipeline: None,
-            currency: None,
-            crm_source: None,
-        };
-        each(&cohort, &mut |acc| {
-            add_money(&mut acc.revenue_12m, &currency(Some(&r.currency)), r.amount)
         });
     }
     // Every market shows its referral and non-referred rows, even when one side is empty.

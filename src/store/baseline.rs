@@ -1090,21 +1090,20 @@ pub struct BaselineFacts {
     pub won: Vec<WonGroup>,
     pub customers: Vec<CustomerGroup>,
     pub referred_customers: Vec<ReferredCustomerDeals>,
-    /// Recurring revenue (paid invoices) within each customer's first 12 months. Extension
-    /// point: the store keeps no invoices yet, so this is empty and revenue per customer is won
-    /// deal amounts only; the recurring-revenue work fills it, per referral market and currency.
-    pub recurring_revenue_12m: Vec<RecurringRevenue>,
+    /// The same referrals' recurring revenue: invoices paid within 12 months of the first win,
+    /// and their refunds.
+    pub referred_invoices: Vec<ReferredPayments>,
     pub participation: ParticipationFacts,
 }
 
-/// Recurring revenue of referred customers within their first 12 months (see
-/// [`BaselineFacts::recurring_revenue_12m`]).
+/// Payments of referred customers (paid invoices, refunds negative) of one referral market and
+/// source and one currency: each with its referral.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecurringRevenue {
+pub struct ReferredPayments {
     pub market: Option<String>,
     pub source: Option<String>,
     pub currency: String,
-    pub amount: Decimal,
+    pub payments: Vec<(String, Decimal)>,
 }
 
 /// A declared customer (market, code, whether they referred) with one person of their email
@@ -1141,6 +1140,8 @@ type CountRow = (
     i64,
     i64,
 );
+/// Referral market and source, currency, whether refunds, the payments joined.
+type InvoicesRow = (Option<String>, Option<String>, String, bool, String);
 type ReferredRevenueRow = (
     Option<String>,
     Option<String>,
@@ -1233,6 +1234,23 @@ impl Store {
              GROUP BY r.market, r.source, d.crm, d.pipeline, d.deal_type, d.currency",
             365 * DAY
         );
+        let customers_12m = format!(
+            "r.won_at IS NOT NULL AND r.won_at >= $1 AND r.won_at < $2 AND r.won_at <= $3 \
+             AND i.referral_id = r.id AND i.paid_at < r.won_at + {}",
+            365 * DAY
+        );
+        let referred_invoices_sql = format!(
+            "SELECT r.market, r.source, i.currency, FALSE AS refund, \
+                 {concat}(r.id || {unit} || i.amount, {record}) \
+             FROM referrals r CROSS JOIN invoices i WHERE {customers_12m} \
+             GROUP BY r.market, r.source, i.currency \
+             UNION ALL \
+             SELECT r.market, r.source, f.currency, TRUE AS refund, \
+                 {concat}(r.id || {unit} || f.amount, {record}) \
+             FROM referrals r CROSS JOIN invoices i CROSS JOIN invoice_refunds f \
+             WHERE {customers_12m} AND f.invoice_id = i.invoice_id \
+             GROUP BY r.market, r.source, f.currency"
+        );
         let mut tx = self.begin_read().await?;
         let rollup: Vec<(String, i64, i64)> = on_tx!(tx, |c| sqlx::query_as(rollup_sql)
             .bind(first_day)
@@ -1260,6 +1278,12 @@ impl Store {
                 .bind(cutoff)
                 .fetch_all(c)
                 .await?);
+        let invoices: Vec<InvoicesRow> = on_tx!(tx, |c| sqlx::query_as(&referred_invoices_sql)
+            .bind(from)
+            .bind(to)
+            .bind(cutoff)
+            .fetch_all(c)
+            .await?);
         let participation = tx.participation_facts(&dirty, to).await?;
         tx.rollback().await?;
         let mut counts: HashMap<Cohort, (i64, i64)> = HashMap::new();
@@ -1389,6 +1413,34 @@ impl Store {
                 },
             )
             .collect::<Result<_, StoreError>>()?;
+        let referred_invoices = invoices
+            .into_iter()
+            .map(|(market, source, currency, refund, joined)| {
+                let payments = joined
+                    .split('\u{1e}')
+                    .map(|payment| {
+                        let amount = payment
+                            .split_once(UNIT)
+                            .and_then(|(id, amount)| Some((id, Decimal::from_str(amount).ok()?)));
+                        let Some((referral_id, amount)) = amount else {
+                            return Err(StoreError::Corrupt(format!(
+                                "invoice payment `{payment}`: not a referral and a decimal"
+                            )));
+                        };
+                        Ok((
+                            referral_id.to_string(),
+                            if refund { -amount } else { amount },
+                        ))
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                Ok(ReferredPayments {
+                    market,
+                    source,
+                    currency,
+                    payments,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(BaselineFacts {
             filter: filter.clone(),
             as_of,
@@ -1396,7 +1448,7 @@ impl Store {
             won: won_groups,
             customers,
             referred_customers,
-            recurring_revenue_12m: Vec::new(),
+            referred_invoices,
             participation,
         })
     }

@@ -41,7 +41,7 @@ pub use admin::ReferralFilter;
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
 pub use baseline::{
     BaselineFacts, Cohort, CohortCount, CustomerCorrection, CustomerGroup, ParticipationFacts,
-    RecurringRevenue, ReferredCustomerDeals, Rolled, WonGroup,
+    ReferredCustomerDeals, ReferredPayments, Rolled, WonGroup,
 };
 pub use console::{ConsoleSessionRow, DayGroup, DeliveryCounts, DeliveryState};
 pub use inbox::{

@@ -24,6 +24,7 @@ both_backends!(
     referred_and_other_deals_compare_per_market_and_channel,
     the_comparison_is_the_same_before_and_after_the_rollup_refresh,
     won_deals_counted_ahead_follow_their_amount_stage_and_deletion,
+    revenue_per_referred_customer_adds_invoices_of_the_first_12_months_net_of_refunds,
     a_deal_announced_by_id_is_read_back_with_its_source,
     the_refresh_never_waits_on_a_person_a_batch_is_writing,
     a_deal_first_heard_of_by_its_win_is_not_won_before_it_was_created,
@@ -814,6 +815,45 @@ async fn won_deals_counted_ahead_follow_their_amount_stage_and_deletion(backend:
     );
     assert!(app.refresh_baseline().await >= 4, "every live won deal");
     assert_eq!(won_figures(&app, &periods).await, expected, "counted again");
+}
+
+async fn revenue_per_referred_customer_adds_invoices_of_the_first_12_months_net_of_refunds(
+    backend: Backend,
+) {
+    let Some(app) = spawn_app_with(backend, SpawnOptions::default(), settings).await else {
+        return;
+    };
+    seed(&app).await;
+    // r4 (RU, referral of IVAN) was first won at T0 + 15 days, with RUB 100,000.
+    let paid = |id: &str, amount: &str, currency: &str, at: i64| {
+        json!({"id": format!("evt_{id}"), "type": "invoice.paid", "occurred_at": iso(at),
+               "data": {"email": "r4@ref.ru", "invoice_id": id, "amount": amount,
+                        "currency": currency, "paid_at": iso(at)}})
+    };
+    for event in [
+        paid("in_1", "5000.00", "RUB", T0 + 100 * DAY),
+        paid("in_2", "300.00", "EUR", T0 + 50 * DAY),
+        // Past the first 12 months after the first win.
+        paid("in_3", "7000.00", "RUB", T0 + 381 * DAY),
+        json!({"id": "evt_re_1", "type": "invoice.refunded", "occurred_at": iso(T0 + 120 * DAY),
+               "data": {"invoice_id": "in_1", "amount": "1000.00", "currency": "RUB",
+                        "refunded_at": iso(T0 + 120 * DAY)}}),
+    ] {
+        app.signup(event).await;
+    }
+    app.process().await;
+    app.clock.advance(420 * DAY);
+    let c = comparison(&app, FunnelFilter::default()).await;
+    let ru = c
+        .rows
+        .iter()
+        .find(|r| r.market == "RU" && r.channel == "referral")
+        .unwrap();
+    // 100,000 + 5,000 - 1,000 in RUB; 300 in EUR; one customer paying in each.
+    assert_eq!(
+        line(ru).rsplit(" | ").next().unwrap(),
+        "customers 1 EUR 300.00 RUB 104000.00"
+    );
 }
 
 async fn a_deal_announced_by_id_is_read_back_with_its_source(backend: Backend) {
