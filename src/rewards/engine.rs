@@ -99,6 +99,15 @@ impl Enrolled<'_> {
     }
 }
 
+/// A linked deal that reached the success stage at `at` with no line of its own yet, and the
+/// enrolled referral it earns for.
+struct Win<'a> {
+    settings: &'a Settings,
+    deal: &'a CrmRecord,
+    e: &'a Enrolled<'a>,
+    at: Millis,
+}
+
 async fn enrolled<'a>(
     tx: &mut Tx,
     settings: &'a Settings,
@@ -171,10 +180,16 @@ pub async fn on_deal_stage(
             own = own_lines(tx, deal).await?;
         }
         if own.is_empty() {
+            let win = Win {
+                settings,
+                deal,
+                e: &e,
+                at,
+            };
             if settings.renewals.is_renewal(deal) {
-                renewal(tx, settings, deal, &e, at, now).await?;
+                renewal(tx, &win, now).await?;
             } else {
-                evaluate(tx, settings, deal, &e, at, now).await?;
+                evaluate(tx, &win, now).await?;
             }
         }
         let mut reinstated = Vec::new();
@@ -395,14 +410,13 @@ fn new_line(
 }
 
 /// The first win: one line per beneficiary.
-async fn evaluate(
-    tx: &mut Tx,
-    settings: &Settings,
-    deal: &CrmRecord,
-    e: &Enrolled<'_>,
-    at: Millis,
-    now: Millis,
-) -> Result<(), StoreError> {
+async fn evaluate(tx: &mut Tx, win: &Win<'_>, now: Millis) -> Result<(), StoreError> {
+    let &Win {
+        settings,
+        deal,
+        e,
+        at,
+    } = win;
     let code = e.code();
     let deal_facts = DealFacts {
         amount: deal_amount(deal),
@@ -457,14 +471,13 @@ async fn evaluate(
 
 /// A won renewal of a customer whose first win earned a reward: a recurring line (never a second
 /// first-win reward), unless the customer's revenue arrives as invoices.
-async fn renewal(
-    tx: &mut Tx,
-    settings: &Settings,
-    deal: &CrmRecord,
-    e: &Enrolled<'_>,
-    at: Millis,
-    now: Millis,
-) -> Result<(), StoreError> {
+async fn renewal(tx: &mut Tx, win: &Win<'_>, now: Millis) -> Result<(), StoreError> {
+    let &Win {
+        settings,
+        deal,
+        e,
+        at,
+    } = win;
     let entity = deal.key().label();
     let Some(rule) = &e.program.recurring else {
         return not_eligible(
