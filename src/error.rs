@@ -77,6 +77,14 @@ pub fn fmt_chain(e: &dyn std::error::Error, f: &mut std::fmt::Formatter<'_>) -> 
     Ok(())
 }
 
+/// What an error answer (JSON or a page) does first: an internal error's cause chain, which the
+/// answer never shows, goes to the log. Only an internal error is answered 500.
+pub fn log_internal(status: StatusCode, error: &dyn std::fmt::Debug, answering: &str) {
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = ?error, "{answering} failed");
+    }
+}
+
 /// Seconds a sender is asked to wait after an [`ApiError::Overloaded`] answer.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
@@ -116,10 +124,9 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Self::Internal(_) = self {
-            tracing::error!(error = ?self, "request failed");
-        }
-        let mut response = HttpResponse::build(self.status_code());
+        let status = self.status_code();
+        log_internal(status, self, "request");
+        let mut response = HttpResponse::build(status);
         self.add_headers(&mut response);
         response.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
     }

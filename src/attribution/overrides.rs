@@ -72,7 +72,7 @@ pub async fn override_attribution(
         market: market.map(Market::into_string).or(old.market.clone()),
         first_touch_at: old.first_touch_at,
     };
-    if new == old {
+    if new == *old {
         return Err(OverrideError::Invalid(
             "the change is the attribution already recorded".into(),
         ));

@@ -23,7 +23,7 @@ pub async fn context_write(
 ) -> Result<NewOutbox, StoreError> {
     let (name, successes) = match &attribution.referrer_code {
         Some(code) => (
-            tx.referrer(code).await?.and_then(|r| r.name),
+            tx.referrer(code).await?.and_then(|r| r.facts.name),
             tx.successful_referrals(code).await?,
         ),
         None => (None, 0),

@@ -22,9 +22,10 @@ use crate::ingest::product::{
     ReferralSource,
 };
 use crate::store::{
-    Association, GuardDetail, InboxEvent, InboxOutcome, InboxStatus, NewInvoice, NewMoment,
-    NewOutbox, NewRecheck, NewReferral, NewRefund, NewStageChange, NewTouch, RecheckKind,
-    RecordFacts, RecordKey, RefereeFill, ReferrerFacts, ReferrerUpsert, StoreError, Tx,
+    Association, Attribution, GuardDetail, InboxEvent, InboxOutcome, InboxStatus, NewInvoice,
+    NewMoment, NewOutbox, NewRecheck, NewReferral, NewRefund, NewStageChange, NewTouch,
+    RecheckKind, RecordFacts, RecordKey, RefereeFill, ReferrerFacts, ReferrerUpsert, StoreError,
+    Tx,
 };
 
 /// What applying a batch's facts did.
@@ -242,13 +243,20 @@ impl<'a> Batch<'a> {
             .referrals_by_emails(&emails)
             .await?
             .into_iter()
-            .map(|r| (r.email, KnownReferral { id: r.id }))
+            .map(|r| {
+                (
+                    r.first_touch.email,
+                    KnownReferral {
+                        id: r.first_touch.id,
+                    },
+                )
+            })
             .collect();
         let referrer_markets = tx
             .referrers_by_codes(&codes)
             .await?
             .into_iter()
-            .map(|r| (r.code, r.market))
+            .map(|r| (r.facts.code, r.facts.market))
             .collect();
         let mut deals_of_merged_people: HashMap<(Crm, String), Vec<String>> = HashMap::new();
         for (crm, ids) in merged_people {
@@ -392,15 +400,15 @@ impl<'a> Batch<'a> {
             market: p.market.clone(),
             kind: p.kind.as_str().to_string(),
         };
-        let upsert = ReferrerUpsert::new(&facts, joined, at);
-        if let Some(market) = &upsert.market {
+        if let Some(market) = &facts.market {
             self.referrer_markets
-                .insert(upsert.code.clone(), Some(market.clone()));
+                .insert(facts.code.clone(), Some(market.clone()));
         }
-        match self.referrers.get_mut(&upsert.code) {
+        let upsert = ReferrerUpsert::new(facts, joined, at);
+        match self.referrers.get_mut(&upsert.facts.code) {
             Some(existing) => existing.absorb(upsert),
             None => {
-                self.referrers.insert(upsert.code.clone(), upsert);
+                self.referrers.insert(upsert.facts.code.clone(), upsert);
             }
         }
         Outcome::processed()
@@ -425,7 +433,12 @@ impl<'a> Batch<'a> {
             .clone()
             .or(referrer_market)
             .unwrap_or_else(|| self.settings.rewards.default_market.clone());
-        let source = d.source.unwrap_or(default_source).as_str().to_string();
+        let claimed = Attribution {
+            referrer_code: d.referral_code.clone(),
+            source: Some(d.source.unwrap_or(default_source).as_str().to_string()),
+            market: Some(market),
+            first_touch_at: at,
+        };
         let (referral_id, outcome) = match self.referrals.get(&d.email) {
             Some(r) => (r.id.clone(), "kept_original"),
             None if d.referral_code.is_none() => {
@@ -438,10 +451,7 @@ impl<'a> Batch<'a> {
                 self.new_referrals.push(NewReferral {
                     id: id.clone(),
                     email: d.email.clone(),
-                    referrer_code: d.referral_code.clone(),
-                    source: Some(source.clone()),
-                    market: Some(market.clone()),
-                    first_touch_at: at,
+                    attribution: claimed.clone(),
                 });
                 self.referrals
                     .insert(d.email.clone(), KnownReferral { id: id.clone() });
@@ -454,9 +464,9 @@ impl<'a> Batch<'a> {
             referral_id: referral_id.clone(),
             inbox_event_id: Some(event.id),
             kind: kind.to_string(),
-            referrer_code: d.referral_code.clone(),
-            source: Some(source),
-            market: Some(market),
+            referrer_code: claimed.referrer_code,
+            source: claimed.source,
+            market: claimed.market,
             occurred_at: at,
             outcome: outcome.to_string(),
         });

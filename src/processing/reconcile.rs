@@ -228,8 +228,9 @@ impl<'a> State<'a> {
 
     fn keep_referrals(&mut self, found: Vec<Referral>) {
         for r in found {
-            self.referrals_by_email.insert(r.email.clone(), r.clone());
-            self.referrals_by_id.insert(r.id.clone(), r);
+            self.referrals_by_email
+                .insert(r.email().to_string(), r.clone());
+            self.referrals_by_id.insert(r.id().to_string(), r);
         }
     }
 
@@ -331,7 +332,7 @@ impl<'a> State<'a> {
     fn candidate_of(&self, record: &CrmRecord, from: From) -> Option<Candidate> {
         let referral_id = record.referral_id.as_deref()?;
         let referral = self.referrals_by_id.get(referral_id)?;
-        let mut attribution = referral.attribution();
+        let mut attribution = referral.attribution().clone();
         if from == From::Merged {
             attribution.first_touch_at = record.first_touch_at?;
         }
@@ -494,8 +495,8 @@ impl<'a> State<'a> {
                 .as_deref()
                 .and_then(|e| state.referrals_by_email.get(e))
                 .map(|r| Candidate {
-                    referral_id: r.id.clone(),
-                    attribution: r.attribution(),
+                    referral_id: r.id().to_string(),
+                    attribution: r.attribution().clone(),
                     from: From::Referral,
                 });
             let mut offered: Vec<Candidate> = by_email.into_iter().collect();
@@ -776,7 +777,7 @@ impl<'a> State<'a> {
             .referrers_by_codes(&codes)
             .await?
             .into_iter()
-            .map(|r| (r.code, r.name))
+            .map(|r| (r.facts.code, r.facts.name))
             .collect();
         let successes: HashMap<String, i64> = tx
             .successful_referrals_of(&codes)
@@ -902,7 +903,7 @@ impl<'a> State<'a> {
             .referrers_by_codes(&codes)
             .await?
             .into_iter()
-            .map(|r| (r.code, r.market))
+            .map(|r| (r.facts.code, r.facts.market))
             .collect();
         let mut due = Vec::new();
         for key in deals {
@@ -974,7 +975,7 @@ impl<'a> State<'a> {
                     .email
                     .as_deref()
                     .and_then(|e| self.referrals_by_email.get(e))
-                    .map(|r| r.id.clone());
+                    .map(|r| r.id().to_string());
                 let by_record = invoice
                     .crm_id
                     .as_deref()

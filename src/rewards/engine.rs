@@ -72,8 +72,9 @@ pub fn program_for<'a>(
     let market = match settings.rewards.program_by {
         ProgramBy::ReferrerMarket => referrer_market
             .map(str::to_string)
-            .or(referral.market.clone()),
+            .or(referral.attribution().market.clone()),
         ProgramBy::RefereeMarket => referral
+            .attribution()
             .market
             .clone()
             .or(referrer_market.map(str::to_string)),
@@ -90,6 +91,23 @@ struct Enrolled<'a> {
     program: &'a ProgramSettings,
 }
 
+impl Enrolled<'_> {
+    /// The referrer's code (empty when the referral has none).
+    fn code(&self) -> String {
+        let code = &self.referral.attribution().referrer_code;
+        code.clone().unwrap_or_default()
+    }
+}
+
+/// A linked deal that reached the success stage at `at` with no line of its own yet, and the
+/// enrolled referral it earns for.
+struct Win<'a> {
+    settings: &'a Settings,
+    deal: &'a CrmRecord,
+    e: &'a Enrolled<'a>,
+    at: Millis,
+}
+
 async fn enrolled<'a>(
     tx: &mut Tx,
     settings: &'a Settings,
@@ -98,14 +116,14 @@ async fn enrolled<'a>(
     let Some(referral) = tx.referral(referral_id).await? else {
         return Ok(None);
     };
-    let referrer = match &referral.referrer_code {
+    let referrer = match &referral.attribution().referrer_code {
         Some(code) => tx.referrer(code).await?,
         None => None,
     };
     let Some((market, program)) = program_for(
         settings,
         &referral,
-        referrer.as_ref().and_then(|r| r.market.as_deref()),
+        referrer.as_ref().and_then(|r| r.facts.market.as_deref()),
     ) else {
         return Ok(None);
     };
@@ -162,10 +180,16 @@ pub async fn on_deal_stage(
             own = own_lines(tx, deal).await?;
         }
         if own.is_empty() {
+            let win = Win {
+                settings,
+                deal,
+                e: &e,
+                at,
+            };
             if settings.renewals.is_renewal(deal) {
-                renewal(tx, settings, deal, &e, at, now).await?;
+                renewal(tx, &win, now).await?;
             } else {
-                evaluate(tx, settings, deal, &e, at, now).await?;
+                evaluate(tx, &win, now).await?;
             }
         }
         let mut reinstated = Vec::new();
@@ -287,26 +311,27 @@ async fn own_lines(tx: &mut Tx, deal: &CrmRecord) -> Result<Vec<Reward>, StoreEr
 async fn fraud_facts(
     tx: &mut Tx,
     settings: &Settings,
-    referral: &Referral,
-    referrer: Option<&Referrer>,
+    e: &Enrolled<'_>,
     successful: u32,
 ) -> Result<(RefereeFacts, ReferrerFacts), StoreError> {
-    let code = referral.referrer_code.clone().unwrap_or_default();
+    let (referral, referrer) = (&e.referral, e.referrer.as_ref());
+    let first_touch_at = referral.attribution().first_touch_at;
+    let code = e.code();
     // Signup IPs are stored only once parsed as one (ingest): text that is none is an error.
     let ip_of = |ip: &str, whose: &dyn std::fmt::Display| {
         ip.parse::<IpAddr>()
             .map_err(|e| StoreError::Corrupt(format!("signup IP `{ip}` of {whose}: {e}")))
     };
     let referee = RefereeFacts {
-        email: referral.email.clone(),
-        first_touch_at: referral.first_touch_at,
+        email: referral.email().to_string(),
+        first_touch_at,
         signup_ip: referral
             .signup_ip
             .as_deref()
-            .map(|ip| ip_of(ip, &format_args!("referral {}", referral.id)))
+            .map(|ip| ip_of(ip, &format_args!("referral {}", referral.id())))
             .transpose()?,
         known_to_crm_before_first_touch: tx
-            .person_known_before(&referral.email, referral.first_touch_at)
+            .person_known_before(referral.email(), first_touch_at)
             .await?,
     };
     // Only referees near this one in time can share its IP (the rule's window), so a referrer's
@@ -315,9 +340,9 @@ async fn fraud_facts(
     let other_ips = tx
         .referee_ips(
             &code,
-            &referral.id,
-            referral.first_touch_at - ip_window,
-            referral.first_touch_at + ip_window,
+            referral.id(),
+            first_touch_at - ip_window,
+            first_touch_at + ip_window,
         )
         .await?
         .into_iter()
@@ -326,17 +351,13 @@ async fn fraud_facts(
     let window = i64::from(settings.fraud.velocity_window_days) * DAY;
     let referrer_facts = ReferrerFacts {
         code: code.clone(),
-        email: referrer.and_then(|r| r.email.clone()),
-        company_domain: referrer.and_then(|r| r.company_domain.clone()),
+        email: referrer.and_then(|r| r.facts.email.clone()),
+        company_domain: referrer.and_then(|r| r.facts.company_domain.clone()),
         successful_including_this: successful,
         other_referee_ips: other_ips,
         referrals_in_velocity_window: rule_count(
-            tx.referrals_between(
-                &code,
-                referral.first_touch_at - window,
-                referral.first_touch_at,
-            )
-            .await?,
+            tx.referrals_between(&code, first_touch_at - window, first_touch_at)
+                .await?,
         )?,
     };
     Ok((referee, referrer_facts))
@@ -365,8 +386,8 @@ fn new_line(
         crm: deal.crm,
         deal_id: deal.object_id.clone(),
         beneficiary: d.beneficiary,
-        referral_id: referral.id.clone(),
-        referrer_code: referral.referrer_code.clone(),
+        referral_id: referral.id().to_string(),
+        referrer_code: referral.attribution().referrer_code.clone(),
         market: market.to_string(),
         status: d.status.into(),
         kind: d.kind.to_string(),
@@ -389,23 +410,21 @@ fn new_line(
 }
 
 /// The first win: one line per beneficiary.
-async fn evaluate(
-    tx: &mut Tx,
-    settings: &Settings,
-    deal: &CrmRecord,
-    e: &Enrolled<'_>,
-    at: Millis,
-    now: Millis,
-) -> Result<(), StoreError> {
-    let code = e.referral.referrer_code.clone().unwrap_or_default();
+async fn evaluate(tx: &mut Tx, win: &Win<'_>, now: Millis) -> Result<(), StoreError> {
+    let &Win {
+        settings,
+        deal,
+        e,
+        at,
+    } = win;
+    let code = e.code();
     let deal_facts = DealFacts {
         amount: deal_amount(deal),
         currency: deal.currency.clone(),
         won_at: at,
     };
     let successful = rule_count(tx.successful_referrals(&code).await?)?.max(1);
-    let (referee, referrer_facts) =
-        fraud_facts(tx, settings, &e.referral, e.referrer.as_ref(), successful).await?;
+    let (referee, referrer_facts) = fraud_facts(tx, settings, e, successful).await?;
     match calculate::evaluate(
         e.program,
         &settings.fraud,
@@ -452,14 +471,13 @@ async fn evaluate(
 
 /// A won renewal of a customer whose first win earned a reward: a recurring line (never a second
 /// first-win reward), unless the customer's revenue arrives as invoices.
-async fn renewal(
-    tx: &mut Tx,
-    settings: &Settings,
-    deal: &CrmRecord,
-    e: &Enrolled<'_>,
-    at: Millis,
-    now: Millis,
-) -> Result<(), StoreError> {
+async fn renewal(tx: &mut Tx, win: &Win<'_>, now: Millis) -> Result<(), StoreError> {
+    let &Win {
+        settings,
+        deal,
+        e,
+        at,
+    } = win;
     let entity = deal.key().label();
     let Some(rule) = &e.program.recurring else {
         return not_eligible(
@@ -470,7 +488,7 @@ async fn renewal(
         )
         .await;
     };
-    let lines = tx.referral_lines(&e.referral.id).await?;
+    let lines = tx.referral_lines(e.referral.id()).await?;
     let Some(first_win) = first_win(&lines).map(|w| w.line.won_at) else {
         return not_eligible(
             tx,
@@ -481,7 +499,7 @@ async fn renewal(
         .await;
     };
     if !tx
-        .invoice_ids_of(&e.referral.id, &e.referral.email)
+        .invoice_ids_of(e.referral.id(), e.referral.email())
         .await?
         .is_empty()
     {
@@ -532,16 +550,9 @@ async fn recurring_line(
     source_key: Option<String>,
     now: Millis,
 ) -> Result<Option<Reward>, StoreError> {
-    let code = e.referral.referrer_code.clone().unwrap_or_default();
+    let code = e.code();
     let successful = rule_count(tx.successful_referrals_at(&code, payment.paid_at).await?)?;
-    let (referee, referrer_facts) = fraud_facts(
-        tx,
-        settings,
-        &e.referral,
-        e.referrer.as_ref(),
-        successful.max(1),
-    )
-    .await?;
+    let (referee, referrer_facts) = fraud_facts(tx, settings, e, successful.max(1)).await?;
     let customer = CustomerFacts {
         first_win_at,
         earned_before: earned_recurring(lines)?,
@@ -799,7 +810,7 @@ async fn recheck_invoices(
     if program.recurring.is_none() {
         return Ok(());
     }
-    let mut ids = tx.invoice_ids_of(&referral.id, &referral.email).await?;
+    let mut ids = tx.invoice_ids_of(referral.id(), referral.email()).await?;
     ids.sort();
     let rechecks: Vec<NewRecheck> = ids
         .into_iter()
@@ -828,7 +839,7 @@ pub async fn on_invoice(
     let Some(rule) = &e.program.recurring else {
         return Ok(());
     };
-    let lines = tx.referral_lines(&e.referral.id).await?;
+    let lines = tx.referral_lines(e.referral.id()).await?;
     // No rewarded win yet: nothing to pay a share of; the win rechecks the invoices.
     let Some(anchor) = first_win(&lines).cloned() else {
         return Ok(());
@@ -1570,7 +1581,7 @@ async fn side(tx: &mut Tx, r: &Reward) -> Result<String, StoreError> {
             let email = tx
                 .referral(&r.line.referral_id)
                 .await?
-                .map(|referral| referral.email);
+                .map(|referral| referral.first_touch.email);
             format!("referee {}", email.as_deref().unwrap_or("unknown"))
         }
         Beneficiary::Referrer => format!(

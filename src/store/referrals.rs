@@ -8,22 +8,20 @@ use super::tx::{on_tx, Tx};
 use super::{qualified, Store, StoreError};
 use crate::clock::Millis;
 
+/// A stored referrer: what partner events announced, with its id and how far it got.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Referrer {
     pub id: String,
-    pub code: String,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub company_domain: Option<String>,
-    pub market: Option<String>,
-    pub kind: String,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub facts: ReferrerFacts,
     pub status: String,
     pub invited_at: Option<i64>,
     pub joined_at: Option<i64>,
 }
 
 /// A referrer as announced by a product event.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
 pub struct ReferrerFacts {
     pub code: String,
     pub name: Option<String>,
@@ -33,17 +31,15 @@ pub struct ReferrerFacts {
     pub kind: String,
 }
 
-/// The write-once first touch of one referee.
+/// A stored referral: its write-once first touch, with what the referee's later events and its
+/// deals filled in since.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Referral {
-    pub id: String,
-    pub email: String,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub first_touch: NewReferral,
     pub referee_name: Option<String>,
     pub referee_company: Option<String>,
-    pub referrer_code: Option<String>,
-    pub source: Option<String>,
-    pub market: Option<String>,
-    pub first_touch_at: i64,
     pub utm: String,
     pub signup_ip: Option<String>,
     pub signed_up_at: Option<i64>,
@@ -63,7 +59,7 @@ pub struct RefereeDetails {
 }
 
 /// Who referred, how and where: the attribution a touch claims.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Attribution {
     pub referrer_code: Option<String>,
     pub source: Option<String>,
@@ -72,13 +68,16 @@ pub struct Attribution {
 }
 
 impl Referral {
-    pub fn attribution(&self) -> Attribution {
-        Attribution {
-            referrer_code: self.referrer_code.clone(),
-            source: self.source.clone(),
-            market: self.market.clone(),
-            first_touch_at: self.first_touch_at,
-        }
+    pub fn id(&self) -> &str {
+        &self.first_touch.id
+    }
+
+    pub fn email(&self) -> &str {
+        &self.first_touch.email
+    }
+
+    pub fn attribution(&self) -> &Attribution {
+        &self.first_touch.attribution
     }
 }
 
@@ -96,27 +95,18 @@ pub struct Touch {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReferrerUpsert {
     pub id: String,
-    pub code: String,
-    pub name: Option<String>,
-    pub email: Option<String>,
-    pub company_domain: Option<String>,
-    pub market: Option<String>,
-    pub kind: String,
+    #[serde(flatten)]
+    pub facts: ReferrerFacts,
     pub joined: bool,
     pub invited_at: Option<Millis>,
     pub joined_at: Option<Millis>,
 }
 
 impl ReferrerUpsert {
-    pub fn new(facts: &ReferrerFacts, joined: bool, at: Millis) -> Self {
+    pub fn new(facts: ReferrerFacts, joined: bool, at: Millis) -> Self {
         Self {
             id: uuid::Uuid::now_v7().to_string(),
-            code: facts.code.clone(),
-            name: facts.name.clone(),
-            email: facts.email.clone(),
-            company_domain: facts.company_domain.clone(),
-            market: facts.market.clone(),
-            kind: facts.kind.clone(),
+            facts,
             joined,
             invited_at: (!joined).then_some(at),
             joined_at: joined.then_some(at),
@@ -125,26 +115,27 @@ impl ReferrerUpsert {
 
     /// What a later event for the same code adds, with the rules of [`Tx::upsert_referrers`].
     pub fn absorb(&mut self, later: ReferrerUpsert) {
-        self.name = later.name.or(self.name.take());
-        self.email = later.email.or(self.email.take());
-        self.company_domain = later.company_domain.or(self.company_domain.take());
-        self.market = later.market.or(self.market.take());
-        self.kind = later.kind;
+        let (facts, later_facts) = (&mut self.facts, later.facts);
+        facts.name = later_facts.name.or(facts.name.take());
+        facts.email = later_facts.email.or(facts.email.take());
+        facts.company_domain = later_facts.company_domain.or(facts.company_domain.take());
+        facts.market = later_facts.market.or(facts.market.take());
+        facts.kind = later_facts.kind;
         self.joined |= later.joined;
         self.invited_at = self.invited_at.or(later.invited_at);
         self.joined_at = self.joined_at.or(later.joined_at);
     }
 }
 
-/// A new referral (first touch) with the referee details its claim carried.
-#[derive(Debug, Clone, Serialize)]
+/// A new referral: the first touch of one referee (the id is made by the writer, so a batch can
+/// link touches to it before it is stored).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct NewReferral {
     pub id: String,
     pub email: String,
-    pub referrer_code: Option<String>,
-    pub source: Option<String>,
-    pub market: Option<String>,
-    pub first_touch_at: Millis,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub attribution: Attribution,
 }
 
 /// Referee details and the activation milestone for an existing referral; each field fills an
@@ -253,7 +244,7 @@ impl Tx {
         at: Millis,
         now: Millis,
     ) -> Result<(), StoreError> {
-        self.upsert_referrers(&[ReferrerUpsert::new(facts, joined, at)], now)
+        self.upsert_referrers(&[ReferrerUpsert::new(facts.clone(), joined, at)], now)
             .await
     }
 
@@ -293,10 +284,7 @@ impl Tx {
         let new = NewReferral {
             id: uuid::Uuid::now_v7().to_string(),
             email: email.to_string(),
-            referrer_code: attribution.referrer_code.clone(),
-            source: attribution.source.clone(),
-            market: attribution.market.clone(),
-            first_touch_at: attribution.first_touch_at,
+            attribution: attribution.clone(),
         };
         let inserted = self.insert_referrals(&[new], now).await?;
         let referral = self

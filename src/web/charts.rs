@@ -22,6 +22,15 @@ pub struct Tick {
     pub label: String,
 }
 
+/// A rectangle in whole pixels: a funnel bar, a heat-map cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// Referrals → qualified → won of one market, as horizontal bars.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunnelChart {
@@ -36,9 +45,7 @@ pub struct FunnelChart {
 pub struct FunnelBar {
     pub label: &'static str,
     pub class: &'static str,
-    pub y: u32,
-    pub width: u32,
-    pub bar_height: u32,
+    pub rect: Rect,
     pub text_y: u32,
     pub value_x: u32,
     /// `1,234 (42.9%)`.
@@ -84,9 +91,12 @@ pub fn funnel_chart(market: &str, counts: FunnelCounts) -> FunnelChart {
             FunnelBar {
                 label,
                 class,
-                y,
-                width,
-                bar_height: FUNNEL_BAR_HEIGHT,
+                rect: Rect {
+                    x: FUNNEL_LABEL,
+                    y,
+                    width,
+                    height: FUNNEL_BAR_HEIGHT,
+                },
                 text_y: y + 14,
                 value_x: FUNNEL_LABEL + width + 6,
                 value,
@@ -246,10 +256,7 @@ pub struct HeatMap {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeatCell {
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
+    pub rect: Rect,
     /// `fill-opacity`, 0.12–1.00; empty cells are drawn in the neutral colour instead.
     pub opacity: String,
     pub empty: bool,
@@ -286,10 +293,12 @@ pub fn heat_map(cells: &[(String, String, u64, u64)]) -> HeatMap {
             let x = HEAT_LABEL + c as u32 * HEAT_CELL_W;
             let y = HEAT_HEADER + r as u32 * HEAT_CELL_H;
             out.push(HeatCell {
-                x,
-                y,
-                width: HEAT_CELL_W - 2,
-                height: HEAT_CELL_H - 2,
+                rect: Rect {
+                    x,
+                    y,
+                    width: HEAT_CELL_W - 2,
+                    height: HEAT_CELL_H - 2,
+                },
                 opacity: format!("{:.2}", 0.12 + 0.88 * share),
                 empty: referrals == 0,
                 text_x: x + (HEAT_CELL_W - 2) / 2,
@@ -360,7 +369,7 @@ mod tests {
             },
         );
 
-        let widths: Vec<u32> = chart.bars.iter().map(|b| b.width).collect();
+        let widths: Vec<u32> = chart.bars.iter().map(|b| b.rect.width).collect();
         assert_eq!(widths, [FUNNEL_BAR, FUNNEL_BAR / 4 + 1, 1]);
         assert_eq!(chart.bars[0].value, "1,000");
         assert_eq!(chart.bars[1].value, "250 (25.0%)");
@@ -369,7 +378,7 @@ mod tests {
             "a bar never vanishes when it counts something"
         );
         let empty = funnel_chart("RU", FunnelCounts::default());
-        assert!(empty.bars.iter().all(|b| b.width == 0));
+        assert!(empty.bars.iter().all(|b| b.rect.width == 0));
     }
 
     #[test]

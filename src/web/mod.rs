@@ -57,8 +57,6 @@ pub enum WebError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
     #[error("something went wrong; the cause is in the service log")]
     Internal(#[from] anyhow::Error),
 }
@@ -96,16 +94,13 @@ impl ResponseError for WebError {
             Self::SignIn { post: true } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Self::Internal(_) = self {
-            tracing::error!(error = ?self, "page failed");
-        }
         let status = self.status_code();
+        crate::error::log_internal(status, self, "page");
         if status == StatusCode::SEE_OTHER {
             return see_other("/console");
         }

@@ -164,6 +164,7 @@ async fn seed(app: &TestApp) -> (String, String) {
         .await
         .unwrap()
         .unwrap()
+        .first_touch
         .id;
     let reward = app
         .store

@@ -146,13 +146,13 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
         .expect("referral");
     assert_eq!(
         (
-            referral.referrer_code.as_deref(),
-            referral.source.as_deref(),
-            referral.market.as_deref()
+            referral.attribution().referrer_code.as_deref(),
+            referral.attribution().source.as_deref(),
+            referral.attribution().market.as_deref()
         ),
         (Some("ACME-7"), Some("link"), Some("US"))
     );
-    assert_eq!(referral.first_touch_at, t);
+    assert_eq!(referral.attribution().first_touch_at, t);
     assert_eq!(referral.won_at, Some(t + 5 * d));
     assert_eq!(referral.qualified_at, Some(t + d));
     // The deal carries a frozen copy and the right current stage.
@@ -162,7 +162,7 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(deal.referral_id.as_deref(), Some(referral.id.as_str()));
+    assert_eq!(deal.referral_id.as_deref(), Some(referral.id()));
     assert_eq!(
         (
             deal.referrer_code.as_deref(),
@@ -242,7 +242,7 @@ async fn hubspot_story_keeps_the_first_touch_from_signup_to_closed_won(backend: 
         [("contact", "101"), ("deal", "201")]
     );
     // The late claim is kept as a touch, not applied.
-    let touches = app.store.touches(&referral.id).await.unwrap();
+    let touches = app.store.touches(referral.id()).await.unwrap();
     assert_eq!(
         touches
             .iter()
@@ -375,9 +375,9 @@ async fn salesforce_story_keeps_the_first_touch_from_signup_to_closed_won(backen
         .unwrap();
     assert_eq!(
         (
-            referral.referrer_code.as_deref(),
-            referral.source.as_deref(),
-            referral.first_touch_at
+            referral.attribution().referrer_code.as_deref(),
+            referral.attribution().source.as_deref(),
+            referral.attribution().first_touch_at
         ),
         (Some("ACME-7"), Some("intro"), T0)
     );
@@ -453,7 +453,7 @@ async fn salesforce_story_keeps_the_first_touch_from_signup_to_closed_won(backen
             .collect::<Vec<_>>(),
         ["tamper_restored"]
     );
-    let touches = app.store.touches(&referral.id).await.unwrap();
+    let touches = app.store.touches(referral.id()).await.unwrap();
     assert_eq!(
         touches
             .iter()
@@ -782,7 +782,7 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
     let refused = override_attribution(
         &app.store,
         &app.settings,
-        &referral.id,
+        referral.id(),
         &change,
         "ops@acme.com",
         " ",
@@ -792,7 +792,7 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
     let bad_source = override_attribution(
         &app.store,
         &app.settings,
-        &referral.id,
+        referral.id(),
         &AttributionChange {
             source: Some("tv".into()),
             ..Default::default()
@@ -805,7 +805,7 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
     let after = override_attribution(
         &app.store,
         &app.settings,
-        &referral.id,
+        referral.id(),
         &change,
         "ops@acme.com",
         "partner proved the intro",
@@ -818,15 +818,15 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
     assert!(matches!(bad_source, Err(OverrideError::Invalid(m)) if m.contains("source")));
     assert_eq!(
         (
-            after.referrer_code.as_deref(),
-            after.source.as_deref(),
-            after.first_touch_at
+            after.attribution().referrer_code.as_deref(),
+            after.attribution().source.as_deref(),
+            after.attribution().first_touch_at
         ),
         (Some("ACME-7"), Some("intro"), T0)
     );
     let audit = app
         .store
-        .audit_entries("referral", &referral.id)
+        .audit_entries("referral", referral.id())
         .await
         .unwrap();
     assert_eq!(audit.len(), 1);
@@ -878,7 +878,7 @@ async fn an_admin_override_changes_the_attribution_everywhere_and_is_audited(bac
             "the CRM is told"
         );
     }
-    let touches = app.store.touches(&referral.id).await.unwrap();
+    let touches = app.store.touches(referral.id()).await.unwrap();
     assert_eq!(touches.last().unwrap().touch.outcome, "override");
     // A later tamper check guards the new value, not the old one.
     app.hubspot(json!([hubspot_event(

@@ -472,14 +472,23 @@ fn partners_import_loads_a_csv_and_refuses_bad_rows_naming_the_line() {
             .await
             .unwrap();
         let acme = store.referrer_by_code("ACME-7").await.unwrap().unwrap();
-        assert_eq!(acme.name.as_deref(), Some("Acme, Inc."));
-        assert_eq!(acme.email.as_deref(), Some("partners@acme.com"));
+        assert_eq!(acme.facts.name.as_deref(), Some("Acme, Inc."));
+        assert_eq!(acme.facts.email.as_deref(), Some("partners@acme.com"));
         assert_eq!(
-            (acme.company_domain.as_deref(), acme.market.as_deref()),
+            (
+                acme.facts.company_domain.as_deref(),
+                acme.facts.market.as_deref()
+            ),
             (Some("acme.com"), Some("US"))
         );
         assert_eq!(
-            store.referrer_by_code("ZED-1").await.unwrap().unwrap().kind,
+            store
+                .referrer_by_code("ZED-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .facts
+                .kind,
             "creator"
         );
         assert!(

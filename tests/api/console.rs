@@ -62,6 +62,7 @@ async fn every_route_refuses_no_session_a_read_sessions_writes_and_a_missing_csr
         .await
         .unwrap()
         .unwrap()
+        .first_touch
         .id;
     let dead = kill(&app, 1).await[0];
     let admin = app.sign_in(ADMIN_KEY).await;
@@ -839,6 +840,7 @@ async fn a_referrals_timeline_shows_refused_claims_crm_links_stages_and_tamper_r
         .await
         .unwrap()
         .unwrap()
+        .first_touch
         .id;
     let s = app.sign_in(READ_KEY).await;
 

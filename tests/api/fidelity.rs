@@ -252,7 +252,7 @@ async fn partner_events_accept_referral_code_as_their_code(backend: Backend) {
 
     let referrer = w.app.store.referrer_by_code("ZED-9").await.unwrap();
     assert_eq!(
-        referrer.and_then(|r| r.name).as_deref(),
+        referrer.and_then(|r| r.facts.name).as_deref(),
         Some("Zed Consulting")
     );
     // The contact shows who referred them by the partner's name.

@@ -116,12 +116,12 @@ impl Ledger {
     async fn milestone(&mut self, r: &Referral, milestone: Milestone, at: i64) {
         let now = self
             .tx
-            .referral(&r.id)
+            .referral(r.id())
             .await
             .unwrap()
             .expect("seeded referral");
         let fill = MilestoneFill {
-            id: r.id.clone(),
+            id: r.id().to_string(),
             qualified_at: if milestone == Milestone::Qualified {
                 Some(at)
             } else {
@@ -157,7 +157,7 @@ impl Ledger {
         tx.upsert_record(&key, "", Some(at), None, None, at)
             .await
             .unwrap();
-        tx.link_record(&key, &r.id, &r.attribution(), at)
+        tx.link_record(&key, r.id(), r.attribution(), at)
             .await
             .unwrap();
         tx.set_deal_fields(&key, Some("default"), Some(amount), Some(currency), at)
@@ -189,8 +189,8 @@ impl Ledger {
             crm: deal.crm,
             deal_id: deal.object_id.clone(),
             beneficiary: beneficiary.parse().unwrap(),
-            referral_id: r.id.clone(),
-            referrer_code: r.referrer_code.clone(),
+            referral_id: r.id().to_string(),
+            referrer_code: r.attribution().referrer_code.clone(),
             market: market.into(),
             status: status.parse().unwrap(),
             kind: "flat".into(),

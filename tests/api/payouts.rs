@@ -453,9 +453,9 @@ pub(crate) async fn seed_lines(store: &Store, code: &str, currency: &str, n: usi
         let (referral, _) = tx.insert_referral(&email, &attribution, now).await.unwrap();
         let line = NewReward {
             crm: Crm::HubSpot,
-            deal_id: referral.id.clone(),
+            deal_id: referral.id().to_string(),
             beneficiary: Beneficiary::Referrer,
-            referral_id: referral.id.clone(),
+            referral_id: referral.id().to_string(),
             referrer_code: Some(code.into()),
             market: "US".into(),
             status: RewardStatus::Eligible,

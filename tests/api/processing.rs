@@ -170,8 +170,8 @@ async fn derived(app: &TestApp, records: &[RecordKey]) -> Value {
                     .await
                     .unwrap()
                     .expect("linked referral");
-                referrals.insert(r.email.clone(), r.clone());
-                json!({"referee": r.email, "first_touch_at": record.as_ref().and_then(|r| r.first_touch_at),
+                referrals.insert(r.email().to_string(), r.clone());
+                json!({"referee": r.email(), "first_touch_at": record.as_ref().and_then(|r| r.first_touch_at),
                        "referrer": record.as_ref().and_then(|r| r.referrer_code.clone())})
             }
             None => Value::Null,
@@ -485,7 +485,7 @@ async fn a_fact_racing_a_link_is_never_lost(backend: Backend) {
     let mut linking = store.begin().await.unwrap();
     linking
         .link_records(
-            &[RecordLink::new(&key, &referral.id, &referral.attribution())],
+            &[RecordLink::new(&key, referral.id(), referral.attribution())],
             T0,
         )
         .await
@@ -505,7 +505,7 @@ async fn a_fact_racing_a_link_is_never_lost(backend: Backend) {
     let linked = facts.await.unwrap();
     assert_eq!(
         linked[0].1.as_deref(),
-        Some(referral.id.as_str()),
+        Some(referral.id()),
         "facts written after the link see it, so the deal is rechecked"
     );
 
@@ -517,7 +517,7 @@ async fn a_fact_racing_a_link_is_never_lost(backend: Backend) {
         .unwrap();
     let link = {
         let store = store.clone();
-        let link = RecordLink::new(&key, &referral.id, &referral.attribution());
+        let link = RecordLink::new(&key, referral.id(), referral.attribution());
         tokio::spawn(async move {
             let mut tx = store.begin().await.unwrap();
             let after = tx.link_records(&[link], T0 + 2 * DAY).await.unwrap();

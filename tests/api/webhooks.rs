@@ -691,7 +691,7 @@ async fn a_product_event_is_one_event_whatever_webhook_id_carries_it(backend: Ba
         .unwrap()
         .expect("the referral");
     assert_eq!(
-        app.store.touches(&referral.id).await.unwrap().len(),
+        app.store.touches(referral.id()).await.unwrap().len(),
         1,
         "applied once"
     );

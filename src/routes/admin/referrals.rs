@@ -53,7 +53,7 @@ pub async fn list_referrals(
         .store
         .list_referrals(&filter, page.after.as_deref(), limit)
         .await?;
-    Ok(HttpResponse::Ok().json(Paged::new(items, limit, |r| r.id.clone())))
+    Ok(HttpResponse::Ok().json(Paged::new(items, limit, |r| r.id().to_string())))
 }
 
 /// One referral with everything that happened to it.

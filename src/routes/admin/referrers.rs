@@ -22,7 +22,7 @@ pub async fn list_referrers(
         .store
         .list_referrers(page.after.as_deref(), limit)
         .await?;
-    Ok(HttpResponse::Ok().json(Paged::new(items, limit, |r| r.code.clone())))
+    Ok(HttpResponse::Ok().json(Paged::new(items, limit, |r| r.facts.code.clone())))
 }
 
 /// One referrer with its referral counts.

@@ -54,7 +54,7 @@ pub async fn get_partners(
         (Some(first), Some(last)) => {
             state
                 .store
-                .referral_counts_between(&first.code, &last.code)
+                .referral_counts_between(&first.facts.code, &last.facts.code)
                 .await?
         }
         _ => Vec::new(),
@@ -72,10 +72,10 @@ pub async fn get_partners(
         .map(|r| {
             let (referrals, won) = counts
                 .iter()
-                .find(|(code, _, _)| *code == r.code)
+                .find(|(code, _, _)| *code == r.facts.code)
                 .map_or((0, 0), |(_, n, w)| (*n, *w));
             let link = if user.admin {
-                match link::link(&state.settings, &r.code, days, now, Some(&origin)) {
+                match link::link(&state.settings, &r.facts.code, days, now, Some(&origin)) {
                     Ok(url) => Some(url),
                     Err(e) => {
                         links_off = Some(e.to_string());
@@ -86,15 +86,15 @@ pub async fn get_partners(
                 None
             };
             Ok(PartnerRow {
-                code: r.code.clone(),
+                code: r.facts.code.clone(),
                 referrals_href: format!(
                     "/console/referrals?{}",
                     url::form_urlencoded::Serializer::new(String::new())
-                        .append_pair("referrer", &r.code)
+                        .append_pair("referrer", &r.facts.code)
                         .finish()
                 ),
-                name: r.name.clone().unwrap_or_default(),
-                market: r.market.clone().unwrap_or_else(|| "–".into()),
+                name: r.facts.name.clone().unwrap_or_default(),
+                market: r.facts.market.clone().unwrap_or_else(|| "–".into()),
                 status: r.status.clone(),
                 referrals: format_stored_count(referrals)?,
                 won: format_stored_count(won)?,
@@ -109,7 +109,7 @@ pub async fn get_partners(
             format!(
                 "/console/partners?{}",
                 url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("after", &last.code)
+                    .append_pair("after", &last.facts.code)
                     .finish()
             )
         });

@@ -112,7 +112,7 @@ pub async fn get_referrals(
                     q.append_pair(name, v);
                 }
             }
-            q.append_pair("after", &last.id);
+            q.append_pair("after", last.id());
             format!("/console/referrals?{}", q.finish())
         });
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "–".into());
@@ -124,12 +124,12 @@ pub async fn get_referrals(
         rows: referrals
             .iter()
             .map(|r| ReferralRow {
-                id: r.id.clone(),
-                email: r.email.clone(),
-                referrer: dash(&r.referrer_code),
-                source: dash(&r.source),
-                market: dash(&r.market),
-                first_touch: format_time(r.first_touch_at),
+                id: r.id().to_string(),
+                email: r.email().to_string(),
+                referrer: dash(&r.attribution().referrer_code),
+                source: dash(&r.attribution().source),
+                market: dash(&r.attribution().market),
+                first_touch: format_time(r.attribution().first_touch_at),
                 progress: progress(r),
             })
             .collect(),
@@ -372,7 +372,7 @@ pub async fn get_referral(
         .collect::<Result<_, WebError>>()?;
     render(&TimelinePage {
         chrome: Chrome::new(Section::Referrals, &user),
-        first_touch: format_time(story.referral.first_touch_at),
+        first_touch: format_time(story.referral.attribution().first_touch_at),
         referral: story.referral,
         moments,
         records,

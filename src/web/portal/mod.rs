@@ -150,7 +150,7 @@ pub fn referee_label(r: &Referral) -> String {
     match (name, company) {
         (Some(n), Some(c)) => format!("{n}, {c}"),
         (Some(one), None) | (None, Some(one)) => one.to_string(),
-        (None, None) => match r.email.split_once('@') {
+        (None, None) => match r.email().split_once('@') {
             Some((local, domain)) => {
                 let shown: String = local.chars().take(2).collect();
                 format!("{shown}…@{domain}")
@@ -359,7 +359,7 @@ pub async fn get_partner(
         .ok_or_else(|| WebError::NotFound("No such partner. / Партнёр не найден.".into()))?;
     let lang = Lang::choose(
         query_param(&req, "lang").as_deref(),
-        referrer.market.as_deref(),
+        referrer.facts.market.as_deref(),
     );
     let t = lang.texts();
 
@@ -398,16 +398,16 @@ pub async fn get_partner(
     let rows = referrals
         .iter()
         .map(|referral| {
-            let reward = latest.get(referral.id.as_str());
+            let reward = latest.get(referral.id());
             let status = ReferralStatus::of(
                 referral,
-                stages.get(&referral.id).map_or(&[][..], Vec::as_slice),
+                stages.get(referral.id()).map_or(&[][..], Vec::as_slice),
                 reward.map(|(r, s, _)| (*s, r.line.hold_until)),
             );
             let (words, tone) = status.words(lang);
             Ok(ReferralRow {
                 referee: referee_label(referral),
-                date: lang.date(referral.first_touch_at),
+                date: lang.date(referral.attribution().first_touch_at),
                 status: words,
                 tone,
                 reward: match reward {
@@ -419,6 +419,7 @@ pub async fn get_partner(
         .collect::<Result<Vec<_>, WebError>>()?;
 
     let market = referrer
+        .facts
         .market
         .clone()
         .unwrap_or_else(|| state.settings.rewards.default_market.clone());
@@ -462,7 +463,11 @@ pub async fn get_partner(
         .unwrap_or_default();
     let page = PartnerPage {
         t,
-        name: referrer.name.clone().unwrap_or_else(|| code.to_string()),
+        name: referrer
+            .facts
+            .name
+            .clone()
+            .unwrap_or_else(|| code.to_string()),
         other_language_href: page_href(&code, &token, lang.other()),
         code: code.to_string(),
         tier,
@@ -492,17 +497,22 @@ pub async fn get_partner(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Attribution, NewReferral};
 
     fn referral() -> Referral {
         Referral {
-            id: "r".into(),
-            email: "ana@northwind.io".into(),
+            first_touch: NewReferral {
+                id: "r".into(),
+                email: "ana@northwind.io".into(),
+                attribution: Attribution {
+                    referrer_code: Some("ACME-7".into()),
+                    source: Some("link".into()),
+                    market: Some("US".into()),
+                    first_touch_at: 0,
+                },
+            },
             referee_name: None,
             referee_company: None,
-            referrer_code: Some("ACME-7".into()),
-            source: Some("link".into()),
-            market: Some("US".into()),
-            first_touch_at: 0,
             utm: "{}".into(),
             signup_ip: None,
             signed_up_at: None,
