@@ -5,7 +5,7 @@
 //! the rest up to the first newline is the event type, everything after it is the payload.
 
 use referral_sync::processing::decode::{decode, Decoded, GuardedNames};
-use referral_sync::store::{InboxEvent, InboxStatus};
+use referral_sync::store::NewInboxEvent;
 
 const SOURCES: &[&str] = &[
     "hubspot",
@@ -24,8 +24,7 @@ pub fn check(data: &[u8]) {
         Some(newline) => (&rest[..newline], &rest[newline + 1..]),
         None => (rest, &[][..]),
     };
-    let event = InboxEvent {
-        id: 1,
+    let event = NewInboxEvent {
         source: source.parse().expect("a known source"),
         dedupe_key: "fuzz".to_string(),
         event_type: String::from_utf8_lossy(event_type).into_owned(),
@@ -35,9 +34,6 @@ pub fn check(data: &[u8]) {
         meta: "{}".to_string(),
         // Payloads are stored as text, so they are always UTF-8.
         payload: String::from_utf8_lossy(payload).into_owned(),
-        status: InboxStatus::Pending,
-        status_reason: None,
-        attempts: 0,
         partition_no: 0,
     };
     let names = GuardedNames {

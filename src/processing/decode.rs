@@ -11,7 +11,7 @@ use crate::clock::Millis;
 pub use crate::domain::{Crm, RecordKind};
 use crate::domain::{Email, EventSource};
 use crate::ingest::product::{self, ProductEvent};
-use crate::store::{InboxEvent, RecordKey};
+use crate::store::{NewInboxEvent, RecordKey};
 
 /// One CRM record, as the CRM names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +115,7 @@ pub struct GuardedNames {
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
-pub fn decode(event: &InboxEvent, names: &GuardedNames) -> Result<Decoded, DecodeError> {
+pub fn decode(event: &NewInboxEvent, names: &GuardedNames) -> Result<Decoded, DecodeError> {
     let at = event.occurred_at.unwrap_or(event.received_at);
     let json = || -> Result<Value, DecodeError> {
         serde_json::from_str(&event.payload)
@@ -574,7 +574,6 @@ fn parse_time(v: &str) -> Option<Millis> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::InboxStatus;
 
     fn names() -> GuardedNames {
         GuardedNames {
@@ -583,9 +582,8 @@ mod tests {
         }
     }
 
-    fn event(source: &str, event_type: &str, payload: &str) -> InboxEvent {
-        InboxEvent {
-            id: 1,
+    fn event(source: &str, event_type: &str, payload: &str) -> NewInboxEvent {
+        NewInboxEvent {
             source: source.parse().unwrap(),
             dedupe_key: "k".into(),
             event_type: event_type.into(),
@@ -594,14 +592,11 @@ mod tests {
             received_at: 9,
             meta: "{}".into(),
             payload: payload.into(),
-            status: InboxStatus::Pending,
-            status_reason: None,
-            attempts: 0,
             partition_no: 0,
         }
     }
 
-    fn changes(e: &InboxEvent) -> Vec<CrmChange> {
+    fn changes(e: &NewInboxEvent) -> Vec<CrmChange> {
         match decode(e, &names()).unwrap() {
             Decoded::Crm { changes, .. } => changes,
             other => panic!("expected CRM changes, got {other:?}"),

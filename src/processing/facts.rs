@@ -44,15 +44,17 @@ pub(super) async fn apply(
     events: &[InboxEvent],
     now: Millis,
 ) -> Result<FactsApplied, StoreError> {
-    let decoded: Vec<Result<Decoded, DecodeError>> =
-        events.iter().map(|e| decode::decode(e, names)).collect();
+    let decoded: Vec<Result<Decoded, DecodeError>> = events
+        .iter()
+        .map(|e| decode::decode(&e.event, names))
+        .collect();
     let mut batch = Batch::load(tx, settings, &decoded, now).await?;
     for (event, d) in events.iter().zip(decoded) {
         let _span = tracing::debug_span!(
             "inbox_event",
             id = event.id,
-            source = %event.source,
-            kind = %event.event_type
+            source = %event.event.source,
+            kind = %event.event.event_type
         )
         .entered();
         let outcome = match d {
@@ -346,7 +348,7 @@ impl<'a> Batch<'a> {
                 Outcome::processed()
             }
             ProductPayload::Unknown => {
-                Outcome::ignored(format!("unknown event type {}", event.event_type))
+                Outcome::ignored(format!("unknown event type {}", event.event.event_type))
             }
         }
     }

@@ -212,7 +212,7 @@ impl InboxProcessor {
     /// counts them now ([`crate::store::Tx::refresh_baseline`]); returns how many.
     pub async fn refresh_baseline(&self) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_batch().await?;
         let limit = i64::from(self.settings.processing.batch_events);
         let n = tx.refresh_baseline(limit).await?;
         if n == 0 {
@@ -242,7 +242,7 @@ impl InboxProcessor {
     async fn apply_facts(&self) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_batch().await?;
         let events = self.pending(&mut tx).await?;
         if events.is_empty() {
             tx.rollback().await?;
@@ -263,7 +263,7 @@ impl InboxProcessor {
         }
         for event in &events {
             metrics::histogram!("inbox_processing_lag_seconds")
-                .record((now - event.received_at).max(0) as f64 / 1000.0);
+                .record((now - event.event.received_at).max(0) as f64 / 1000.0);
         }
         metrics::histogram!("processing_batch_seconds", "step" => "facts")
             .record(started.elapsed().as_secs_f64());
@@ -284,7 +284,7 @@ impl InboxProcessor {
     /// fails alone with the database's reason and the others are applied.
     async fn apply_facts_one_by_one(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_batch().await?;
         let events = self.pending(&mut tx).await?;
         one_by_one(
             tx,
@@ -316,7 +316,7 @@ impl InboxProcessor {
     /// A transaction holding the reconcile lock and the rechecks due at `now`; `None` (nothing
     /// held) when another processor is running a round.
     async fn due_rechecks(&self, now: Millis) -> Result<Option<(Tx, Vec<Recheck>)>, StoreError> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_batch().await?;
         if !tx.try_lock_reconcile().await? {
             tx.rollback().await?;
             return Ok(None);

@@ -16,7 +16,7 @@ pub use crate::domain::InboxStatus;
 pub const PARTITIONS: i32 = 64;
 
 /// One verified event, ready to be stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct NewInboxEvent {
     pub source: EventSource,
     pub dedupe_key: String,
@@ -46,22 +46,16 @@ pub struct InboxOutcome {
     pub reason: Option<String>,
 }
 
-/// A stored inbox event.
+/// A stored inbox event: the event as stored, and what processing made of it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct InboxEvent {
     pub id: i64,
-    pub source: EventSource,
-    pub dedupe_key: String,
-    pub event_type: String,
-    pub object_key: Option<String>,
-    pub occurred_at: Option<Millis>,
-    pub received_at: Millis,
-    pub meta: String,
-    pub payload: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub event: NewInboxEvent,
     pub status: InboxStatus,
     pub status_reason: Option<String>,
     pub attempts: i64,
-    pub partition_no: i32,
 }
 
 pub(crate) const INBOX_COLUMNS: &str =

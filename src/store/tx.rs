@@ -55,6 +55,42 @@ impl Store {
         };
         Ok(Tx { inner })
     }
+
+    /// Begin a write transaction for the processor's set-based statements, which join the few
+    /// rows of a batch to large tables by key. PostgreSQL is told to plan those as per-key index
+    /// lookups: a table that grew since its statistics were taken (a new deployment, an import)
+    /// otherwise gets hash joins over the whole table, for a batch of a thousand rows. Measured
+    /// on a drain from an empty database: 27% less database CPU per event (128–135 → 94–100 µs).
+    pub async fn begin_batch(&self) -> Result<Tx, StoreError> {
+        let mut tx = self.begin().await?;
+        if let TxInner::Postgres(t) = &mut tx.inner {
+            sqlx::query(
+                "SELECT set_config('enable_hashjoin', 'off', true), \
+                     set_config('enable_mergejoin', 'off', true)",
+            )
+            .execute(&mut **t)
+            .await?;
+        }
+        Ok(tx)
+    }
+}
+
+impl Tx {
+    /// Whether this transaction's joins are planned as per-key lookups (see
+    /// [`Store::begin_batch`]); SQLite plans nothing else.
+    pub async fn joins_by_key(&mut self) -> Result<bool, StoreError> {
+        match &mut self.inner {
+            TxInner::Sqlite(_) => Ok(true),
+            TxInner::Postgres(t) => {
+                let (hash, merge): (String, String) = sqlx::query_as(
+                    "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')",
+                )
+                .fetch_one(&mut **t)
+                .await?;
+                Ok(hash == "off" && merge == "off")
+            }
+        }
+    }
 }
 
 impl Tx {

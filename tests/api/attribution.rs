@@ -721,7 +721,7 @@ async fn product_events_without_a_referral_are_ignored_not_failed(backend: Backe
         .await
         .unwrap()
         .into_iter()
-        .map(|e| (e.dedupe_key, e.status.as_str().to_string()))
+        .map(|e| (e.event.dedupe_key, e.status.as_str().to_string()))
         .collect();
     assert_eq!(
         statuses.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),

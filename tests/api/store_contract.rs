@@ -11,6 +11,7 @@ both_backends!(
     inbox_append_stores_each_event_once,
     inbox_append_keeps_sources_apart_and_arrival_order,
     sqlite_inbox_writer_connection_is_fully_durable,
+    processing_batches_join_by_key_and_nothing_else_does,
 );
 
 /// The two ways events reach the inbox: the store's pool (every backend), and on SQLite the
@@ -65,6 +66,26 @@ async fn migrations_are_idempotent_and_leave_the_store_ready(backend: Backend) {
     assert_eq!(store.readiness().await.unwrap(), Readiness::Ready);
 }
 
+/// The processor's transactions are planned as per-key lookups whatever PostgreSQL's statistics
+/// say; the setting ends with the transaction, so reports and other writes plan freely.
+async fn processing_batches_join_by_key_and_nothing_else_does(backend: Backend) {
+    let Some((store, _db)) = test_store(backend).await else {
+        return;
+    };
+    for _ in 0..2 {
+        let mut batch = store.begin_batch().await.unwrap();
+        assert!(batch.joins_by_key().await.unwrap());
+        batch.commit().await.unwrap();
+        let mut other = store.begin().await.unwrap();
+        assert_eq!(
+            other.joins_by_key().await.unwrap(),
+            matches!(backend, Backend::Sqlite),
+            "only the batch's own transaction"
+        );
+        other.rollback().await.unwrap();
+    }
+}
+
 async fn inbox_append_stores_each_event_once(backend: Backend) {
     let Some((store, _db)) = test_store(backend).await else {
         return;
@@ -102,10 +123,10 @@ async fn each_event_once(store: &Store, appender: &mut Appender, source: &EventS
     assert_eq!(store.count_inbox(Some(source)).await.unwrap(), 3);
     let stored = store.list_inbox(Some(source), 10).await.unwrap();
     assert_eq!(
-        stored[0].payload, r#"{"objectId":"a","name":"Zoë"}"#,
+        stored[0].event.payload, r#"{"objectId":"a","name":"Zoë"}"#,
         "payload kept byte-exact"
     );
-    assert_eq!(stored[0].occurred_at, Some(T0 - 1_000));
+    assert_eq!(stored[0].event.occurred_at, Some(T0 - 1_000));
     assert_eq!(stored[0].status.as_str(), "pending");
 }
 

@@ -99,13 +99,16 @@ async fn hubspot_batches_are_split_into_one_row_per_event_and_stored_once(backen
         .await
         .unwrap();
     assert_eq!(rows.len(), 3, "one row per event, stored once");
-    assert_eq!(rows[0].event_type, "contact.creation");
-    assert_eq!(rows[0].object_key.as_deref(), Some("hubspot:contact:1000"));
-    assert_eq!(rows[0].occurred_at, Some(T0 - 5_000));
-    assert_eq!(rows[0].received_at, T0);
-    let raw: Value = serde_json::from_str(&rows[2].payload).unwrap();
+    assert_eq!(rows[0].event.event_type, "contact.creation");
+    assert_eq!(
+        rows[0].event.object_key.as_deref(),
+        Some("hubspot:contact:1000")
+    );
+    assert_eq!(rows[0].event.occurred_at, Some(T0 - 5_000));
+    assert_eq!(rows[0].event.received_at, T0);
+    let raw: Value = serde_json::from_str(&rows[2].event.payload).unwrap();
     assert_eq!(raw["eventId"], 3);
-    assert!(rows[0].meta.contains("v3"));
+    assert!(rows[0].event.meta.contains("v3"));
 }
 
 async fn hubspot_workflow_and_v1_requests_are_accepted_where_configured(backend: Backend) {
@@ -160,7 +163,7 @@ async fn hubspot_workflow_and_v1_requests_are_accepted_where_configured(backend:
         .list_inbox(Some(&EventSource::HubSpot), 10)
         .await
         .unwrap();
-    assert_eq!(rows[0].event_type, "workflow.webhook");
+    assert_eq!(rows[0].event.event_type, "workflow.webhook");
 }
 
 async fn forged_stale_or_unsigned_hubspot_requests_get_401_and_store_nothing(backend: Backend) {
@@ -374,18 +377,18 @@ async fn salesforce_outbound_messages_are_acknowledged_after_storage(backend: Ba
         .await
         .unwrap();
     assert_eq!(rows.len(), 2, "the redelivery is stored once");
-    assert_eq!(rows[0].dedupe_key, "04l7F000008aeAyQAI");
-    assert_eq!(rows[0].event_type, "salesforce.Opportunity");
+    assert_eq!(rows[0].event.dedupe_key, "04l7F000008aeAyQAI");
+    assert_eq!(rows[0].event.event_type, "salesforce.Opportunity");
     assert_eq!(
-        rows[0].object_key.as_deref(),
+        rows[0].event.object_key.as_deref(),
         Some("salesforce:Opportunity:0067F000003pmdWQAQ")
     );
     assert_eq!(
-        rows[0].occurred_at,
+        rows[0].event.occurred_at,
         Some(1_795_168_740_000),
         "SystemModstamp orders the event"
     );
-    let payload: Value = serde_json::from_str(&rows[1].payload).unwrap();
+    let payload: Value = serde_json::from_str(&rows[1].event.payload).unwrap();
     assert_eq!(payload["fields"]["Referral_Source__c"], "ACME-7");
     assert_eq!(payload["fields"]["Amount"], Value::Null);
 }
@@ -477,8 +480,8 @@ async fn salesforce_json_callouts_are_verified_as_standard_webhooks(backend: Bac
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].dedupe_key, "msg_apex_1");
-    assert_eq!(rows[0].event_type, "opportunity.updated");
+    assert_eq!(rows[0].event.dedupe_key, "msg_apex_1");
+    assert_eq!(rows[0].event.event_type, "opportunity.updated");
 }
 
 fn signup_body(id: &str, kind: &str) -> String {
@@ -556,20 +559,20 @@ async fn product_events_are_accepted_under_every_scheme(backend: Backend) {
     let rows = app.store.list_inbox(None, 10).await.unwrap();
     assert_eq!(rows.len(), 4);
     assert_eq!(
-        (&rows[0].source, rows[0].dedupe_key.as_str()),
+        (&rows[0].event.source, rows[0].event.dedupe_key.as_str()),
         (&EventSource::Product("app".into()), "evt_1"),
         "the event id identifies a product event"
     );
     assert_eq!(
-        (&rows[1].source, rows[1].dedupe_key.as_str()),
+        (&rows[1].event.source, rows[1].event.dedupe_key.as_str()),
         (&EventSource::Product("billing".into()), "evt_2")
     );
     assert_eq!(
-        rows[3].event_type, "partner.unknown_future_type",
+        rows[3].event.event_type, "partner.unknown_future_type",
         "unknown types are stored, not rejected"
     );
-    assert_eq!(rows[0].payload, standard, "the raw body is kept");
-    assert_eq!(rows[0].occurred_at, Some(T0 - 120_000));
+    assert_eq!(rows[0].event.payload, standard, "the raw body is kept");
+    assert_eq!(rows[0].event.occurred_at, Some(T0 - 120_000));
 }
 
 async fn product_events_with_bad_signatures_or_fields_are_refused(backend: Backend) {

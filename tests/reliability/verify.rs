@@ -102,7 +102,7 @@ pub async fn inbox_holds_each_acknowledged_event_once(store: &Store, traffic: &T
     let mut stored: BTreeMap<EventKey, Vec<i64>> = BTreeMap::new();
     for e in &events {
         stored
-            .entry((e.source.to_string(), e.dedupe_key.clone()))
+            .entry((e.event.source.to_string(), e.event.dedupe_key.clone()))
             .or_default()
             .push(e.id);
     }
@@ -137,7 +137,13 @@ pub async fn inbox_holds_each_acknowledged_event_once(store: &Store, traffic: &T
         .map(|e| {
             format!(
                 "#{} {} {} {} {:?} ({:?}, {} attempts)",
-                e.id, e.source, e.dedupe_key, e.event_type, e.status, e.status_reason, e.attempts
+                e.id,
+                e.event.source,
+                e.event.dedupe_key,
+                e.event.event_type,
+                e.status,
+                e.status_reason,
+                e.attempts
             )
         })
         .collect();

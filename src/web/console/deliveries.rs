@@ -75,10 +75,10 @@ impl ParkedView {
         let reason = e.status_reason.clone().unwrap_or_default();
         Self {
             id: e.id,
-            source: e.source.to_string(),
-            event_type: e.event_type.clone(),
-            object: e.object_key.clone().unwrap_or_else(|| "–".into()),
-            received: format_time(e.received_at),
+            source: e.event.source.to_string(),
+            event_type: e.event.event_type.clone(),
+            object: e.event.object_key.clone().unwrap_or_else(|| "–".into()),
+            received: format_time(e.event.received_at),
             status: e.status.as_str(),
             config_key: config_key_of(&reason),
             reason,
