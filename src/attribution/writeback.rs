@@ -24,7 +24,7 @@ pub async fn context_write(
     let (name, successes) = match &attribution.referrer_code {
         Some(code) => (
             tx.referrer(code).await?.and_then(|r| r.facts.name),
-            tx.successful_referrals(code).await?,
+            crate::store::rule_count(tx.successful_referrals(code).await?)?,
         ),
         None => (None, 0),
     };
@@ -44,7 +44,7 @@ pub fn context_properties(
     record: &CrmRecord,
     attribution: &Attribution,
     referrer_name: Option<&str>,
-    successes: i64,
+    successes: u32,
 ) -> NewOutbox {
     let n = settings.field_names(record.crm);
     let tier = match (
@@ -56,12 +56,9 @@ pub fn context_properties(
     ) {
         // Before the referrer's first success: the tier they would have with it, the first one,
         // so the field is never blank on a referred record.
-        (Some(_), Some(program)) => crate::rewards::calculate::tier_for(
-            &program.tiers,
-            u32::try_from(successes).unwrap_or(u32::MAX),
-        )
-        .or_else(|| program.tiers.iter().min_by_key(|t| t.min_successful))
-        .map(|t| t.name.clone()),
+        (Some(_), Some(program)) => crate::rewards::calculate::tier_for(&program.tiers, successes)
+            .or_else(|| program.tiers.iter().min_by_key(|t| t.min_successful))
+            .map(|t| t.name.clone()),
         _ => None,
     };
     // HubSpot datetime properties take epoch milliseconds; Salesforce DateTime fields ISO 8601.

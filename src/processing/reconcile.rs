@@ -779,11 +779,12 @@ impl<'a> State<'a> {
             .into_iter()
             .map(|r| (r.facts.code, r.facts.name))
             .collect();
-        let successes: HashMap<String, i64> = tx
+        let successes: HashMap<String, u32> = tx
             .successful_referrals_of(&codes)
             .await?
             .into_iter()
-            .collect();
+            .map(|(code, n)| Ok((code, crate::store::rule_count(n)?)))
+            .collect::<Result<_, StoreError>>()?;
         let mut writes = Vec::with_capacity(self.links.len());
         for (key, link) in &self.links {
             let Some(record) = self.records.get(key) else {

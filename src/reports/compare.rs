@@ -221,7 +221,7 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
         crm.parse::<Crm>()
             .is_ok_and(|crm| renewals.is_renewal_of(crm, pipeline, deal_type))
     };
-    for g in &facts.customers {
+    for g in &facts.revenue_12m.non_referred {
         // A renewal is no new customer; without a referral, it cannot be tied to one.
         if is_renewal(
             &g.cohort.crm,
@@ -242,7 +242,7 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
     // are the same for all), then summed per cohort before the rows take them.
     let mut referred: HashMap<&str, (&ReferredCustomerDeals, BTreeMap<String, Decimal>)> =
         HashMap::new();
-    for g in &facts.referred_customers {
+    for g in &facts.revenue_12m.referred_deals {
         let renewal = is_renewal(&g.crm, g.pipeline.as_deref(), g.deal_type.as_deref());
         let currency = currency(g.currency.as_deref());
         for (referral_id, amount) in &g.deals {
@@ -255,7 +255,7 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
         }
     }
     // Recurring revenue: the customers' invoices of their first 12 months, net of refunds.
-    for g in &facts.referred_invoices {
+    for g in &facts.revenue_12m.referred_invoices {
         let currency = currency(Some(&g.currency));
         for (referral_id, amount) in &g.payments {
             if let Some((_, revenue)) = referred.get_mut(referral_id.as_str()) {
@@ -266,7 +266,11 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
     type CustomerSums = (u64, BTreeMap<String, u64>, BTreeMap<String, Decimal>);
     let mut by_cohort: BTreeMap<(&str, Option<&str>, Option<&str>), CustomerSums> = BTreeMap::new();
     for (g, revenue) in referred.into_values() {
-        let key = (g.crm.as_str(), g.market.as_deref(), g.source.as_deref());
+        let key = (
+            g.crm.as_str(),
+            g.referral.market.as_deref(),
+            g.referral.source.as_deref(),
+        );
         let (customers, paying, sums) = by_cohort.entry(key).or_default();
         *customers += 1;
         for (currency, amount) in revenue {

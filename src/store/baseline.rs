@@ -404,6 +404,17 @@ struct Customer {
 }
 
 const PERSON_TYPES: &str = "('contact', 'Contact', 'Lead')";
+/// A [`PersonKey`] as bulk statements carry it.
+const PERSON_COLUMNS: [(&str, Col); 2] = [("crm", Col::Text), ("id", Col::Text)];
+/// A [`WonRow`] as bulk statements carry it.
+const WON_ROW_COLUMNS: [(&str, Col); 6] = [
+    ("cohort", Col::Text),
+    ("day", Col::BigInt),
+    ("deals", Col::BigInt),
+    ("priced", Col::BigInt),
+    ("amount", Col::Text),
+    ("tenths", Col::Text),
+];
 
 /// A rollup change: deals and qualified deals to add to a cohort's day.
 #[derive(Serialize)]
@@ -583,8 +594,8 @@ impl Tx {
                      AND crm_records.object_type IN {PERSON_TYPES}"
             ),
             &[
-                ("crm", Col::Text),
-                ("id", Col::Text),
+                PERSON_COLUMNS[0],
+                PERSON_COLUMNS[1],
                 ("since", Col::BigInt),
                 ("cohort", Col::Text),
             ],
@@ -626,7 +637,7 @@ impl Tx {
             .keys()
             .map(|(cohort, day)| Key { cohort, day: *day })
             .collect();
-        let key_columns = [("cohort", Col::Text), ("day", Col::BigInt)];
+        let key_columns = [WON_ROW_COLUMNS[0], WON_ROW_COLUMNS[1]];
         let (name, day) = (table.name, table.day);
         let stored: Vec<WonRow> = self
             .bulk_fetch(
@@ -674,14 +685,7 @@ impl Tx {
                  WHERE true ON CONFLICT (cohort, {day}) DO UPDATE SET deals = excluded.deals, \
                      priced = excluded.priced, amount = excluded.amount{update}"
             ),
-            &[
-                ("cohort", Col::Text),
-                ("day", Col::BigInt),
-                ("deals", Col::BigInt),
-                ("priced", Col::BigInt),
-                ("amount", Col::Text),
-                ("tenths", Col::Text),
-            ],
+            &WON_ROW_COLUMNS,
             &kept,
             &[],
         )
@@ -734,7 +738,7 @@ impl Tx {
             "FROM {{rows}} JOIN crm_records c ON c.crm = r.crm AND c.object_id = r.id \
                  AND c.object_type IN {PERSON_TYPES}"
         );
-        let columns = [("crm", Col::Text), ("id", Col::Text)];
+        let columns = PERSON_COLUMNS;
         let existing: Vec<PersonKey> = self
             .bulk_fetch(
                 &format!("SELECT c.crm, c.object_id AS id {join}"),
@@ -772,7 +776,7 @@ impl Tx {
             .bulk_fetch(
                 "SELECT DISTINCT a.crm, a.deal_id, a.contact_id FROM {rows} \
                  JOIN crm_associations a ON a.crm = r.crm AND a.deal_id = r.id",
-                &[("crm", Col::Text), ("id", Col::Text)],
+                &PERSON_COLUMNS,
                 deals,
                 &[],
             )
@@ -812,7 +816,7 @@ impl Tx {
                          AND d.deleted_at IS NULL AND d.merged_into IS NULL \
                      ORDER BY r.crm, r.id"
                 ),
-                &[("crm", Col::Text), ("id", Col::Text)],
+                &PERSON_COLUMNS,
                 people,
                 &[],
             )
@@ -928,7 +932,7 @@ impl Tx {
                          c.customer_cohort FROM {{rows}} JOIN crm_records c \
                      ON c.crm = r.crm AND c.object_id = r.id AND c.object_type IN {PERSON_TYPES}"
                 ),
-                &[("crm", Col::Text), ("id", Col::Text)],
+                &PERSON_COLUMNS,
                 &stale,
                 &[],
             )
@@ -1041,8 +1045,7 @@ pub struct CustomerGroup {
 /// market and source, CRM, pipeline, deal type and currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferredCustomerDeals {
-    pub market: Option<String>,
-    pub source: Option<String>,
+    pub referral: ReferralChannel,
     pub crm: String,
     pub pipeline: Option<String>,
     pub deal_type: Option<String>,
@@ -1088,22 +1091,53 @@ pub struct BaselineFacts {
     pub as_of: Millis,
     pub cohorts: Vec<CohortCount>,
     pub won: Vec<WonGroup>,
-    pub customers: Vec<CustomerGroup>,
-    pub referred_customers: Vec<ReferredCustomerDeals>,
-    /// The same referrals' recurring revenue: invoices paid within 12 months of the first win,
-    /// and their refunds.
-    pub referred_invoices: Vec<ReferredPayments>,
+    pub revenue_12m: CustomerRevenue,
     pub participation: ParticipationFacts,
+}
+
+/// What revenue per customer after 12 months is computed from: customers first won in the
+/// period at least 12 months before the report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CustomerRevenue {
+    /// Without a referral: single won deals.
+    pub non_referred: Vec<CustomerGroup>,
+    /// Referred customers (their referrals): won deals of their first 12 months ...
+    pub referred_deals: Vec<ReferredCustomerDeals>,
+    /// ... and invoices paid in them, with their refunds.
+    pub referred_invoices: Vec<ReferredPayments>,
 }
 
 /// Payments of referred customers (paid invoices, refunds negative) of one referral market and
 /// source and one currency: each with its referral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferredPayments {
-    pub market: Option<String>,
-    pub source: Option<String>,
+    pub referral: ReferralChannel,
     pub currency: String,
     pub payments: Vec<(String, Decimal)>,
+}
+
+/// The referral market and source referred customers' money is read per.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferralChannel {
+    pub market: Option<String>,
+    pub source: Option<String>,
+}
+
+/// A group's `referral id, unit separator, amount` entries, joined by the record separator,
+/// each with its amount read by `amount`.
+fn per_referral<T>(
+    joined: &str,
+    amount: impl Fn(&str) -> Result<T, StoreError>,
+) -> Result<Vec<(String, T)>, StoreError> {
+    joined
+        .split('\u{1e}')
+        .map(|entry| {
+            let (referral_id, text) = entry
+                .split_once(UNIT)
+                .ok_or_else(|| StoreError::Corrupt(format!("referred customer entry `{entry}`")))?;
+            Ok((referral_id.to_string(), amount(text)?))
+        })
+        .collect()
 }
 
 /// A declared customer (market, code, whether they referred) with one person of their email
@@ -1392,23 +1426,13 @@ impl Store {
             .into_iter()
             .map(
                 |(market, source, crm, pipeline, deal_type, currency, joined)| {
-                    let deals = joined
-                        .split('\u{1e}')
-                        .map(|deal| {
-                            let (referral_id, amount) = deal.split_once(UNIT).ok_or_else(|| {
-                                StoreError::Corrupt(format!("referred deal `{deal}`"))
-                            })?;
-                            Ok((referral_id.to_string(), plausible_amount(amount)))
-                        })
-                        .collect::<Result<_, StoreError>>()?;
                     Ok(ReferredCustomerDeals {
-                        market,
-                        source,
+                        referral: ReferralChannel { market, source },
                         crm,
                         pipeline,
                         deal_type,
                         currency,
-                        deals,
+                        deals: per_referral(&joined, |amount| Ok(plausible_amount(amount)))?,
                     })
                 },
             )
@@ -1416,26 +1440,14 @@ impl Store {
         let referred_invoices = invoices
             .into_iter()
             .map(|(market, source, currency, refund, joined)| {
-                let payments = joined
-                    .split('\u{1e}')
-                    .map(|payment| {
-                        let amount = payment
-                            .split_once(UNIT)
-                            .and_then(|(id, amount)| Some((id, Decimal::from_str(amount).ok()?)));
-                        let Some((referral_id, amount)) = amount else {
-                            return Err(StoreError::Corrupt(format!(
-                                "invoice payment `{payment}`: not a referral and a decimal"
-                            )));
-                        };
-                        Ok((
-                            referral_id.to_string(),
-                            if refund { -amount } else { amount },
-                        ))
-                    })
-                    .collect::<Result<_, StoreError>>()?;
+                let payments = per_referral(&joined, |amount| {
+                    let amount = Decimal::from_str(amount).map_err(|e| {
+                        StoreError::Corrupt(format!("invoice amount `{amount}`: {e}"))
+                    })?;
+                    Ok(if refund { -amount } else { amount })
+                })?;
                 Ok(ReferredPayments {
-                    market,
-                    source,
+                    referral: ReferralChannel { market, source },
                     currency,
                     payments,
                 })
@@ -1446,9 +1458,11 @@ impl Store {
             as_of,
             cohorts,
             won: won_groups,
-            customers,
-            referred_customers,
-            referred_invoices,
+            revenue_12m: CustomerRevenue {
+                non_referred: customers,
+                referred_deals: referred_customers,
+                referred_invoices,
+            },
             participation,
         })
     }

@@ -40,8 +40,8 @@ use crate::config::{redact_url, sqlite_path, DatabaseSettings};
 pub use admin::ReferralFilter;
 pub use audit::{AuditEntry, AuditRecord, NewAudit};
 pub use baseline::{
-    BaselineFacts, Cohort, CohortCount, CustomerCorrection, CustomerGroup, ParticipationFacts,
-    ReferredCustomerDeals, ReferredPayments, Rolled, WonGroup,
+    BaselineFacts, Cohort, CohortCount, CustomerCorrection, CustomerGroup, CustomerRevenue,
+    ParticipationFacts, ReferralChannel, ReferredCustomerDeals, ReferredPayments, Rolled, WonGroup,
 };
 pub use console::{ConsoleSessionRow, DayGroup, DeliveryCounts, DeliveryState};
 pub use inbox::{
