@@ -126,6 +126,10 @@ impl WorkerSettings {
     }
 }
 
+/// The fewest pooled connections that let every report run: the funnel with its comparison
+/// reads on 4 at once ([`crate::store::Store::begin_reads`]), plus SQLite's gate.
+pub const MIN_CONNECTIONS: u32 = 5;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct DatabaseSettings {
     #[serde(serialize_with = "serialize_redacted_url")]
@@ -740,8 +744,13 @@ impl Settings {
         if w.restart_backoff_max_secs.saturating_mul(1000) < w.restart_backoff_initial_ms {
             p.push("workers.restart_backoff_max_secs: must not be shorter than workers.restart_backoff_initial_ms".into());
         }
-        if self.database.max_connections == 0 {
-            p.push("database.max_connections: must be at least 1".into());
+        if self.database.max_connections < MIN_CONNECTIONS {
+            p.push(format!(
+                "database.max_connections: must be at least {MIN_CONNECTIONS} (a report with its \
+                 comparison reads on 4 connections at once, and on SQLite a 5th holds writers \
+                 back while those start), not {}",
+                self.database.max_connections
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.level).is_err() {
             p.push(format!(

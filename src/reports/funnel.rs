@@ -124,18 +124,14 @@ pub async fn report(store: &Store, filter: &FunnelFilter) -> Result<FunnelReport
 }
 
 /// The report with the referred vs non-referred comparison (SPEC §6 `compare=true`), made at
-/// `as_of`. The funnel and the comparison are read at the same time, each in a snapshot of its
-/// own (they are separate tables, and on two cores this halves the wait).
+/// `as_of`, both read side by side in one snapshot.
 pub async fn report_with_comparison(
     store: &Store,
     settings: &Settings,
     filter: &FunnelFilter,
     as_of: Millis,
 ) -> Result<FunnelReport, StoreError> {
-    let (facts, baseline) = tokio::try_join!(
-        store.funnel_facts(filter),
-        store.baseline_facts(filter, as_of)
-    )?;
+    let (facts, baseline) = store.funnel_and_baseline_facts(filter, as_of).await?;
     let mut report = compute(&facts);
     report.comparison = Some(compare::compute(settings, &baseline)?);
     Ok(report)

@@ -1221,6 +1221,17 @@ impl Store {
         filter: &FunnelFilter,
         as_of: Millis,
     ) -> Result<BaselineFacts, StoreError> {
+        let readers = self.begin_reads::<2>().await?;
+        self.baseline_facts_in(readers, filter, as_of).await
+    }
+
+    /// [`Store::baseline_facts`], read by two readers of one snapshot.
+    pub(super) async fn baseline_facts_in(
+        &self,
+        readers: [Tx; 2],
+        filter: &FunnelFilter,
+        as_of: Millis,
+    ) -> Result<BaselineFacts, StoreError> {
         let ((first_day, end_day), edges) = split_period(filter.from, filter.to);
         let (from, to) = (filter.from.unwrap_or(-OPEN), filter.to.unwrap_or(OPEN));
         let cutoff = as_of - 365 * DAY;
@@ -1285,41 +1296,64 @@ impl Store {
              WHERE {customers_12m} AND f.invoice_id = i.invoice_id \
              GROUP BY r.market, r.source, f.currency"
         );
-        let mut tx = self.begin_read().await?;
-        let rollup: Vec<(String, i64, i64)> = on_tx!(tx, |c| sqlx::query_as(rollup_sql)
-            .bind(first_day)
-            .bind(end_day)
-            .fetch_all(c)
-            .await?);
-        let dirty: Vec<DealState> = on_tx!(tx, |c| sqlx::query_as(&dirty_sql).fetch_all(c).await?);
-        let edge_counts: Vec<CountRow> = tx.rows_between(&edge_sql, &edges).await?;
-        let wins_rows: Vec<WonRow> = tx
-            .rows_between(&DEAL_WINS.summed(self.kind()), &[(first_day, end_day)])
-            .await?;
-        let acquisitions_rows: Vec<WonRow> = tx
-            .rows_between(
-                &DEAL_ACQUISITIONS.summed(self.kind()),
-                &[(acquired_first, acquired_end)],
-            )
-            .await?;
-        let won_in_edges: Vec<DealState> = tx.rows_between(&won_created_sql, &edges).await?;
-        let acquired_in_edges: Vec<DealState> =
-            tx.rows_between(&won_at_sql, &acquired_edges).await?;
-        let referred_revenue: Vec<ReferredRevenueRow> =
-            on_tx!(tx, |c| sqlx::query_as(&referred_revenue_sql)
-                .bind(from)
-                .bind(to)
-                .bind(cutoff)
+        // Two chains of about equal cost: the referred customers' money, and the rollups with
+        // what they have not caught up with.
+        let [mut first, mut second] = readers;
+        let first_chain = async {
+            let referred_revenue: Vec<ReferredRevenueRow> =
+                on_tx!(first, |c| sqlx::query_as(&referred_revenue_sql)
+                    .bind(from)
+                    .bind(to)
+                    .bind(cutoff)
+                    .fetch_all(c)
+                    .await?);
+            let invoices: Vec<InvoicesRow> =
+                on_tx!(first, |c| sqlx::query_as(&referred_invoices_sql)
+                    .bind(from)
+                    .bind(to)
+                    .bind(cutoff)
+                    .fetch_all(c)
+                    .await?);
+            let rollup: Vec<(String, i64, i64)> = on_tx!(first, |c| sqlx::query_as(rollup_sql)
+                .bind(first_day)
+                .bind(end_day)
                 .fetch_all(c)
                 .await?);
-        let invoices: Vec<InvoicesRow> = on_tx!(tx, |c| sqlx::query_as(&referred_invoices_sql)
-            .bind(from)
-            .bind(to)
-            .bind(cutoff)
-            .fetch_all(c)
-            .await?);
-        let participation = tx.participation_facts(&dirty, to).await?;
-        tx.rollback().await?;
+            let wins_rows: Vec<WonRow> = first
+                .rows_between(&DEAL_WINS.summed(self.kind()), &[(first_day, end_day)])
+                .await?;
+            first.rollback().await?;
+            Ok::<_, StoreError>((referred_revenue, invoices, rollup, wins_rows))
+        };
+        let second_chain = async {
+            let dirty: Vec<DealState> =
+                on_tx!(second, |c| sqlx::query_as(&dirty_sql).fetch_all(c).await?);
+            let edge_counts: Vec<CountRow> = second.rows_between(&edge_sql, &edges).await?;
+            let acquisitions_rows: Vec<WonRow> = second
+                .rows_between(
+                    &DEAL_ACQUISITIONS.summed(self.kind()),
+                    &[(acquired_first, acquired_end)],
+                )
+                .await?;
+            let won_in_edges: Vec<DealState> =
+                second.rows_between(&won_created_sql, &edges).await?;
+            let acquired_in_edges: Vec<DealState> =
+                second.rows_between(&won_at_sql, &acquired_edges).await?;
+            let participation = second.participation_facts(&dirty, to).await?;
+            second.rollback().await?;
+            Ok::<_, StoreError>((
+                dirty,
+                edge_counts,
+                acquisitions_rows,
+                won_in_edges,
+                acquired_in_edges,
+                participation,
+            ))
+        };
+        let (
+            (referred_revenue, invoices, rollup, wins_rows),
+            (dirty, edge_counts, acquisitions_rows, won_in_edges, acquired_in_edges, participation),
+        ) = tokio::try_join!(first_chain, second_chain)?;
         let mut counts: HashMap<Cohort, (i64, i64)> = HashMap::new();
         for (key, deals, qualified) in rollup {
             let c = counts.entry(Cohort::of_key(&key)?).or_default();

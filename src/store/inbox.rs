@@ -117,6 +117,17 @@ impl SqliteInboxConnection {
 }
 
 impl Tx {
+    /// Count of events this transaction sees, optionally of one source.
+    pub async fn count_inbox(&mut self, source: Option<&EventSource>) -> Result<i64, StoreError> {
+        let (n,): (i64,) = on_tx!(self, |c| sqlx::query_as(
+            "SELECT COUNT(*) FROM inbox_events WHERE ($1 IS NULL OR source = $1)"
+        )
+        .bind(source)
+        .fetch_one(c)
+        .await?);
+        Ok(n)
+    }
+
     /// Lock up to `limit` partitions that have pending events, those waiting longest first, for
     /// the rest of this transaction. Partitions another processor holds are skipped, never
     /// waited for. `None` on SQLite, whose single writer holds every partition.
@@ -361,12 +372,9 @@ impl Store {
 
     /// Count of stored events, optionally of one source.
     pub async fn count_inbox(&self, source: Option<&EventSource>) -> Result<i64, StoreError> {
-        let (n,): (i64,) = on_pool!(self, |pool| {
-            sqlx::query_as("SELECT COUNT(*) FROM inbox_events WHERE ($1 IS NULL OR source = $1)")
-                .bind(source)
-                .fetch_one(pool)
-                .await?
-        });
+        let mut tx = self.begin_read().await?;
+        let n = tx.count_inbox(source).await?;
+        tx.rollback().await?;
         Ok(n)
     }
 }

@@ -9,8 +9,14 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::baseline::BaselineFacts;
 use super::moments::{self, AskOutcome};
-use super::{count, on_pool, BackendKind, Store, StoreError};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::FromRow;
+
+use super::tx::on_tx;
+use super::{count, BackendKind, Store, StoreError, Tx};
 use crate::clock::Millis;
 use crate::domain::referrer::PartnerKind;
 
@@ -126,6 +132,30 @@ type MoneyRow = (
 impl Store {
     /// Read the facts of the funnel report for `filter`, in one read-only snapshot.
     pub async fn funnel_facts(&self, filter: &FunnelFilter) -> Result<FunnelFacts, StoreError> {
+        let readers = self.begin_reads::<2>().await?;
+        self.funnel_facts_in(readers, filter).await
+    }
+
+    /// The facts of the funnel report and of its comparison (see [`Store::baseline_facts`]),
+    /// read side by side in one snapshot.
+    pub async fn funnel_and_baseline_facts(
+        &self,
+        filter: &FunnelFilter,
+        as_of: Millis,
+    ) -> Result<(FunnelFacts, BaselineFacts), StoreError> {
+        let [first, second, third, fourth] = self.begin_reads::<4>().await?;
+        tokio::try_join!(
+            self.funnel_facts_in([first, second], filter),
+            self.baseline_facts_in([third, fourth], filter, as_of)
+        )
+    }
+
+    /// [`Store::funnel_facts`], read by two readers of one snapshot.
+    async fn funnel_facts_in(
+        &self,
+        readers: [Tx; 2],
+        filter: &FunnelFilter,
+    ) -> Result<FunnelFacts, StoreError> {
         // Grouped by the raw columns, in the order of the `referrals_report` index, so SQLite
         // streams the index without sorting a million rows; labels are normalised in Rust.
         let groups_sql = format!(
@@ -203,41 +233,40 @@ impl Store {
                AND {REFERRAL_FILTER} \
              GROUP BY r.market, r.source, r.referrer_code, w.currency"
         );
-        let (groups, partners, days, revenue, cost, asks) = on_pool!(self, |pool| {
-            let mut tx = pool.begin_with(self.read_only_begin()).await?;
-            macro_rules! filtered {
-                ($sql:expr) => {
-                    sqlx::query_as($sql)
-                        .bind(&filter.market)
-                        .bind(&filter.source)
-                        .bind(filter.from)
-                        .bind(filter.to)
-                        .fetch_all(&mut *tx)
-                        .await?
-                };
-            }
-            let groups: Vec<GroupRow> = filtered!(&groups_sql);
+        // Two chains of about equal cost (groups and cost; partners, days and revenue), each on
+        // its own connection, in one snapshot: on SQLite each read runs on its connection's own
+        // thread, so the report takes the longer chain instead of their sum.
+        let [mut first, mut second] = readers;
+        let first_chain = async {
+            let groups: Vec<GroupRow> = first.filtered(&groups_sql, filter).await?;
+            let cost: Vec<MoneyRow> = first.filtered(&cost_sql, filter).await?;
+            let asks: Vec<(String, i64, i64)> =
+                on_tx!(first, |c| sqlx::query_as(moments::ASK_OUTCOMES_SQL)
+                    .bind(filter.from)
+                    .bind(filter.to)
+                    .bind(moments::ASK_FOLLOW_UP)
+                    .fetch_all(c)
+                    .await?);
+            first.rollback().await?;
+            Ok::<_, StoreError>((groups, cost, asks))
+        };
+        let second_chain = async {
             let partners: Vec<(Option<String>, String, i64, i64, i64)> =
-                sqlx::query_as(partners_sql)
+                on_tx!(second, |c| sqlx::query_as(partners_sql)
                     .bind(&filter.market)
                     .bind(filter.to)
                     .bind(&filter.source)
                     .bind(filter.from)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let days: Vec<DaysRow> = filtered!(&days_sql);
-            let mut revenue: Vec<MoneyRow> = filtered!(&revenue_sql);
-            revenue.extend(filtered!(&recurring_sql));
-            let cost: Vec<MoneyRow> = filtered!(&cost_sql);
-            let asks: Vec<(String, i64, i64)> = sqlx::query_as(moments::ASK_OUTCOMES_SQL)
-                .bind(filter.from)
-                .bind(filter.to)
-                .bind(moments::ASK_FOLLOW_UP)
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            (groups, partners, days, revenue, cost, asks)
-        });
+                    .fetch_all(c)
+                    .await?);
+            let days: Vec<DaysRow> = second.filtered(&days_sql, filter).await?;
+            let mut revenue: Vec<MoneyRow> = second.filtered(&revenue_sql, filter).await?;
+            revenue.extend(second.filtered::<MoneyRow>(&recurring_sql, filter).await?);
+            second.rollback().await?;
+            Ok::<_, StoreError>((partners, days, revenue))
+        };
+        let ((groups, cost, asks), (partners, days, revenue)) =
+            tokio::try_join!(first_chain, second_chain)?;
 
         let max_deal = Decimal::from(MAX_DEAL_AMOUNT);
         let mut unreadable = 0usize;
@@ -337,13 +366,21 @@ impl Store {
             asks: moments::ask_outcomes(asks)?,
         })
     }
+}
 
-    /// How a report's read-only snapshot begins on this backend.
-    pub(super) fn read_only_begin(&self) -> &'static str {
-        match self.kind() {
-            BackendKind::Sqlite => "BEGIN",
-            BackendKind::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-        }
+impl Tx {
+    /// The rows `sql` selects with `filter` bound as [`REFERRAL_FILTER`]'s parameters.
+    async fn filtered<O>(&mut self, sql: &str, filter: &FunnelFilter) -> Result<Vec<O>, StoreError>
+    where
+        O: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        Ok(on_tx!(self, |c| sqlx::query_as::<_, O>(sql)
+            .bind(&filter.market)
+            .bind(&filter.source)
+            .bind(filter.from)
+            .bind(filter.to)
+            .fetch_all(c)
+            .await?))
     }
 }
 

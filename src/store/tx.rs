@@ -46,6 +46,66 @@ impl Store {
         Ok(Tx { inner })
     }
 
+    /// Begin `N` read-only transactions that see one and the same snapshot, so a report can run
+    /// its reads side by side on `N` connections and still add up as if read in one.
+    /// PostgreSQL: the first exports its snapshot and the others import it. SQLite: a reader's
+    /// snapshot is the last commit before its first read, so the readers make their first read
+    /// while a gate connection holds the write lock (a few milliseconds: writers wait, as they
+    /// wait for any writer). The readers are checked out first, so nothing waits for the pool
+    /// while the gate is held, and one report at a time checks out, so that two never wait for
+    /// each other's connections. Needs `N + 1` connections of the pool
+    /// ([`MIN_CONNECTIONS`](crate::config::MIN_CONNECTIONS)).
+    pub async fn begin_reads<const N: usize>(&self) -> Result<[Tx; N], StoreError> {
+        let _checking_out = self.checking_out_readers.lock().await;
+        let mut readers = Vec::with_capacity(N);
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let mut opened = Vec::with_capacity(N);
+                for _ in 0..N {
+                    opened.push(pool.begin_with("BEGIN").await?);
+                }
+                // A transaction, so that a report given up halfway releases the lock at once.
+                let gate = pool.begin_with("BEGIN IMMEDIATE").await?;
+                for t in &mut opened {
+                    sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+                        .execute(&mut **t)
+                        .await?;
+                }
+                gate.rollback().await?;
+                readers.extend(opened.into_iter().map(|t| Tx {
+                    inner: TxInner::Sqlite(t),
+                }));
+            }
+            Backend::Postgres(pool) => {
+                let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+                let mut snapshot = None;
+                for _ in 0..N {
+                    let mut t = pool.begin_with(begin).await?;
+                    match &snapshot {
+                        None => {
+                            let (id,): (String,) = sqlx::query_as("SELECT pg_export_snapshot()")
+                                .fetch_one(&mut *t)
+                                .await?;
+                            snapshot = Some(id);
+                        }
+                        Some(id) => {
+                            // SET takes no parameters; the id is PostgreSQL's own text.
+                            sqlx::query(&format!("SET TRANSACTION SNAPSHOT '{id}'"))
+                                .execute(&mut *t)
+                                .await?;
+                        }
+                    }
+                    readers.push(Tx {
+                        inner: TxInner::Postgres(t),
+                    });
+                }
+            }
+        }
+        Ok(readers
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("N readers were begun")))
+    }
+
     /// Begin a write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`),
     /// so a transaction that reads then writes never fails halfway with SQLITE_BUSY.
     pub async fn begin(&self) -> Result<Tx, StoreError> {

@@ -121,6 +121,7 @@ fn every_problem_is_reported_at_once_each_naming_its_key() {
 bind = "nowhere"
 [database]
 url = "mysql://x"
+max_connections = 4
 [hubspot]
 signature_versions = ["v9"]
 [hubspot.pipelines.default]
@@ -144,6 +145,7 @@ key = 1
     for key in [
         "server.bind",
         "database.url",
+        "database.max_connections: must be at least 5",
         "telemetry.format",
         "hubspot.signature_versions",
         "hubspot.pipelines.default.closedwon",

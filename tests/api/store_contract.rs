@@ -1,10 +1,15 @@
 //! The store's contract, run on both backends: what one backend guarantees, the other must too.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use referral_sync::config::{Secret, MIN_CONNECTIONS};
 use referral_sync::domain::EventSource;
+use referral_sync::reports::funnel::FunnelFilter;
 use referral_sync::store::{Ingested, NewInboxEvent, Readiness, SqliteInboxConnection, Store};
 
 use crate::both_backends;
-use crate::support::{default_settings, test_store, Backend, T0};
+use crate::support::{default_settings, test_store, Backend, TestDb, T0};
 
 both_backends!(
     migrations_are_idempotent_and_leave_the_store_ready,
@@ -12,6 +17,8 @@ both_backends!(
     inbox_append_keeps_sources_apart_and_arrival_order,
     sqlite_inbox_writer_connection_is_fully_durable,
     processing_batches_join_by_key_and_nothing_else_does,
+    reads_begun_together_see_one_snapshot_while_others_commit,
+    reports_at_once_on_the_smallest_pool_all_finish,
 );
 
 /// The two ways events reach the inbox: the store's pool (every backend), and on SQLite the
@@ -229,4 +236,74 @@ async fn the_inbox_writer_connection_refuses_a_database_without_the_schema() {
     let store = Store::connect(&settings.database).await.unwrap();
 
     assert!(store.open_sqlite_inbox_connection().is_err());
+}
+
+/// A report's reads run side by side on several connections (`Store::begin_reads`) and must still
+/// add up: each sees the same commits, also while another connection commits all the time.
+async fn reads_begun_together_see_one_snapshot_while_others_commit(backend: Backend) {
+    let Some((store, _db)) = test_store(backend).await else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move {
+            let source = EventSource::HubSpot;
+            let mut written = 0;
+            while !stop.load(Ordering::Relaxed) {
+                store
+                    .append_inbox(&[event(&source, &format!("write-{written}"))])
+                    .await
+                    .unwrap();
+                written += 1;
+            }
+            written
+        }
+    });
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let [mut first, mut second, mut third] = store.begin_reads::<3>().await.unwrap();
+        let counts = [
+            first.count_inbox(None).await.unwrap(),
+            second.count_inbox(None).await.unwrap(),
+            third.count_inbox(None).await.unwrap(),
+        ];
+        assert!(
+            counts.iter().all(|n| *n == counts[0]),
+            "one snapshot, yet the readers counted {counts:?}"
+        );
+        for tx in [first, second, third] {
+            tx.rollback().await.unwrap();
+        }
+        seen.push(counts[0]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    seen.dedup();
+    assert!(
+        seen.len() > 20,
+        "the writer committed between the snapshots ({} distinct counts of {written} writes)",
+        seen.len()
+    );
+}
+
+/// Each report checks out several readers; several reports at once on the smallest pool the
+/// config allows must not each hold part of it while waiting for the rest.
+async fn reports_at_once_on_the_smallest_pool_all_finish(backend: Backend) {
+    let Some((_db, url)) = TestDb::new(backend) else {
+        return;
+    };
+    let mut settings = default_settings();
+    settings.database.url = Secret::new(url);
+    settings.database.max_connections = MIN_CONNECTIONS;
+    // Waiting for each other would end in this timeout, as an error.
+    settings.database.acquire_timeout_secs = 2;
+    let store = Store::connect(&settings.database).await.unwrap();
+    store.migrate().await.unwrap();
+    let filter = FunnelFilter::default();
+    let reports = (0..6).map(|_| store.funnel_and_baseline_facts(&filter, T0));
+    let facts = futures_util::future::try_join_all(reports)
+        .await
+        .expect("every report finishes");
+    assert_eq!(facts.len(), 6);
 }

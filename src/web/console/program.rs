@@ -408,14 +408,13 @@ pub async fn get_program(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebError> {
     let filters = Filters::parse(&query)?;
-    // The API's reads, each one snapshot, on their own connections at once: the page waits for
-    // the slowest, not for all. The scorecards are computed from the funnel's facts.
-    let (facts, days, baseline) = futures_util::try_join!(
-        state.store.funnel_facts(&filters.report),
-        state.store.conversion_by_day(&filters.report),
+    // The API's reads, on their own connections at once: the page waits for the slowest, not
+    // for all. The scorecards are computed from the funnel's facts.
+    let ((facts, baseline), days) = futures_util::try_join!(
         state
             .store
-            .baseline_facts(&filters.report, state.clock.now())
+            .funnel_and_baseline_facts(&filters.report, state.clock.now()),
+        state.store.conversion_by_day(&filters.report),
     )?;
     let report = funnel::compute(&facts);
     let Comparison {
