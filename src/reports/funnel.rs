@@ -41,7 +41,7 @@ use crate::clock::Millis;
 use crate::config::Settings;
 use crate::domain::moment::MomentKind;
 pub use crate::store::{FunnelFacts, FunnelFilter};
-use crate::store::{Store, StoreError};
+use crate::store::{ReferralOrigin, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FunnelReport {
@@ -276,12 +276,15 @@ pub fn compute(facts: &FunnelFacts) -> FunnelReport {
         }
         totals.add_referrals(g.referrer_code.as_deref(), g.referrals, g.qualified, g.won);
     }
+    let targets_of = |o: &ReferralOrigin| {
+        targets(
+            label(o.market.as_deref()),
+            label(o.source.as_deref()),
+            kind_of(o.referrer_code.as_deref()),
+        )
+    };
     for d in &facts.days_to_win {
-        let keys = targets(
-            label(d.market.as_deref()),
-            label(d.source.as_deref()),
-            kind_of(d.referrer_code.as_deref()),
-        );
+        let keys = targets_of(&d.origin);
         for key in keys {
             rows.entry(key).or_default().days.add(d.tenths, d.referrals);
         }
@@ -289,11 +292,7 @@ pub fn compute(facts: &FunnelFacts) -> FunnelReport {
     }
     for (groups, is_cost) in [(&facts.revenue, false), (&facts.reward_cost, true)] {
         for m in groups {
-            let keys = targets(
-                label(m.market.as_deref()),
-                label(m.source.as_deref()),
-                kind_of(m.referrer_code.as_deref()),
-            );
+            let keys = targets_of(&m.origin);
             let currency = currency(m.currency.as_deref());
             let sums = |acc: &mut Acc| {
                 let sums = if is_cost {
@@ -604,11 +603,17 @@ mod tests {
         }
     }
 
-    fn days(market: &str, source: &str, tenths: i64, n: u64) -> DaysToWinGroup {
-        DaysToWinGroup {
+    fn origin(market: &str, source: &str, referrer_code: &str) -> ReferralOrigin {
+        ReferralOrigin {
             market: Some(market.into()),
             source: Some(source.into()),
-            referrer_code: Some("A".into()),
+            referrer_code: Some(referrer_code.into()),
+        }
+    }
+
+    fn days(market: &str, source: &str, tenths: i64, n: u64) -> DaysToWinGroup {
+        DaysToWinGroup {
+            origin: origin(market, source, "A"),
             tenths,
             referrals: n,
         }
@@ -616,9 +621,7 @@ mod tests {
 
     fn money(currency: &str, amount: &str) -> MoneyGroup {
         MoneyGroup {
-            market: Some("US".into()),
-            source: Some("link".into()),
-            referrer_code: Some("A".into()),
+            origin: origin("US", "link", "A"),
             currency: Some(currency.into()),
             amount: d(amount),
         }
@@ -770,7 +773,7 @@ mod tests {
                 partners("US", PartnerKind::Partner, 1, 1, 1),
             ],
             days_to_win: vec![DaysToWinGroup {
-                referrer_code: Some("C".into()),
+                origin: origin("US", "link", "C"),
                 ..days("US", "link", 75, 1)
             }],
             ..Default::default()

@@ -63,13 +63,23 @@ pub fn compute(facts: &FunnelFacts, kind: Option<PartnerKind>) -> ScorecardRepor
         );
     }
     for d in &facts.days_to_win {
-        if let Some(acc) = d.referrer_code.as_deref().and_then(|c| accs.get_mut(c)) {
+        if let Some(acc) = d
+            .origin
+            .referrer_code
+            .as_deref()
+            .and_then(|c| accs.get_mut(c))
+        {
             acc.days.add(d.tenths, d.referrals);
         }
     }
     for (groups, is_cost) in [(&facts.revenue, false), (&facts.reward_cost, true)] {
         for m in groups {
-            if let Some(acc) = m.referrer_code.as_deref().and_then(|c| accs.get_mut(c)) {
+            if let Some(acc) = m
+                .origin
+                .referrer_code
+                .as_deref()
+                .and_then(|c| accs.get_mut(c))
+            {
                 let sums = if is_cost {
                     &mut acc.cost
                 } else {

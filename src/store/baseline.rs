@@ -379,6 +379,18 @@ struct PersonKey {
     id: String,
 }
 
+/// The keys of the deals among `records` (`deals`), or of the people.
+fn keys_of(records: &[DealState], deals: bool) -> Vec<PersonKey> {
+    records
+        .iter()
+        .filter(|r| r.is_deal() == deals)
+        .map(|r| PersonKey {
+            crm: r.crm.clone(),
+            id: r.object_id.clone(),
+        })
+        .collect()
+}
+
 /// A person with one of its live won deals (none: the deal columns are empty).
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct PersonDeal {
@@ -470,14 +482,7 @@ impl Tx {
         // customer facts follow their won deals. On PostgreSQL a person a batch is writing is
         // skipped like a marked deal, and so are the deals of such a person: they stay marked
         // for the next refresh, so the refresh never waits on a batch.
-        let deal_keys: Vec<PersonKey> = deals
-            .iter()
-            .filter(|d| d.is_deal())
-            .map(|d| PersonKey {
-                crm: d.crm.clone(),
-                id: d.object_id.clone(),
-            })
-            .collect();
+        let deal_keys = keys_of(&deals, true);
         let people_of: Vec<(PersonKey, PersonKey)> = self.people_ever_of(&deal_keys).await?;
         let mut people: BTreeSet<PersonKey> = people_of.iter().map(|(_, p)| p.clone()).collect();
         people.extend(deals.iter().filter(|d| !d.is_deal()).map(|d| PersonKey {
@@ -894,29 +899,11 @@ impl Tx {
         .fetch_all(c)
         .await?);
         // People the refresh has not caught up with: marked people and those of marked deals.
-        let mut stale: BTreeMap<PersonKey, ()> = dirty
-            .iter()
-            .filter(|d| !d.is_deal())
-            .map(|d| {
-                let key = PersonKey {
-                    crm: d.crm.clone(),
-                    id: d.object_id.clone(),
-                };
-                (key, ())
-            })
-            .collect();
-        let marked_deals: Vec<PersonKey> = dirty
-            .iter()
-            .filter(|d| d.is_deal())
-            .map(|d| PersonKey {
-                crm: d.crm.clone(),
-                id: d.object_id.clone(),
-            })
-            .collect();
-        for (_, person) in self.people_ever_of(&marked_deals).await? {
-            stale.insert(person, ());
+        let mut stale: BTreeSet<PersonKey> = keys_of(dirty, false).into_iter().collect();
+        for (_, person) in self.people_ever_of(&keys_of(dirty, true)).await? {
+            stale.insert(person);
         }
-        let stale: Vec<PersonKey> = stale.into_keys().collect();
+        let stale: Vec<PersonKey> = stale.into_iter().collect();
         #[derive(sqlx::FromRow)]
         struct Stored {
             crm: String,

@@ -67,6 +67,7 @@ pub use referrals::{
 };
 pub use reports::{
     DaysToWinGroup, FunnelFacts, FunnelFilter, MoneyGroup, PartnerGroup, ReferralGroup,
+    ReferralOrigin,
 };
 pub use rewards::{NewReward, Reward};
 pub use tx::Tx;

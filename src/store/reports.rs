@@ -73,23 +73,28 @@ pub struct PartnerGroup {
     pub active: u64,
 }
 
-/// How many won referrals of a market, source and referrer took `tenths` tenths of a day from
-/// first touch to won (rounded half away from zero).
+/// Where a group of referrals came from: their market and source, and their referrer's code
+/// (`None` where unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaysToWinGroup {
+pub struct ReferralOrigin {
     pub market: Option<String>,
     pub source: Option<String>,
     pub referrer_code: Option<String>,
+}
+
+/// How many won referrals of one origin took `tenths` tenths of a day from first touch to won
+/// (rounded half away from zero).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaysToWinGroup {
+    pub origin: ReferralOrigin,
     pub tenths: i64,
     pub referrals: u64,
 }
 
-/// The sum of amounts in `currency` for a market, source and referrer.
+/// The sum of amounts in `currency` of the referrals of one origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoneyGroup {
-    pub market: Option<String>,
-    pub source: Option<String>,
-    pub referrer_code: Option<String>,
+    pub origin: ReferralOrigin,
     pub currency: Option<String>,
     pub amount: Decimal,
 }
@@ -281,9 +286,11 @@ impl Store {
                     }
                 }
                 MoneyGroup {
-                    market,
-                    source,
-                    referrer_code,
+                    origin: ReferralOrigin {
+                        market,
+                        source,
+                        referrer_code,
+                    },
                     currency,
                     amount: sum,
                 }
@@ -306,9 +313,11 @@ impl Store {
                     sum = sum.saturating_add(amount);
                 }
                 Ok(MoneyGroup {
-                    market,
-                    source,
-                    referrer_code,
+                    origin: ReferralOrigin {
+                        market,
+                        source,
+                        referrer_code,
+                    },
                     currency,
                     amount: sum,
                 })
@@ -353,9 +362,11 @@ impl Store {
                 .into_iter()
                 .map(|(market, source, referrer_code, tenths, n)| {
                     Ok(DaysToWinGroup {
-                        market,
-                        source,
-                        referrer_code,
+                        origin: ReferralOrigin {
+                            market,
+                            source,
+                            referrer_code,
+                        },
                         tenths,
                         referrals: count(n)?,
                     })
