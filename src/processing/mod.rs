@@ -191,6 +191,9 @@ impl InboxProcessor {
             };
             if idle || refreshed.elapsed() >= BASELINE_REFRESH_EVERY {
                 refreshed = std::time::Instant::now();
+                if let Err(e) = self.store.refresh_statistics().await {
+                    tracing::error!(error = ?e, "refreshing the planner's statistics failed");
+                }
                 match self.refresh_baseline().await {
                     Ok(n) if n > 0 && idle => continue,
                     Ok(_) => {}

@@ -52,7 +52,7 @@ pub use invoices::{Invoice, InvoiceReferral, NewInvoice, NewRefund, Refund};
 pub use moments::{
     AskOutcome, Moment, MomentDecision, NewAsk, NewMoment, OpenReferral, ASK_FOLLOW_UP,
 };
-pub use outbox::{ClaimedRecord, DeliveryResult, NewOutbox, OutboxRow};
+pub use outbox::{claim_heads_sql, ClaimedRecord, DeliveryResult, NewOutbox, OutboxRow};
 pub use payouts::{
     NewPayout, NewPayoutLine, PayoutDue, PayoutLineKey, PayoutLineRow, PayoutRow, PlacedLine,
 };
