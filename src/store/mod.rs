@@ -20,6 +20,7 @@ mod records;
 mod referrals;
 mod reports;
 mod rewards;
+mod statistics;
 mod text;
 mod tx;
 
