@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use referral_sync::config::{Secret, MIN_CONNECTIONS};
+use referral_sync::config::MIN_CONNECTIONS;
 use referral_sync::domain::EventSource;
 use referral_sync::reports::funnel::FunnelFilter;
 use referral_sync::store::{
@@ -11,7 +11,7 @@ use referral_sync::store::{
 };
 
 use crate::both_backends;
-use crate::support::{default_settings, test_store, Backend, TestDb, T0};
+use crate::support::{default_settings, test_store, test_store_with, Backend, T0};
 
 both_backends!(
     migrations_are_idempotent_and_leave_the_store_ready,
@@ -294,16 +294,15 @@ async fn reads_begun_together_see_one_snapshot_while_others_commit(backend: Back
 /// Each report checks out several readers; several reports at once on the smallest pool the
 /// config allows must not each hold part of it while waiting for the rest.
 async fn reports_at_once_on_the_smallest_pool_all_finish(backend: Backend) {
-    let Some((_db, url)) = TestDb::new(backend) else {
+    let Some((store, _db, _)) = test_store_with(backend, |database| {
+        database.max_connections = MIN_CONNECTIONS;
+        // Waiting for each other would end in this timeout, as an error.
+        database.acquire_timeout_secs = 2;
+    })
+    .await
+    else {
         return;
     };
-    let mut settings = default_settings();
-    settings.database.url = Secret::new(url);
-    settings.database.max_connections = MIN_CONNECTIONS;
-    // Waiting for each other would end in this timeout, as an error.
-    settings.database.acquire_timeout_secs = 2;
-    let store = Store::connect(&settings.database).await.unwrap();
-    store.migrate().await.unwrap();
     let filter = FunnelFilter::default();
     let reports = (0..6).map(|_| store.funnel_and_baseline_facts(&filter, T0));
     let facts = futures_util::future::try_join_all(reports)
@@ -316,13 +315,9 @@ async fn reports_at_once_on_the_smallest_pool_all_finish(backend: Backend) {
 /// outage, a burst): the claim must still find each record's head through the pending rows' own
 /// index, not scan every pending row per pending row (3.6 s per claim with 6,000 rows).
 async fn a_delivery_backlog_the_statistics_have_not_seen_is_claimed_by_record(backend: Backend) {
-    let Some((_db, url)) = TestDb::new(backend) else {
+    let Some((store, _db, url)) = test_store_with(backend, |_| {}).await else {
         return;
     };
-    let mut settings = default_settings();
-    settings.database.url = Secret::new(url.clone());
-    let store = Store::connect(&settings.database).await.unwrap();
-    store.migrate().await.unwrap();
     let rows = |status: &str, n: i64, records: i64| {
         format!(
             "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {n}) \
@@ -391,13 +386,9 @@ async fn a_delivery_backlog_the_statistics_have_not_seen_is_claimed_by_record(ba
 /// its last ANALYZE gets fresh statistics from the processor (`Store::refresh_statistics`), so
 /// the first minutes of a deployment or a burst are not planned from a table a fraction its size.
 async fn tables_that_changed_by_half_since_their_statistics_are_analysed(backend: Backend) {
-    let Some((_db, url)) = TestDb::new(backend) else {
+    let Some((store, _db, url)) = test_store_with(backend, |_| {}).await else {
         return;
     };
-    let mut settings = default_settings();
-    settings.database.url = Secret::new(url.clone());
-    let store = Store::connect(&settings.database).await.unwrap();
-    store.migrate().await.unwrap();
     let Backend::Postgres = backend else {
         // SQLite plans without collected statistics.
         assert_eq!(

@@ -71,12 +71,23 @@ pub fn default_settings() -> Settings {
 
 /// A migrated store on a fresh database.
 pub async fn test_store(backend: Backend) -> Option<(Store, TestDb)> {
+    let (store, db, _) = test_store_with(backend, |_| {}).await?;
+    Some((store, db))
+}
+
+/// A migrated store on a fresh database, its database settings changed by `adjust` first; also
+/// the database's URL, for statements the store does not offer.
+pub async fn test_store_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut referral_sync::config::DatabaseSettings),
+) -> Option<(Store, TestDb, String)> {
     let (db, url) = TestDb::new(backend)?;
     let mut settings = default_settings();
-    settings.database.url = Secret::new(url);
+    settings.database.url = Secret::new(url.clone());
+    adjust(&mut settings.database);
     let store = Store::connect(&settings.database).await.expect("connect");
     store.migrate().await.expect("migrate");
-    Some((store, db))
+    Some((store, db, url))
 }
 
 pub struct TestApp {
