@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use referral_sync::config::{ConfigSources, Secret, Settings};
+use referral_sync::domain::Crm;
 use referral_sync::store::{Cohort, Rolled, Store};
 
 use super::Rng;
@@ -215,15 +216,16 @@ async fn fill(url: &str, referrals: u64, deals: u64) {
             };
             let created = first_touch + DAY;
             let pipeline = if m == 0 { "default" } else { "ru-sales" };
-            let cohort = Cohort::new(
-                "hubspot".into(),
-                true,
-                Some(market.into()),
-                Some(source.into()),
-                Some(pipeline.into()),
-                Some(deal_currency.into()),
-                None,
-            );
+            let cohort = Cohort {
+                crm: Crm::HubSpot,
+                referred: true,
+                market: Some(market.into()),
+                source: Some(source.into()),
+                pipeline: Some(pipeline.into()),
+                currency: Some(deal_currency.into()),
+                crm_source: None,
+            }
+            .normalised();
             deals.push(vec![
                 V::Text("hubspot".into()),
                 V::Text("deal".into()),
@@ -417,15 +419,20 @@ async fn fill_other_deals(
             let won_at = created + (5 + rng.below(175) as i64) * DAY;
             let cents = 50_000 + rng.below(4_950_000) as i64;
             let pipeline = (!salesforce).then_some(pipeline);
-            let cohort = Cohort::new(
-                crm.into(),
-                false,
-                None,
-                None,
-                pipeline.map(String::from),
-                Some(currency.into()),
-                source.map(String::from),
-            );
+            let cohort = Cohort {
+                crm: if salesforce {
+                    Crm::Salesforce
+                } else {
+                    Crm::HubSpot
+                },
+                referred: false,
+                market: None,
+                source: None,
+                pipeline: pipeline.map(String::from),
+                currency: Some(currency.into()),
+                crm_source: source.map(String::from),
+            }
+            .normalised();
             let customer_cohort = cohort.key();
             let text = |v: Option<&str>| v.map_or(V::Null, |v| V::Text(v.into()));
             rows.push(vec![

@@ -39,7 +39,6 @@ use super::format::{
 };
 use crate::config::Settings;
 use crate::domain::channel::Channel;
-use crate::domain::Crm;
 use crate::store::{self, BaselineFacts, Cohort, ReferredCustomerDeals, StoreError};
 
 /// The channel label of rows that add up every channel but `referral`.
@@ -158,12 +157,9 @@ fn place(settings: &Settings, cohort: &Cohort) -> (String, Channel) {
         .channels
         .market_of(cohort.pipeline.as_deref(), cohort.currency.as_deref())
         .unwrap_or_else(|| UNKNOWN.to_string());
-    let channel = match cohort.crm.parse::<Crm>() {
-        Ok(crm) => settings
-            .channels
-            .channel_of(crm, cohort.crm_source.as_deref()),
-        Err(_) => Channel::Unknown,
-    };
+    let channel = settings
+        .channels
+        .channel_of(cohort.crm, cohort.crm_source.as_deref());
     (market, channel)
 }
 
@@ -217,17 +213,12 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
         });
     }
     let renewals = &settings.renewals;
-    let is_renewal = |crm: &str, pipeline: Option<&str>, deal_type: Option<&str>| {
-        crm.parse::<Crm>()
-            .is_ok_and(|crm| renewals.is_renewal_of(crm, pipeline, deal_type))
+    let is_renewal = |cohort: &Cohort, deal_type: &Option<String>| {
+        renewals.is_renewal_of(cohort.crm, cohort.pipeline.as_deref(), deal_type.as_deref())
     };
     for g in &facts.revenue_12m.non_referred {
         // A renewal is no new customer; without a referral, it cannot be tied to one.
-        if is_renewal(
-            &g.cohort.crm,
-            g.cohort.pipeline.as_deref(),
-            g.deal_type.as_deref(),
-        ) {
+        if is_renewal(&g.cohort, &g.deal_type) {
             continue;
         }
         let currency = currency(g.cohort.currency.as_deref());
@@ -243,8 +234,8 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
     let mut referred: HashMap<&str, (&ReferredCustomerDeals, BTreeMap<String, Decimal>)> =
         HashMap::new();
     for g in &facts.revenue_12m.referred_deals {
-        let renewal = is_renewal(&g.crm, g.pipeline.as_deref(), g.deal_type.as_deref());
-        let currency = currency(g.currency.as_deref());
+        let renewal = is_renewal(&g.cohort, &g.deal_type);
+        let currency = currency(g.cohort.currency.as_deref());
         for (referral_id, amount) in &g.deals {
             let (_, revenue) = referred
                 .entry(referral_id)
@@ -264,13 +255,16 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
         }
     }
     type CustomerSums = (u64, BTreeMap<String, u64>, BTreeMap<String, Decimal>);
-    let mut by_cohort: BTreeMap<(&str, Option<&str>, Option<&str>), CustomerSums> = BTreeMap::new();
+    let mut by_cohort: BTreeMap<Cohort, CustomerSums> = BTreeMap::new();
     for (g, revenue) in referred.into_values() {
-        let key = (
-            g.crm.as_str(),
-            g.referral.market.as_deref(),
-            g.referral.source.as_deref(),
-        );
+        // A referred customer's row is its referral's: the deals' pipeline and currency do not
+        // place it.
+        let key = Cohort {
+            pipeline: None,
+            currency: None,
+            crm_source: None,
+            ..g.cohort.clone()
+        };
         let (customers, paying, sums) = by_cohort.entry(key).or_default();
         *customers += 1;
         for (currency, amount) in revenue {
@@ -278,16 +272,7 @@ pub fn compute(settings: &Settings, facts: &BaselineFacts) -> Result<Comparison,
             add_money(sums, &currency, amount);
         }
     }
-    for ((crm, market, source), (customers, paying, sums)) in by_cohort {
-        let cohort = Cohort {
-            crm: crm.to_string(),
-            referred: true,
-            market: market.map(String::from),
-            source: source.map(String::from),
-            pipeline: None,
-            currency: None,
-            crm_source: None,
-        };
+    for (cohort, (customers, paying, sums)) in by_cohort {
         each(&cohort, &mut |acc| {
             acc.customers += customers;
             for (currency, n) in &paying {
@@ -521,11 +506,12 @@ pub fn to_table(comparison: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Crm;
     use crate::store::{CohortCount, CustomerCorrection};
 
     fn referred_in(market: &str) -> Cohort {
         Cohort {
-            crm: "hubspot".into(),
+            crm: Crm::HubSpot,
             referred: true,
             market: Some(market.into()),
             source: Some("link".into()),

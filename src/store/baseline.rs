@@ -25,13 +25,16 @@ use super::reports::FunnelFilter;
 use super::tx::{on_tx, TxInner};
 use super::{count, on_pool, BackendKind, Store, StoreError, Tx};
 use crate::clock::{Millis, DAY};
+use crate::domain::Crm;
 
 /// What a deal is counted under: referred or not (with the referral's market and source), and
 /// the raw facts the report maps to a market and a channel (`[channels]` may change; counts
 /// never need recounting for it).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::FromRow,
+)]
 pub struct Cohort {
-    pub crm: String,
+    pub crm: Crm,
     pub referred: bool,
     /// The referral's market and source (referred deals only).
     pub market: Option<String>,
@@ -53,29 +56,18 @@ impl Cohort {
             .map_err(|e| StoreError::Corrupt(format!("deal cohort `{key}`: {e}")))
     }
 
-    /// A cohort as the rollup keeps it: referral facts for referred deals only, the currency
+    /// The cohort as the rollup keeps it: referral facts for referred deals only, the currency
     /// upper-cased.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        crm: String,
-        referred: bool,
-        market: Option<String>,
-        source: Option<String>,
-        pipeline: Option<String>,
-        currency: Option<String>,
-        crm_source: Option<String>,
-    ) -> Self {
-        Self {
-            crm,
-            referred,
-            market: market.filter(|_| referred),
-            source: source.filter(|_| referred),
-            pipeline,
-            currency: currency
-                .map(|c| c.trim().to_ascii_uppercase())
-                .filter(|c| !c.is_empty()),
-            crm_source,
+    pub fn normalised(mut self) -> Self {
+        if !self.referred {
+            self.market = None;
+            self.source = None;
         }
+        self.currency = self
+            .currency
+            .map(|c| c.trim().to_ascii_uppercase())
+            .filter(|c| !c.is_empty());
+        self
     }
 }
 
@@ -288,7 +280,7 @@ fn plausible_amount(text: &str) -> Option<Decimal> {
 /// A deal's row as the baseline sees it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct DealState {
-    crm: String,
+    crm: Crm,
     object_type: String,
     object_id: String,
     referral_id: Option<String>,
@@ -321,15 +313,16 @@ impl DealState {
             return None;
         }
         Some(Rolled {
-            cohort: Cohort::new(
-                self.crm.clone(),
-                self.referral_id.is_some(),
-                self.market.clone(),
-                self.source.clone(),
-                self.pipeline.clone(),
-                self.currency.clone(),
-                self.crm_source.clone(),
-            ),
+            cohort: Cohort {
+                crm: self.crm,
+                referred: self.referral_id.is_some(),
+                market: self.market.clone(),
+                source: self.source.clone(),
+                pipeline: self.pipeline.clone(),
+                currency: self.currency.clone(),
+                crm_source: self.crm_source.clone(),
+            }
+            .normalised(),
             day: self.created.div_euclid(DAY),
             qualified: self.qualified_at.is_some(),
             won: self.won.then(|| Won {
@@ -375,7 +368,7 @@ const REFRESH_LOCK: i64 = 0x7265_6673_796e_6303;
 /// A CRM person, by CRM and id (a Salesforce id names a Contact or a Lead by itself).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::FromRow)]
 struct PersonKey {
-    crm: String,
+    crm: Crm,
     id: String,
 }
 
@@ -385,7 +378,7 @@ fn keys_of(records: &[DealState], deals: bool) -> Vec<PersonKey> {
         .iter()
         .filter(|r| r.is_deal() == deals)
         .map(|r| PersonKey {
-            crm: r.crm.clone(),
+            crm: r.crm,
             id: r.object_id.clone(),
         })
         .collect()
@@ -394,11 +387,11 @@ fn keys_of(records: &[DealState], deals: bool) -> Vec<PersonKey> {
 /// A person with one of its live won deals (none: the deal columns are empty).
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct PersonDeal {
-    crm: String,
+    crm: Crm,
     id: String,
     /// Deleted or merged away.
     gone: bool,
-    deal_crm: Option<String>,
+    deal_crm: Option<Crm>,
     referred: Option<bool>,
     market: Option<String>,
     source: Option<String>,
@@ -439,7 +432,7 @@ struct CohortDelta {
 
 #[derive(Serialize)]
 struct Cleared {
-    crm: String,
+    crm: Crm,
     object_type: String,
     object_id: String,
     rolled: Option<String>,
@@ -495,7 +488,7 @@ impl Tx {
             .collect();
         let taken = |d: &DealState| {
             let key = PersonKey {
-                crm: d.crm.clone(),
+                crm: d.crm,
                 id: d.object_id.clone(),
             };
             if d.is_deal() {
@@ -527,7 +520,7 @@ impl Tx {
                 }
             }
             cleared.push(Cleared {
-                crm: deal.crm.clone(),
+                crm: deal.crm,
                 object_type: deal.object_type.clone(),
                 object_id: deal.object_id.clone(),
                 rolled: now.as_ref().map(Rolled::to_text),
@@ -572,7 +565,7 @@ impl Tx {
         self.apply_won(&DEAL_ACQUISITIONS, acquisitions).await?;
         #[derive(Serialize)]
         struct CustomerRow {
-            crm: String,
+            crm: Crm,
             id: String,
             since: Option<Millis>,
             cohort: Option<String>,
@@ -774,7 +767,7 @@ impl Tx {
         &mut self,
         deals: &[PersonKey],
     ) -> Result<Vec<(PersonKey, PersonKey)>, StoreError> {
-        let found: Vec<(String, String, String)> = self
+        let found: Vec<(Crm, String, String)> = self
             .bulk_fetch(
                 "SELECT DISTINCT a.crm, a.deal_id, a.contact_id FROM {rows} \
                  JOIN crm_associations a ON a.crm = r.crm AND a.deal_id = r.id",
@@ -785,15 +778,7 @@ impl Tx {
             .await?;
         Ok(found
             .into_iter()
-            .map(|(crm, deal, person)| {
-                (
-                    PersonKey {
-                        crm: crm.clone(),
-                        id: deal,
-                    },
-                    PersonKey { crm, id: person },
-                )
-            })
+            .map(|(crm, deal, person)| (PersonKey { crm, id: deal }, PersonKey { crm, id: person }))
             .collect())
     }
 
@@ -826,7 +811,7 @@ impl Tx {
         let mut found: BTreeMap<PersonKey, Option<Customer>> = BTreeMap::new();
         for row in rows {
             let key = PersonKey {
-                crm: row.crm.clone(),
+                crm: row.crm,
                 id: row.id.clone(),
             };
             let customer = found.entry(key).or_default();
@@ -841,15 +826,16 @@ impl Tx {
             }
             *customer = Some(Customer {
                 since: won_at,
-                cohort: Cohort::new(
-                    deal_crm,
-                    row.referred.unwrap_or(false),
-                    row.market,
-                    row.source,
-                    row.pipeline,
-                    row.currency,
-                    row.crm_source,
-                ),
+                cohort: Cohort {
+                    crm: deal_crm,
+                    referred: row.referred.unwrap_or(false),
+                    market: row.market,
+                    source: row.source,
+                    pipeline: row.pipeline,
+                    currency: row.currency,
+                    crm_source: row.crm_source,
+                }
+                .normalised(),
             });
         }
         // People without a row (only associated so far) are no customers.
@@ -903,7 +889,7 @@ impl Tx {
         let stale: Vec<PersonKey> = stale.into_iter().collect();
         #[derive(sqlx::FromRow)]
         struct Stored {
-            crm: String,
+            crm: Crm,
             id: String,
             email: Option<String>,
             customer_since: Option<i64>,
@@ -1029,11 +1015,10 @@ pub struct CustomerGroup {
 /// market and source, CRM, pipeline, deal type and currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferredCustomerDeals {
-    pub referral: ReferralChannel,
-    pub crm: String,
-    pub pipeline: Option<String>,
+    /// A referred cohort: the referral's market and source, the deals' CRM, pipeline and
+    /// currency.
+    pub cohort: Cohort,
     pub deal_type: Option<String>,
-    pub currency: Option<String>,
     /// Each deal's referral and amount (`None` when it is not a decimal).
     pub deals: Vec<(String, Option<Decimal>)>,
 }
@@ -1130,7 +1115,7 @@ type DeclaredRow = (
     Option<String>,
     String,
     bool,
-    Option<String>,
+    Option<Crm>,
     Option<String>,
     Option<i64>,
 );
@@ -1138,44 +1123,26 @@ type DeclaredRow = (
 /// Far enough to mean "no bound" for epoch milliseconds and days.
 const OPEN: i64 = 1 << 60;
 
-type CohortRow = (
-    String,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-type CountRow = (
-    String,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
+/// Deals of one cohort (as the rows hold it) created in a part of the period, and how many of
+/// them reached qualified.
+#[derive(sqlx::FromRow)]
+struct CohortCountRow {
+    #[sqlx(flatten)]
+    cohort: Cohort,
+    deals: i64,
+    qualified: i64,
+}
 /// Referral market and source, currency, whether refunds, the payments joined.
 type InvoicesRow = (Option<String>, Option<String>, String, bool, String);
 type ReferredRevenueRow = (
     Option<String>,
     Option<String>,
-    String,
+    Crm,
     Option<String>,
     Option<String>,
     Option<String>,
     String,
 );
-
-fn cohort_of(row: CohortRow) -> Cohort {
-    let (crm, referred, market, source, pipeline, currency, crm_source) = row;
-    Cohort::new(
-        crm, referred, market, source, pipeline, currency, crm_source,
-    )
-}
 
 /// The whole UTC days inside `[from, to)`, and the parts of the period outside them.
 fn split_period(from: Option<Millis>, to: Option<Millis>) -> ((i64, i64), Vec<(i64, i64)>) {
@@ -1222,15 +1189,14 @@ impl Store {
         // Customers without a referral: won in the period, at least 12 months before `as_of`.
         let ((acquired_first, acquired_end), acquired_edges) =
             split_period(filter.from, Some(to.min(cutoff + 1)));
-        let cohort_columns = "crm, referral_id IS NOT NULL, market, source, pipeline, currency, \
-             crm_source";
         let rollup_sql =
             "SELECT cohort, CAST(SUM(deals) AS BIGINT), CAST(SUM(qualified) AS BIGINT) \
              FROM deal_cohorts \
              WHERE created_day >= $1 AND created_day < $2 GROUP BY cohort";
         let dirty_sql = format!("SELECT {DEAL_STATE} FROM crm_records WHERE baseline_dirty");
         let edge_sql = format!(
-            "SELECT {cohort_columns}, COUNT(*), COUNT(qualified_at) FROM crm_records \
+            "SELECT crm, referral_id IS NOT NULL AS referred, market, source, pipeline, currency, \
+                 crm_source, COUNT(*) AS deals, COUNT(qualified_at) AS qualified FROM crm_records \
              WHERE {LIVE_DEAL} AND {CREATED} >= $1 AND {CREATED} < $2 \
              GROUP BY crm, referral_id IS NOT NULL, market, source, pipeline, currency, crm_source"
         );
@@ -1312,7 +1278,7 @@ impl Store {
         let second_chain = async {
             let dirty: Vec<DealState> =
                 on_tx!(second, |c| sqlx::query_as(&dirty_sql).fetch_all(c).await?);
-            let edge_counts: Vec<CountRow> = second.rows_between(&edge_sql, &edges).await?;
+            let edge_counts: Vec<CohortCountRow> = second.rows_between(&edge_sql, &edges).await?;
             let acquisitions_rows: Vec<WonRow> = second
                 .rows_between(
                     &DEAL_ACQUISITIONS.summed(self.kind()),
@@ -1392,15 +1358,10 @@ impl Store {
                 acquired.entry(key).or_default().add(won, 1);
             }
         }
-        for (crm, referred, market, source, pipeline, currency, crm_source, deals, qualified) in
-            edge_counts
-        {
-            let cohort = cohort_of((
-                crm, referred, market, source, pipeline, currency, crm_source,
-            ));
-            let c = counts.entry(cohort).or_default();
-            c.0 += deals;
-            c.1 += qualified;
+        for row in edge_counts {
+            let c = counts.entry(row.cohort.normalised()).or_default();
+            c.0 += row.deals;
+            c.1 += row.qualified;
         }
         let mut cohorts: Vec<CohortCount> = counts
             .into_iter()
@@ -1445,11 +1406,17 @@ impl Store {
             .map(
                 |(market, source, crm, pipeline, deal_type, currency, joined)| {
                     Ok(ReferredCustomerDeals {
-                        referral: ReferralChannel { market, source },
-                        crm,
-                        pipeline,
+                        cohort: Cohort {
+                            crm,
+                            referred: true,
+                            market,
+                            source,
+                            pipeline,
+                            currency,
+                            crm_source: None,
+                        }
+                        .normalised(),
                         deal_type,
-                        currency,
                         deals: per_referral(&joined, |amount| Ok(plausible_amount(amount)))?,
                     })
                 },
@@ -1526,26 +1493,30 @@ mod tests {
 
     #[test]
     fn cohorts_keep_referral_facts_for_referred_deals_only() {
-        let c = Cohort::new(
-            "hubspot".into(),
-            false,
-            Some("US".into()),
-            Some("link".into()),
-            None,
-            Some(" usd ".into()),
-            None,
-        );
+        let c = Cohort {
+            crm: Crm::HubSpot,
+            referred: false,
+            market: Some("US".into()),
+            source: Some("link".into()),
+            pipeline: None,
+            currency: Some(" usd ".into()),
+            crm_source: None,
+        }
+        .normalised();
         assert_eq!((c.market, c.source), (None, None));
         assert_eq!(c.currency.as_deref(), Some("USD"));
-        let key = Cohort::new(
-            "hubspot".into(),
-            true,
-            Some("US".into()),
-            None,
-            None,
-            None,
-            None,
-        );
+        let key = Cohort {
+            crm: Crm::HubSpot,
+            referred: true,
+            market: Some("US".into()),
+            source: None,
+            pipeline: None,
+            currency: Some("  ".into()),
+            crm_source: None,
+        }
+        .normalised();
+        assert_eq!(key.currency, None);
+        assert_eq!(key.market.as_deref(), Some("US"));
         assert_eq!(Cohort::of_key(&key.key()).unwrap(), key);
     }
 
