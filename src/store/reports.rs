@@ -32,6 +32,13 @@ pub struct FunnelFilter {
     pub to: Option<Millis>,
 }
 
+/// A [`FunnelFilter`] in SQL: over `referrals` aliased `r`, on parameters $1..$4 (bound by
+/// `Tx::filtered`).
+pub(super) const REFERRAL_FILTER: &str = "($1 IS NULL OR COALESCE(r.market, 'unknown') = $1) \
+     AND ($2 IS NULL OR COALESCE(r.source, 'unknown') = $2) \
+     AND ($3 IS NULL OR r.first_touch_at >= $3) \
+     AND ($4 IS NULL OR r.first_touch_at < $4)";
+
 /// Everything the funnel report is computed from, as read in one snapshot.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FunnelFacts {
@@ -105,12 +112,6 @@ const MAX_DEAL_AMOUNT: i64 = 1_000_000_000_000_000_000;
 /// Joins a group's amounts into one text (ASCII unit separator), so a few rows carry them all.
 const SEPARATOR: char = '\u{1f}';
 
-/// The referral filter over `referrals` aliased `r`, on parameters $1..$4.
-pub(super) const REFERRAL_FILTER: &str = "($1 IS NULL OR COALESCE(r.market, 'unknown') = $1) \
-     AND ($2 IS NULL OR COALESCE(r.source, 'unknown') = $2) \
-     AND ($3 IS NULL OR r.first_touch_at >= $3) \
-     AND ($4 IS NULL OR r.first_touch_at < $4)";
-
 /// Code, the referrer's market, kind and name, market, source, counts.
 type GroupRow = (
     Option<String>,
@@ -131,8 +132,32 @@ type MoneyRow = (
     Option<String>,
     Option<String>,
     Option<String>,
-    Option<String>,
+    String,
 );
+
+/// A money row's group with its joined amounts summed, each as `amount` reads it (`None`: left
+/// out of the sum).
+fn money_group(
+    row: MoneyRow,
+    mut amount: impl FnMut(&str) -> Result<Option<Decimal>, StoreError>,
+) -> Result<MoneyGroup, StoreError> {
+    let (market, source, referrer_code, currency, amounts) = row;
+    let mut sum = Decimal::ZERO;
+    for text in amounts.split(SEPARATOR) {
+        if let Some(amount) = amount(text.trim())? {
+            sum = sum.saturating_add(amount);
+        }
+    }
+    Ok(MoneyGroup {
+        origin: ReferralOrigin {
+            market,
+            source,
+            referrer_code,
+        },
+        currency,
+        amount: sum,
+    })
+}
 
 impl Store {
     /// Read the facts of the funnel report for `filter`, in one read-only snapshot.
@@ -277,25 +302,16 @@ impl Store {
         let mut unreadable = 0usize;
         let revenue = revenue
             .into_iter()
-            .map(|(market, source, referrer_code, currency, amounts)| {
-                let mut sum = Decimal::ZERO;
-                for text in amounts.as_deref().unwrap_or_default().split(SEPARATOR) {
-                    match Decimal::from_str(text.trim()) {
-                        Ok(amount) if amount.abs() < max_deal => sum = sum.saturating_add(amount),
-                        _ => unreadable += 1,
+            .map(|row| {
+                money_group(row, |text| match Decimal::from_str(text) {
+                    Ok(amount) if amount.abs() < max_deal => Ok(Some(amount)),
+                    _ => {
+                        unreadable += 1;
+                        Ok(None)
                     }
-                }
-                MoneyGroup {
-                    origin: ReferralOrigin {
-                        market,
-                        source,
-                        referrer_code,
-                    },
-                    currency,
-                    amount: sum,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         if unreadable > 0 {
             tracing::warn!(
                 amounts = unreadable,
@@ -304,22 +320,11 @@ impl Store {
         }
         let reward_cost = cost
             .into_iter()
-            .map(|(market, source, referrer_code, currency, amounts)| {
-                let mut sum = Decimal::ZERO;
-                for text in amounts.as_deref().unwrap_or_default().split(SEPARATOR) {
-                    let amount = Decimal::from_str(text.trim()).map_err(|_| {
+            .map(|row| {
+                money_group(row, |text| {
+                    Decimal::from_str(text).map(Some).map_err(|_| {
                         StoreError::Corrupt(format!("reward amount `{text}` is not a decimal"))
-                    })?;
-                    sum = sum.saturating_add(amount);
-                }
-                Ok(MoneyGroup {
-                    origin: ReferralOrigin {
-                        market,
-                        source,
-                        referrer_code,
-                    },
-                    currency,
-                    amount: sum,
+                    })
                 })
             })
             .collect::<Result<_, StoreError>>()?;

@@ -52,11 +52,6 @@ pub struct FunnelBar {
     pub value: String,
 }
 
-const FUNNEL_LABEL: u32 = 76;
-const FUNNEL_BAR: u32 = 230;
-const FUNNEL_ROW: u32 = 28;
-const FUNNEL_BAR_HEIGHT: u32 = 20;
-
 /// Counts of one market's funnel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FunnelCounts {
@@ -67,6 +62,10 @@ pub struct FunnelCounts {
 
 /// Bars whose lengths are their share of the market's referrals.
 pub fn funnel_chart(market: &str, counts: FunnelCounts) -> FunnelChart {
+    const FUNNEL_LABEL: u32 = 76;
+    const FUNNEL_BAR: u32 = 230;
+    const FUNNEL_ROW: u32 = 28;
+    const FUNNEL_BAR_HEIGHT: u32 = 20;
     let steps = [
         ("Referrals", "bar-referrals", counts.referrals),
         ("Qualified", "bar-qualified", counts.qualified),
@@ -150,15 +149,14 @@ pub struct MonthCounts {
     pub won: u64,
 }
 
-const LINE_WIDTH: u32 = 760;
-const LINE_HEIGHT: u32 = 250;
-
 /// `months` lists every month shown, in order; `by_market` the counts each market had in them
 /// (a month a market has no referrals in leaves a gap in its line's points).
 pub fn conversion_chart(
     months: &[String],
     by_market: &BTreeMap<String, BTreeMap<String, MonthCounts>>,
 ) -> LineChart {
+    const LINE_WIDTH: u32 = 760;
+    const LINE_HEIGHT: u32 = 250;
     // Room on the right for the last month's label, which is centred on its point.
     let (left, right, top, bottom) = (48, LINE_WIDTH - 32, 12, LINE_HEIGHT - 28);
     let max_percent = by_market
@@ -268,13 +266,12 @@ pub struct HeatCell {
     pub title: String,
 }
 
-const HEAT_LABEL: u32 = 90;
-const HEAT_HEADER: u32 = 24;
-const HEAT_CELL_W: u32 = 96;
-const HEAT_CELL_H: u32 = 40;
-
 /// `cells` are (referrer market, referee market, referrals, won).
 pub fn heat_map(cells: &[(String, String, u64, u64)]) -> HeatMap {
+    const HEAT_LABEL: u32 = 90;
+    const HEAT_HEADER: u32 = 24;
+    const HEAT_CELL_W: u32 = 96;
+    const HEAT_CELL_H: u32 = 40;
     let mut rows: Vec<&str> = cells.iter().map(|c| c.0.as_str()).collect();
     let mut columns: Vec<&str> = cells.iter().map(|c| c.1.as_str()).collect();
     rows.sort_unstable();
@@ -370,7 +367,9 @@ mod tests {
         );
 
         let widths: Vec<u32> = chart.bars.iter().map(|b| b.rect.width).collect();
-        assert_eq!(widths, [FUNNEL_BAR, FUNNEL_BAR / 4 + 1, 1]);
+        let full = widths[0];
+        assert!(full > 100, "the referrals' bar spans the chart: {full}");
+        assert_eq!(widths, [full, full / 4 + 1, 1]);
         assert_eq!(chart.bars[0].value, "1,000");
         assert_eq!(chart.bars[1].value, "250 (25.0%)");
         assert_eq!(
