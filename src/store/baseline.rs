@@ -818,7 +818,9 @@ impl Tx {
             if row.gone {
                 continue;
             }
-            let (Some(deal_crm), Some(won_at)) = (row.deal_crm, row.won_at) else {
+            let (Some(deal_crm), Some(won_at), Some(referred)) =
+                (row.deal_crm, row.won_at, row.referred)
+            else {
                 continue;
             };
             if customer.as_ref().is_some_and(|c| c.since <= won_at) {
@@ -828,7 +830,7 @@ impl Tx {
                 since: won_at,
                 cohort: Cohort {
                     crm: deal_crm,
-                    referred: row.referred.unwrap_or(false),
+                    referred,
                     market: row.market,
                     source: row.source,
                     pipeline: row.pipeline,
