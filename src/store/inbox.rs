@@ -108,11 +108,12 @@ impl SqliteInboxConnection {
         Ok(outcome)
     }
 
-    /// The connection's `PRAGMA synchronous` (2 = FULL), for the durability test.
-    pub fn synchronous(&self) -> Result<i64, StoreError> {
+    /// The connection's setting `name` (`PRAGMA name`), as a number: for the tests of its
+    /// durability and tuning.
+    pub fn pragma(&self, name: &str) -> Result<i64, StoreError> {
         Ok(self
             .connection
-            .query_row("PRAGMA synchronous", [], |row| row.get(0))?)
+            .pragma_query_value(None, name, |row| row.get(0))?)
     }
 }
 
@@ -248,6 +249,12 @@ impl Store {
         connection.busy_timeout(std::time::Duration::from_secs(30))?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", true)?;
+        for (name, value) in super::SQLITE_TUNING {
+            // Some settings answer with their new value, some with nothing.
+            let mut set = connection.prepare(&format!("PRAGMA {name} = {value}"))?;
+            let mut answer = set.query([])?;
+            while answer.next()?.is_some() {}
+        }
         // Fails now, not on the first webhook, when this is not the pool's (migrated) database.
         connection.prepare_cached(INSERT_INBOX_EVENT)?;
         Ok(Some(SqliteInboxConnection { connection }))

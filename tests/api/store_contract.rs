@@ -197,7 +197,7 @@ async fn sqlite_inbox_writer_connection_is_fully_durable(backend: Backend) {
         Backend::Sqlite => assert_eq!(
             connection
                 .expect("a SQLite store has one")
-                .synchronous()
+                .pragma("synchronous")
                 .unwrap(),
             2,
             "synchronous=FULL: an fsync per commit, as on the pool's connections"
