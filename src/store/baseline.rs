@@ -392,7 +392,8 @@ struct PersonDeal {
     /// Deleted or merged away.
     gone: bool,
     deal_crm: Option<Crm>,
-    referred: Option<bool>,
+    /// False without a deal.
+    referred: bool,
     market: Option<String>,
     source: Option<String>,
     pipeline: Option<String>,
@@ -818,9 +819,7 @@ impl Tx {
             if row.gone {
                 continue;
             }
-            let (Some(deal_crm), Some(won_at), Some(referred)) =
-                (row.deal_crm, row.won_at, row.referred)
-            else {
+            let (Some(deal_crm), Some(won_at)) = (row.deal_crm, row.won_at) else {
                 continue;
             };
             if customer.as_ref().is_some_and(|c| c.since <= won_at) {
@@ -830,7 +829,7 @@ impl Tx {
                 since: won_at,
                 cohort: Cohort {
                     crm: deal_crm,
-                    referred,
+                    referred: row.referred,
                     market: row.market,
                     source: row.source,
                     pipeline: row.pipeline,

@@ -235,8 +235,8 @@ impl Store {
         .rows_affected()))
     }
 
-    /// A connection for the SQLite inbox writer, with the pool's durability settings; `None` on
-    /// PostgreSQL, where the pool is used.
+    /// A connection for the SQLite inbox writer, with the pool's durability settings and tuning;
+    /// `None` on PostgreSQL, where the pool is used.
     pub fn open_sqlite_inbox_connection(
         &self,
     ) -> Result<Option<SqliteInboxConnection>, StoreError> {

@@ -166,14 +166,15 @@ pub enum Readiness {
     MigrationsPending(Vec<i64>),
 }
 
-/// How every SQLite connection is tuned, the pool's and the inbox writer's alike. Measured with
-/// `cargo bench --bench funnel` and `--bench process` (README "Performance"):
+/// How every SQLite connection is tuned, the pool's and the inbox writer's alike (README
+/// "Inbox processing" has the measurements):
 /// - `mmap_size` 2 GiB (the most SQLite's default build allows; a larger file is read the usual
 ///   way beyond it): reads straight from the page cache instead of a copy per page, about half
 ///   the funnel's time over 1,000,000 referrals (reports scan large indexes).
 /// - `temp_store = MEMORY`: the statement journal of a set-based write (hundreds of rows in one
-///   statement) stays in memory instead of spilling to a temporary file: +12–25% events/s on a
-///   300,000-event drain. Reports' memory did not grow (peak RSS of the funnel benchmark).
+///   statement) stays in memory instead of spilling to a temporary file: +6–25% events/s in
+///   `cargo bench --bench process`, alternating with the default in one run. The funnel
+///   benchmark's peak RSS did not grow with it.
 pub(crate) const SQLITE_TUNING: [(&str, &str); 2] =
     [("mmap_size", "2147483648"), ("temp_store", "MEMORY")];
 
