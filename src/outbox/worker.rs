@@ -310,10 +310,14 @@ impl OutboxWorker {
         };
         match result {
             Ok(failed) => {
+                let mut delivered = Vec::with_capacity(chunk.len());
                 for s in chunk {
-                    let outcome = failed.get(&s.object_id).cloned();
-                    self.finish(s, outcome).await?;
+                    match failed.get(&s.object_id).cloned() {
+                        Some(outcome) => self.finish(s, Some(outcome)).await?,
+                        None => delivered.push((s.head_id, s.row_ids)),
+                    }
                 }
+                self.finish_delivered(&delivered).await?;
                 Ok(1)
             }
             // A batch refused as a whole may hide one bad record: send them one by one so only
@@ -594,6 +598,22 @@ impl OutboxWorker {
             .await?
         {
             tracing::warn!(record = %s.object_id, "lease lost before finishing; another worker owns the record");
+        }
+        Ok(())
+    }
+
+    /// [`Self::finish`] for many records the CRM took, in one transaction.
+    async fn finish_delivered(&self, delivered: &[(i64, Vec<i64>)]) -> Result<(), StoreError> {
+        let me = &self.inner;
+        for head in me
+            .store
+            .finish_delivered(&me.id, delivered, me.clock.now())
+            .await?
+        {
+            tracing::warn!(
+                head,
+                "lease lost before finishing; another worker owns the record"
+            );
         }
         Ok(())
     }

@@ -239,6 +239,68 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Record the rows of many claimed records as delivered, in one transaction: a batch call
+    /// answered for up to a hundred records, and finishing them one transaction each kept the
+    /// worker's round longer than the call itself once a backlog formed. Returns the heads
+    /// `worker` no longer held (their lease expired and someone else took over), whose rows are
+    /// left as they are, as [`Store::finish_delivery`] leaves them.
+    pub async fn finish_delivered(
+        &self,
+        worker: &str,
+        delivered: &[(i64, Vec<i64>)],
+        now: Millis,
+    ) -> Result<Vec<i64>, StoreError> {
+        #[derive(Serialize)]
+        struct Id {
+            id: i64,
+        }
+        const ID: [(&str, Col); 1] = [("id", Col::BigInt)];
+        if delivered.is_empty() {
+            return Ok(Vec::new());
+        }
+        let heads: Vec<Id> = delivered.iter().map(|(head, _)| Id { id: *head }).collect();
+        let lock = match self.kind() {
+            BackendKind::Postgres => " FOR UPDATE OF o",
+            BackendKind::Sqlite => "",
+        };
+        let mut tx = self.begin().await?;
+        let holders: Vec<(i64, Option<String>)> = tx
+            .bulk_fetch(
+                &format!(
+                    "SELECT o.id, o.locked_by FROM {{rows}} JOIN outbox o ON o.id = r.id{lock}"
+                ),
+                &ID,
+                &heads,
+                &[],
+            )
+            .await?;
+        let held: std::collections::HashSet<i64> = holders
+            .into_iter()
+            .filter(|(_, holder)| holder.as_deref() == Some(worker))
+            .map(|(id, _)| id)
+            .collect();
+        let rows: Vec<Id> = delivered
+            .iter()
+            .filter(|(head, _)| held.contains(head))
+            .flat_map(|(_, rows)| rows.iter().map(|id| Id { id: *id }))
+            .collect();
+        tx.bulk_execute(
+            "UPDATE outbox SET status = 'delivered', delivered_at = $2, attempts = attempts + 1, \
+             locked_by = NULL, locked_until = NULL, last_error = NULL \
+             FROM {rows} WHERE outbox.id = r.id AND outbox.status = 'pending'",
+            &ID,
+            &rows,
+            &[Param::Int(now)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(delivered
+            .iter()
+            .map(|(head, _)| *head)
+            .filter(|head| !held.contains(head))
+            .collect())
+    }
+
     /// Record a delivery attempt for a claimed record; a no-op (returns false) when `worker` no
     /// longer holds the record's lease (it expired and someone else took over).
     pub async fn finish_delivery(

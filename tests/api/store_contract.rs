@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use referral_sync::config::MIN_CONNECTIONS;
-use referral_sync::domain::EventSource;
+use referral_sync::domain::{DeliveryStatus, EventSource};
 use referral_sync::reports::funnel::FunnelFilter;
 use referral_sync::store::{
     claim_heads_sql, Ingested, NewInboxEvent, Readiness, SqliteInboxConnection, Store,
@@ -23,6 +23,7 @@ both_backends!(
     reports_at_once_on_the_smallest_pool_all_finish,
     a_delivery_backlog_the_statistics_have_not_seen_is_claimed_by_record,
     tables_that_changed_by_half_since_their_statistics_are_analysed,
+    records_a_batch_call_delivered_are_finished_together_except_a_lost_lease,
 );
 
 /// The two ways events reach the inbox: the store's pool (every backend), and on SQLite the
@@ -380,6 +381,74 @@ async fn a_delivery_backlog_the_statistics_have_not_seen_is_claimed_by_record(ba
         Backend::Sqlite => 70,
     };
     assert_eq!(claimed.len(), records);
+}
+
+/// A batch call answers for many records; they are finished in one transaction, and a record
+/// whose lease ran out and went to another worker meanwhile is left to that worker.
+async fn records_a_batch_call_delivered_are_finished_together_except_a_lost_lease(
+    backend: Backend,
+) {
+    let Some((store, _db, url)) = test_store_with(backend, |_| {}).await else {
+        return;
+    };
+    // Three records with two pending writes each.
+    let insert = "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < 6) \
+         INSERT INTO outbox (crm, object_type, object_id, kind, payload, status, \
+             next_attempt_at, created_at) \
+         SELECT 'hubspot', 'contact', 'c' || (g % 3), 'update_properties', '{}', 'pending', 0, 0 \
+         FROM s";
+    match backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(insert).execute(&pool).await.unwrap();
+        }
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(insert).execute(&pool).await.unwrap();
+        }
+    }
+    let claimed = store.claim_records("a", 10, 1_000, 10, 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    // "a" is slow: its lease runs out and "b" takes one record over.
+    let taken = store
+        .claim_records("b", 2_000, 60_000, 1, 10)
+        .await
+        .unwrap();
+    let lost = taken[0].head_id;
+
+    let delivered: Vec<(i64, Vec<i64>)> = claimed
+        .iter()
+        .map(|c| (c.head_id, c.rows.iter().map(|r| r.id).collect()))
+        .collect();
+    let not_held = store
+        .finish_delivered("a", &delivered, 3_000)
+        .await
+        .unwrap();
+
+    assert_eq!(not_held, [lost]);
+    let rows = store.outbox_rows(None).await.unwrap();
+    let lost_record = &claimed.iter().find(|c| c.head_id == lost).unwrap().rows[0].object_id;
+    for row in rows {
+        if &row.object_id == lost_record {
+            assert_eq!(
+                (row.status, row.delivered_at, row.attempts),
+                (DeliveryStatus::Pending, None, 0),
+                "{row:?}"
+            );
+        } else {
+            assert_eq!(
+                (row.status, row.delivered_at, row.attempts),
+                (DeliveryStatus::Delivered, Some(3_000), 1),
+                "{row:?}"
+            );
+        }
+    }
+    // Finished rows are not claimed again; the lost record is "b"'s until its lease runs out.
+    assert!(store
+        .claim_records("a", 4_000, 60_000, 10, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Autovacuum looks at a database once a minute; a table that changed by more than half since
