@@ -243,7 +243,7 @@ impl Store {
     /// answered for up to a hundred records, and finishing them one transaction each kept the
     /// worker's round longer than the call itself once a backlog formed. Returns the heads
     /// `worker` no longer held (their lease expired and someone else took over), whose rows are
-    /// left as they are, as [`Store::finish_delivery`] leaves them.
+    /// left as they are. [`Store::finish_delivery`] records a single delivered record through it.
     pub async fn finish_delivered(
         &self,
         worker: &str,
@@ -310,6 +310,12 @@ impl Store {
         result: &DeliveryResult,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        if let DeliveryResult::Delivered { row_ids } = result {
+            let lost = self
+                .finish_delivered(worker, &[(head_id, row_ids.clone())], now)
+                .await?;
+            return Ok(lost.is_empty());
+        }
         let mut tx = self.begin().await?;
         let fence = match self.backend {
             Backend::Postgres(_) => "SELECT locked_by FROM outbox WHERE id = $1 FOR UPDATE",
@@ -323,21 +329,7 @@ impl Store {
             return Ok(false);
         }
         match result {
-            DeliveryResult::Delivered { row_ids } => {
-                for id in row_ids {
-                    on_tx!(tx, |c| {
-                        sqlx::query(
-                        "UPDATE outbox SET status = 'delivered', delivered_at = $2, attempts = attempts + 1, \
-                         locked_by = NULL, locked_until = NULL, last_error = NULL WHERE id = $1 AND status = 'pending'"
-                    )
-                    .bind(id)
-                    .bind(now)
-                    .execute(c)
-                    .await?
-                    .rows_affected()
-                    });
-                }
-            }
+            DeliveryResult::Delivered { .. } => unreachable!("finished by finish_delivered above"),
             DeliveryResult::Retry {
                 status,
                 error,
